@@ -1,0 +1,3 @@
+from pocket3d.cli import main
+
+main()

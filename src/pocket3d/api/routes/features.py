@@ -1,0 +1,74 @@
+"""The four feature routes: each validates its request, persists a job and answers 202 (or the finished job)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from pocket3d.api.deps import NodeDep, PrincipalDep
+from pocket3d.api.keys import Principal
+from pocket3d.api.schemas import (
+    ErrorBody,
+    JobAccepted,
+    JobView,
+    MeshGenerationRequest,
+    RiggingRequest,
+    SegmentationRequest,
+    TextureGenerationRequest,
+    _FeatureRequest,
+)
+from pocket3d.api.submission import submit_request
+from pocket3d.api.views import job_links, job_view
+from pocket3d.models.spec import Feature
+from pocket3d.node import Node
+
+router = APIRouter()
+ERRORS = {code: {"model": ErrorBody} for code in (400, 401, 404, 413, 422, 503)}
+SUBMIT_RESPONSES = {202: {"model": JobAccepted, "description": "accepted; follow links.self or links.events"},
+                    200: {"model": JobView, "description": "finished within ?wait seconds"}, **ERRORS}
+WaitQuery = Annotated[float, Query(ge=0, description="seconds to wait for the job to finish before answering "
+                                   "(capped by server.max_wait); 0 answers at once")]
+
+
+async def _accept(node: Node, principal: Principal, feature: Feature, req: _FeatureRequest,
+                  wait: float) -> JSONResponse:
+    job_id = await run_in_threadpool(submit_request, node, principal, feature, req)
+    wait = min(wait, node.settings.server.max_wait)
+    if wait > 0:
+        job = await node.bus.wait_final(job_id, wait)
+        if job is not None and job.status.is_final:
+            view = job_view(job, node.scheduler.estimate(job))
+            return JSONResponse(view.model_dump(mode="json"), status_code=200)
+    body = JobAccepted(job_id=job_id, status="queued", links=job_links(job_id))
+    return JSONResponse(body.model_dump(mode="json"), status_code=202,
+                        headers={"Location": body.links.self})
+
+
+@router.post("/mesh/generate", tags=["Mesh Generation"], status_code=202, responses=SUBMIT_RESPONSES,
+             summary="Text or image(s) to a textured mesh")
+async def generate_mesh(req: MeshGenerationRequest, node: NodeDep, principal: PrincipalDep,
+                        wait: WaitQuery = 0) -> JSONResponse:
+    return await _accept(node, principal, Feature.MESH_GENERATION, req, wait)
+
+
+@router.post("/texture/generate", tags=["Texture Generation"], status_code=202, responses=SUBMIT_RESPONSES,
+             summary="Texture a given mesh from text or image(s)")
+async def generate_texture(req: TextureGenerationRequest, node: NodeDep, principal: PrincipalDep,
+                           wait: WaitQuery = 0) -> JSONResponse:
+    return await _accept(node, principal, Feature.TEXTURE_GENERATION, req, wait)
+
+
+@router.post("/segment", tags=["Mesh Segmentation"], status_code=202, responses=SUBMIT_RESPONSES,
+             summary="Split a mesh into labelled parts")
+async def segment(req: SegmentationRequest, node: NodeDep, principal: PrincipalDep,
+                  wait: WaitQuery = 0) -> JSONResponse:
+    return await _accept(node, principal, Feature.SEGMENTATION, req, wait)
+
+
+@router.post("/rig", tags=["Auto-Rigging"], status_code=202, responses=SUBMIT_RESPONSES,
+             summary="Add a skeleton and skin weights to a mesh")
+async def rig(req: RiggingRequest, node: NodeDep, principal: PrincipalDep, wait: WaitQuery = 0) -> JSONResponse:
+    return await _accept(node, principal, Feature.AUTO_RIGGING, req, wait)

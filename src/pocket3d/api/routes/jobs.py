@@ -1,0 +1,113 @@
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, Request
+from fastapi.responses import FileResponse, Response
+from sse_starlette import EventSourceResponse
+from starlette.concurrency import run_in_threadpool
+
+from pocket3d.api.deps import NodeDep, PrincipalDep
+from pocket3d.api.keys import Principal
+from pocket3d.api.schemas import ErrorBody, JobPage, JobView
+from pocket3d.api.views import job_view
+from pocket3d.errors import ErrorCode, Pocket3DError
+from pocket3d.jobs import transitions
+from pocket3d.jobs.records import JobRecord, JobStatus
+from pocket3d.models.spec import Feature
+from pocket3d.node import Node
+
+router = APIRouter(tags=["Jobs"])
+NOT_FOUND = {404: {"model": ErrorBody}, 401: {"model": ErrorBody}}
+
+
+def _visible_job(node: Node, principal: Principal, job_id: str) -> JobRecord:
+    job = node.store.get_job(job_id)
+    if job is None or not principal.can_see(job.owner_id):
+        raise Pocket3DError(ErrorCode.JOB_NOT_FOUND, f"job {job_id} not found", {"job_id": job_id})
+    return job
+
+
+def _view(node: Node, job: JobRecord) -> JobView:
+    return job_view(job, node.scheduler.estimate(job))
+
+
+@router.get("/jobs", response_model=JobPage, responses=NOT_FOUND, summary="Your jobs, newest first")
+def list_jobs(node: NodeDep, principal: PrincipalDep,
+              status: Annotated[JobStatus | None, Query()] = None,
+              feature: Annotated[Feature | None, Query()] = None,
+              cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
+              limit: Annotated[int, Query(ge=1, le=100)] = 20) -> JobPage:
+    owner = None if principal.is_admin else principal.owner_id
+    jobs = node.store.list_jobs(owner, status=status.value if status else None,
+                                feature=feature.value if feature else None, before_id=cursor, limit=limit + 1)
+    page = jobs[:limit]
+    return JobPage(jobs=[_view(node, j) for j in page],
+                   next_cursor=page[-1].id if len(jobs) > limit else None)
+
+
+@router.get("/jobs/{job_id}", response_model=JobView, responses=NOT_FOUND, summary="Status, progress and outputs")
+def get_job(job_id: str, node: NodeDep, principal: PrincipalDep) -> JobView:
+    return _view(node, _visible_job(node, principal, job_id))
+
+
+@router.get("/mesh/status/{job_id}", response_model=JobView, responses=NOT_FOUND, tags=["Mesh Generation"],
+            summary="Alias of GET /jobs/{job_id}, as in the seed design")
+def mesh_status(job_id: str, node: NodeDep, principal: PrincipalDep) -> JobView:
+    return get_job(job_id, node, principal)
+
+
+@router.post("/jobs/{job_id}/cancel", response_model=JobView, responses={**NOT_FOUND, 409: {"model": ErrorBody}},
+             summary="Cancel: a waiting job at once, a running one at its next progress report")
+def cancel_job(job_id: str, node: NodeDep, principal: PrincipalDep) -> JobView:
+    _visible_job(node, principal, job_id)
+    status = transitions.cancel_job(node.store, job_id, release=node.release, now=time.time())
+    if status == JobStatus.RUNNING:
+        node.scheduler.cancel(job_id)
+    else:
+        node.retention.job_ended(job_id)
+    return _view(node, _visible_job(node, principal, job_id))
+
+
+@router.get("/jobs/{job_id}/outputs/{name}", responses={**NOT_FOUND, 410: {"model": ErrorBody}},
+            response_class=FileResponse, summary="Download an output (supports Range and If-None-Match)")
+def download_output(job_id: str, name: str, node: NodeDep, principal: PrincipalDep,
+                    if_none_match: Annotated[str | None, Header()] = None) -> Response:
+    job = _visible_job(node, principal, job_id)
+    if job.status != JobStatus.SUCCEEDED:
+        raise Pocket3DError(ErrorCode.OUTPUT_NOT_FOUND, f"job {job_id} is {job.status.value}; outputs exist "
+                            "once it has succeeded", {"status": job.status.value})
+    if not job.outputs:
+        raise Pocket3DError(ErrorCode.OUTPUT_EXPIRED, f"the outputs of job {job_id} have expired and were deleted")
+    output = next((o for o in job.outputs if o.public and o.name == name), None)
+    if output is None:
+        raise Pocket3DError(ErrorCode.OUTPUT_NOT_FOUND, f"job {job_id} has no output {name!r}",
+                            {"outputs": [o.name for o in job.outputs if o.public]})
+    etag = f'"{output.sha256}"'
+    if if_none_match and etag in [t.strip() for t in if_none_match.split(",")]:
+        return Response(status_code=304, headers={"ETag": etag})
+    path = node.artifacts.path(output.sha256)
+    if not path.is_file():
+        raise Pocket3DError(ErrorCode.OUTPUT_EXPIRED, f"output {name!r} of job {job_id} is no longer stored")
+    return FileResponse(path, media_type=output.media_type, filename=output.name,
+                        headers={"ETag": etag, "Cache-Control": "private, max-age=3600"})
+
+
+@router.get("/jobs/{job_id}/events", responses=NOT_FOUND, response_class=EventSourceResponse,
+            summary="Server-Sent Events: every status and progress change, until a final state")
+async def job_events(job_id: str, request: Request, node: NodeDep, principal: PrincipalDep,
+                     last_event_id: Annotated[str | None, Header()] = None) -> EventSourceResponse:
+    await run_in_threadpool(_visible_job, node, principal, job_id)
+    after = int(last_event_id) if last_event_id and last_event_id.isdigit() else 0
+
+    async def events() -> AsyncIterator[dict]:
+        last_status = None
+        async for job in node.bus.follow(job_id, after_version=after):
+            view = await run_in_threadpool(_view, node, job)
+            kind = "status" if (job.status, job.current_stage) != last_status else "progress"
+            last_status = (job.status, job.current_stage)
+            yield {"event": kind, "id": str(job.version), "data": view.model_dump_json()}
+
+    return EventSourceResponse(events(), ping=15, send_timeout=30)

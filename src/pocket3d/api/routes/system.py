@@ -1,0 +1,70 @@
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+
+from pocket3d import __version__, geometry
+from pocket3d.api.deps import NodeDep, PrincipalDep
+from pocket3d.api.schemas import DeviceInfo, Health, ModelInfo, ModelList, Readiness
+from pocket3d.models.spec import Feature
+from pocket3d.node import Node
+
+router = APIRouter(prefix="/system", tags=["System"])
+
+
+@router.get("/health", response_model=Health, summary="The process is alive (no dependencies checked)")
+async def health() -> Health:
+    return Health(status="ok", version=__version__)
+
+
+def readiness(node: Node) -> Readiness:
+    reasons: list[str] = []
+    try:
+        node.store.ping()
+    except Exception as e:
+        reasons.append(f"store unreachable: {type(e).__name__}: {e}")
+    devices = node.scheduler.device_list
+    if not devices:
+        reasons.append("no device found")
+    for feature in Feature:
+        models = node.registry.for_feature(feature)
+        if not any(not node.registry.unavailable_reasons(m, devices, node.settings.gpu.memory_buffer) for m in models):
+            reasons.append(f"no available model for {feature.value}"
+                           + ("" if models else " (none registered)"))
+    return Readiness(ready=not reasons, reasons=reasons)
+
+
+@router.get("/ready", response_model=Readiness, responses={503: {"model": Readiness}},
+            summary="Store reachable, devices found, every feature has an available model")
+def ready(node: NodeDep) -> JSONResponse:
+    result = readiness(node)
+    return JSONResponse(result.model_dump(), status_code=200 if result.ready else 503)
+
+
+def model_list(node: Node) -> ModelList:
+    devices = node.scheduler.device_list
+    resident = {m for d in node.scheduler.devices() for m in d.resident_models}
+    out = []
+    for m in node.registry.all():
+        reasons = node.registry.unavailable_reasons(m, devices, node.settings.gpu.memory_buffer)
+        params = m.params_model()
+        out.append(ModelInfo(
+            id=m.spec.id, feature=m.spec.feature.value, available=not reasons, unavailable_reasons=reasons,
+            supported_inputs=sorted(m.spec.supported_inputs), supported_outputs=list(m.spec.supported_outputs),
+            vram_requirement=m.spec.vram_requirement, max_concurrent=m.spec.max_concurrent,
+            devices=list(m.spec.devices), loaded=m.spec.id in resident, description=m.spec.description,
+            parameters_schema=params.model_json_schema() if params else None))
+    return ModelList(models=out, unavailable_formats=geometry.unavailable_formats(), problems=node.registry.problems)
+
+
+@router.get("/models", response_model=ModelList, summary="Every registered model, available or not, and why")
+def models(node: NodeDep, _: PrincipalDep) -> ModelList:
+    return model_list(node)
+
+
+@router.get("/devices", response_model=list[DeviceInfo], summary="Devices, resident models, running stages")
+def devices(node: NodeDep, _: PrincipalDep) -> list[DeviceInfo]:
+    return [DeviceInfo(id=s.device.id, kind=s.device.kind, name=s.device.name,
+                       memory_total_mb=s.device.memory_total, memory_used_mb=s.device.memory_used,
+                       resident_models=s.resident_models, running_stages=len(s.running_stages))
+            for s in node.scheduler.devices()]

@@ -1,0 +1,190 @@
+"""Request and response bodies of the HTTP API."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+OutputFormat = Literal["glb", "obj", "ply", "stl", "fbx", "usdz"]
+
+
+class Quality(StrEnum):
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+
+
+InputRef = str  # a file id from POST /files, or a data URI: data:image/png;base64,...
+
+
+class _FeatureRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model_preference: str | None = Field(None, description="a model id from /system/models; default: the first "
+                                         "available model of the feature that takes these inputs")
+    output_format: OutputFormat = "glb"
+    quality: Quality = Quality.MEDIUM
+    texture_resolution: int = Field(1024, ge=128, le=8192)
+    seed: int | None = Field(None, ge=0, le=2**32 - 1)
+    priority: int = Field(0, ge=-10, le=10, description="higher runs sooner")
+    parameters: dict[str, Any] = Field(default_factory=dict, description="model-specific, validated by the model")
+
+
+class MeshGenerationRequest(_FeatureRequest):
+    text_prompt: str | None = Field(None, min_length=1, max_length=4000)
+    images: list[InputRef] = Field(default_factory=list, max_length=8)
+
+    @model_validator(mode="after")
+    def _needs_input(self) -> MeshGenerationRequest:
+        if not self.text_prompt and not self.images:
+            raise ValueError("give text_prompt or images (or both)")
+        return self
+
+
+class TextureGenerationRequest(_FeatureRequest):
+    mesh: InputRef
+    text_prompt: str | None = Field(None, min_length=1, max_length=4000)
+    images: list[InputRef] = Field(default_factory=list, max_length=8)
+
+    @model_validator(mode="after")
+    def _needs_guidance(self) -> TextureGenerationRequest:
+        if not self.text_prompt and not self.images:
+            raise ValueError("give text_prompt or images (or both) to guide the texture")
+        return self
+
+
+class SegmentationRequest(_FeatureRequest):
+    mesh: InputRef
+
+
+class RiggingRequest(_FeatureRequest):
+    mesh: InputRef
+
+
+# -- responses --------------------------------------------------------------------------------------------------
+
+def iso(ts: float | None) -> str | None:
+    return datetime.fromtimestamp(ts, UTC).isoformat() if ts is not None else None
+
+
+class ErrorBody(BaseModel):
+    error_code: str
+    message: str
+    details: dict[str, Any]
+    timestamp: str
+    request_id: str
+
+
+class JobLinks(BaseModel):
+    self: str
+    events: str
+    cancel: str
+
+
+class JobAccepted(BaseModel):
+    job_id: str
+    status: str
+    links: JobLinks
+
+
+class JobError(BaseModel):
+    code: str
+    message: str
+
+
+class OutputInfo(BaseModel):
+    name: str
+    format: str
+    size: int
+    sha256: str
+    media_type: str
+    url: str
+
+
+class StageInfo(BaseModel):
+    name: str
+    model: str | None
+    status: str
+    progress: float
+    attempts: int
+
+
+class JobView(BaseModel):
+    job_id: str
+    status: str
+    feature: str
+    model: str
+    progress: float = Field(description="0-100")
+    current_stage: str | None
+    stages: list[StageInfo]
+    queue_position: int | None
+    eta_seconds: float | None
+    cancel_requested: bool
+    created_at: str
+    started_at: str | None
+    finished_at: str | None
+    expires_at: str | None = Field(description="outputs are deleted after this")
+    error: JobError | None
+    outputs: list[OutputInfo]
+    links: JobLinks
+
+
+class JobPage(BaseModel):
+    jobs: list[JobView]
+    next_cursor: str | None
+
+
+class FileInfo(BaseModel):
+    file_id: str
+    sha256: str
+    size: int
+    media_type: str
+    kind: str
+    format: str
+    filename: str | None
+    created_at: str
+    expires_at: str | None
+
+
+class ModelInfo(BaseModel):
+    id: str
+    feature: str
+    available: bool
+    unavailable_reasons: list[str]
+    supported_inputs: list[str]
+    supported_outputs: list[str]
+    vram_requirement: int
+    max_concurrent: int
+    devices: list[str]
+    loaded: bool
+    description: str
+    parameters_schema: dict[str, Any] | None
+
+
+class ModelList(BaseModel):
+    models: list[ModelInfo]
+    unavailable_formats: dict[str, str]
+    problems: list[str]
+
+
+class DeviceInfo(BaseModel):
+    id: str
+    kind: str
+    name: str
+    memory_total_mb: int
+    memory_used_mb: int
+    resident_models: list[str]
+    running_stages: int
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+    version: str
+
+
+class Readiness(BaseModel):
+    ready: bool
+    reasons: list[str]

@@ -1,0 +1,132 @@
+"""From a feature request to a persisted job: resolve inputs, pick the model, validate, then submit.
+
+Everything that can be refused is checked before anything is written, and what is written (inline inputs,
+the job, its stages) goes in one transaction, so a refused request leaves no row and no file behind.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from pydantic import ValidationError
+
+from pocket3d import geometry
+from pocket3d.api import media, uploads
+from pocket3d.api.keys import Principal
+from pocket3d.api.schemas import _FeatureRequest
+from pocket3d.errors import ErrorCode, Pocket3DError
+from pocket3d.jobs import transitions
+from pocket3d.jobs.records import EXPORT_STAGE, NewFile, NewJob, NewStage
+from pocket3d.jobs.store import new_id
+from pocket3d.models.spec import Feature
+from pocket3d.node import Node
+
+STAGE_NAMES = {
+    Feature.MESH_GENERATION: "generate_mesh",
+    Feature.TEXTURE_GENERATION: "paint_texture",
+    Feature.SEGMENTATION: "segment",
+    Feature.AUTO_RIGGING: "rig",
+}
+
+
+@dataclass
+class _Input:
+    role: str  # image | mesh
+    file_id: str
+    format: str
+    staged: uploads.StagedFile | None = None
+    media: media.Media | None = None
+
+
+def _resolve(node: Node, principal: Principal, ref: str, role: str, field: str) -> _Input:
+    settings = node.settings
+    if uploads.is_data_uri(ref):
+        staged = uploads.stage_data_uri(ref, node.artifacts.tmp, int(settings.storage.max_file_size))
+        try:
+            found = media.inspect(staged.path, settings.storage.max_image_pixels)
+        except Pocket3DError as e:
+            staged.discard()
+            e.details.setdefault("field", field)
+            raise
+        inp = _Input(role, new_id("file"), found.format, staged, found)
+    elif ref.startswith(("http://", "https://")):
+        raise Pocket3DError(ErrorCode.INVALID_REQUEST, f"{field}: URLs are not fetched; upload the file with "
+                            "POST /api/v1/files and pass its file_id, or send a data URI", {"field": field})
+    else:
+        record = node.store.get_file(ref)
+        if record is None or not principal.can_see(record.owner_id):
+            raise Pocket3DError(ErrorCode.FILE_NOT_FOUND, f"{field}: file {ref!r} not found",
+                                {"field": field, "file_id": ref})
+        inp = _Input(role, record.id, record.format)
+        found = media.Media(record.kind, record.format, record.media_type)
+    if found.kind != role:
+        if inp.staged:
+            inp.staged.discard()
+        raise Pocket3DError(ErrorCode.INVALID_REQUEST, f"{field}: expected an {role}, got a {found.kind} "
+                            f"({found.format})", {"field": field})
+    return inp
+
+
+def submit_request(node: Node, principal: Principal, feature: Feature, req: _FeatureRequest) -> str:
+    inputs: list[_Input] = []
+    try:
+        for i, ref in enumerate(getattr(req, "images", [])):
+            inputs.append(_resolve(node, principal, ref, "image", f"images[{i}]"))
+        mesh_ref = getattr(req, "mesh", None)
+        if mesh_ref is not None:
+            inputs.append(_resolve(node, principal, mesh_ref, "mesh", "mesh"))
+        return _submit(node, principal, feature, req, inputs)
+    finally:
+        for inp in inputs:
+            if inp.staged is not None:
+                inp.staged.discard()  # moved into the store by now, unless something failed
+
+
+def _submit(node: Node, principal: Principal, feature: Feature, req: _FeatureRequest, inputs: list[_Input]) -> str:
+    settings = node.settings
+    kinds = {inp.role for inp in inputs}
+    if getattr(req, "text_prompt", None):
+        kinds.add("text")
+    mesh_format = next((inp.format for inp in inputs if inp.role == "mesh"), None)
+    model = node.registry.choose(feature, kinds, mesh_format, req.output_format, req.model_preference,
+                                 node.scheduler.device_list, settings.gpu.memory_buffer)
+    unavailable = geometry.unavailable_formats().get(req.output_format)
+    if unavailable:
+        raise Pocket3DError(ErrorCode.FORMAT_UNAVAILABLE, f"output_format {req.output_format!r}: {unavailable}",
+                            {"output_format": req.output_format})
+    assert model.adapter_cls is not None  # choose() returns available models only
+    try:
+        params = model.adapter_cls.Params.model_validate(req.parameters)
+    except ValidationError as e:
+        errors = [{"loc": [str(p) for p in err["loc"]], "msg": err["msg"], "type": err["type"]} for err in e.errors()]
+        first = errors[0]
+        raise Pocket3DError(ErrorCode.INVALID_PARAMETERS,
+                            f"parameters.{'.'.join(first['loc'])}: {first['msg']} (model {model.spec.id!r})",
+                            {"model": model.spec.id, "errors": errors}) from None
+    stages = [NewStage(STAGE_NAMES[feature], model.spec.id, params.model_dump(mode="json"), weight=0.9),
+              NewStage(EXPORT_STAGE, None, {"format": req.output_format}, weight=0.1)]
+    request = req.model_dump(mode="json", exclude={"images", "mesh", "parameters"})
+    request["parameters"] = params.model_dump(mode="json")
+    now = time.time()
+    new_files: list[NewFile] = []
+    with node.blob_lock:  # blobs enter the store and their rows commit together (see Retention.collect)
+        for inp in inputs:
+            if inp.staged is not None and inp.media is not None:
+                sha, size = node.artifacts.put(inp.staged.path, inp.staged.sha256)
+                new_files.append(NewFile(id=inp.file_id, owner_id=principal.owner_id, sha256=sha, size=size,
+                                         media_type=inp.media.media_type, kind=inp.media.kind,
+                                         format=inp.media.format, filename=None))
+        try:
+            job_id = transitions.submit(
+                node.store,
+                NewJob(owner_id=principal.owner_id, feature=feature.value, model_id=model.spec.id, stages=stages,
+                       request=request, input_file_ids=[(inp.file_id, inp.role) for inp in inputs],
+                       priority=req.priority),
+                new_files=new_files, queue_size=settings.scheduler.queue_size,
+                max_attempts=settings.scheduler.max_attempts, now=now)
+        except BaseException:
+            node.retention.collect(f.sha256 for f in new_files)
+            raise
+    node.scheduler.wake()
+    return job_id

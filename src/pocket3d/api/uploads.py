@@ -1,0 +1,164 @@
+"""Getting input bytes onto disk: multipart uploads streamed chunk by chunk, and base64 data URIs.
+
+Both land in a temporary file under the artifact store's tmp folder with their SHA-256 computed on the way,
+within the size limit, and are removed if anything goes wrong.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from python_multipart.multipart import MultipartParser, parse_options_header
+from starlette.requests import ClientDisconnect, Request
+
+from pocket3d.errors import ErrorCode, Pocket3DError
+
+FIELD = "file"
+MAX_FIELD_BYTES = 64 * 1024  # other form fields are ignored, but not without bound
+
+
+@dataclass
+class StagedFile:
+    path: Path
+    sha256: str
+    size: int
+    filename: str | None
+
+    def discard(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+class _FilePartSink:
+    """python-multipart callbacks that write the ``file`` part to disk as it arrives."""
+
+    def __init__(self, tmp_dir: Path, limit: int):
+        self.limit = limit
+        fd, name = tempfile.mkstemp(dir=tmp_dir, prefix="upload-")
+        self.path = Path(name)
+        self.out = os.fdopen(fd, "wb")
+        self.hasher = hashlib.sha256()
+        self.size = 0
+        self.other_bytes = 0
+        self.filename: str | None = None
+        self.seen_file = False
+        self._header_field = b""
+        self._header_value = b""
+        self._headers: dict[bytes, bytes] = {}
+        self._in_file = False
+
+    def callbacks(self) -> dict:
+        return {
+            "on_part_begin": self._part_begin, "on_header_field": self._header_field_cb,
+            "on_header_value": self._header_value_cb, "on_header_end": self._header_end,
+            "on_headers_finished": self._headers_finished, "on_part_data": self._part_data,
+            "on_part_end": self._part_end,
+        }
+
+    def _part_begin(self) -> None:
+        self._headers = {}
+        self._in_file = False
+
+    def _header_field_cb(self, data: bytes, start: int, end: int) -> None:
+        self._header_field += data[start:end]
+
+    def _header_value_cb(self, data: bytes, start: int, end: int) -> None:
+        self._header_value += data[start:end]
+
+    def _header_end(self) -> None:
+        self._headers[self._header_field.lower()] = self._header_value
+        self._header_field = self._header_value = b""
+
+    def _headers_finished(self) -> None:
+        _, params = parse_options_header(self._headers.get(b"content-disposition", b""))
+        name = params.get(b"name", b"").decode("utf-8", "replace")
+        if name == FIELD and not self.seen_file:
+            self._in_file = self.seen_file = True
+            raw = params.get(b"filename")
+            self.filename = os.path.basename(raw.decode("utf-8", "replace"))[:255] if raw else None
+
+    def _part_data(self, data: bytes, start: int, end: int) -> None:
+        chunk = data[start:end]
+        if not self._in_file:
+            self.other_bytes += len(chunk)
+            if self.other_bytes > MAX_FIELD_BYTES:
+                raise Pocket3DError(ErrorCode.REQUEST_TOO_LARGE, "form fields other than 'file' are too large")
+            return
+        self.size += len(chunk)
+        if self.size > self.limit:
+            raise _file_too_large(self.limit)
+        self.hasher.update(chunk)
+        self.out.write(chunk)
+
+    def _part_end(self) -> None:
+        self._in_file = False
+
+
+def _file_too_large(limit: int) -> Pocket3DError:
+    return Pocket3DError(ErrorCode.FILE_TOO_LARGE, f"the file is larger than storage.max_file_size ({limit} bytes)",
+                         {"max_file_size": limit})
+
+
+async def receive_upload(request: Request, tmp_dir: Path, limit: int) -> StagedFile:
+    ctype, params = parse_options_header(request.headers.get("content-type", ""))
+    if ctype != b"multipart/form-data" or not params.get(b"boundary"):
+        raise Pocket3DError(ErrorCode.UNSUPPORTED_MEDIA_TYPE,
+                            "upload with Content-Type multipart/form-data and the file in a field named 'file'")
+    length = request.headers.get("content-length")
+    if length and length.isdigit() and int(length) > limit + MAX_FIELD_BYTES:
+        raise _file_too_large(limit)
+    sink = _FilePartSink(tmp_dir, limit)
+    parser = MultipartParser(params[b"boundary"], sink.callbacks())
+    try:
+        try:
+            async for chunk in request.stream():
+                parser.write(chunk)
+            parser.finalize()
+        finally:
+            sink.out.close()
+        if not sink.seen_file:
+            raise Pocket3DError(ErrorCode.INVALID_REQUEST, f"no form field named {FIELD!r} holding the file")
+        if sink.size == 0:
+            raise Pocket3DError(ErrorCode.EMPTY_UPLOAD, "the uploaded file is empty")
+    except ClientDisconnect:
+        sink.path.unlink(missing_ok=True)
+        raise
+    except Pocket3DError:
+        sink.path.unlink(missing_ok=True)
+        raise
+    except Exception as e:  # the multipart parser's own errors: a malformed body
+        sink.path.unlink(missing_ok=True)
+        raise Pocket3DError(ErrorCode.INVALID_REQUEST, f"malformed multipart body: {e}") from None
+    return StagedFile(sink.path, sink.hasher.hexdigest(), sink.size, sink.filename)
+
+
+_DATA_URI = re.compile(r"^data:(?P<type>[\w.+-]+/[\w.+-]+)?(?:;[\w-]+=[\w.-]+)*;base64,", re.ASCII)
+
+
+def is_data_uri(ref: str) -> bool:
+    return ref.startswith("data:")
+
+
+def stage_data_uri(ref: str, tmp_dir: Path, limit: int) -> StagedFile:
+    m = _DATA_URI.match(ref)
+    if m is None:
+        raise Pocket3DError(ErrorCode.INVALID_DATA_URI, "a data URI must look like data:<type>;base64,<data>")
+    payload = ref[m.end():]
+    if len(payload) * 3 // 4 > limit:
+        raise _file_too_large(limit)
+    try:
+        data = base64.b64decode(payload, validate=True)
+    except (binascii.Error, ValueError) as e:
+        raise Pocket3DError(ErrorCode.INVALID_DATA_URI, f"the data URI is not valid base64: {e}") from None
+    if not data:
+        raise Pocket3DError(ErrorCode.EMPTY_UPLOAD, "the data URI holds no data")
+    fd, name = tempfile.mkstemp(dir=tmp_dir, prefix="inline-")
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    return StagedFile(Path(name), hashlib.sha256(data).hexdigest(), len(data), None)

@@ -1,0 +1,37 @@
+"""Records to response bodies."""
+
+from __future__ import annotations
+
+from pocket3d.api.schemas import FileInfo, JobError, JobLinks, JobView, OutputInfo, StageInfo, iso
+from pocket3d.jobs.records import FileRecord, JobRecord
+from pocket3d.scheduler.base import Estimate
+
+API = "/api/v1"
+
+
+def job_links(job_id: str) -> JobLinks:
+    return JobLinks(self=f"{API}/jobs/{job_id}", events=f"{API}/jobs/{job_id}/events",
+                    cancel=f"{API}/jobs/{job_id}/cancel")
+
+
+def job_view(job: JobRecord, estimate: Estimate) -> JobView:
+    current = job.stages[job.current_stage].name if job.current_stage is not None and not job.status.is_final \
+        else None
+    return JobView(
+        job_id=job.id, status=job.status.value, feature=job.feature, model=job.model_id,
+        progress=job.progress, current_stage=current,
+        stages=[StageInfo(name=s.name, model=s.model_id, status=s.status.value, progress=round(100 * s.progress, 2),
+                          attempts=s.attempts) for s in job.stages],
+        queue_position=estimate.queue_position, eta_seconds=estimate.eta_seconds,
+        cancel_requested=job.cancel_requested,
+        created_at=iso(job.created_at), started_at=iso(job.started_at), finished_at=iso(job.finished_at),
+        expires_at=iso(job.expires_at),
+        error=JobError(code=job.error_code, message=job.error_message or "") if job.error_code else None,
+        outputs=[OutputInfo(name=o.name, format=o.format, size=o.size, sha256=o.sha256, media_type=o.media_type,
+                            url=f"{API}/jobs/{job.id}/outputs/{o.name}") for o in job.outputs if o.public],
+        links=job_links(job.id))
+
+
+def file_view(f: FileRecord) -> FileInfo:
+    return FileInfo(file_id=f.id, sha256=f.sha256, size=f.size, media_type=f.media_type, kind=f.kind,
+                    format=f.format, filename=f.filename, created_at=iso(f.created_at), expires_at=iso(f.expires_at))

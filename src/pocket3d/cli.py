@@ -1,0 +1,152 @@
+"""The ``pocket3d`` command: serve, keys, models."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from pocket3d.config import ConfigError, Settings, load_settings
+
+log = logging.getLogger("pocket3d")
+
+
+def _settings(ctx: click.Context, **server: Any) -> Settings:
+    opts = ctx.obj
+    overrides: dict[str, Any] = {"data_dir": opts["data_dir"], "models_file": opts["models"]}
+    server = {k: v for k, v in server.items() if v is not None}
+    if server:
+        overrides["server"] = server
+    try:
+        return load_settings(opts["config"], **overrides)
+    except ConfigError as e:
+        raise click.ClickException(str(e)) from None
+
+
+@click.group()
+@click.option("--config", type=click.Path(path_type=Path), default=None,
+              help="system.yaml (default: $POCKET3D_CONFIG, else config/system.yaml when present)")
+@click.option("--data-dir", type=click.Path(path_type=Path), default=None, help="default: $POCKET3D_DATA_DIR or ./data")
+@click.option("--models", type=click.Path(path_type=Path), default=None, help="models.yaml (default config/models.yaml)")
+@click.pass_context
+def main(ctx: click.Context, config: Path | None, data_dir: Path | None, models: Path | None) -> None:
+    """pocket3d: a self-hosted server for 3D generative AI."""
+    ctx.obj = {"config": config, "data_dir": data_dir, "models": models}
+
+
+@main.command()
+@click.option("--host", default=None, help="bind address (server.host; default 127.0.0.1)")
+@click.option("--port", type=int, default=None, help="port (server.port; default 8000)")
+@click.pass_context
+def serve(ctx: click.Context, host: str | None, port: int | None) -> None:
+    """Run the API, the scheduler and the workers in this process."""
+    import uvicorn
+
+    from pocket3d import logs
+    from pocket3d.api.app import create_app
+    from pocket3d.node import Node
+
+    settings = _settings(ctx, host=host, port=port)
+    try:
+        settings.check_can_serve()
+    except ConfigError as e:
+        raise click.ClickException(str(e)) from None
+    logs.configure(settings)
+    if not settings.auth.enabled:
+        log.warning("auth is off: every request acts as the local owner; allowed because %s is loopback",
+                    settings.server.host)
+    try:
+        node = Node(settings)
+    except ConfigError as e:
+        raise click.ClickException(str(e)) from None
+    log.info("data dir %s, store %s, %d model(s) registered", settings.data_dir.resolve(),
+             settings.db_url.split("://")[0], len(node.registry.all()))
+    uvicorn.run(create_app(node), host=settings.server.host, port=settings.server.port, log_config=None,
+                timeout_graceful_shutdown=10, access_log=False)
+
+
+@main.group()
+def keys() -> None:
+    """Create, list and revoke API keys (stored as hashes)."""
+
+
+def _store(ctx: click.Context):  # noqa: ANN202
+    from pocket3d.jobs.store import Store
+
+    settings = _settings(ctx.find_root())
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    store = Store(settings.db_url)
+    store.create_schema()
+    return store
+
+
+@keys.command("create")
+@click.option("--name", required=True, help="who or what the key is for")
+@click.option("--role", type=click.Choice(["user", "admin"]), default="user", show_default=True)
+@click.option("--owner", default=None, help="owner id its jobs and files belong to (default: the name)")
+@click.pass_context
+def keys_create(ctx: click.Context, name: str, role: str, owner: str | None) -> None:
+    from pocket3d.api.keys import create_key
+
+    info, token = create_key(_store(ctx), name=name, role=role, owner_id=owner)
+    click.echo(f"created key {info.id} for owner {info.owner_id!r} (role {info.role}); it is shown only once:",
+               err=True)
+    click.echo(token)
+
+
+@keys.command("list")
+@click.pass_context
+def keys_list(ctx: click.Context) -> None:
+    from pocket3d.api.keys import list_keys
+
+    for k in list_keys(_store(ctx)):
+        state = "revoked" if k.revoked_at else "active"
+        click.echo(f"{k.id}\t{k.name}\towner={k.owner_id}\trole={k.role}\t{state}")
+
+
+@keys.command("revoke")
+@click.argument("key_id")
+@click.pass_context
+def keys_revoke(ctx: click.Context, key_id: str) -> None:
+    from pocket3d.api.keys import revoke_key
+
+    if not revoke_key(_store(ctx), key_id):
+        raise click.ClickException(f"no active key {key_id}")
+    click.echo(f"revoked {key_id}")
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="print JSON")
+@click.pass_context
+def models(ctx: click.Context, as_json: bool) -> None:
+    """List registered models, whether each is available here, and if not, why."""
+    from pocket3d.models.registry import Registry
+    from pocket3d.scheduler.devices import discover
+
+    settings = _settings(ctx)
+    path = settings.models_file if settings.models_file.is_file() or ctx.obj["models"] else None
+    try:
+        registry = Registry.from_config(path)
+    except ConfigError as e:
+        raise click.ClickException(str(e)) from None
+    devices = discover()
+    rows = []
+    for m in registry.all():
+        reasons = registry.unavailable_reasons(m, devices, settings.gpu.memory_buffer)
+        rows.append({"id": m.spec.id, "feature": m.spec.feature.value, "available": not reasons, "reasons": reasons})
+    if as_json:
+        click.echo(json.dumps({"models": rows, "problems": registry.problems}, indent=2))
+        return
+    for r in rows:
+        state = "available" if r["available"] else "unavailable: " + "; ".join(r["reasons"])
+        click.echo(f"{r['feature']:<20} {r['id']:<28} {state}")
+    for p in registry.problems:
+        click.echo(f"problem: {p}", err=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

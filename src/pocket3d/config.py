@@ -1,0 +1,168 @@
+"""System configuration: ``config/system.yaml`` overridden by ``POCKET3D_*`` variables and CLI flags.
+
+Precedence, highest first: command-line flags, environment (``POCKET3D_DATA_DIR``,
+``POCKET3D_SERVER__PORT``: nested keys joined by a double underscore), the YAML file, the defaults below.
+The defaults are the embedded profile: SQLite and files under ``data_dir``, loopback only, auth off.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ByteSize, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
+
+DEFAULT_SYSTEM_FILE = Path("config/system.yaml")
+DEFAULT_MODELS_FILE = Path("config/models.yaml")
+
+
+class ConfigError(Exception):
+    """Start-up stops with this; the message names the file, the key and the reason."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ServerSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    # Largest JSON request body (base64 data URIs count here); uploads to /files use storage.max_file_size.
+    max_request_size: ByteSize = ByteSize(100 * 1024 * 1024)
+    # Upper bound for ?wait=N on submit, so a slow client cannot pin a connection for ever.
+    max_wait: int = Field(60, ge=0, le=600)
+    cors_origins: list[str] = Field(default_factory=list)
+    cors_allow_credentials: bool = False
+
+    @model_validator(mode="after")
+    def _no_wildcard_with_credentials(self) -> ServerSettings:
+        if "*" in self.cors_origins and self.cors_allow_credentials:
+            raise ValueError("cors_origins '*' cannot be combined with cors_allow_credentials: true; "
+                             "list the allowed origins instead")
+        return self
+
+    @property
+    def is_loopback(self) -> bool:
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False
+
+
+class AuthSettings(_Section):
+    # Off is allowed only on a loopback address; then every request acts as one local owner.
+    enabled: bool = False
+
+
+class GpuSettings(_Section):
+    auto_detect: bool = True
+    memory_buffer: int = Field(1024, ge=0, description="MB kept free on every device")
+    max_utilization: float = Field(0.9, gt=0, le=1)
+
+
+class SchedulerSettings(_Section):
+    queue_size: int = Field(1000, ge=1, description="jobs waiting or running before submit answers QUEUE_FULL")
+    job_timeout: int = Field(1800, ge=1, description="seconds one stage may run")
+    cleanup_interval: int = Field(300, ge=1, description="seconds between retention sweeps")
+    priority_weights: dict[str, float] = Field(default_factory=lambda: {
+        "mesh_generation": 1.0, "texture_generation": 0.8, "segmentation": 0.6, "auto_rigging": 0.4})
+    max_attempts: int = Field(3, ge=1, description="tries of one stage before the job fails")
+    lease_seconds: float = Field(30.0, gt=0, description="a running stage's lease; renewed while it runs")
+    concurrency: int = Field(2, ge=1, le=256, description="stages run at once by the in-process executor")
+
+
+class StorageSettings(_Section):
+    cleanup_after: int = Field(86400, ge=60, description="seconds outputs and unused uploads are kept")
+    max_file_size: ByteSize = ByteSize(500 * 1024 * 1024)
+    keep_inputs: bool = Field(False, description="keep uploaded inputs after their last job ends")
+    max_image_pixels: int = Field(4096 * 4096, ge=1, description="larger images are refused, not decoded")
+
+
+class LoggingSettings(_Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    format: str = "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"
+    file: Path | None = Field(None, description="relative paths are under data_dir; unset logs to stderr only")
+    max_size: ByteSize = ByteSize(10 * 1024 * 1024)
+    backup_count: int = Field(5, ge=0)
+
+    @field_validator("level", mode="before")
+    @classmethod
+    def _upper(cls, v: Any) -> Any:
+        return v.upper() if isinstance(v, str) else v
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="POCKET3D_", env_nested_delimiter="__", extra="forbid")
+
+    data_dir: Path = Path("data")
+    database_url: str | None = Field(None, description="SQLAlchemy URL; default sqlite file in data_dir")
+    models_file: Path = DEFAULT_MODELS_FILE
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
+    gpu: GpuSettings = Field(default_factory=GpuSettings)
+    scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
+    storage: StorageSettings = Field(default_factory=StorageSettings)
+    logging: LoggingSettings = Field(default_factory=LoggingSettings)
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.data_dir / 'pocket3d.db').resolve()}"
+
+    def check_can_serve(self) -> None:
+        """Refuse a server that would expose an unauthenticated API beyond this machine."""
+        if not self.auth.enabled and not self.server.is_loopback:
+            raise ConfigError(
+                f"server.host: {self.server.host!r} is not a loopback address and auth.enabled is false; "
+                "enable auth (and create keys with `pocket3d keys create`) or bind to 127.0.0.1")
+
+
+def _format_validation_error(err: ValidationError, source: str) -> str:
+    lines = [f"invalid configuration ({source}):"]
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "(root)"
+        reason = e["msg"]
+        if e["type"] == "extra_forbidden":
+            reason = "unknown key"
+        lines.append(f"  {key}: {reason}")
+    return "\n".join(lines)
+
+
+def load_settings(config_file: Path | str | None = None, **overrides: Any) -> Settings:
+    """Load settings; ``overrides`` are CLI flags as nested dicts (``server={"port": 9000}``)."""
+    explicit = config_file or os.environ.get("POCKET3D_CONFIG")
+    path = Path(explicit) if explicit else DEFAULT_SYSTEM_FILE
+    if explicit and not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    if path.is_file():
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: not valid YAML: {e}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    yaml_path = path if path.is_file() else None
+
+    class _FromFile(Settings):
+        @classmethod
+        def settings_customise_sources(cls, settings_cls: type[BaseSettings],
+                                       init_settings: PydanticBaseSettingsSource,
+                                       env_settings: PydanticBaseSettingsSource,
+                                       dotenv_settings: PydanticBaseSettingsSource,
+                                       file_secret_settings: PydanticBaseSettingsSource):
+            sources = [init_settings, env_settings]
+            if yaml_path is not None:
+                sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=yaml_path, deep_merge=True))
+            return tuple(sources)
+
+    source = f"{yaml_path or 'defaults'}, POCKET3D_* environment, command line"
+    try:
+        loaded = _FromFile(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as e:
+        raise ConfigError(_format_validation_error(e, source)) from None
+    return Settings.model_construct(**{name: getattr(loaded, name) for name in Settings.model_fields})

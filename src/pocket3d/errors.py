@@ -1,0 +1,104 @@
+"""Stable error codes shared by every layer.
+
+Clients branch on ``error_code``, so a code, once published, keeps its meaning. The HTTP status that goes
+with a code lives here too, so a code raised deep in a layer maps to the same answer everywhere.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+
+class ErrorCode(StrEnum):
+    # request shape
+    INVALID_REQUEST = "INVALID_REQUEST"
+    INVALID_JSON = "INVALID_JSON"
+    INVALID_PARAMETERS = "INVALID_PARAMETERS"
+    REQUEST_TOO_LARGE = "REQUEST_TOO_LARGE"
+    METHOD_NOT_ALLOWED = "METHOD_NOT_ALLOWED"
+    NOT_FOUND = "NOT_FOUND"
+    # auth
+    UNAUTHORIZED = "UNAUTHORIZED"
+    FORBIDDEN = "FORBIDDEN"
+    # files and inputs
+    EMPTY_UPLOAD = "EMPTY_UPLOAD"
+    FILE_TOO_LARGE = "FILE_TOO_LARGE"
+    UNSUPPORTED_MEDIA_TYPE = "UNSUPPORTED_MEDIA_TYPE"
+    INVALID_IMAGE = "INVALID_IMAGE"
+    IMAGE_TOO_LARGE = "IMAGE_TOO_LARGE"
+    INVALID_MESH = "INVALID_MESH"
+    INVALID_DATA_URI = "INVALID_DATA_URI"
+    FILE_NOT_FOUND = "FILE_NOT_FOUND"
+    # models
+    UNKNOWN_MODEL = "UNKNOWN_MODEL"
+    MODEL_INPUT_MISMATCH = "MODEL_INPUT_MISMATCH"
+    NO_MODEL_FOR_REQUEST = "NO_MODEL_FOR_REQUEST"
+    MODEL_UNAVAILABLE = "MODEL_UNAVAILABLE"
+    UNSUPPORTED_OUTPUT_FORMAT = "UNSUPPORTED_OUTPUT_FORMAT"
+    FORMAT_UNAVAILABLE = "FORMAT_UNAVAILABLE"
+    # jobs
+    JOB_NOT_FOUND = "JOB_NOT_FOUND"
+    JOB_NOT_CANCELLABLE = "JOB_NOT_CANCELLABLE"
+    OUTPUT_NOT_FOUND = "OUTPUT_NOT_FOUND"
+    OUTPUT_EXPIRED = "OUTPUT_EXPIRED"
+    RANGE_NOT_SATISFIABLE = "RANGE_NOT_SATISFIABLE"
+    QUEUE_FULL = "QUEUE_FULL"
+    # why a job failed (job.error.code)
+    MODEL_ERROR = "MODEL_ERROR"
+    INVALID_INPUT = "INVALID_INPUT"
+    WORKER_LOST = "WORKER_LOST"
+    TIMEOUT = "TIMEOUT"
+    # the service
+    NOT_READY = "NOT_READY"
+    INTERNAL_ERROR = "INTERNAL_ERROR"
+
+
+HTTP_STATUS: dict[ErrorCode, int] = {
+    ErrorCode.INVALID_REQUEST: 422,
+    ErrorCode.INVALID_JSON: 400,
+    ErrorCode.INVALID_PARAMETERS: 422,
+    ErrorCode.REQUEST_TOO_LARGE: 413,
+    ErrorCode.METHOD_NOT_ALLOWED: 405,
+    ErrorCode.NOT_FOUND: 404,
+    ErrorCode.UNAUTHORIZED: 401,
+    ErrorCode.FORBIDDEN: 403,
+    ErrorCode.EMPTY_UPLOAD: 400,
+    ErrorCode.FILE_TOO_LARGE: 413,
+    ErrorCode.UNSUPPORTED_MEDIA_TYPE: 415,
+    ErrorCode.INVALID_IMAGE: 422,
+    ErrorCode.IMAGE_TOO_LARGE: 413,
+    ErrorCode.INVALID_MESH: 422,
+    ErrorCode.INVALID_DATA_URI: 422,
+    ErrorCode.FILE_NOT_FOUND: 404,
+    ErrorCode.UNKNOWN_MODEL: 422,
+    ErrorCode.MODEL_INPUT_MISMATCH: 422,
+    ErrorCode.NO_MODEL_FOR_REQUEST: 422,
+    ErrorCode.MODEL_UNAVAILABLE: 503,
+    ErrorCode.UNSUPPORTED_OUTPUT_FORMAT: 422,
+    ErrorCode.FORMAT_UNAVAILABLE: 422,
+    ErrorCode.JOB_NOT_FOUND: 404,
+    ErrorCode.JOB_NOT_CANCELLABLE: 409,
+    ErrorCode.OUTPUT_NOT_FOUND: 404,
+    ErrorCode.OUTPUT_EXPIRED: 410,
+    ErrorCode.RANGE_NOT_SATISFIABLE: 416,
+    ErrorCode.QUEUE_FULL: 503,
+    ErrorCode.NOT_READY: 503,
+    ErrorCode.INTERNAL_ERROR: 500,
+}
+
+
+class Pocket3DError(Exception):
+    """An error with a stable code; the API turns it into the error body, a worker into ``job.error``."""
+
+    def __init__(self, code: ErrorCode, message: str, details: dict[str, Any] | None = None,
+                 headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.details = details or {}
+        self.headers = headers or {}
+
+    @property
+    def http_status(self) -> int:
+        return HTTP_STATUS.get(self.code, 400)

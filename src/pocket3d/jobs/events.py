@@ -1,0 +1,89 @@
+"""Job change events for SSE and ``?wait``: after a write commits, subscribers of the changed jobs get a
+fresh snapshot. Every snapshot carries the job's ``version``, so a subscriber drops what it has already seen.
+
+In one process the store calls the bus directly; across processes (PostgreSQL) LISTEN/NOTIFY feeds the same
+``notify`` method.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import AsyncIterator
+
+from pocket3d.jobs.records import JobRecord
+from pocket3d.jobs.store import Store
+
+log = logging.getLogger(__name__)
+
+
+class EventBus:
+    def __init__(self, store: Store):
+        self._store = store
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._subscribers: dict[str, set[asyncio.Queue[JobRecord]]] = {}
+        self._lock = threading.Lock()
+        store.add_listener(self.notify)
+
+    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+
+    def notify(self, job_ids: set[str]) -> None:
+        with self._lock:
+            wanted = {j: list(self._subscribers[j]) for j in job_ids if j in self._subscribers}
+        if not wanted or self._loop is None:
+            return
+        for job_id, queues in wanted.items():
+            job = self._store.get_job(job_id)
+            if job is None:
+                continue
+            for q in queues:
+                self._loop.call_soon_threadsafe(q.put_nowait, job)
+
+    async def follow(self, job_id: str, after_version: int = 0) -> AsyncIterator[JobRecord]:
+        """Yield the job now (if newer than ``after_version``) and at every change, until a final state."""
+        queue: asyncio.Queue[JobRecord] = asyncio.Queue()
+        with self._lock:
+            self._subscribers.setdefault(job_id, set()).add(queue)
+        try:
+            # Subscribed before reading, so no change can fall between the snapshot and the first event.
+            current = await asyncio.to_thread(self._store.get_job, job_id)
+            if current is None:
+                return
+            seen = after_version
+            if current.version > seen:
+                seen = current.version
+                yield current
+            if current.status.is_final:
+                return
+            while True:
+                job = await queue.get()
+                if job.version <= seen:
+                    continue
+                seen = job.version
+                yield job
+                if job.status.is_final:
+                    return
+        finally:
+            with self._lock:
+                subs = self._subscribers.get(job_id)
+                if subs is not None:
+                    subs.discard(queue)
+                    if not subs:
+                        del self._subscribers[job_id]
+
+    async def wait_final(self, job_id: str, timeout: float) -> JobRecord | None:
+        """The job once final, or its latest state when ``timeout`` runs out first."""
+        latest: JobRecord | None = None
+
+        async def run() -> None:
+            nonlocal latest
+            async for job in self.follow(job_id):
+                latest = job
+
+        try:
+            await asyncio.wait_for(run(), timeout)
+        except TimeoutError:
+            pass
+        return latest

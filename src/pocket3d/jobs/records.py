@@ -1,0 +1,142 @@
+"""Job and stage records and their states. Every change of state is a function in ``transitions``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+class JobStatus(StrEnum):
+    QUEUED = "queued"  # accepted and persisted; no stage has started yet
+    RUNNING = "running"  # a stage has started; between two stages the job stays running
+    SUCCEEDED = "succeeded"  # every stage succeeded; outputs can be downloaded until expires_at
+    FAILED = "failed"  # a stage failed for good; error_code and error_message say why
+    CANCELLED = "cancelled"  # its owner cancelled it; partial outputs are discarded
+
+    @property
+    def is_final(self) -> bool:
+        return self in FINAL_JOB_STATES
+
+
+FINAL_JOB_STATES = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
+
+
+class StageStatus(StrEnum):
+    PENDING = "pending"  # waits for the stage before it to succeed
+    QUEUED = "queued"  # runnable: the next worker that can host its model claims it
+    RUNNING = "running"  # claimed by a worker under a lease that the worker keeps renewing
+    SUCCEEDED = "succeeded"  # its outputs are stored; the next stage is queued
+    FAILED = "failed"  # failed for good, and so did its job
+    CANCELLED = "cancelled"  # its job was cancelled before or while it ran
+
+
+# The stage kind that converts the last mesh to the requested format; run by pocket3d, not by a model.
+EXPORT_STAGE = "export"
+
+
+@dataclass(frozen=True)
+class StageRecord:
+    id: int
+    job_id: str
+    index: int
+    name: str
+    model_id: str | None
+    params: dict[str, Any]
+    status: StageStatus
+    progress: float
+    attempts: int
+    max_attempts: int
+    started_at: float | None
+    finished_at: float | None
+    error_code: str | None
+    error_message: str | None
+
+
+@dataclass(frozen=True)
+class OutputRecord:
+    name: str
+    stage_index: int
+    sha256: str
+    size: int
+    media_type: str
+    format: str
+    public: bool
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    id: str
+    owner_id: str
+    feature: str
+    model_id: str
+    status: JobStatus
+    progress: float
+    current_stage: int | None
+    priority: int
+    request: dict[str, Any]
+    error_code: str | None
+    error_message: str | None
+    cancel_requested: bool
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+    expires_at: float | None
+    version: int  # raised by every change; the SSE event id
+    stages: list[StageRecord] = field(default_factory=list)
+    outputs: list[OutputRecord] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class FileRecord:
+    id: str
+    owner_id: str
+    sha256: str
+    size: int
+    media_type: str
+    kind: str  # "image" or "mesh"
+    format: str  # png, jpeg, webp, glb, obj, ...
+    filename: str | None
+    created_at: float
+    expires_at: float | None
+
+
+@dataclass(frozen=True)
+class NewStage:
+    name: str
+    model_id: str | None
+    params: dict[str, Any] = field(default_factory=dict)
+    weight: float = 1.0  # share of the job's progress bar
+
+
+@dataclass(frozen=True)
+class NewFile:
+    id: str
+    owner_id: str
+    sha256: str
+    size: int
+    media_type: str
+    kind: str
+    format: str
+    filename: str | None
+
+
+@dataclass(frozen=True)
+class NewJob:
+    owner_id: str
+    feature: str
+    model_id: str
+    stages: list[NewStage]
+    request: dict[str, Any]
+    input_file_ids: list[tuple[str, str]]  # (file_id, role) in order; role is "image" or "mesh"
+    priority: int = 0
+
+
+@dataclass(frozen=True)
+class ClaimedStage:
+    """A stage a worker now holds; ``lease_token`` must accompany every report about it."""
+
+    stage: StageRecord
+    lease_token: str
+    job_request: dict[str, Any]
+    owner_id: str

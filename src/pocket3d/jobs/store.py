@@ -1,0 +1,249 @@
+"""The durable store: one SQLAlchemy engine, read and write transactions, and the read-side queries.
+
+Writes go through :mod:`pocket3d.jobs.transitions`. A write transaction records which jobs it changed; after
+it commits, listeners (the event bus) hear of them, so nothing is announced that could still roll back.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from pocket3d.jobs import schema as t
+from pocket3d.jobs.records import (
+    FileRecord,
+    JobRecord,
+    JobStatus,
+    OutputRecord,
+    StageRecord,
+    StageStatus,
+)
+
+log = logging.getLogger(__name__)
+
+
+def new_id(prefix: str) -> str:
+    """Time-ordered ids (millisecond prefix), so ``ORDER BY id`` is creation order and cursors are simple."""
+    return f"{prefix}_{int(time.time() * 1000):011x}{secrets.token_hex(8)}"
+
+
+@dataclass
+class WriteTx:
+    conn: Connection
+    changed_jobs: set[str] = field(default_factory=set)
+
+    def touch(self, job_id: str) -> None:
+        self.changed_jobs.add(job_id)
+
+
+class Store:
+    def __init__(self, url: str, *, echo: bool = False):
+        self.url = url
+        self.is_sqlite = url.startswith("sqlite")
+        self.engine: Engine = _create_engine(url, echo)
+        self._listeners: list[Callable[[set[str]], None]] = []
+        self._lock = threading.Lock()
+
+    # -- lifecycle ----------------------------------------------------------------------------------------
+
+    def create_schema(self) -> None:
+        t.metadata.create_all(self.engine)
+        with self.write() as tx:
+            found = tx.conn.execute(sa.select(sa.func.max(t.schema_info.c.version))).scalar()
+            if found is None:
+                tx.conn.execute(t.schema_info.insert().values(version=t.SCHEMA_VERSION))
+            elif found > t.SCHEMA_VERSION:
+                raise RuntimeError(f"the database has schema version {found}; this pocket3d knows only "
+                                   f"{t.SCHEMA_VERSION}: upgrade pocket3d")
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    def ping(self) -> None:
+        with self.engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+
+    # -- transactions -------------------------------------------------------------------------------------
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        with self.engine.connect() as conn:
+            yield conn
+
+    @contextmanager
+    def write(self) -> Iterator[WriteTx]:
+        with self.engine.connect().execution_options(sqlite_begin="IMMEDIATE") as conn:
+            tx = WriteTx(conn)
+            with conn.begin():
+                yield tx
+        if tx.changed_jobs:
+            for listener in list(self._listeners):
+                try:
+                    listener(tx.changed_jobs)
+                except Exception:  # a listener must never undo or fail a committed write
+                    log.exception("change listener failed")
+
+    def add_listener(self, fn: Callable[[set[str]], None]) -> None:
+        self._listeners.append(fn)
+
+    # -- reads --------------------------------------------------------------------------------------------
+
+    def get_job(self, job_id: str, conn: Connection | None = None) -> JobRecord | None:
+        if conn is None:
+            with self.read() as c:
+                return self.get_job(job_id, c)
+        row = conn.execute(sa.select(t.jobs).where(t.jobs.c.id == job_id)).mappings().first()
+        if row is None:
+            return None
+        stage_rows = conn.execute(sa.select(t.stages).where(t.stages.c.job_id == job_id)
+                                  .order_by(t.stages.c.idx)).mappings().all()
+        output_rows = []
+        if row["status"] == JobStatus.SUCCEEDED:
+            output_rows = conn.execute(sa.select(t.outputs).where(t.outputs.c.job_id == job_id)
+                                       .order_by(t.outputs.c.stage_idx, t.outputs.c.name)).mappings().all()
+        return _job(row, [_stage(s) for s in stage_rows], [_output(o) for o in output_rows])
+
+    def list_jobs(self, owner_id: str | None, *, status: str | None = None, feature: str | None = None,
+                  before_id: str | None = None, limit: int = 20) -> list[JobRecord]:
+        q = sa.select(t.jobs.c.id)
+        if owner_id is not None:
+            q = q.where(t.jobs.c.owner_id == owner_id)
+        if status:
+            q = q.where(t.jobs.c.status == status)
+        if feature:
+            q = q.where(t.jobs.c.feature == feature)
+        if before_id:
+            q = q.where(t.jobs.c.id < before_id)
+        q = q.order_by(t.jobs.c.id.desc()).limit(limit)
+        with self.read() as conn:
+            ids = conn.execute(q).scalars().all()
+            return [j for j in (self.get_job(i, conn) for i in ids) if j is not None]
+
+    def queue_position(self, job: JobRecord, conn: Connection | None = None) -> int | None:
+        """1-based place among runnable stages in claim order, or None when the job is not waiting."""
+        if job.status.is_final or job.current_stage is None:
+            return None
+        stage = job.stages[job.current_stage]
+        if stage.status != StageStatus.QUEUED:
+            return None
+        if conn is None:
+            with self.read() as c:
+                return self.queue_position(job, c)
+        s = t.stages.c
+        row = conn.execute(sa.select(s.priority, s.queued_at).where(s.id == stage.id)).first()
+        if row is None or row.queued_at is None:
+            return None
+        ahead = conn.execute(sa.select(sa.func.count()).select_from(t.stages).where(
+            s.status == StageStatus.QUEUED,
+            sa.or_(s.priority > row.priority,
+                   sa.and_(s.priority == row.priority, s.queued_at < row.queued_at),
+                   sa.and_(s.priority == row.priority, s.queued_at == row.queued_at, s.id < stage.id))))
+        return int(ahead.scalar() or 0) + 1
+
+    def recent_stage_seconds(self, limit: int = 50) -> dict[str | None, float]:
+        """Mean run time of recently finished stages per model: the in-process ETA's only evidence."""
+        s = t.stages.c
+        with self.read() as conn:
+            rows = conn.execute(sa.select(s.model_id, s.started_at, s.finished_at)
+                                .where(s.status == StageStatus.SUCCEEDED, s.started_at.is_not(None))
+                                .order_by(s.finished_at.desc()).limit(limit)).all()
+        totals: dict[str | None, list[float]] = {}
+        for model_id, started, finished in rows:
+            totals.setdefault(model_id, []).append(max(0.0, finished - started))
+        return {k: sum(v) / len(v) for k, v in totals.items()}
+
+    def count_active_jobs(self, conn: Connection) -> int:
+        return int(conn.execute(sa.select(sa.func.count()).select_from(t.jobs).where(
+            t.jobs.c.status.in_([JobStatus.QUEUED, JobStatus.RUNNING]))).scalar() or 0)
+
+    def get_file(self, file_id: str, conn: Connection | None = None) -> FileRecord | None:
+        if conn is None:
+            with self.read() as c:
+                return self.get_file(file_id, c)
+        row = conn.execute(sa.select(t.files).where(t.files.c.id == file_id)).mappings().first()
+        return _file(row) if row else None
+
+    def job_inputs(self, job_id: str) -> list[dict[str, Any]]:
+        with self.read() as conn:
+            rows = conn.execute(sa.select(t.job_inputs).where(t.job_inputs.c.job_id == job_id)
+                                .order_by(t.job_inputs.c.position)).mappings().all()
+        return [dict(r) for r in rows]
+
+    def stage_outputs(self, job_id: str, stage_idx: int) -> list[OutputRecord]:
+        with self.read() as conn:
+            rows = conn.execute(sa.select(t.outputs).where(t.outputs.c.job_id == job_id,
+                                                           t.outputs.c.stage_idx == stage_idx)).mappings().all()
+        return [_output(r) for r in rows]
+
+    def referenced_hashes(self) -> set[str]:
+        with self.read() as conn:
+            refs = set(conn.execute(sa.select(t.files.c.sha256)).scalars())
+            refs.update(conn.execute(sa.select(t.outputs.c.sha256)).scalars())
+        return refs
+
+
+def _create_engine(url: str, echo: bool) -> Engine:
+    if not url.startswith("sqlite"):
+        return sa.create_engine(url, echo=echo, pool_pre_ping=True, future=True)
+    path = url.split("///", 1)[-1]
+    if path and path != ":memory:":
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    engine = sa.create_engine(url, echo=echo, connect_args={"check_same_thread": False, "timeout": 30},
+                              pool_size=8, max_overflow=16)
+
+    @sa.event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        # Let SQLAlchemy's begin event, not the driver, decide how a transaction starts.
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        # FULL: a job a client was told about survives power loss too, not only a killed process.
+        cur.execute("PRAGMA synchronous=FULL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA busy_timeout=30000")
+        cur.close()
+
+    @sa.event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        # Writers take the write lock up front (IMMEDIATE): a deferred transaction that upgrades from read
+        # to write can fail with SQLITE_BUSY at once instead of waiting on busy_timeout.
+        conn.exec_driver_sql(f"BEGIN {conn.get_execution_options().get('sqlite_begin', 'DEFERRED')}")
+
+    return engine
+
+
+def _stage(r: Any) -> StageRecord:
+    return StageRecord(id=r["id"], job_id=r["job_id"], index=r["idx"], name=r["name"], model_id=r["model_id"],
+                       params=r["params"] or {}, status=StageStatus(r["status"]), progress=r["progress"],
+                       attempts=r["attempts"], max_attempts=r["max_attempts"], started_at=r["started_at"],
+                       finished_at=r["finished_at"], error_code=r["error_code"], error_message=r["error_message"])
+
+
+def _output(r: Any) -> OutputRecord:
+    return OutputRecord(name=r["name"], stage_index=r["stage_idx"], sha256=r["sha256"], size=r["size"],
+                        media_type=r["media_type"], format=r["format"], public=bool(r["public"]))
+
+
+def _job(r: Any, stages: list[StageRecord], outputs: list[OutputRecord]) -> JobRecord:
+    return JobRecord(id=r["id"], owner_id=r["owner_id"], feature=r["feature"], model_id=r["model_id"],
+                     status=JobStatus(r["status"]), progress=r["progress"], current_stage=r["current_stage"],
+                     priority=r["priority"], request=r["request"] or {}, error_code=r["error_code"],
+                     error_message=r["error_message"], cancel_requested=bool(r["cancel_requested"]),
+                     created_at=r["created_at"], started_at=r["started_at"], finished_at=r["finished_at"],
+                     expires_at=r["expires_at"], version=r["version"], stages=stages, outputs=outputs)
+
+
+def _file(r: Any) -> FileRecord:
+    return FileRecord(id=r["id"], owner_id=r["owner_id"], sha256=r["sha256"], size=r["size"],
+                      media_type=r["media_type"], kind=r["kind"], format=r["format"], filename=r["filename"],
+                      created_at=r["created_at"], expires_at=r["expires_at"])

@@ -1,0 +1,339 @@
+"""Every change of job and stage state, one function per transition, each one transaction.
+
+A stage is held under a lease (``lease_token``, ``lease_expires_at``). Reports about a stage carry the token;
+a report whose token no longer matches (the lease expired and the stage was handed to someone else) changes
+nothing, so a worker that comes back from the dead cannot complete a stage twice.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Sequence
+from typing import Any
+
+import sqlalchemy as sa
+
+from pocket3d.errors import ErrorCode, Pocket3DError
+from pocket3d.jobs import schema as t
+from pocket3d.jobs.records import (
+    ClaimedStage,
+    JobStatus,
+    NewFile,
+    NewJob,
+    OutputRecord,
+    StageStatus,
+)
+from pocket3d.jobs.store import Store, WriteTx, _stage, new_id
+
+J = t.jobs.c
+S = t.stages.c
+
+
+class ReleasePolicy:
+    """What happens to a job's uploaded inputs when it ends: deleted, unless configured to stay."""
+
+    def __init__(self, keep_inputs: bool = False):
+        self.keep_inputs = keep_inputs
+
+
+# -- files ---------------------------------------------------------------------------------------------------
+
+def register_file(store: Store, new: NewFile, *, now: float, expires_at: float | None) -> None:
+    with store.write() as tx:
+        tx.conn.execute(t.files.insert().values(**_file_row(new, now, expires_at)))
+
+
+def _file_row(new: NewFile, now: float, expires_at: float | None) -> dict[str, Any]:
+    return dict(id=new.id, owner_id=new.owner_id, sha256=new.sha256, size=new.size, media_type=new.media_type,
+                kind=new.kind, format=new.format, filename=new.filename, created_at=now, expires_at=expires_at)
+
+
+# -- submit --------------------------------------------------------------------------------------------------
+
+def submit(store: Store, new: NewJob, *, queue_size: int, max_attempts: int, now: float,
+           new_files: Sequence[NewFile] = ()) -> str:
+    """Persist a job, its stages and its inline inputs in one transaction; the first stage is queued at once."""
+    job_id = new_id("job")
+    with store.write() as tx:
+        if store.count_active_jobs(tx.conn) >= queue_size:
+            raise Pocket3DError(ErrorCode.QUEUE_FULL, f"the queue holds {queue_size} jobs; try again later",
+                                {"queue_size": queue_size}, headers={"Retry-After": "30"})
+        if new_files:
+            tx.conn.execute(t.files.insert(), [_file_row(f, now, None) for f in new_files])
+        file_ids = [fid for fid, _ in new.input_file_ids]
+        found = {r.id: r for r in tx.conn.execute(
+            sa.select(t.files.c.id, t.files.c.sha256, t.files.c.format)
+            .where(t.files.c.id.in_(file_ids)))} if file_ids else {}
+        missing = [fid for fid in file_ids if fid not in found]
+        if missing:  # deleted between validation and now (retention, or another job ending)
+            raise Pocket3DError(ErrorCode.FILE_NOT_FOUND, f"file {missing[0]} not found", {"file_id": missing[0]})
+        tx.conn.execute(t.jobs.insert().values(
+            id=job_id, owner_id=new.owner_id, feature=new.feature, model_id=new.model_id,
+            status=JobStatus.QUEUED, progress=0.0, current_stage=0, priority=new.priority,
+            request=new.request, stage_weights=[s.weight for s in new.stages], cancel_requested=False,
+            created_at=now, version=1))
+        tx.conn.execute(t.stages.insert(), [
+            dict(job_id=job_id, idx=i, name=s.name, model_id=s.model_id, params=s.params,
+                 status=StageStatus.QUEUED if i == 0 else StageStatus.PENDING, progress=0.0, attempts=0,
+                 max_attempts=max_attempts, priority=new.priority, queued_at=now if i == 0 else None)
+            for i, s in enumerate(new.stages)])
+        if file_ids:
+            tx.conn.execute(t.job_inputs.insert(), [
+                dict(job_id=job_id, position=i, file_id=fid, role=role, sha256=found[fid].sha256,
+                     format=found[fid].format) for i, (fid, role) in enumerate(new.input_file_ids)])
+            # An input in use does not expire; it is released when its last job ends.
+            tx.conn.execute(t.files.update().where(t.files.c.id.in_(file_ids)).values(expires_at=None))
+        tx.touch(job_id)
+    return job_id
+
+
+# -- claim and run -------------------------------------------------------------------------------------------
+
+def claim_next_stage(store: Store, *, worker_id: str, model_ids: Sequence[str], include_export: bool,
+                     lease_seconds: float, now: float) -> ClaimedStage | None:
+    """Take the most urgent queued stage among those this worker can host right now."""
+    hostable = S.model_id.in_(list(model_ids)) if model_ids else sa.false()
+    if include_export:
+        hostable = sa.or_(hostable, S.model_id.is_(None))
+    pick = (sa.select(S.id).where(S.status == StageStatus.QUEUED, hostable)
+            .order_by(S.priority.desc(), S.queued_at, S.id).limit(1))
+    if not store.is_sqlite:
+        pick = pick.with_for_update(skip_locked=True)
+    token = secrets.token_hex(16)
+    with store.write() as tx:
+        stage_id = tx.conn.execute(pick).scalar()
+        if stage_id is None:
+            return None
+        row = tx.conn.execute(
+            t.stages.update().where(S.id == stage_id, S.status == StageStatus.QUEUED)
+            .values(status=StageStatus.RUNNING, attempts=S.attempts + 1, lease_owner=worker_id,
+                    lease_token=token, lease_expires_at=now + lease_seconds, started_at=now, progress=0.0,
+                    error_code=None, error_message=None)
+            .returning(*t.stages.c)).mappings().first()
+        if row is None:
+            return None
+        stage = _stage(row)
+        job = tx.conn.execute(
+            t.jobs.update().where(J.id == stage.job_id)
+            .values(status=JobStatus.RUNNING, started_at=sa.func.coalesce(J.started_at, now),
+                    current_stage=stage.index, version=J.version + 1)
+            .returning(J.request, J.owner_id)).first()
+        tx.touch(stage.job_id)
+    return ClaimedStage(stage=stage, lease_token=token, job_request=job.request, owner_id=job.owner_id)
+
+
+def renew_leases(store: Store, *, worker_id: str, lease_seconds: float, now: float) -> int:
+    with store.write() as tx:
+        return tx.conn.execute(t.stages.update().where(S.lease_owner == worker_id, S.status == StageStatus.RUNNING)
+                               .values(lease_expires_at=now + lease_seconds)).rowcount
+
+
+def report_progress(store: Store, claim: ClaimedStage, fraction: float, now: float) -> bool:
+    """Record a stage's progress; returns False when the worker should stop (job cancelled, lease lost)."""
+    fraction = min(max(fraction, 0.0), 1.0)
+    with store.write() as tx:
+        owned = tx.conn.execute(t.stages.update().where(S.id == claim.stage.id, S.lease_token == claim.lease_token,
+                                                        S.status == StageStatus.RUNNING)
+                                .values(progress=fraction)).rowcount
+        if not owned:
+            return False
+        job = tx.conn.execute(sa.select(J.stage_weights, J.cancel_requested).where(J.id == claim.stage.job_id)).first()
+        tx.conn.execute(t.jobs.update().where(J.id == claim.stage.job_id).values(
+            progress=_job_progress(job.stage_weights, claim.stage.index, fraction), version=J.version + 1))
+        tx.touch(claim.stage.job_id)
+        return not job.cancel_requested
+
+
+def complete_stage(store: Store, claim: ClaimedStage, outputs: Sequence[OutputRecord], *, retention_seconds: float,
+                   release: ReleasePolicy, now: float) -> bool:
+    """Store a stage's outputs and move on: queue the next stage, or finish the job. False if the lease was lost."""
+    st = claim.stage
+    with store.write() as tx:
+        owned = tx.conn.execute(t.stages.update().where(S.id == st.id, S.lease_token == claim.lease_token,
+                                                        S.status == StageStatus.RUNNING)
+                                .values(status=StageStatus.SUCCEEDED, progress=1.0, finished_at=now,
+                                        lease_owner=None, lease_token=None, lease_expires_at=None)).rowcount
+        if not owned:
+            return False
+        # A retried stage replaces what an earlier attempt of it stored: each output exists once.
+        tx.conn.execute(t.outputs.delete().where(t.outputs.c.job_id == st.job_id, t.outputs.c.stage_idx == st.index))
+        if outputs:
+            tx.conn.execute(t.outputs.insert(), [
+                dict(job_id=st.job_id, name=o.name, stage_idx=st.index, sha256=o.sha256, size=o.size,
+                     media_type=o.media_type, format=o.format, public=o.public) for o in outputs])
+        nxt = tx.conn.execute(t.stages.update().where(S.job_id == st.job_id, S.idx == st.index + 1,
+                                                      S.status == StageStatus.PENDING)
+                              .values(status=StageStatus.QUEUED, queued_at=now)).rowcount
+        weights = tx.conn.execute(sa.select(J.stage_weights).where(J.id == st.job_id)).scalar()
+        if nxt:
+            tx.conn.execute(t.jobs.update().where(J.id == st.job_id).values(
+                current_stage=st.index + 1, progress=_job_progress(weights, st.index + 1, 0.0),
+                version=J.version + 1))
+        else:
+            _finish_job(tx, st.job_id, JobStatus.SUCCEEDED, now, release, expires_at=now + retention_seconds)
+        tx.touch(st.job_id)
+    return True
+
+
+def fail_stage(store: Store, claim: ClaimedStage, *, code: str, message: str, retry: bool,
+               release: ReleasePolicy, now: float) -> bool:
+    """A stage attempt failed: queue it again if ``retry`` and attempts remain, else fail the job."""
+    st = claim.stage
+    with store.write() as tx:
+        row = tx.conn.execute(sa.select(S.attempts, S.max_attempts).where(
+            S.id == st.id, S.lease_token == claim.lease_token, S.status == StageStatus.RUNNING)).first()
+        if row is None:
+            return False
+        if retry and row.attempts < row.max_attempts:
+            tx.conn.execute(t.stages.update().where(S.id == st.id).values(
+                status=StageStatus.QUEUED, progress=0.0, lease_owner=None, lease_token=None,
+                lease_expires_at=None, error_code=code, error_message=message))
+            tx.conn.execute(t.jobs.update().where(J.id == st.job_id).values(version=J.version + 1))
+        else:
+            tx.conn.execute(t.stages.update().where(S.id == st.id).values(
+                status=StageStatus.FAILED, finished_at=now, lease_owner=None, lease_token=None,
+                lease_expires_at=None, error_code=code, error_message=message))
+            _finish_job(tx, st.job_id, JobStatus.FAILED, now, release, code=code, message=message)
+        tx.touch(st.job_id)
+    return True
+
+
+def requeue_stage(store: Store, claim: ClaimedStage, *, now: float) -> bool:
+    """Give a stage back untried (the node is shutting down): queued again, the attempt not counted."""
+    st = claim.stage
+    with store.write() as tx:
+        owned = tx.conn.execute(t.stages.update().where(S.id == st.id, S.lease_token == claim.lease_token,
+                                                        S.status == StageStatus.RUNNING)
+                                .values(status=StageStatus.QUEUED, progress=0.0, attempts=S.attempts - 1,
+                                        lease_owner=None, lease_token=None, lease_expires_at=None)).rowcount
+        if owned:
+            tx.conn.execute(t.jobs.update().where(J.id == st.job_id).values(version=J.version + 1))
+            tx.touch(st.job_id)
+    return bool(owned)
+
+
+# -- cancel --------------------------------------------------------------------------------------------------
+
+def cancel_job(store: Store, job_id: str, *, release: ReleasePolicy, now: float) -> JobStatus:
+    """Cancel at once when no stage runs; otherwise flag it and the worker stops at its next report."""
+    with store.write() as tx:
+        job = tx.conn.execute(sa.select(J.status).where(J.id == job_id)).first()
+        if job is None:
+            raise Pocket3DError(ErrorCode.JOB_NOT_FOUND, f"job {job_id} not found")
+        status = JobStatus(job.status)
+        if status == JobStatus.CANCELLED:
+            return status
+        if status.is_final:
+            raise Pocket3DError(ErrorCode.JOB_NOT_CANCELLABLE, f"job {job_id} already {status.value}",
+                                {"status": status.value})
+        running = tx.conn.execute(sa.select(sa.func.count()).select_from(t.stages).where(
+            S.job_id == job_id, S.status == StageStatus.RUNNING)).scalar()
+        if running:
+            tx.conn.execute(t.jobs.update().where(J.id == job_id).values(cancel_requested=True,
+                                                                         version=J.version + 1))
+            tx.touch(job_id)
+            return JobStatus.RUNNING
+        _cancel_now(tx, job_id, now, release)
+        return JobStatus.CANCELLED
+
+
+def acknowledge_cancel(store: Store, claim: ClaimedStage, *, release: ReleasePolicy, now: float) -> None:
+    """The worker stopped a stage because its job was cancelled."""
+    with store.write() as tx:
+        owned = tx.conn.execute(sa.select(S.id).where(S.id == claim.stage.id, S.lease_token == claim.lease_token,
+                                                      S.status == StageStatus.RUNNING)).first()
+        if owned is not None:
+            _cancel_now(tx, claim.stage.job_id, now, release)
+
+
+def _cancel_now(tx: WriteTx, job_id: str, now: float, release: ReleasePolicy) -> None:
+    tx.conn.execute(t.stages.update().where(
+        S.job_id == job_id, S.status.in_([StageStatus.PENDING, StageStatus.QUEUED, StageStatus.RUNNING])
+    ).values(status=StageStatus.CANCELLED, finished_at=now, lease_owner=None, lease_token=None,
+             lease_expires_at=None))
+    tx.conn.execute(t.outputs.delete().where(t.outputs.c.job_id == job_id))
+    _finish_job(tx, job_id, JobStatus.CANCELLED, now, release, code=None, message=None)
+    tx.touch(job_id)
+
+
+# -- recovery ------------------------------------------------------------------------------------------------
+
+def recover_lost_stages(store: Store, *, now: float, release: ReleasePolicy, all_running: bool = False) -> list[str]:
+    """Requeue stages whose worker died (lease expired; or every running stage when the only node restarts).
+
+    Past ``max_attempts`` the job fails with WORKER_LOST. Returns the ids of the jobs touched.
+    """
+    cond = S.status == StageStatus.RUNNING
+    if not all_running:
+        cond = sa.and_(cond, S.lease_expires_at < now)
+    touched: list[str] = []
+    with store.write() as tx:
+        rows = tx.conn.execute(sa.select(S.id, S.job_id, S.attempts, S.max_attempts, J.cancel_requested)
+                               .join(t.jobs, J.id == S.job_id).where(cond)).all()
+        for r in rows:
+            touched.append(r.job_id)
+            if r.cancel_requested:
+                _cancel_now(tx, r.job_id, now, release)
+            elif r.attempts >= r.max_attempts:
+                msg = f"the worker running this stage was lost {r.attempts} times (max_attempts {r.max_attempts})"
+                tx.conn.execute(t.stages.update().where(S.id == r.id).values(
+                    status=StageStatus.FAILED, finished_at=now, lease_owner=None, lease_token=None,
+                    lease_expires_at=None, error_code=ErrorCode.WORKER_LOST, error_message=msg))
+                _finish_job(tx, r.job_id, JobStatus.FAILED, now, release, code=ErrorCode.WORKER_LOST, message=msg)
+            else:
+                # queued_at is kept, so the stage goes back to the head of the queue it was taken from
+                tx.conn.execute(t.stages.update().where(S.id == r.id).values(
+                    status=StageStatus.QUEUED, progress=0.0, lease_owner=None, lease_token=None,
+                    lease_expires_at=None, error_code=ErrorCode.WORKER_LOST,
+                    error_message="the worker running this stage was lost; retrying"))
+                tx.conn.execute(t.jobs.update().where(J.id == r.job_id).values(version=J.version + 1))
+            tx.touch(r.job_id)
+    return touched
+
+
+# -- retention -----------------------------------------------------------------------------------------------
+
+def expire(store: Store, *, now: float) -> set[str]:
+    """Drop outputs past their job's expires_at and uploads past theirs; returns hashes that may be unreferenced."""
+    released: set[str] = set()
+    with store.write() as tx:
+        expired_jobs = tx.conn.execute(sa.select(J.id).where(J.expires_at < now)).scalars().all()
+        if expired_jobs:
+            released.update(tx.conn.execute(sa.select(t.outputs.c.sha256)
+                                            .where(t.outputs.c.job_id.in_(expired_jobs))).scalars())
+            tx.conn.execute(t.outputs.delete().where(t.outputs.c.job_id.in_(expired_jobs)))
+            tx.conn.execute(t.jobs.update().where(J.id.in_(expired_jobs)).values(expires_at=None,
+                                                                                 version=J.version + 1))
+            for job_id in expired_jobs:
+                tx.touch(job_id)
+        stale = tx.conn.execute(sa.select(t.files.c.id, t.files.c.sha256).where(
+            t.files.c.expires_at < now, ~_file_in_active_job())).all()
+        if stale:
+            released.update(r.sha256 for r in stale)
+            tx.conn.execute(t.files.delete().where(t.files.c.id.in_([r.id for r in stale])))
+    return released
+
+
+def _file_in_active_job() -> Any:
+    return sa.exists().where(t.job_inputs.c.file_id == t.files.c.id, t.job_inputs.c.job_id == J.id,
+                             J.status.in_([JobStatus.QUEUED, JobStatus.RUNNING]))
+
+
+def _finish_job(tx: WriteTx, job_id: str, status: JobStatus, now: float, release: ReleasePolicy, *,
+                code: str | None = None, message: str | None = None, expires_at: float | None = None) -> None:
+    values: dict[str, Any] = dict(status=status, finished_at=now, error_code=code, error_message=message,
+                                  expires_at=expires_at, version=J.version + 1)
+    if status == JobStatus.SUCCEEDED:
+        values["progress"] = 100.0
+    tx.conn.execute(t.jobs.update().where(J.id == job_id).values(**values))
+    if release.keep_inputs:
+        return
+    # Uploaded inputs go with the last job that uses them.
+    mine = sa.select(t.job_inputs.c.file_id).where(t.job_inputs.c.job_id == job_id)
+    tx.conn.execute(t.files.delete().where(t.files.c.id.in_(mine), ~_file_in_active_job()))
+
+
+def _job_progress(weights: list[float], stage_index: int, fraction: float) -> float:
+    total = sum(weights) or 1.0
+    done = sum(weights[:stage_index]) + weights[stage_index] * fraction if stage_index < len(weights) else total
+    return round(100.0 * done / total, 2)

@@ -1,0 +1,283 @@
+"""The model registry: ``config/models.yaml`` plus the ``pocket3d.models`` entry-point group.
+
+models.yaml keeps the seed design's shape, models grouped by feature::
+
+    models:
+      mesh_generation:
+        my_model:
+          class: "MyAdapter"          # an entry-point name, or "package.module:Class"
+          vram_requirement: 8192      # MB
+          supported_inputs: ["image"]
+          supported_outputs: ["glb", "obj"]
+          max_concurrent: 2
+          devices: ["cuda"]           # optional, default ["cpu"]
+          options: {weights: /srv/weights/my_model}   # optional, handed to the adapter
+
+A plugin package that declares ``default_spec`` on its adapter class is registered without any YAML; a YAML
+entry with the same id overrides it, and ``enabled: false`` turns a model off.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from pocket3d.config import ConfigError
+from pocket3d.errors import ErrorCode, Pocket3DError
+from pocket3d.models.spec import INPUT_KINDS, Device, Feature, ModelAdapter, ModelSpec
+
+log = logging.getLogger(__name__)
+
+ENTRY_POINT_GROUP = "pocket3d.models"
+
+
+class ModelEntry(BaseModel):
+    """One model in models.yaml; unknown keys are refused so a typo does not pass silently."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    class_: str = Field(alias="class")
+    vram_requirement: int | None = Field(None, ge=0)
+    supported_inputs: list[str] | None = None
+    supported_outputs: list[str] | None = None
+    max_concurrent: int | None = Field(None, ge=1)
+    devices: list[str] | None = None
+    description: str | None = None
+    enabled: bool = True
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("supported_inputs")
+    @classmethod
+    def _known_inputs(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None:
+            unknown = sorted(set(v) - INPUT_KINDS)
+            if unknown:
+                raise ValueError(f"unknown input kinds {unknown}; use {sorted(INPUT_KINDS)}")
+        return v
+
+    @field_validator("devices")
+    @classmethod
+    def _known_devices(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None and set(v) - {"cpu", "cuda"}:
+            raise ValueError("devices may name only 'cpu' and 'cuda'")
+        return v
+
+
+class ModelsFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    models: dict[Feature, dict[str, ModelEntry]] = Field(default_factory=dict)
+
+
+@dataclass
+class RegisteredModel:
+    spec: ModelSpec
+    adapter_cls: type[ModelAdapter] | None
+    static_reasons: list[str] = field(default_factory=list)  # fixed at start-up: import errors, packages
+
+    def params_model(self) -> type[BaseModel] | None:
+        return self.adapter_cls.Params if self.adapter_cls else None
+
+
+class Registry:
+    def __init__(self, models: Iterable[RegisteredModel], problems: list[str] | None = None):
+        self._models: dict[str, RegisteredModel] = {}
+        for m in models:
+            self._models[m.spec.id] = m
+        self.problems = problems or []
+
+    # -- building ---------------------------------------------------------------------------------------
+
+    @classmethod
+    def from_config(cls, models_file: Path | None, use_entry_points: bool = True) -> Registry:
+        plugins, problems = _load_entry_points() if use_entry_points else ({}, [])
+        entries = _read_models_file(models_file) if models_file is not None else ModelsFile()
+        models: list[RegisteredModel] = []
+        seen: set[str] = set()
+        for feature, group in entries.models.items():
+            for model_id, entry in group.items():
+                if model_id in seen:
+                    raise ConfigError(f"{models_file}: models: id {model_id!r} appears under two features")
+                seen.add(model_id)
+                if entry.enabled:
+                    models.append(_from_entry(model_id, feature, entry, plugins, models_file))
+        for name, adapter in plugins.items():
+            spec = getattr(adapter, "default_spec", None)
+            if isinstance(spec, ModelSpec) and spec.id not in seen:
+                seen.add(spec.id)
+                models.append(RegisteredModel(spec, adapter, adapter.unavailable_reasons(spec)))
+        return cls(models, problems)
+
+    # -- queries ----------------------------------------------------------------------------------------
+
+    def __contains__(self, model_id: str) -> bool:
+        return model_id in self._models
+
+    def get(self, model_id: str) -> RegisteredModel:
+        return self._models[model_id]
+
+    def all(self) -> list[RegisteredModel]:
+        return list(self._models.values())
+
+    def for_feature(self, feature: Feature) -> list[RegisteredModel]:
+        return [m for m in self._models.values() if m.spec.feature == feature]
+
+    def unavailable_reasons(self, model: RegisteredModel, devices: list[Device], memory_buffer_mb: int) -> list[str]:
+        reasons = list(model.static_reasons)
+        fitting = [d for d in devices if d.kind in model.spec.devices]
+        if not fitting:
+            reasons.append(f"no {' or '.join(model.spec.devices)} device on this node")
+        elif not any(d.memory_total - memory_buffer_mb >= model.spec.vram_requirement for d in fitting):
+            largest = max(d.memory_total - memory_buffer_mb for d in fitting)
+            reasons.append(f"no device large enough: needs {model.spec.vram_requirement} MB, "
+                           f"the largest {'/'.join(model.spec.devices)} device offers {max(largest, 0)} MB "
+                           "after the memory buffer")
+        return reasons
+
+    def choose(self, feature: Feature, input_kinds: set[str], mesh_format: str | None, output_format: str,
+               preference: str | None, devices: list[Device], memory_buffer_mb: int) -> RegisteredModel:
+        """Pick the model for a request, or raise the 4xx/503 that tells the client why none fits."""
+        if preference:
+            model = self._models.get(preference)
+            if model is None or model.spec.feature != feature:
+                known = sorted(m.spec.id for m in self.for_feature(feature))
+                raise Pocket3DError(ErrorCode.UNKNOWN_MODEL,
+                                    f"no model {preference!r} for {feature.value}",
+                                    {"model": preference, "models_for_feature": known})
+            self._check_fit(model, input_kinds, mesh_format, output_format)
+            reasons = self.unavailable_reasons(model, devices, memory_buffer_mb)
+            if reasons:
+                raise Pocket3DError(ErrorCode.MODEL_UNAVAILABLE, f"model {preference!r} is unavailable: "
+                                    + "; ".join(reasons), {"model": preference, "reasons": reasons})
+            return model
+        fitting: list[RegisteredModel] = []
+        misfits: dict[str, str] = {}
+        for model in self.for_feature(feature):
+            try:
+                self._check_fit(model, input_kinds, mesh_format, output_format)
+            except Pocket3DError as e:
+                misfits[model.spec.id] = e.message
+                continue
+            fitting.append(model)
+        if not fitting:
+            raise Pocket3DError(ErrorCode.NO_MODEL_FOR_REQUEST,
+                                f"no {feature.value} model takes inputs {sorted(input_kinds)} "
+                                f"and writes {output_format!r}", {"models": misfits})
+        unavailable: dict[str, list[str]] = {}
+        for model in fitting:
+            reasons = self.unavailable_reasons(model, devices, memory_buffer_mb)
+            if not reasons:
+                return model
+            unavailable[model.spec.id] = reasons
+        raise Pocket3DError(ErrorCode.MODEL_UNAVAILABLE,
+                            f"every {feature.value} model that fits this request is unavailable",
+                            {"models": unavailable})
+
+    @staticmethod
+    def _check_fit(model: RegisteredModel, input_kinds: set[str], mesh_format: str | None, output_format: str) -> None:
+        spec = model.spec
+        if not spec.accepts(input_kinds, mesh_format):
+            given = sorted(input_kinds | ({mesh_format} if mesh_format else set()))
+            raise Pocket3DError(ErrorCode.MODEL_INPUT_MISMATCH,
+                                f"model {spec.id!r} takes {sorted(spec.supported_inputs)}, not {given}",
+                                {"model": spec.id, "supported_inputs": sorted(spec.supported_inputs)})
+        if output_format not in spec.supported_outputs:
+            raise Pocket3DError(ErrorCode.UNSUPPORTED_OUTPUT_FORMAT,
+                                f"model {spec.id!r} writes {list(spec.supported_outputs)}, not {output_format!r}",
+                                {"model": spec.id, "supported_outputs": list(spec.supported_outputs)})
+
+
+def _read_models_file(path: Path) -> ModelsFile:
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"models file not found: {path}") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    try:
+        return ModelsFile.model_validate(data)
+    except ValidationError as e:
+        lines = [f"invalid model registry ({path}):"]
+        for err in e.errors():
+            key = ".".join(str(p) for p in err["loc"])
+            lines.append(f"  {key}: {'unknown key' if err['type'] == 'extra_forbidden' else err['msg']}")
+        raise ConfigError("\n".join(lines)) from None
+
+
+def _load_entry_points() -> tuple[dict[str, type[ModelAdapter]], list[str]]:
+    plugins: dict[str, type[ModelAdapter]] = {}
+    problems: list[str] = []
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            obj = ep.load()
+        except Exception as e:  # a broken plugin must not stop the server; it is reported instead
+            problems.append(f"entry point {ep.name!r} ({ep.value}) failed to load: {type(e).__name__}: {e}")
+            continue
+        if not (isinstance(obj, type) and issubclass(obj, ModelAdapter)):
+            problems.append(f"entry point {ep.name!r} ({ep.value}) is not a ModelAdapter subclass")
+            continue
+        plugins[ep.name] = obj
+    for p in problems:
+        log.warning(p)
+    return plugins, problems
+
+
+def _resolve_class(name: str, plugins: dict[str, type[ModelAdapter]]) -> type[ModelAdapter]:
+    if name in plugins:
+        return plugins[name]
+    if ":" not in name:
+        raise LookupError(f"adapter {name!r} is not installed: no '{ENTRY_POINT_GROUP}' entry point of that "
+                          "name (or give 'package.module:Class')")
+    module_name, _, attr = name.partition(":")
+    try:
+        obj = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as e:
+        raise LookupError(f"adapter {name!r} could not be imported: {type(e).__name__}: {e}") from None
+    if not (isinstance(obj, type) and issubclass(obj, ModelAdapter)):
+        raise LookupError(f"adapter {name!r} is not a ModelAdapter subclass")
+    return obj
+
+
+def _from_entry(model_id: str, feature: Feature, entry: ModelEntry,
+                plugins: dict[str, type[ModelAdapter]], path: Path | None) -> RegisteredModel:
+    adapter: type[ModelAdapter] | None
+    reasons: list[str] = []
+    try:
+        adapter = _resolve_class(entry.class_, plugins)
+    except LookupError as e:
+        adapter, reasons = None, [str(e)]
+    base = adapter.default_spec if adapter is not None else None
+    where = f"{path}: models.{feature.value}.{model_id}"
+
+    def pick(yaml_value: Any, attr: str, fallback: Any = None) -> Any:
+        if yaml_value is not None:
+            return yaml_value
+        if base is not None:
+            return getattr(base, attr)
+        if fallback is None:
+            raise ConfigError(f"{where}.{attr}: required (the adapter declares no default)")
+        return fallback
+
+    spec = ModelSpec(
+        id=model_id,
+        feature=feature,
+        supported_inputs=frozenset(pick(entry.supported_inputs, "supported_inputs")),
+        supported_outputs=tuple(pick(entry.supported_outputs, "supported_outputs")),
+        vram_requirement=pick(entry.vram_requirement, "vram_requirement", 0),
+        max_concurrent=pick(entry.max_concurrent, "max_concurrent", 1),
+        devices=tuple(pick(entry.devices, "devices", ["cpu"])),
+        description=pick(entry.description, "description", ""),
+        options=dict(entry.options),
+    )
+    if base is not None and base.feature != feature:
+        raise ConfigError(f"{where}: adapter {entry.class_!r} is a {base.feature.value} model")
+    if adapter is not None:
+        reasons.extend(adapter.unavailable_reasons(spec))
+    return RegisteredModel(spec, adapter, reasons)

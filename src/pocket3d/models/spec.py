@@ -1,0 +1,127 @@
+"""The adapter interface every model implements, and the spec it is registered under."""
+
+from __future__ import annotations
+
+import importlib.util
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+
+class Feature(StrEnum):
+    MESH_GENERATION = "mesh_generation"  # text or image(s) -> textured mesh
+    TEXTURE_GENERATION = "texture_generation"  # mesh + text or image(s) -> textured mesh
+    SEGMENTATION = "segmentation"  # mesh -> mesh with part labels
+    AUTO_RIGGING = "auto_rigging"  # mesh -> skinned mesh with a skeleton
+
+
+MESH_FORMATS = frozenset({"glb", "gltf", "obj", "ply", "stl", "fbx"})
+# What `supported_inputs` may name: the kinds of input, or a mesh format (meaning a mesh in that format).
+INPUT_KINDS = frozenset({"text", "image", "mesh"}) | MESH_FORMATS
+
+
+class NoParams(BaseModel):
+    """Models without free-form parameters refuse any, so a typo is a 422 rather than silently ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    id: str
+    feature: Feature
+    supported_inputs: frozenset[str]
+    supported_outputs: tuple[str, ...]
+    vram_requirement: int = 0  # MB of device memory while loaded and running
+    max_concurrent: int = 1
+    devices: tuple[str, ...] = ("cpu",)  # device kinds it runs on: cpu, cuda
+    description: str = ""
+    options: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+
+    def accepts(self, kinds: set[str], mesh_format: str | None = None) -> bool:
+        """True when every given input kind (and the mesh's format, if any) is one this model takes."""
+        for kind in kinds:
+            if kind == "mesh":
+                if "mesh" in self.supported_inputs:
+                    continue
+                if mesh_format is None or mesh_format not in self.supported_inputs:
+                    return False
+            elif kind not in self.supported_inputs:
+                return False
+        return True
+
+    @property
+    def takes_mesh(self) -> bool:
+        return bool(self.supported_inputs & ({"mesh"} | MESH_FORMATS))
+
+
+class StageCancelled(Exception):
+    """Raised by the progress callback when the job was cancelled; adapters let it propagate."""
+
+
+class InputRejected(Exception):
+    """An adapter raises this when the inputs are unusable (not a fault of the model): job error INVALID_INPUT."""
+
+
+ProgressFn = Callable[[float, str | None], None]
+
+
+@dataclass
+class RunInputs:
+    """What one stage gets. Files are local paths, valid for the duration of ``run``."""
+
+    work_dir: Path  # write outputs here; removed after the stage whatever happens
+    text: str | None = None
+    images: list[Path] = field(default_factory=list)
+    mesh: Path | None = None
+    quality: str = "medium"
+    texture_resolution: int = 1024
+    seed: int | None = None
+
+
+@dataclass
+class Device:
+    id: str  # "cpu", "cuda:0", ...
+    kind: str  # "cpu" or "cuda"
+    name: str
+    memory_total: int  # MB
+    memory_used: int = 0  # MB
+
+
+class ModelAdapter(ABC):
+    """One model behind pocket3d. Subclasses declare their parameters and implement load/unload/run.
+
+    ``run`` returns a mapping of output names to files it wrote under ``inputs.work_dir``; a stage that makes a
+    mesh names it ``"mesh"`` and writes GLB. It calls ``progress(fraction, message)`` now and then: that is
+    where a cancelled job stops, so long loops should report.
+    """
+
+    Params: ClassVar[type[BaseModel]] = NoParams
+    # Python packages the adapter imports; missing ones make the model unavailable with that reason.
+    requires: ClassVar[tuple[str, ...]] = ()
+    # A plugin found through the entry-point group declares its own spec; models.yaml may override it.
+    default_spec: ClassVar[ModelSpec | None] = None
+
+    def __init__(self, spec: ModelSpec):
+        self.spec = spec
+        self.device: Device | None = None
+
+    @classmethod
+    def unavailable_reasons(cls, spec: ModelSpec) -> list[str]:
+        """Why this model cannot run here, without loading it (missing packages, weights)."""
+        missing = [p for p in cls.requires if importlib.util.find_spec(p) is None]
+        return [f"python package {p!r} is not installed" for p in missing]
+
+    @abstractmethod
+    def load(self, device: Device) -> None: ...
+
+    def unload(self) -> None:
+        self.device = None
+
+    @abstractmethod
+    def run(self, inputs: RunInputs, params: BaseModel, progress: ProgressFn) -> dict[str, Path]: ...

@@ -1,0 +1,144 @@
+"""One pocket3d node: the store, artifacts, registry, event bus, scheduler and retention, wired together.
+
+``pocket3d serve`` builds one Node and hands it to the API. Tests build Nodes too, on temporary data dirs.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from pocket3d.config import DEFAULT_MODELS_FILE, ConfigError, Settings
+from pocket3d.jobs import schema as t
+from pocket3d.jobs import transitions
+from pocket3d.jobs.events import EventBus
+from pocket3d.jobs.store import Store
+from pocket3d.models.registry import Registry
+from pocket3d.scheduler.inprocess import InProcessScheduler
+from pocket3d.storage.artifacts import LocalArtifactStore
+
+log = logging.getLogger(__name__)
+
+
+class DataDirLock:
+    """One embedded node per data directory: a second would requeue the first one's running stages."""
+
+    def __init__(self, data_dir: Path):
+        self.path = data_dir / ".lock"
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise ConfigError(f"data_dir {self.path.parent} is in use by another pocket3d process") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+class Retention:
+    """Deletes blobs nobody references: inputs of ended jobs, expired outputs, leftovers of a crash."""
+
+    def __init__(self, store: Store, artifacts: LocalArtifactStore, blob_lock: threading.RLock):
+        self.store, self.artifacts, self.blob_lock = store, artifacts, blob_lock
+
+    def collect(self, candidates: Iterable[str]) -> int:
+        candidates = set(candidates)
+        if not candidates:
+            return 0
+        deleted = 0
+        # Under the lock that also covers "put blob, then insert its row": no blob goes while a row is coming.
+        with self.blob_lock:
+            referenced: set[str] = set()
+            ordered = sorted(candidates)
+            with self.store.read() as conn:
+                for i in range(0, len(ordered), 500):
+                    chunk = ordered[i:i + 500]
+                    referenced.update(conn.execute(sa.select(t.files.c.sha256).where(t.files.c.sha256.in_(chunk)))
+                                      .scalars())
+                    referenced.update(conn.execute(sa.select(t.outputs.c.sha256)
+                                                   .where(t.outputs.c.sha256.in_(chunk))).scalars())
+            for sha in candidates - referenced:
+                deleted += self.artifacts.delete(sha)
+        return deleted
+
+    def job_ended(self, job_id: str) -> None:
+        job = self.store.get_job(job_id)
+        if job is not None and job.status.is_final:
+            self.collect(r["sha256"] for r in self.store.job_inputs(job_id))
+
+    def sweep(self, now: float) -> int:
+        released = transitions.expire(self.store, now=now)
+        return self.collect(released | set(self.artifacts.hashes()))
+
+
+class Node:
+    def __init__(self, settings: Settings, registry: Registry | None = None):
+        self.settings = settings
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        self.lock = DataDirLock(settings.data_dir)
+        self.lock.acquire()
+        try:
+            self.store = Store(settings.db_url)
+            self.store.create_schema()
+            self.artifacts = LocalArtifactStore(settings.data_dir)
+            if registry is None:
+                models_file: Path | None = settings.models_file
+                if not models_file.is_file() and models_file == DEFAULT_MODELS_FILE:
+                    log.warning("no %s here: only models from installed plugins are registered", models_file)
+                    models_file = None
+                registry = Registry.from_config(models_file)
+            self.registry = registry
+            self.blob_lock = threading.RLock()
+            self.release = transitions.ReleasePolicy(settings.storage.keep_inputs)
+            self.bus = EventBus(self.store)
+            self.retention = Retention(self.store, self.artifacts, self.blob_lock)
+            self.scheduler = InProcessScheduler(settings=settings, store=self.store, artifacts=self.artifacts,
+                                                registry=registry, blob_lock=self.blob_lock, release=self.release,
+                                                on_stage_end=self.retention.job_ended)
+        except BaseException:
+            self.lock.release()
+            raise
+        self._stop = threading.Event()
+        self._sweeper: threading.Thread | None = None
+
+    def start(self) -> None:
+        removed = self.artifacts.clear_tmp()
+        if removed:
+            log.warning("removed %d temporary file(s) left by a previous process", removed)
+        self.scheduler.start()
+        self.retention.sweep(time.time())
+        self._sweeper = threading.Thread(target=self._sweep_loop, name="retention", daemon=True)
+        self._sweeper.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.scheduler.stop()
+        if self._sweeper is not None:
+            self._sweeper.join(5)
+        self.store.dispose()
+        self.lock.release()
+
+    def _sweep_loop(self) -> None:
+        while not self._stop.wait(self.settings.scheduler.cleanup_interval):
+            try:
+                deleted = self.retention.sweep(time.time())
+                if deleted:
+                    log.info("retention removed %d artifact(s)", deleted)
+            except Exception:
+                log.exception("retention sweep failed")

@@ -1,0 +1,45 @@
+"""The interface the API and the node see. The in-process executor implements it now; the VRAM-aware
+scheduler with device worker processes replaces it without the API or the store changing."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+from pocket3d.jobs.records import JobRecord
+from pocket3d.models.spec import Device
+
+
+@dataclass(frozen=True)
+class Estimate:
+    queue_position: int | None  # 1-based among waiting stages, None when not waiting
+    eta_seconds: float | None  # until the job finishes; None when unknown or final
+
+
+@dataclass(frozen=True)
+class DeviceState:
+    device: Device
+    resident_models: list[str]
+    running_stages: list[int]
+
+
+class Scheduler(ABC):
+    @abstractmethod
+    def start(self) -> None: ...
+
+    @abstractmethod
+    def stop(self, timeout: float = 10.0) -> None: ...
+
+    @abstractmethod
+    def wake(self) -> None:
+        """New work was queued; look for it now rather than at the next poll."""
+
+    @abstractmethod
+    def cancel(self, job_id: str) -> None:
+        """The job was flagged cancelled in the store; stop its running stage soon."""
+
+    @abstractmethod
+    def estimate(self, job: JobRecord) -> Estimate: ...
+
+    @abstractmethod
+    def devices(self) -> list[DeviceState]: ...
