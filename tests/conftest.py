@@ -1,0 +1,40 @@
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent / "support"))
+
+from server import ServerProcess  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """One auth-off server on loopback for the API tests that do not need their own."""
+    proc = ServerProcess(tmp_path_factory.mktemp("server") / "data").start()
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture
+def client(server: ServerProcess):
+    with server.client() as c:
+        yield c
+
+
+@pytest.fixture
+def make_server(tmp_path: Path) -> Iterator:
+    """Start servers of a test's own (own data dir, settings via POCKET3D_* env); all stopped afterwards."""
+    started: list[ServerProcess] = []
+
+    def start(data_dir: Path | None = None, **kwargs) -> ServerProcess:
+        proc = ServerProcess(data_dir or tmp_path / "data", **kwargs).start()
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        proc.kill()

@@ -1,0 +1,59 @@
+"""Small helpers the API tests share: upload, submit, follow events, wait."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import httpx
+
+SHARED = Path(__file__).resolve().parents[3] / "shared" / "testdata"
+IMAGES = SHARED / "images"
+MESHES = SHARED / "meshes"
+
+
+def upload(client: httpx.Client, path: Path, name: str | None = None) -> dict:
+    with open(path, "rb") as f:
+        r = client.post("/files", files={"file": (name or path.name, f, "application/octet-stream")})
+    assert r.status_code == 201, r.text
+    return r.json()
+
+
+def submit(client: httpx.Client, route: str, body: dict, expect: int = 202) -> dict:
+    r = client.post(route, json=body)
+    assert r.status_code == expect, r.text
+    return r.json()
+
+
+def follow_events(client: httpx.Client, job_id: str, timeout: float = 60) -> list[tuple[str, dict]]:
+    """Read the job's SSE stream to its end; returns (event, data) pairs."""
+    events: list[tuple[str, dict]] = []
+    with client.stream("GET", f"/jobs/{job_id}/events", timeout=timeout) as r:
+        assert r.status_code == 200, r.read()
+        assert r.headers["content-type"].startswith("text/event-stream")
+        event, data = "message", []
+        for line in r.iter_lines():
+            if line.startswith("event:"):
+                event = line[6:].strip()
+            elif line.startswith("data:"):
+                data.append(line[5:].strip())
+            elif line == "" and data:
+                events.append((event, json.loads("\n".join(data))))
+                event, data = "message", []
+    return events
+
+
+def wait_final(client: httpx.Client, job_id: str, timeout: float = 60) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = client.get(f"/jobs/{job_id}").json()
+        if job["status"] in ("succeeded", "failed", "cancelled"):
+            return job
+        time.sleep(0.1)
+    raise AssertionError(f"job {job_id} did not finish in {timeout} s: {job}")
+
+
+def leftover_temp_files(data_dir: Path) -> list[Path]:
+    tmp = data_dir / "tmp"
+    return sorted(tmp.rglob("*")) if tmp.exists() else []

@@ -1,0 +1,83 @@
+"""TEST-ONLY model adapters, registered through models.yaml like any plugin.
+
+They are small but real: they read the input files and write real GLB meshes, so the whole path from upload
+to download is exercised. They stand in for the built-in and GPU models, which are not part of these tests.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import trimesh
+from PIL import Image
+from pydantic import BaseModel, ConfigDict, Field
+
+from pocket3d.models import Device, InputRejected, ModelAdapter, ProgressFn, RunInputs
+
+
+class HeightfieldParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    grid: int = Field(16, ge=2, le=128)
+    delay: float = Field(0.0, ge=0, le=30, description="seconds to spend, in progress steps (slow-model tests)")
+    steps: int = Field(5, ge=1, le=100)
+
+
+class HeightfieldTestModel(ModelAdapter):
+    """TEST-ONLY image -> mesh: the image's brightness as a height field, coloured by the image."""
+
+    Params = HeightfieldParams
+
+    def load(self, device: Device) -> None:
+        self.device = device
+
+    def run(self, inputs: RunInputs, params: HeightfieldParams, progress: ProgressFn) -> dict[str, Path]:
+        if not inputs.images:
+            raise InputRejected("the heightfield test model needs an image")
+        for i in range(params.steps):
+            time.sleep(params.delay / params.steps)
+            progress((i + 1) / (params.steps + 1), "thinking slowly")
+        with Image.open(inputs.images[0]) as im:
+            rgb = np.asarray(im.convert("RGB").resize((params.grid, params.grid)), dtype=np.float64) / 255.0
+        n = params.grid
+        ys, xs = np.mgrid[0:n, 0:n]
+        height = rgb.mean(axis=2)
+        vertices = np.column_stack([xs.ravel() / (n - 1), height.ravel() * 0.3, ys.ravel() / (n - 1)])
+        idx = np.arange(n * n).reshape(n, n)
+        a, b, c, d = idx[:-1, :-1].ravel(), idx[:-1, 1:].ravel(), idx[1:, :-1].ravel(), idx[1:, 1:].ravel()
+        faces = np.concatenate([np.column_stack([a, c, b]), np.column_stack([b, c, d])])
+        colors = np.column_stack([(rgb.reshape(-1, 3) * 255).astype(np.uint8), np.full(n * n, 255, np.uint8)])
+        mesh = trimesh.Trimesh(vertices, faces, vertex_colors=colors, process=False)
+        out = inputs.work_dir / "mesh.glb"
+        mesh.export(out)
+        progress(1.0, None)
+        return {"mesh": out}
+
+
+class SubdivideTestModel(ModelAdapter):
+    """TEST-ONLY mesh -> mesh: one loop of midpoint subdivision of the input mesh."""
+
+    def load(self, device: Device) -> None:
+        self.device = device
+
+    def run(self, inputs: RunInputs, params: BaseModel, progress: ProgressFn) -> dict[str, Path]:
+        assert inputs.mesh is not None
+        mesh = trimesh.load(str(inputs.mesh), force="mesh", process=False)
+        progress(0.5, "subdividing")
+        mesh = mesh.subdivide()
+        out = inputs.work_dir / "mesh.glb"
+        mesh.export(out)
+        return {"mesh": out}
+
+
+class FailingTestModel(ModelAdapter):
+    """TEST-ONLY: always raises, to show a model's own error ends as a failed job with MODEL_ERROR."""
+
+    def load(self, device: Device) -> None:
+        self.device = device
+
+    def run(self, inputs: RunInputs, params: BaseModel, progress: ProgressFn) -> dict[str, Path]:
+        progress(0.3, None)
+        (inputs.work_dir / "half-written.glb").write_bytes(b"glTF partial")
+        raise RuntimeError("the test model failed on purpose")

@@ -1,0 +1,98 @@
+"""A real pocket3d server in a subprocess on loopback, for the tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[2]
+SUPPORT = Path(__file__).resolve().parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def pocket3d_env(data_dir: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("POCKET3D_")}
+    env["PYTHONPATH"] = os.pathsep.join([str(SUPPORT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env["POCKET3D_DATA_DIR"] = str(data_dir)
+    env.update(extra or {})
+    return env
+
+
+def cli(data_dir: Path, *args: str, env: dict[str, str] | None = None, check: bool = True,
+        config: Path = SUPPORT / "system.yaml", models: Path = SUPPORT / "models.yaml") -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "pocket3d", "--config", str(config), "--models", str(models), *args]
+    return subprocess.run(cmd, env=pocket3d_env(data_dir, env), capture_output=True, text=True, timeout=60,
+                          cwd=ROOT, check=check)
+
+
+class ServerProcess:
+    def __init__(self, data_dir: Path, *, env: dict[str, str] | None = None,
+                 config: Path = SUPPORT / "system.yaml", models: Path = SUPPORT / "models.yaml"):
+        self.data_dir, self.env, self.config, self.models = data_dir, env or {}, config, models
+        self.port = free_port()
+        self.proc: subprocess.Popen | None = None
+        self.log_path = data_dir.parent / f"server-{self.port}.log"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 30.0) -> ServerProcess:
+        cmd = [sys.executable, "-m", "pocket3d", "--config", str(self.config), "--models", str(self.models),
+               "serve", "--port", str(self.port)]
+        self._log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(cmd, env=pocket3d_env(self.data_dir, self.env), cwd=ROOT,
+                                     stdout=self._log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log()}")
+            try:
+                if httpx.get(f"{self.url}/api/v1/system/health", timeout=1).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        self.kill()
+        raise RuntimeError(f"server did not start in {timeout} s:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def client(self, key: str | None = None) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        return httpx.Client(base_url=f"{self.url}/api/v1", headers=headers, timeout=30)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._close_log()
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown handlers, no flushing; what a crash or the OOM killer does."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self._close_log()
+
+    def _close_log(self) -> None:
+        if getattr(self, "_log", None) is not None:
+            self._log.close()
+            self._log = None

@@ -1,0 +1,194 @@
+"""A job from HTTP to a downloaded mesh, on a real server on loopback."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import time
+
+import httpx
+import pytest
+import trimesh
+from client_helpers import IMAGES, MESHES, follow_events, submit, upload, wait_final
+
+
+def test_upload_submit_follow_download(client: httpx.Client) -> None:
+    info = upload(client, IMAGES / "typical_misc_crate.png")
+    assert info["media_type"] == "image/png" and info["kind"] == "image"
+    assert info["sha256"] == hashlib.sha256((IMAGES / "typical_misc_crate.png").read_bytes()).hexdigest()
+
+    accepted = submit(client, "/mesh/generate", {"images": [info["file_id"]], "parameters": {"delay": 0.5}})
+    assert accepted["status"] == "queued"
+    assert accepted["links"]["events"].endswith(f"/jobs/{accepted['job_id']}/events")
+
+    events = follow_events(client, accepted["job_id"])
+    final = events[-1][1]
+    assert final["status"] == "succeeded", final
+    progresses = [data["progress"] for _, data in events]
+    assert progresses == sorted(progresses) and 0 < progresses[-1] == 100.0
+    assert any(0 < p < 100 for p in progresses), "the slow model's progress reports reach the client"
+    assert [data["version"] if "version" in data else None for _, data in events]  # events are JSON job views
+
+    (output,) = final["outputs"]
+    assert output["name"] == "model.glb" and output["format"] == "glb"
+    r = client.get(output["url"].removeprefix("/api/v1"))
+    assert r.status_code == 200
+    assert hashlib.sha256(r.content).hexdigest() == output["sha256"] and len(r.content) == output["size"]
+    mesh = trimesh.load(io.BytesIO(r.content), file_type="glb", force="mesh")
+    assert len(mesh.faces) == 2 * 15 * 15
+
+
+def test_download_supports_etag_and_range(client: httpx.Client) -> None:
+    file_id = upload(client, IMAGES / "T.png")["file_id"]
+    job = submit(client, "/mesh/generate?wait=20", {"images": [file_id]}, expect=200)
+    url = job["outputs"][0]["url"].removeprefix("/api/v1")
+    full = client.get(url)
+    etag = full.headers["etag"]
+    assert etag == f'"{job["outputs"][0]["sha256"]}"'
+    assert client.get(url, headers={"If-None-Match": etag}).status_code == 304
+    part = client.get(url, headers={"Range": "bytes=4-11"})
+    assert part.status_code == 206 and part.content == full.content[4:12]
+    assert part.headers["content-range"] == f"bytes 4-11/{len(full.content)}"
+
+
+@pytest.mark.parametrize("fmt,loads", [("obj", "obj"), ("ply", "ply"), ("stl", "stl")])
+def test_output_formats(client: httpx.Client, fmt: str, loads: str) -> None:
+    file_id = upload(client, IMAGES / "typical_creature_elephant.png")["file_id"]
+    job = submit(client, "/mesh/generate?wait=20", {"images": [file_id], "output_format": fmt}, expect=200)
+    assert job["status"] == "succeeded", job
+    data = client.get(job["outputs"][0]["url"].removeprefix("/api/v1")).content
+    assert len(trimesh.load(io.BytesIO(data), file_type=loads, force="mesh").faces) > 0
+
+
+def test_data_uri_input_and_mesh_features(client: httpx.Client) -> None:
+    png = (IMAGES / "typical_building_mushroom.png").read_bytes()
+    job = submit(client, "/mesh/generate?wait=20",
+                 {"images": ["data:image/png;base64," + base64.b64encode(png).decode()]}, expect=200)
+    assert job["status"] == "succeeded"
+
+    source = trimesh.load(MESHES / "typical_creature_robot_dinosour.obj", force="mesh")
+    for route, extra in (("/segment", {}), ("/rig", {}), ("/texture/generate", {"text_prompt": "rusty metal"})):
+        mesh_id = upload(client, MESHES / "typical_creature_robot_dinosour.obj")["file_id"]
+        job = submit(client, f"{route}?wait=30", {"mesh": mesh_id, **extra}, expect=200)
+        assert job["status"] == "succeeded", job
+        out = trimesh.load(io.BytesIO(client.get(job["outputs"][0]["url"].removeprefix("/api/v1")).content),
+                           file_type="glb", force="mesh")
+        assert len(out.faces) == 4 * len(source.faces)  # the test model subdivides once
+
+
+def test_status_alias_list_filters_and_pagination(client: httpx.Client) -> None:
+    ids = []
+    for _ in range(3):
+        file_id = upload(client, IMAGES / "T.png")["file_id"]
+        ids.append(submit(client, "/mesh/generate?wait=20", {"images": [file_id]}, expect=200)["job_id"])
+    assert client.get(f"/mesh/status/{ids[0]}").json()["job_id"] == ids[0]
+
+    seen: list[str] = []
+    cursor = None
+    while True:
+        params = {"limit": 2, "status": "succeeded", "feature": "mesh_generation"}
+        if cursor:
+            params["cursor"] = cursor
+        page = client.get("/jobs", params=params).json()
+        assert len(page["jobs"]) <= 2
+        seen += [j["job_id"] for j in page["jobs"]]
+        assert all(j["status"] == "succeeded" for j in page["jobs"])
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert set(ids) <= set(seen) and len(seen) == len(set(seen))
+    assert seen == sorted(seen, reverse=True), "newest first"
+    assert client.get("/jobs", params={"feature": "auto_rigging", "status": "queued"}).json()["jobs"] == []
+    assert client.get("/jobs", params={"status": "bogus"}).status_code == 422
+
+
+def test_model_failure_is_a_failed_job_with_a_code(client: httpx.Client, server) -> None:
+    job = submit(client, "/mesh/generate?wait=20", {"text_prompt": "a chair"}, expect=200)
+    assert job["status"] == "failed"
+    assert job["error"]["code"] == "MODEL_ERROR"
+    assert "failed on purpose" in job["error"]["message"]
+    assert job["outputs"] == []
+    assert not list((server.data_dir / "tmp").iterdir())
+
+
+def test_cancel_queued_and_running_jobs(client: httpx.Client, server) -> None:
+    slow = {"parameters": {"delay": 20, "steps": 100}}
+    # test_heightfield runs 4 at once: the first 4 jobs run, the 5th waits in the queue.
+    jobs = [submit(client, "/mesh/generate", {"images": [upload(client, IMAGES / "T.png")["file_id"]], **slow})["job_id"]
+            for _ in range(5)]
+    deadline = time.monotonic() + 10
+    while sum(client.get(f"/jobs/{j}").json()["status"] == "running" for j in jobs[:4]) < 4:
+        assert time.monotonic() < deadline, "the first four jobs did not start"
+        time.sleep(0.05)
+    waiting = client.get(f"/jobs/{jobs[4]}").json()
+    assert waiting["status"] == "queued" and waiting["queue_position"] == 1
+
+    r = client.post(f"/jobs/{jobs[4]}/cancel")
+    assert r.status_code == 200 and r.json()["status"] == "cancelled", "a queued job is cancelled at once"
+
+    r = client.post(f"/jobs/{jobs[0]}/cancel")
+    assert r.status_code == 200 and r.json()["cancel_requested"] is True
+    for j in jobs[1:4]:
+        client.post(f"/jobs/{j}/cancel")
+    for j in jobs[:4]:
+        final = wait_final(client, j, timeout=10)
+        assert final["status"] == "cancelled" and final["outputs"] == []
+    assert client.post(f"/jobs/{jobs[0]}/cancel").json()["status"] == "cancelled", "cancel is idempotent"
+    assert not list((server.data_dir / "tmp").iterdir()), "a cancelled stage leaves no temp files"
+
+    done_id = upload(client, IMAGES / "T.png")["file_id"]
+    done = submit(client, "/mesh/generate?wait=20", {"images": [done_id]}, expect=200)["job_id"]
+    r = client.post(f"/jobs/{done}/cancel")
+    assert r.status_code == 409 and r.json()["error_code"] == "JOB_NOT_CANCELLABLE"
+
+
+def test_wait_returns_202_when_the_job_is_slower(client: httpx.Client) -> None:
+    file_id = upload(client, IMAGES / "T.png")["file_id"]
+    r = client.post("/mesh/generate?wait=0.3", json={"images": [file_id], "parameters": {"delay": 2}})
+    assert r.status_code == 202 and r.headers["location"].endswith(r.json()["job_id"])
+    assert wait_final(client, r.json()["job_id"])["status"] == "succeeded"
+
+
+def test_system_endpoints_and_request_ids(client: httpx.Client, server) -> None:
+    assert client.get("/system/health").json()["status"] == "ok"
+    ready = client.get("/system/ready")
+    assert ready.status_code == 200 and ready.json()["ready"] is True
+    models = {m["id"]: m for m in client.get("/system/models").json()["models"]}
+    assert models["test_heightfield"]["available"] is True
+    assert models["test_heightfield"]["parameters_schema"]["properties"]["grid"]["maximum"] == 128
+    assert not models["test_needs_gpu"]["available"]
+    assert any("cuda" in r for r in models["test_needs_gpu"]["unavailable_reasons"])
+    assert any("NoSuchAdapter" in r for r in models["test_not_installed"]["unavailable_reasons"])
+    (cpu,) = client.get("/system/devices").json()
+    assert cpu["kind"] == "cpu" and cpu["memory_total_mb"] > 0
+
+    r = client.get("/jobs/job_nope", headers={"X-Request-ID": "trace-123"})
+    assert r.status_code == 404 and r.headers["x-request-id"] == "trace-123"
+    assert r.json()["request_id"] == "trace-123" and r.json()["error_code"] == "JOB_NOT_FOUND"
+    generated = client.get("/system/health").headers["x-request-id"]
+    assert len(generated) == 32
+
+    docs = httpx.get(server.url + "/docs")
+    assert docs.status_code == 200 and "swagger" in docs.text.lower()
+    spec = httpx.get(server.url + "/openapi.json").json()
+    assert "/api/v1/mesh/generate" in spec["paths"] and "/api/v1/jobs/{job_id}/events" in spec["paths"]
+
+
+def test_ready_is_503_with_reasons_when_a_feature_has_no_model(make_server, tmp_path) -> None:
+    only_mesh = tmp_path / "models.yaml"
+    only_mesh.write_text("""
+models:
+  mesh_generation:
+    test_heightfield:
+      class: "p3d_testmodels:HeightfieldTestModel"
+      supported_inputs: ["image"]
+      supported_outputs: ["glb"]
+""")
+    srv = make_server(models=only_mesh)
+    with srv.client() as c:
+        r = c.get("/system/ready")
+        assert r.status_code == 503
+        reasons = r.json()["reasons"]
+        assert "no available model for segmentation (none registered)" in reasons
+        assert not any("mesh_generation" in x for x in reasons)
