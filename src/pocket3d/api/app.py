@@ -7,15 +7,14 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import APIRouter, FastAPI
+from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from starlette.concurrency import run_in_threadpool
 
 from pocket3d import __version__
 from pocket3d.api.errors import install_handlers
-from pocket3d.api.middleware import RequestIdMiddleware
+from pocket3d.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from pocket3d.api.routes import features, files, jobs, system
-from pocket3d.api.uploads import MAX_FIELD_BYTES
 from pocket3d.node import Node
 
 log = logging.getLogger(__name__)
@@ -42,14 +41,8 @@ def create_app(node: Node, *, manage_node: bool = True) -> FastAPI:
     app.state.node = node
     install_handlers(app)
 
-    api = APIRouter(prefix="/api/v1", max_body_size=int(settings.server.max_request_size))
-    api.include_router(features.router)
-    api.include_router(jobs.router)
-    api.include_router(system.router)
-    uploads = APIRouter(prefix="/api/v1", max_body_size=int(settings.storage.max_file_size) + MAX_FIELD_BYTES)
-    uploads.include_router(files.router)
-    app.include_router(api)
-    app.include_router(uploads)
+    for router in (features.router, jobs.router, system.router, files.router):
+        app.include_router(router, prefix="/api/v1")
 
     if settings.server.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.server.cors_origins,
@@ -58,5 +51,7 @@ def create_app(node: Node, *, manage_node: bool = True) -> FastAPI:
                            allow_headers=["Authorization", "X-API-Key", "Content-Type", "X-Request-ID",
                                           "Last-Event-ID", "Range", "If-None-Match"],
                            expose_headers=["X-Request-ID", "ETag", "Location", "Content-Range"])
+    # Uploads stream to disk under storage.max_file_size (api.uploads); everything else is JSON.
+    app.add_middleware(BodyLimitMiddleware, limit=int(settings.server.max_request_size), exempt=("/api/v1/files",))
     app.add_middleware(RequestIdMiddleware)
     return app

@@ -11,7 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from pocket3d.api.middleware import current_request_id
+from pocket3d.api.middleware import BodyTooLarge, current_request_id
 from pocket3d.errors import ErrorCode, Pocket3DError
 
 log = logging.getLogger(__name__)
@@ -54,6 +54,9 @@ def install_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if isinstance(exc, BodyTooLarge):
+            return error_response(413, ErrorCode.REQUEST_TOO_LARGE, exc.detail, {"limit": exc.limit},
+                                  headers={"Connection": "close"})
         code = _STATUS_CODES.get(exc.status_code, ErrorCode.INVALID_REQUEST)
         message = exc.detail if isinstance(exc.detail, str) else code.value
         return error_response(exc.status_code, code, message, headers=getattr(exc, "headers", None))

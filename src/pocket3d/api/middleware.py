@@ -1,4 +1,4 @@
-"""Request ids, as pure ASGI middleware (no per-request task, unlike BaseHTTPMiddleware)."""
+"""Request ids and body limits, as pure ASGI middleware (no per-request task, unlike BaseHTTPMiddleware)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import logging
 import re
 import uuid
 
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 _request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
@@ -47,3 +48,48 @@ class RequestIdMiddleware:
             await self.app(scope, receive, send_with_id)
         finally:
             _request_id.reset(token)
+
+
+class BodyTooLarge(HTTPException):
+    """Raised from ``receive`` when a streamed body passes the limit; an HTTPException so FastAPI's body parsing
+    passes it on to the error handlers instead of calling it a parse error."""
+
+    def __init__(self, limit: int):
+        super().__init__(413, f"the request body is larger than {limit} bytes")
+        self.limit = limit
+
+
+class BodyLimitMiddleware:
+    """Refuses request bodies over ``limit`` bytes, by Content-Length up front or while they stream in.
+
+    Starlette's own limiter answers in plain text; this one goes through the API's error format. Paths in
+    ``exempt`` (uploads) enforce a larger limit of their own while streaming to disk.
+    """
+
+    def __init__(self, app: ASGIApp, limit: int, exempt: tuple[str, ...] = ()):
+        self.app, self.limit, self.exempt = app, limit, exempt
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in self.exempt:
+            await self.app(scope, receive, send)
+            return
+        length = next((v for k, v in scope["headers"] if k == b"content-length"), b"")
+        if length.isdigit() and int(length) > self.limit:
+            from pocket3d.api.errors import error_response  # errors imports this module
+
+            response = error_response(413, "REQUEST_TOO_LARGE", BodyTooLarge(self.limit).detail,
+                                      {"limit": self.limit}, headers={"Connection": "close"})
+            await response(scope, receive, send)
+            return
+        received = 0
+
+        async def limited() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    raise BodyTooLarge(self.limit)
+            return message
+
+        await self.app(scope, limited, send)

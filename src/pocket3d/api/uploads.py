@@ -78,10 +78,13 @@ class _FilePartSink:
     def _headers_finished(self) -> None:
         _, params = parse_options_header(self._headers.get(b"content-disposition", b""))
         name = params.get(b"name", b"").decode("utf-8", "replace")
+        raw = params.get(b"filename")
         if name == FIELD and not self.seen_file:
             self._in_file = self.seen_file = True
-            raw = params.get(b"filename")
             self.filename = os.path.basename(raw.decode("utf-8", "replace"))[:255] if raw else None
+        elif raw is not None:
+            raise Pocket3DError(ErrorCode.INVALID_REQUEST, f"send one file, in the form field {FIELD!r} "
+                                f"(got a file in {name!r})")
 
     def _part_data(self, data: bytes, start: int, end: int) -> None:
         chunk = data[start:end]
