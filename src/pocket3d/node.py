@@ -77,10 +77,9 @@ class Retention:
                 deleted += self.artifacts.delete(sha)
         return deleted
 
-    def job_ended(self, job_id: str) -> None:
-        job = self.store.get_job(job_id)
-        if job is not None and job.status.is_final:
-            self.collect(r["sha256"] for r in self.store.job_inputs(job_id))
+    def jobs_ended(self, job_ids: set[str]) -> None:
+        """Store listener: a job's uploaded inputs may have lost their last user."""
+        self.collect(r["sha256"] for job_id in job_ids for r in self.store.job_inputs(job_id))
 
     def sweep(self, now: float) -> int:
         released = transitions.expire(self.store, now=now)
@@ -108,9 +107,9 @@ class Node:
             self.release = transitions.ReleasePolicy(settings.storage.keep_inputs)
             self.bus = EventBus(self.store)
             self.retention = Retention(self.store, self.artifacts, self.blob_lock)
+            self.store.add_finish_listener(self.retention.jobs_ended)
             self.scheduler = InProcessScheduler(settings=settings, store=self.store, artifacts=self.artifacts,
-                                                registry=registry, blob_lock=self.blob_lock, release=self.release,
-                                                on_stage_end=self.retention.job_ended)
+                                                registry=registry, blob_lock=self.blob_lock, release=self.release)
         except BaseException:
             self.lock.release()
             raise

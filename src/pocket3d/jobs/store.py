@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import secrets
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -41,8 +40,13 @@ def new_id(prefix: str) -> str:
 class WriteTx:
     conn: Connection
     changed_jobs: set[str] = field(default_factory=set)
+    finished_jobs: set[str] = field(default_factory=set)
 
     def touch(self, job_id: str) -> None:
+        self.changed_jobs.add(job_id)
+
+    def finished(self, job_id: str) -> None:
+        self.finished_jobs.add(job_id)
         self.changed_jobs.add(job_id)
 
 
@@ -52,7 +56,7 @@ class Store:
         self.is_sqlite = url.startswith("sqlite")
         self.engine: Engine = _create_engine(url, echo)
         self._listeners: list[Callable[[set[str]], None]] = []
-        self._lock = threading.Lock()
+        self._finish_listeners: list[Callable[[set[str]], None]] = []
 
     # -- lifecycle ----------------------------------------------------------------------------------------
 
@@ -86,15 +90,24 @@ class Store:
             tx = WriteTx(conn)
             with conn.begin():
                 yield tx
-        if tx.changed_jobs:
-            for listener in list(self._listeners):
+        # Jobs that reached a final state are announced first (clean-up), then every change (events): a client
+        # that hears "succeeded" finds the job's inputs already released.
+        for jobs, listeners in ((tx.finished_jobs, self._finish_listeners), (tx.changed_jobs, self._listeners)):
+            if not jobs:
+                continue
+            for listener in list(listeners):
                 try:
-                    listener(tx.changed_jobs)
+                    listener(jobs)
                 except Exception:  # a listener must never undo or fail a committed write
-                    log.exception("change listener failed")
+                    log.exception("store listener failed")
 
     def add_listener(self, fn: Callable[[set[str]], None]) -> None:
+        """``fn(job_ids)`` after every write that changed those jobs."""
         self._listeners.append(fn)
+
+    def add_finish_listener(self, fn: Callable[[set[str]], None]) -> None:
+        """``fn(job_ids)`` after a write that moved those jobs to a final state, before the change listeners."""
+        self._finish_listeners.append(fn)
 
     # -- reads --------------------------------------------------------------------------------------------
 

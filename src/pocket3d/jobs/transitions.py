@@ -326,6 +326,7 @@ def _finish_job(tx: WriteTx, job_id: str, status: JobStatus, now: float, release
     if status == JobStatus.SUCCEEDED:
         values["progress"] = 100.0
     tx.conn.execute(t.jobs.update().where(J.id == job_id).values(**values))
+    tx.finished(job_id)
     if release.keep_inputs:
         return
     # Uploaded inputs go with the last job that uses them.

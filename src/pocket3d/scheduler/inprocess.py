@@ -66,10 +66,9 @@ class ProgressReporter:
 
 class InProcessScheduler(Scheduler):
     def __init__(self, *, settings: Settings, store: Store, artifacts: LocalArtifactStore, registry: Registry,
-                 blob_lock: threading.RLock, release: transitions.ReleasePolicy,
-                 on_stage_end: Callable[[str], None] = lambda job_id: None, clock: Clock = time.time):
+                 blob_lock: threading.RLock, release: transitions.ReleasePolicy, clock: Clock = time.time):
         self.settings, self.store, self.artifacts, self.registry = settings, store, artifacts, registry
-        self.blob_lock, self.release, self.on_stage_end, self.clock = blob_lock, release, on_stage_end, clock
+        self.blob_lock, self.release, self.clock = blob_lock, release, clock
         self.worker_id = f"{socket.gethostname()}-{os.getpid()}-{id(self) & 0xFFFF:04x}"
         self._devices = discover()
         self._stop = threading.Event()
@@ -88,9 +87,7 @@ class InProcessScheduler(Scheduler):
         # This node is the only one on its store (embedded mode): whatever it left running, it lost.
         lost = transitions.recover_lost_stages(self.store, now=self.clock(), release=self.release, all_running=True)
         if lost:
-            log.warning("requeued %d stage(s) left running by a previous process", len(lost))
-            for job_id in set(lost):
-                self.on_stage_end(job_id)
+            log.warning("recovered %d stage(s) left running by a previous process", len(lost))
         n = self.settings.scheduler.concurrency
         self._threads = [threading.Thread(target=self._worker_loop, name=f"stage-worker-{i}", daemon=True)
                          for i in range(n)]
@@ -229,7 +226,6 @@ class InProcessScheduler(Scheduler):
                 log.warning("job %s stage %d failed: %s: %s", stage.job_id, stage.index, code, message)
                 transitions.fail_stage(self.store, claim, code=code, message=message, retry=False,
                                        release=self.release, now=self.clock())
-        self.on_stage_end(stage.job_id)
 
     def _attempt(self, claim: ClaimedStage, work: Path, reporter: ProgressReporter) -> tuple[str, str] | None:
         stage = claim.stage

@@ -66,8 +66,6 @@ def cancel_job(job_id: str, node: NodeDep, principal: PrincipalDep) -> JobView:
     status = transitions.cancel_job(node.store, job_id, release=node.release, now=time.time())
     if status == JobStatus.RUNNING:
         node.scheduler.cancel(job_id)
-    else:
-        node.retention.job_ended(job_id)
     return _view(node, _visible_job(node, principal, job_id))
 
 

@@ -1,0 +1,179 @@
+"""The job store's state machine on a real SQLite file: claims, leases, retries, recovery, cancellation."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import sqlalchemy as sa
+
+from pocket3d.errors import ErrorCode, Pocket3DError
+from pocket3d.jobs import EXPORT_STAGE, JobStatus, NewFile, NewJob, NewStage, OutputRecord, StageStatus, Store
+from pocket3d.jobs import schema as t
+from pocket3d.jobs import transitions as tr
+
+KEEP = tr.ReleasePolicy(keep_inputs=True)
+DROP = tr.ReleasePolicy(keep_inputs=False)
+
+
+@pytest.fixture
+def store(tmp_path) -> Store:
+    s = Store(f"sqlite:///{tmp_path / 'jobs.db'}")
+    s.create_schema()
+    yield s
+    s.dispose()
+
+
+def new_job(model: str = "m", priority: int = 0, files=()) -> NewJob:
+    return NewJob(owner_id="o", feature="mesh_generation", model_id=model, priority=priority,
+                  stages=[NewStage("generate_mesh", model, weight=0.9), NewStage(EXPORT_STAGE, None, {"format": "glb"},
+                                                                                 weight=0.1)],
+                  request={}, input_file_ids=[(f, "image") for f in files])
+
+
+def submit(store: Store, job: NewJob | None = None, now: float = 100.0, max_attempts: int = 3, **kw) -> str:
+    return tr.submit(store, job or new_job(), queue_size=1000, max_attempts=max_attempts, now=now, **kw)
+
+
+def claim(store: Store, models=("m",), worker="w1", now=101.0, lease=30.0):
+    return tr.claim_next_stage(store, worker_id=worker, model_ids=list(models), include_export=True,
+                               lease_seconds=lease, now=now)
+
+
+def out(name: str, sha: str = "a" * 64) -> OutputRecord:
+    return OutputRecord(name=name, stage_index=0, sha256=sha, size=1, media_type="x", format="glb", public=False)
+
+
+def test_a_job_walks_through_its_stages(store) -> None:
+    job_id = submit(store)
+    assert claim(store, models=("other",)) is None, "a worker claims only stages of models it can host"
+    c1 = claim(store)
+    assert c1.stage.name == "generate_mesh" and c1.stage.attempts == 1
+    assert tr.report_progress(store, c1, 0.5, now=102.0) is True
+    job = store.get_job(job_id)
+    assert job.status == JobStatus.RUNNING and job.progress == 45.0
+    assert tr.complete_stage(store, c1, [out("generate_mesh.mesh.glb")], retention_seconds=60, release=KEEP, now=103)
+    c2 = claim(store, models=())
+    assert c2.stage.name == EXPORT_STAGE
+    assert store.get_job(job_id).progress == 90.0
+    assert tr.complete_stage(store, c2, [out("model.glb", "b" * 64)], retention_seconds=60, release=KEEP, now=104)
+    job = store.get_job(job_id)
+    assert job.status == JobStatus.SUCCEEDED and job.progress == 100 and job.expires_at == 164
+    assert [o.name for o in job.outputs] == ["generate_mesh.mesh.glb", "model.glb"]
+    assert claim(store) is None
+
+
+def test_priority_then_age_decides_the_order(store) -> None:
+    low = submit(store, new_job(priority=0), now=1)
+    high = submit(store, new_job(priority=5), now=2)
+    later = submit(store, new_job(priority=0), now=3)
+    assert [claim(store).stage.job_id for _ in range(3)] == [high, low, later]
+
+
+def test_concurrent_workers_never_claim_a_stage_twice(store) -> None:
+    jobs = [submit(store) for _ in range(60)]
+    claimed: list[str] = []
+    lock = threading.Lock()
+
+    def worker(name: str) -> None:
+        while (c := claim(store, worker=name)) is not None:
+            with lock:
+                claimed.append(c.stage.job_id)
+
+    threads = [threading.Thread(target=worker, args=(f"w{i}",)) for i in range(6)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert sorted(claimed) == sorted(jobs)
+
+
+def test_a_lost_lease_makes_the_old_worker_powerless(store) -> None:
+    job_id = submit(store)
+    old = claim(store, now=101, lease=5)
+    assert tr.recover_lost_stages(store, now=110, release=KEEP) == [job_id]
+    new = claim(store, worker="w2", now=111)
+    assert new.stage.attempts == 2
+    assert tr.report_progress(store, old, 0.9, now=112) is False
+    assert tr.complete_stage(store, old, [out("x")], retention_seconds=1, release=KEEP, now=112) is False
+    assert tr.fail_stage(store, old, code="MODEL_ERROR", message="late", retry=False, release=KEEP, now=112) is False
+    assert store.get_job(job_id).status == JobStatus.RUNNING
+    assert tr.complete_stage(store, new, [out("x")], retention_seconds=1, release=KEEP, now=113)
+
+
+def test_worker_lost_after_max_attempts(store) -> None:
+    job_id = submit(store, max_attempts=2)
+    for attempt, now in ((1, 101), (2, 201)):
+        c = claim(store, now=now)
+        assert c.stage.attempts == attempt
+        tr.recover_lost_stages(store, now=now + 1, release=KEEP, all_running=True)
+    job = store.get_job(job_id)
+    assert job.status == JobStatus.FAILED and job.error_code == ErrorCode.WORKER_LOST
+    assert "lost 2 times" in job.error_message
+
+
+def test_recovery_keeps_the_place_in_the_queue(store) -> None:
+    first = submit(store, now=1)
+    claim(store, now=2)
+    second = submit(store, now=3)
+    tr.recover_lost_stages(store, now=4, release=KEEP, all_running=True)
+    assert claim(store, now=5).stage.job_id == first
+    assert claim(store, now=6).stage.job_id == second
+
+
+def test_requeue_at_shutdown_does_not_count_an_attempt(store) -> None:
+    submit(store)
+    c = claim(store)
+    assert tr.requeue_stage(store, c, now=102)
+    assert claim(store, now=103).stage.attempts == 1
+
+
+def test_cancel(store) -> None:
+    queued = submit(store)
+    assert tr.cancel_job(store, queued, release=KEEP, now=101) == JobStatus.CANCELLED
+    assert all(s.status == StageStatus.CANCELLED for s in store.get_job(queued).stages)
+
+    running = submit(store)
+    c = claim(store)
+    assert tr.cancel_job(store, running, release=KEEP, now=102) == JobStatus.RUNNING
+    assert tr.report_progress(store, c, 0.2, now=103) is False, "the worker learns at its next report"
+    tr.acknowledge_cancel(store, c, release=KEEP, now=104)
+    assert store.get_job(running).status == JobStatus.CANCELLED
+    with pytest.raises(Pocket3DError) as e:
+        tr.cancel_job(store, "job_missing", release=KEEP, now=105)
+    assert e.value.code == ErrorCode.JOB_NOT_FOUND
+
+
+def test_queue_full(store) -> None:
+    for _ in range(3):
+        tr.submit(store, new_job(), queue_size=3, max_attempts=1, now=1)
+    with pytest.raises(Pocket3DError) as e:
+        tr.submit(store, new_job(), queue_size=3, max_attempts=1, now=1)
+    assert e.value.code == ErrorCode.QUEUE_FULL and e.value.headers["Retry-After"]
+
+
+def test_inputs_go_with_the_last_job_that_uses_them(store) -> None:
+    f = NewFile(id="file_1", owner_id="o", sha256="c" * 64, size=1, media_type="image/png", kind="image",
+                format="png", filename=None)
+    tr.register_file(store, f, now=1, expires_at=1000)
+    a = submit(store, new_job(files=["file_1"]))
+    b = submit(store, new_job(files=["file_1"]))
+    assert store.get_file("file_1").expires_at is None, "an input in use does not expire"
+    tr.cancel_job(store, a, release=DROP, now=2)
+    assert store.get_file("file_1") is not None, "job b still needs it"
+    tr.cancel_job(store, b, release=DROP, now=3)
+    assert store.get_file("file_1") is None
+    with store.read() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(t.job_inputs)).scalar() == 2, "history stays"
+
+
+def test_expire_drops_outputs_and_stale_uploads(store) -> None:
+    job_id = submit(store)
+    for now in (101, 102):
+        c = claim(store, now=now)
+        tr.complete_stage(store, c, [out(f"o{now}", str(now) * 32)], retention_seconds=10, release=KEEP, now=now)
+    tr.register_file(store, NewFile(id="file_old", owner_id="o", sha256="d" * 64, size=1, media_type="image/png",
+                                    kind="image", format="png", filename=None), now=1, expires_at=50)
+    released = tr.expire(store, now=200)
+    assert released == {"101" * 32, "102" * 32, "d" * 64}
+    assert store.get_job(job_id).outputs == [] and store.get_file("file_old") is None
