@@ -177,3 +177,39 @@ def test_expire_drops_outputs_and_stale_uploads(store) -> None:
     released = tr.expire(store, now=200)
     assert released == {"101" * 32, "102" * 32, "d" * 64}
     assert store.get_job(job_id).outputs == [] and store.get_file("file_old") is None
+
+
+def test_snapshots_follow_every_commit(store) -> None:
+    from pocket3d.jobs.snapshots import JobSnapshots
+
+    snaps = JobSnapshots(store, enabled=True)
+    job_id = submit(store)
+    assert snaps.get(job_id).status == JobStatus.QUEUED
+    c = claim(store)
+    assert snaps.get(job_id).status == JobStatus.RUNNING
+    tr.report_progress(store, c, 0.5, now=102)
+    assert snaps.get(job_id).progress == 45.0
+    tr.cancel_job(store, job_id, release=KEEP, now=103)
+    assert snaps.get(job_id).cancel_requested
+
+
+def test_snapshots_do_not_keep_a_read_that_raced_a_write(store, monkeypatch) -> None:
+    """A write that commits while a cache miss is being read must not leave the older read in the cache."""
+    from pocket3d.jobs.snapshots import JobSnapshots
+
+    snaps = JobSnapshots(store, enabled=True)
+    job_id = submit(store)
+    real_get = store.get_job
+    fired = []
+
+    def read_then_race(jid, conn=None):
+        record = real_get(jid, conn)
+        if not fired:
+            fired.append(True)
+            claim(store)  # commits after our read, before the cache would store it
+        return record
+
+    monkeypatch.setattr(store, "get_job", read_then_race)
+    assert snaps.get(job_id).status == JobStatus.QUEUED  # what was read
+    monkeypatch.setattr(store, "get_job", real_get)
+    assert snaps.get(job_id).status == JobStatus.RUNNING, "the stale read was not cached"

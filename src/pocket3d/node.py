@@ -19,6 +19,7 @@ from pocket3d.config import DEFAULT_MODELS_FILE, ConfigError, Settings
 from pocket3d.jobs import schema as t
 from pocket3d.jobs import transitions
 from pocket3d.jobs.events import EventBus
+from pocket3d.jobs.snapshots import JobSnapshots
 from pocket3d.jobs.store import Store
 from pocket3d.models.registry import Registry
 from pocket3d.scheduler.inprocess import InProcessScheduler
@@ -105,7 +106,9 @@ class Node:
             self.registry = registry
             self.blob_lock = threading.RLock()
             self.release = transitions.ReleasePolicy(settings.storage.keep_inputs)
-            self.bus = EventBus(self.store)
+            # The snapshot cache listens before the bus, so events and polls read the same fresh state.
+            self.snapshots = JobSnapshots(self.store, enabled=self.store.is_sqlite)
+            self.bus = EventBus(self.store, self.snapshots)
             self.retention = Retention(self.store, self.artifacts, self.blob_lock)
             self.store.add_finish_listener(self.retention.jobs_ended)
             self.scheduler = InProcessScheduler(settings=settings, store=self.store, artifacts=self.artifacts,

@@ -20,7 +20,7 @@ from pocket3d.models import Device, InputRejected, ModelAdapter, ProgressFn, Run
 class HeightfieldParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
     grid: int = Field(16, ge=2, le=128)
-    delay: float = Field(0.0, ge=0, le=30, description="seconds to spend, in progress steps (slow-model tests)")
+    delay: float = Field(0.0, ge=0, le=3600, description="seconds to spend, in progress steps (slow-model tests)")
     steps: int = Field(5, ge=1, le=100)
 
 

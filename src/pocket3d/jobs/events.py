@@ -13,14 +13,15 @@ import threading
 from collections.abc import AsyncIterator
 
 from pocket3d.jobs.records import JobRecord
+from pocket3d.jobs.snapshots import JobSnapshots
 from pocket3d.jobs.store import Store
 
 log = logging.getLogger(__name__)
 
 
 class EventBus:
-    def __init__(self, store: Store):
-        self._store = store
+    def __init__(self, store: Store, snapshots: JobSnapshots):
+        self._snapshots = snapshots
         self._loop: asyncio.AbstractEventLoop | None = None
         self._subscribers: dict[str, set[asyncio.Queue[JobRecord]]] = {}
         self._lock = threading.Lock()
@@ -35,7 +36,7 @@ class EventBus:
         if not wanted or self._loop is None:
             return
         for job_id, queues in wanted.items():
-            job = self._store.get_job(job_id)
+            job = self._snapshots.get(job_id)
             if job is None:
                 continue
             for q in queues:
@@ -48,7 +49,7 @@ class EventBus:
             self._subscribers.setdefault(job_id, set()).add(queue)
         try:
             # Subscribed before reading, so no change can fall between the snapshot and the first event.
-            current = await asyncio.to_thread(self._store.get_job, job_id)
+            current = await asyncio.to_thread(self._snapshots.get, job_id)
             if current is None:
                 return
             seen = after_version

@@ -81,7 +81,9 @@ class Store:
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
-        with self.engine.connect() as conn:
+        """A connection for reads. On SQLite no BEGIN is sent: each statement reads one consistent snapshot on
+        its own, which is why the hot reads below are single statements."""
+        with self.engine.connect().execution_options(sqlite_begin=None) as conn:
             yield conn
 
     @contextmanager
@@ -115,16 +117,16 @@ class Store:
         if conn is None:
             with self.read() as c:
                 return self.get_job(job_id, c)
-        row = conn.execute(sa.select(t.jobs).where(t.jobs.c.id == job_id)).mappings().first()
-        if row is None:
+        # One statement for the job and its stages, so the two always agree.
+        rows = conn.execute(_JOB_WITH_STAGES, {"job_id": job_id}).mappings().all()
+        if not rows:
             return None
-        stage_rows = conn.execute(sa.select(t.stages).where(t.stages.c.job_id == job_id)
-                                  .order_by(t.stages.c.idx)).mappings().all()
+        row = rows[0]
+        stages = [_stage({k[2:]: r[k] for k in _STAGE_KEYS}) for r in rows]
         output_rows = []
-        if row["status"] == JobStatus.SUCCEEDED:
-            output_rows = conn.execute(sa.select(t.outputs).where(t.outputs.c.job_id == job_id)
-                                       .order_by(t.outputs.c.stage_idx, t.outputs.c.name)).mappings().all()
-        return _job(row, [_stage(s) for s in stage_rows], [_output(o) for o in output_rows])
+        if row["status"] == JobStatus.SUCCEEDED:  # outputs are final once the job has succeeded
+            output_rows = conn.execute(_OUTPUTS_OF_JOB, {"job_id": job_id}).mappings().all()
+        return _job(row, stages, [_output(o) for o in output_rows])
 
     def list_jobs(self, owner_id: str | None, *, status: str | None = None, feature: str | None = None,
                   before_id: str | None = None, limit: int = 20) -> list[JobRecord]:
@@ -152,16 +154,8 @@ class Store:
         if conn is None:
             with self.read() as c:
                 return self.queue_position(job, c)
-        s = t.stages.c
-        row = conn.execute(sa.select(s.priority, s.queued_at).where(s.id == stage.id)).first()
-        if row is None or row.queued_at is None:
-            return None
-        ahead = conn.execute(sa.select(sa.func.count()).select_from(t.stages).where(
-            s.status == StageStatus.QUEUED,
-            sa.or_(s.priority > row.priority,
-                   sa.and_(s.priority == row.priority, s.queued_at < row.queued_at),
-                   sa.and_(s.priority == row.priority, s.queued_at == row.queued_at, s.id < stage.id))))
-        return int(ahead.scalar() or 0) + 1
+        ahead = conn.execute(_STAGES_AHEAD, {"stage_id": stage.id, "queued": StageStatus.QUEUED}).scalar()
+        return None if ahead is None else int(ahead) + 1
 
     def recent_stage_seconds(self, limit: int = 50) -> dict[str | None, float]:
         """Mean run time of recently finished stages per model: the in-process ETA's only evidence."""
@@ -205,14 +199,41 @@ class Store:
         return refs
 
 
+_STAGE_KEYS = [f"s_{c.name}" for c in t.stages.c]
+_JOB_WITH_STAGES = (
+    sa.select(t.jobs, *[c.label(f"s_{c.name}") for c in t.stages.c])
+    .join(t.stages, t.stages.c.job_id == t.jobs.c.id)
+    .where(t.jobs.c.id == sa.bindparam("job_id"))
+    .order_by(t.stages.c.idx)
+)
+_OUTPUTS_OF_JOB = (sa.select(t.outputs).where(t.outputs.c.job_id == sa.bindparam("job_id"))
+                   .order_by(t.outputs.c.stage_idx, t.outputs.c.name))
+_me = t.stages.alias("me")
+_other = t.stages.alias("other")
+# Queued stages claimed before this one: higher priority, or same priority and queued earlier (id breaks ties).
+_STAGES_AHEAD = (
+    sa.select(sa.func.count(_other.c.id))
+    .select_from(_me.join(_other, sa.and_(
+        _other.c.status == sa.bindparam("queued"),
+        sa.or_(_other.c.priority > _me.c.priority,
+               sa.and_(_other.c.priority == _me.c.priority, _other.c.queued_at < _me.c.queued_at),
+               sa.and_(_other.c.priority == _me.c.priority, _other.c.queued_at == _me.c.queued_at,
+                       _other.c.id < _me.c.id))), isouter=True))
+    .where(_me.c.id == sa.bindparam("stage_id"), _me.c.queued_at.is_not(None))
+    .group_by(_me.c.id)
+)
+
+
 def _create_engine(url: str, echo: bool) -> Engine:
     if not url.startswith("sqlite"):
         return sa.create_engine(url, echo=echo, pool_pre_ping=True, future=True)
     path = url.split("///", 1)[-1]
     if path and path != ":memory:":
         Path(path).parent.mkdir(parents=True, exist_ok=True)
+    # As many pooled connections as the threadpool has threads (anyio's default 40), so a burst of requests
+    # does not open and close connections, each with its PRAGMAs.
     engine = sa.create_engine(url, echo=echo, connect_args={"check_same_thread": False, "timeout": 30},
-                              pool_size=8, max_overflow=16)
+                              pool_size=40, max_overflow=8)
 
     @sa.event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
@@ -229,8 +250,10 @@ def _create_engine(url: str, echo: bool) -> Engine:
     @sa.event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
         # Writers take the write lock up front (IMMEDIATE): a deferred transaction that upgrades from read
-        # to write can fail with SQLITE_BUSY at once instead of waiting on busy_timeout.
-        conn.exec_driver_sql(f"BEGIN {conn.get_execution_options().get('sqlite_begin', 'DEFERRED')}")
+        # to write can fail with SQLITE_BUSY at once instead of waiting on busy_timeout. Plain reads send none.
+        mode = conn.get_execution_options().get("sqlite_begin", "DEFERRED")
+        if mode is not None:
+            conn.exec_driver_sql(f"BEGIN {mode}")
 
     return engine
 

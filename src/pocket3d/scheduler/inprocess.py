@@ -80,6 +80,7 @@ class InProcessScheduler(Scheduler):
         self._running: dict[int, tuple[str, threading.Event]] = {}
         self._threads: list[threading.Thread] = []
         self._stage_seconds: tuple[float, dict[str | None, float]] = (0.0, {})
+        self._estimates: dict[str, tuple[int, float, Estimate]] = {}
 
     # -- lifecycle ------------------------------------------------------------------------------------------
 
@@ -124,6 +125,18 @@ class InProcessScheduler(Scheduler):
     def estimate(self, job: JobRecord) -> Estimate:
         if job.status.is_final:
             return Estimate(None, None)
+        # An estimate is a guess anyway: one a second per job version is plenty, and polling stays cheap.
+        cached = self._estimates.get(job.id)
+        now = self.clock()
+        if cached is not None and cached[0] == job.version and now - cached[1] < 1.0:
+            return cached[2]
+        estimate = self._estimate(job)
+        if len(self._estimates) > 4096:
+            self._estimates.clear()
+        self._estimates[job.id] = (job.version, now, estimate)
+        return estimate
+
+    def _estimate(self, job: JobRecord) -> Estimate:
         position = self.store.queue_position(job)
         seconds = self._mean_stage_seconds()
         remaining = [s for s in job.stages if s.status in (StageStatus.PENDING, StageStatus.QUEUED,
