@@ -20,6 +20,7 @@ serve: $(STAMP)
 	$(BIN)/pocket3d serve $(ARGS)
 
 test: $(STAMP)
+	scripts/ensure-postgres.sh
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP)

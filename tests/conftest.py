@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -8,7 +9,21 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent / "support"))
 
+from postgres import TempPostgres  # noqa: E402
 from server import ServerProcess  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A real PostgreSQL on loopback for the store tests, started once and stopped at the end."""
+    if not TempPostgres.available():
+        if os.environ.get("CI"):
+            pytest.fail("PostgreSQL server binaries are missing; scripts/ensure-postgres.sh installs them")
+        pytest.skip("PostgreSQL server binaries are missing (scripts/ensure-postgres.sh installs them)")
+    pg = TempPostgres()
+    url = pg.start()
+    yield url
+    pg.stop()
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,5 @@
-"""The job store's state machine on a real SQLite file: claims, leases, retries, recovery, cancellation."""
+"""The job store's state machine on a real SQLite file and a real PostgreSQL server: claims, leases, retries,
+recovery, cancellation."""
 
 from __future__ import annotations
 
@@ -16,9 +17,14 @@ KEEP = tr.ReleasePolicy(keep_inputs=True)
 DROP = tr.ReleasePolicy(keep_inputs=False)
 
 
-@pytest.fixture
-def store(tmp_path) -> Store:
-    s = Store(f"sqlite:///{tmp_path / 'jobs.db'}")
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request, tmp_path) -> Store:
+    """The same state machine on both engines the store supports, each a real server or file."""
+    if request.param == "sqlite":
+        s = Store(f"sqlite:///{tmp_path / 'jobs.db'}")
+    else:
+        s = Store(request.getfixturevalue("postgres_url"))
+        t.metadata.drop_all(s.engine)
     s.create_schema()
     yield s
     s.dispose()
@@ -171,11 +177,11 @@ def test_expire_drops_outputs_and_stale_uploads(store) -> None:
     job_id = submit(store)
     for now in (101, 102):
         c = claim(store, now=now)
-        tr.complete_stage(store, c, [out(f"o{now}", str(now) * 32)], retention_seconds=10, release=KEEP, now=now)
+        tr.complete_stage(store, c, [out(f"o{now}", str(now).rjust(64, "0"))], retention_seconds=10, release=KEEP, now=now)
     tr.register_file(store, NewFile(id="file_old", owner_id="o", sha256="d" * 64, size=1, media_type="image/png",
                                     kind="image", format="png", filename=None), now=1, expires_at=50)
     released = tr.expire(store, now=200)
-    assert released == {"101" * 32, "102" * 32, "d" * 64}
+    assert released == {"101".rjust(64, "0"), "102".rjust(64, "0"), "d" * 64}
     assert store.get_job(job_id).outputs == [] and store.get_file("file_old") is None
 
 

@@ -1,0 +1,48 @@
+"""A throw-away PostgreSQL server on loopback for the store tests: initdb into a temp dir, start, stop."""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+from server import free_port
+
+
+def _bin(name: str) -> str | None:
+    found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
+    return found[-1] if found else shutil.which(name)
+
+
+class TempPostgres:
+    def __init__(self) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="p3d-pg-"))
+        self.port = free_port()
+        self._as_postgres = os.geteuid() == 0  # the server refuses to run as root
+
+    @staticmethod
+    def available() -> bool:
+        return _bin("initdb") is not None and _bin("pg_ctl") is not None
+
+    def _run(self, *cmd: str) -> None:
+        if self._as_postgres:
+            cmd = ("runuser", "-u", "postgres", "--", *cmd)
+        subprocess.run(cmd, check=True, capture_output=True, timeout=120)
+
+    def start(self) -> str:
+        if self._as_postgres:
+            shutil.chown(self.dir, "postgres", "postgres")
+        data = self.dir / "data"
+        self._run(_bin("initdb"), "-D", str(data), "-U", "pocket3d", "--auth=trust", "-E", "UTF8")
+        self._run(_bin("pg_ctl"), "-D", str(data), "-l", str(self.dir / "log"), "-w", "-t", "60", "start",
+                  "-o", f"-h 127.0.0.1 -p {self.port} -k {self.dir} -c fsync=off")
+        return f"postgresql+psycopg://pocket3d@127.0.0.1:{self.port}/postgres"
+
+    def stop(self) -> None:
+        try:
+            self._run(_bin("pg_ctl"), "-D", str(self.dir / "data"), "-m", "fast", "-w", "stop")
+        finally:
+            shutil.rmtree(self.dir, ignore_errors=True)
