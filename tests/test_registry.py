@@ -36,12 +36,15 @@ def test_availability_reasons(tmp_path) -> None:
             big_gpu: {class: "p3d_testmodels:HeightfieldTestModel", supported_inputs: [image], supported_outputs: [glb],
                       devices: [cuda], vram_requirement: 40000}
             missing: {class: "not_a_module:Adapter", supported_inputs: [image], supported_outputs: [glb]}
+            no_weights: {class: "p3d_testmodels:HeightfieldTestModel", supported_inputs: [image],
+                         supported_outputs: [glb], options: {weights: /nonexistent/weights/dir}}
         """)
     reasons = {m.spec.id: reg.unavailable_reasons(m, GPU24, 1024) for m in reg.all()}
     assert reasons["cpu_model"] == []
     assert reasons["big_gpu"] == ["no device large enough: needs 40000 MB, the largest cuda device offers 23552 MB "
                                   "after the memory buffer"]
     assert "No module named 'not_a_module'" in reasons["missing"][0]
+    assert reasons["no_weights"] == ["weights not found at /nonexistent/weights/dir"]
     assert reg.unavailable_reasons(reg.get("big_gpu"), CPU, 1024) == ["no cuda device on this node"]
 
 

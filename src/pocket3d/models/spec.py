@@ -113,9 +113,16 @@ class ModelAdapter(ABC):
 
     @classmethod
     def unavailable_reasons(cls, spec: ModelSpec) -> list[str]:
-        """Why this model cannot run here, without loading it (missing packages, weights)."""
-        missing = [p for p in cls.requires if importlib.util.find_spec(p) is None]
-        return [f"python package {p!r} is not installed" for p in missing]
+        """Why this model cannot run here, without loading it: missing packages, and a ``weights`` option that
+        names a local path with nothing there. Adapters add their own checks by extending this."""
+        reasons = [f"python package {p!r} is not installed"
+                   for p in cls.requires if importlib.util.find_spec(p) is None]
+        weights = spec.options.get("weights")
+        if isinstance(weights, str) and weights.startswith(("/", "./", "~")):
+            path = Path(weights).expanduser()
+            if not path.exists():
+                reasons.append(f"weights not found at {path}")
+        return reasons
 
     @abstractmethod
     def load(self, device: Device) -> None: ...

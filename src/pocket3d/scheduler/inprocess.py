@@ -199,6 +199,7 @@ class InProcessScheduler(Scheduler):
             try:
                 self._run(claim)
             finally:
+                self._stage_seconds = (0.0, self._stage_seconds[1])  # new evidence for ETAs
                 if claim.stage.model_id is not None:
                     with self._claim_lock:
                         self._inflight[claim.stage.model_id] -= 1

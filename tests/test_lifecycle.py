@@ -1,0 +1,76 @@
+"""What a client notices across the life of a server: graceful restarts, resuming events, estimates, CORS."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+from client_helpers import IMAGES, follow_events, submit, upload, wait_final
+from test_auth_isolation import AUTH, create_key
+
+
+def test_graceful_stop_mid_job_requeues_it_without_using_an_attempt(make_server, tmp_path) -> None:
+    data_dir = tmp_path / "data"
+    srv = make_server(data_dir)
+    with srv.client() as c:
+        job_id = submit(c, "/mesh/generate", {"images": [upload(c, IMAGES / "T.png")["file_id"]],
+                                              "parameters": {"delay": 3, "steps": 30}})["job_id"]
+        while c.get(f"/jobs/{job_id}").json()["progress"] == 0:
+            time.sleep(0.05)
+    srv.stop()  # SIGTERM; uvicorn shuts down cleanly, then exits by the same signal
+    assert "requeued at shutdown" in srv.log() and "Application shutdown complete" in srv.log()
+    with make_server(data_dir).client() as c:
+        job = wait_final(c, job_id)
+        assert job["status"] == "succeeded"
+        assert job["stages"][0]["attempts"] == 1, "a graceful stop does not count as a failed attempt"
+
+
+def test_events_resume_from_last_event_id(client: httpx.Client) -> None:
+    file_id = upload(client, IMAGES / "T.png")["file_id"]
+    job_id = submit(client, "/mesh/generate?wait=20", {"images": [file_id]}, expect=200)["job_id"]
+    events = follow_events(client, job_id)
+    assert [e for e, _ in events] == ["status"] and events[0][1]["status"] == "succeeded"
+    with client.stream("GET", f"/jobs/{job_id}/events") as r:
+        last_id = next(line for line in r.iter_lines() if line.startswith("id:")).split(":", 1)[1].strip()
+    # Resuming at the final event's id: nothing newer will come, and the stream ends at once.
+    with client.stream("GET", f"/jobs/{job_id}/events", headers={"Last-Event-ID": last_id}, timeout=5) as r:
+        assert [line for line in r.iter_lines() if line.startswith("data:")] == []
+
+
+def test_queue_position_and_eta_come_from_measured_stage_times(make_server) -> None:
+    srv = make_server(env={"POCKET3D_SCHEDULER__CONCURRENCY": "1"})
+    with srv.client() as c:
+        def slow() -> str:
+            return submit(c, "/mesh/generate", {"images": [upload(c, IMAGES / "T.png")["file_id"]],
+                                                "parameters": {"delay": 1}})["job_id"]
+        first = slow()
+        assert c.get(f"/jobs/{first}").json()["eta_seconds"] is None, "no evidence yet, no made-up number"
+        wait_final(c, first)
+        running, queued = slow(), slow()
+        while c.get(f"/jobs/{running}").json()["status"] != "running":
+            time.sleep(0.05)
+        job = c.get(f"/jobs/{queued}").json()
+        assert job["status"] == "queued" and job["queue_position"] == 1
+        assert 1.0 <= job["eta_seconds"] <= 5.0, job
+        assert c.get(f"/jobs/{running}").json()["queue_position"] is None
+
+
+def test_cors_allows_only_configured_origins(make_server) -> None:
+    srv = make_server(env={"POCKET3D_SERVER__CORS_ORIGINS": '["https://studio.example"]'})
+    preflight = {"Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "content-type"}
+    ok = httpx.options(f"{srv.url}/api/v1/mesh/generate", headers={"Origin": "https://studio.example", **preflight})
+    assert ok.status_code == 200 and ok.headers["access-control-allow-origin"] == "https://studio.example"
+    assert "access-control-allow-credentials" not in ok.headers
+    bad = httpx.options(f"{srv.url}/api/v1/mesh/generate", headers={"Origin": "https://evil.example", **preflight})
+    assert "access-control-allow-origin" not in bad.headers
+
+
+def test_an_admin_key_sees_every_owner(make_server, tmp_path) -> None:
+    data_dir = tmp_path / "data"
+    user, admin = create_key(data_dir, "dana"), create_key(data_dir, "ops", role="admin")
+    srv = make_server(data_dir, env=AUTH)
+    with srv.client(user) as u, srv.client(admin) as a:
+        job_id = submit(u, "/mesh/generate?wait=20", {"images": [upload(u, IMAGES / "T.png")["file_id"]]},
+                        expect=200)["job_id"]
+        assert a.get(f"/jobs/{job_id}").status_code == 200
+        assert job_id in [j["job_id"] for j in a.get("/jobs").json()["jobs"]]
