@@ -185,6 +185,9 @@ models:
       supported_inputs: ["image"]
       supported_outputs: ["glb"]
 """)
+    gpu_only = tmp_path / "gpu-only.yaml"
+    gpu_only.write_text(only_mesh.read_text().replace("test_heightfield:", "big:").replace(
+        'supported_outputs: ["glb"]', 'supported_outputs: ["glb"]\n      devices: ["cuda"]'))
     srv = make_server(models=only_mesh)
     with srv.client() as c:
         r = c.get("/system/ready")
@@ -192,3 +195,6 @@ models:
         reasons = r.json()["reasons"]
         assert "no available model for segmentation (none registered)" in reasons
         assert not any("mesh_generation" in x for x in reasons)
+    with make_server(tmp_path / "gpu-only" / "data", models=gpu_only).client() as c:
+        (reason,) = c.get("/system/ready").json()["reasons"][:1]
+        assert reason == "no available model for mesh_generation: big: no cuda device on this node"

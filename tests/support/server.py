@@ -43,6 +43,7 @@ class ServerProcess:
         self.data_dir, self.env, self.config, self.models = data_dir, env or {}, config, models
         self.port = free_port()
         self.proc: subprocess.Popen | None = None
+        data_dir.parent.mkdir(parents=True, exist_ok=True)
         self.log_path = data_dir.parent / f"server-{self.port}.log"
 
     @property

@@ -28,9 +28,13 @@ def readiness(node: Node) -> Readiness:
         reasons.append("no device found")
     for feature in Feature:
         models = node.registry.for_feature(feature)
-        if not any(not node.registry.unavailable_reasons(m, devices, node.settings.gpu.memory_buffer) for m in models):
-            reasons.append(f"no available model for {feature.value}"
-                           + ("" if models else " (none registered)"))
+        why = {m.spec.id: node.registry.unavailable_reasons(m, devices, node.settings.gpu.memory_buffer)
+               for m in models}
+        if not models:
+            reasons.append(f"no available model for {feature.value} (none registered)")
+        elif all(why.values()):
+            reasons.append(f"no available model for {feature.value}: "
+                           + "; ".join(f"{model_id}: {', '.join(r)}" for model_id, r in why.items()))
     return Readiness(ready=not reasons, reasons=reasons)
 
 
