@@ -122,8 +122,9 @@ class Settings(BaseSettings):
                 "enable auth (and create keys with `pocket3d keys create`) or bind to 127.0.0.1")
 
 
-def _format_validation_error(err: ValidationError, source: str) -> str:
-    lines = [f"invalid configuration ({source}):"]
+def format_validation_error(err: ValidationError, what: str) -> str:
+    """One line a key: ``  server.port: Input should be ...``; what is unknown is called an unknown key."""
+    lines = [f"{what}:"]
     for e in err.errors():
         key = ".".join(str(p) for p in e["loc"]) or "(root)"
         reason = e["msg"]
@@ -164,5 +165,5 @@ def load_settings(config_file: Path | str | None = None, **overrides: Any) -> Se
     try:
         loaded = _FromFile(**{k: v for k, v in overrides.items() if v is not None})
     except ValidationError as e:
-        raise ConfigError(_format_validation_error(e, source)) from None
+        raise ConfigError(format_validation_error(e, f"invalid configuration ({source})")) from None
     return Settings.model_construct(**{name: getattr(loaded, name) for name in Settings.model_fields})

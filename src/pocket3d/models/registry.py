@@ -30,7 +30,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from pocket3d.config import ConfigError
+from pocket3d.config import ConfigError, format_validation_error
 from pocket3d.errors import ErrorCode, Pocket3DError
 from pocket3d.models.spec import INPUT_KINDS, Device, Feature, ModelAdapter, ModelSpec
 
@@ -204,11 +204,7 @@ def _read_models_file(path: Path) -> ModelsFile:
     try:
         return ModelsFile.model_validate(data)
     except ValidationError as e:
-        lines = [f"invalid model registry ({path}):"]
-        for err in e.errors():
-            key = ".".join(str(p) for p in err["loc"])
-            lines.append(f"  {key}: {'unknown key' if err['type'] == 'extra_forbidden' else err['msg']}")
-        raise ConfigError("\n".join(lines)) from None
+        raise ConfigError(format_validation_error(e, f"invalid model registry ({path})")) from None
 
 
 def _load_entry_points() -> tuple[dict[str, type[ModelAdapter]], list[str]]:

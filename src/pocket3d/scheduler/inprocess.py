@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import mimetypes
 import os
+import shutil
 import socket
 import threading
 import time
@@ -300,9 +301,13 @@ class InProcessScheduler(Scheduler):
     def _export(self, inputs: RunInputs, fmt: str, work: Path) -> dict[str, Path]:
         if inputs.mesh is None:
             raise geometry.MeshError("the export stage found no mesh from the stage before it")
-        scene = geometry.load_scene(inputs.mesh, inputs.mesh.suffix.lstrip("."))
         dest = work / f"model.{fmt}"
-        geometry.export_scene(scene, fmt, dest)
+        if inputs.mesh.suffix == f".{fmt}":
+            # Already in the asked format: pass it through, so what trimesh cannot write (skins, part nodes,
+            # extras) survives.
+            shutil.copyfile(inputs.mesh, dest)
+        else:
+            geometry.export_scene(geometry.load_scene(inputs.mesh, inputs.mesh.suffix.lstrip(".")), fmt, dest)
         return {"model": dest}
 
     def _adapter(self, model_id: str | None) -> ModelAdapter:
