@@ -50,6 +50,14 @@ def test_bad_uploads(small_server) -> None:
         assert_error(c.post("/files", files={"file": ("empty.png", b"")}), 400, "EMPTY_UPLOAD")
         assert_error(c.post("/files", content=b"", headers={"content-type": "multipart/form-data; boundary=x"}),
                      422, "INVALID_REQUEST")
+        # a body cut off before its closing boundary, and a boundary longer than any parser takes
+        cut = (b'--xyz\r\nContent-Disposition: form-data; name="file"; filename="a.obj"\r\n\r\n'
+               + (MESHES / "typical_humanoid_goblin.obj").read_bytes()[:20000])
+        assert_error(c.post("/files", content=cut, headers={"content-type": "multipart/form-data; boundary=xyz"}),
+                     422, "INVALID_REQUEST")
+        assert_error(c.post("/files", content=b"--" + b"b" * 300 + b"--\r\n",
+                            headers={"content-type": "multipart/form-data; boundary=" + "b" * 300}),
+                     422, "INVALID_REQUEST")
         # a form without the 'file' field
         assert_error(c.post("/files", files={"image": ("a.png", png)}), 422, "INVALID_REQUEST")
         # larger than storage.max_file_size (2 MB): refused by Content-Length, and while streaming without one
@@ -132,11 +140,24 @@ def test_bad_submissions(small_server) -> None:
         # a JSON body over server.max_request_size (3 MB)
         r = c.post("/mesh/generate", json={"images": ["data:image/png;base64," + "A" * 4_000_000]})
         assert_error(r, 413, "REQUEST_TOO_LARGE")
+        # odd headers on reads: a non-ASCII digit as Last-Event-ID, Range past the end, a malformed Range
+        done = c.post("/mesh/generate?wait=20", json={"images": [upload(c, IMAGES / "T.png")["file_id"]]}).json()
+        with c.stream("GET", f"/jobs/{done['job_id']}/events", headers={"Last-Event-ID": "\u00b2".encode("latin-1")}) as r:
+            assert r.status_code == 200
+        url = done["outputs"][0]["url"].removeprefix("/api/v1")
+        r = c.get(url, headers={"Range": "bytes=99999999-"})
+        assert_error(r, 416, "RANGE_NOT_SATISFIABLE")
+        assert r.headers["content-range"] == f"bytes */{done['outputs'][0]['size']}"
+        for malformed in ("bytes=abc", "bytes=5-2", "items=0-1"):
+            r = c.get(url, headers={"Range": malformed})
+            assert r.status_code == 200 and len(r.content) == done["outputs"][0]["size"], malformed
         # unknown routes and methods use the same body
         assert_error(c.get("/nowhere"), 404, "NOT_FOUND")
         assert_error(c.delete("/jobs"), 405, "METHOD_NOT_ALLOWED")
 
-        assert c.get("/jobs").json()["jobs"] == [], "no refused request left a job row"
-        files_before = {p.name for p in (data_dir / "artifacts").rglob("*") if p.is_file()}
+        jobs = c.get("/jobs").json()["jobs"]
+        assert [j["job_id"] for j in jobs] == [done["job_id"]], "no refused request left a job row"
+        stored = {p.name for p in (data_dir / "artifacts").rglob("*") if p.is_file()}
     assert leftover_temp_files(data_dir) == []
-    assert len(files_before) == 3, "only the three uploads are stored; no refused data URI was kept"
+    # the three uploads plus the finished job's intermediate and final mesh (one blob: the GLB passed through)
+    assert len(stored) == 4, "no refused data URI was kept"

@@ -13,8 +13,8 @@ from pocket3d.jobs import EXPORT_STAGE, JobStatus, NewFile, NewJob, NewStage, Ou
 from pocket3d.jobs import schema as t
 from pocket3d.jobs import transitions as tr
 
-KEEP = tr.ReleasePolicy(keep_inputs=True)
-DROP = tr.ReleasePolicy(keep_inputs=False)
+KEEP = tr.ReleasePolicy(keep_inputs=True, keep_seconds=60)
+DROP = tr.ReleasePolicy(keep_inputs=False, keep_seconds=60)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -58,11 +58,11 @@ def test_a_job_walks_through_its_stages(store) -> None:
     assert tr.report_progress(store, c1, 0.5, now=102.0) is True
     job = store.get_job(job_id)
     assert job.status == JobStatus.RUNNING and job.progress == 45.0
-    assert tr.complete_stage(store, c1, [out("generate_mesh.mesh.glb")], retention_seconds=60, release=KEEP, now=103)
+    assert tr.complete_stage(store, c1, [out("generate_mesh.mesh.glb")], release=KEEP, now=103)
     c2 = claim(store, models=())
     assert c2.stage.name == EXPORT_STAGE
     assert store.get_job(job_id).progress == 90.0
-    assert tr.complete_stage(store, c2, [out("model.glb", "b" * 64)], retention_seconds=60, release=KEEP, now=104)
+    assert tr.complete_stage(store, c2, [out("model.glb", "b" * 64)], release=KEEP, now=104)
     job = store.get_job(job_id)
     assert job.status == JobStatus.SUCCEEDED and job.progress == 100 and job.expires_at == 164
     assert [o.name for o in job.outputs] == ["generate_mesh.mesh.glb", "model.glb"]
@@ -101,10 +101,10 @@ def test_a_lost_lease_makes_the_old_worker_powerless(store) -> None:
     new = claim(store, worker="w2", now=111)
     assert new.stage.attempts == 2
     assert tr.report_progress(store, old, 0.9, now=112) is False
-    assert tr.complete_stage(store, old, [out("x")], retention_seconds=1, release=KEEP, now=112) is False
+    assert tr.complete_stage(store, old, [out("x")], release=KEEP, now=112) is False
     assert tr.fail_stage(store, old, code="MODEL_ERROR", message="late", retry=False, release=KEEP, now=112) is False
     assert store.get_job(job_id).status == JobStatus.RUNNING
-    assert tr.complete_stage(store, new, [out("x")], retention_seconds=1, release=KEEP, now=113)
+    assert tr.complete_stage(store, new, [out("x")], release=KEEP, now=113)
 
 
 def test_worker_lost_after_max_attempts(store) -> None:
@@ -130,7 +130,7 @@ def test_recovery_keeps_the_place_in_the_queue(store) -> None:
 def test_requeue_at_shutdown_does_not_count_an_attempt(store) -> None:
     submit(store)
     c = claim(store)
-    assert tr.requeue_stage(store, c, now=102)
+    assert tr.requeue_stage(store, c, release=KEEP, now=102)
     assert claim(store, now=103).stage.attempts == 1
 
 
@@ -177,7 +177,7 @@ def test_expire_drops_outputs_and_stale_uploads(store) -> None:
     job_id = submit(store)
     for now in (101, 102):
         c = claim(store, now=now)
-        tr.complete_stage(store, c, [out(f"o{now}", str(now).rjust(64, "0"))], retention_seconds=10, release=KEEP, now=now)
+        tr.complete_stage(store, c, [out(f"o{now}", str(now).rjust(64, "0"))], release=KEEP, now=now)
     tr.register_file(store, NewFile(id="file_old", owner_id="o", sha256="d" * 64, size=1, media_type="image/png",
                                     kind="image", format="png", filename=None), now=1, expires_at=50)
     released = tr.expire(store, now=200)
@@ -219,3 +219,78 @@ def test_snapshots_do_not_keep_a_read_that_raced_a_write(store, monkeypatch) -> 
     assert snaps.get(job_id).status == JobStatus.QUEUED  # what was read
     monkeypatch.setattr(store, "get_job", real_get)
     assert snaps.get(job_id).status == JobStatus.RUNNING, "the stale read was not cached"
+
+
+def test_a_cancel_at_the_stage_boundary_is_not_lost(store) -> None:
+    released: set[str] = set()
+    store.add_release_listener(released.update)
+    job_id = submit(store)
+    c = claim(store)
+    assert tr.cancel_job(store, job_id, release=KEEP, now=102) == JobStatus.RUNNING
+    # the worker finished before its next progress report: the boundary honours the cancel
+    assert tr.complete_stage(store, c, [out("generate_mesh.mesh.glb", "e" * 64)], release=KEEP, now=103)
+    job = store.get_job(job_id)
+    assert job.status == JobStatus.CANCELLED and [s.status for s in job.stages] == [StageStatus.SUCCEEDED,
+                                                                                      StageStatus.CANCELLED]
+    assert claim(store, now=104) is None and "e" * 64 in released
+
+
+def test_a_shutdown_requeue_of_a_cancelled_job_cancels_it(store) -> None:
+    job_id = submit(store)
+    c = claim(store)
+    tr.cancel_job(store, job_id, release=KEEP, now=102)
+    tr.requeue_stage(store, c, release=KEEP, now=103)
+    assert store.get_job(job_id).status == JobStatus.CANCELLED
+
+
+def test_a_failed_job_releases_what_its_stages_stored(store) -> None:
+    released: set[str] = set()
+    store.add_release_listener(released.update)
+    job_id = submit(store)
+    c = claim(store)
+    tr.complete_stage(store, c, [out("generate_mesh.mesh.glb", "f" * 64)], release=KEEP, now=102)
+    export = claim(store, models=(), now=103)
+    tr.fail_stage(store, export, code="MODEL_ERROR", message="x", retry=False, release=KEEP, now=104)
+    assert store.get_job(job_id).outputs == [] and store.stage_outputs(job_id, 0) == []
+    assert released == {"f" * 64}
+
+
+def test_kept_inputs_expire_after_their_last_job(store) -> None:
+    f = NewFile(id="file_k", owner_id="o", sha256="9" * 64, size=1, media_type="image/png", kind="image",
+                format="png", filename=None)
+    tr.register_file(store, f, now=1, expires_at=61)
+    job_id = submit(store, new_job(files=["file_k"]))
+    assert store.get_file("file_k").expires_at is None
+    tr.cancel_job(store, job_id, release=KEEP, now=500)
+    assert store.get_file("file_k").expires_at == 560
+
+
+def test_a_job_ending_while_another_is_submitted_keeps_their_shared_input(store, monkeypatch) -> None:
+    """Job A ends while job B, using the same upload, is being submitted: B must keep its input."""
+    f = NewFile(id="file_s", owner_id="o", sha256="8" * 64, size=1, media_type="image/png", kind="image",
+                format="png", filename=None)
+    tr.register_file(store, f, now=1, expires_at=1000)
+    job_a = submit(store, new_job(files=["file_s"]))
+    locked, go_on = threading.Event(), threading.Event()
+    real_count = store.count_active_jobs
+
+    def pause_after_locking_inputs(conn):
+        locked.set()
+        go_on.wait(10)
+        return real_count(conn)
+
+    monkeypatch.setattr(store, "count_active_jobs", pause_after_locking_inputs)
+    result: dict[str, str] = {}
+    submitting = threading.Thread(target=lambda: result.update(b=submit(store, new_job(files=["file_s"]))))
+    submitting.start()
+    assert locked.wait(10)
+    ending = threading.Thread(target=tr.cancel_job, args=(store, job_a), kwargs=dict(release=DROP, now=2))
+    ending.start()
+    ending.join(0.5)
+    assert ending.is_alive(), "ending job A waits for the submit that holds the input"
+    go_on.set()
+    submitting.join(10)
+    ending.join(10)
+    assert store.get_job(job_a).status == JobStatus.CANCELLED
+    assert store.get_job(result["b"]).status == JobStatus.QUEUED
+    assert store.get_file("file_s") is not None, "job B's input survived job A's end"

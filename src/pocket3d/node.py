@@ -78,10 +78,6 @@ class Retention:
                 deleted += self.artifacts.delete(sha)
         return deleted
 
-    def jobs_ended(self, job_ids: set[str]) -> None:
-        """Store listener: a job's uploaded inputs may have lost their last user."""
-        self.collect(r["sha256"] for job_id in job_ids for r in self.store.job_inputs(job_id))
-
     def sweep(self, now: float) -> int:
         released = transitions.expire(self.store, now=now)
         return self.collect(released | set(self.artifacts.hashes()))
@@ -105,12 +101,12 @@ class Node:
                 registry = Registry.from_config(models_file)
             self.registry = registry
             self.blob_lock = threading.RLock()
-            self.release = transitions.ReleasePolicy(settings.storage.keep_inputs)
+            self.release = transitions.ReleasePolicy(settings.storage.keep_inputs, settings.storage.cleanup_after)
             # The snapshot cache listens before the bus, so events and polls read the same fresh state.
             self.snapshots = JobSnapshots(self.store, enabled=self.store.is_sqlite)
             self.bus = EventBus(self.store, self.snapshots)
             self.retention = Retention(self.store, self.artifacts, self.blob_lock)
-            self.store.add_finish_listener(self.retention.jobs_ended)
+            self.store.add_release_listener(self.retention.collect)
             self.scheduler = InProcessScheduler(settings=settings, store=self.store, artifacts=self.artifacts,
                                                 registry=registry, blob_lock=self.blob_lock, release=self.release)
         except BaseException:

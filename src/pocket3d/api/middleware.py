@@ -8,8 +8,10 @@ import re
 import random
 
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+log = logging.getLogger(__name__)
 _request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 _VALID_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
@@ -45,8 +47,25 @@ class RequestIdMiddleware:
                 message["headers"] = list(message["headers"]) + [(b"x-request-id", rid.encode())]
             await send(message)
 
+        started = False
+
+        async def send_tracked(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send_with_id(message)
+
         try:
-            await self.app(scope, receive, send_with_id)
+            await self.app(scope, receive, send_tracked)
+        except ClientDisconnect:
+            log.info("client went away before the request was read")
+        except Exception:
+            # Answered here rather than by the app's outermost handler, which runs after the id is gone.
+            log.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))
+            if not started:
+                from pocket3d.api.errors import error_response  # errors imports this module
+
+                await error_response(500, "INTERNAL_ERROR", "internal error; quote the request_id when "
+                                     "reporting it")(scope, receive, send_with_id)
         finally:
             _request_id.reset(token)
 

@@ -40,6 +40,7 @@ class _FilePartSink:
 
     def __init__(self, tmp_dir: Path, limit: int):
         self.limit = limit
+        self.complete = False  # the closing boundary arrived: the body was not cut off
         fd, name = tempfile.mkstemp(dir=tmp_dir, prefix="upload-")
         self.path = Path(name)
         self.out = os.fdopen(fd, "wb")
@@ -58,7 +59,7 @@ class _FilePartSink:
             "on_part_begin": self._part_begin, "on_header_field": self._header_field_cb,
             "on_header_value": self._header_value_cb, "on_header_end": self._header_end,
             "on_headers_finished": self._headers_finished, "on_part_data": self._part_data,
-            "on_part_end": self._part_end,
+            "on_part_end": self._part_end, "on_end": self._end,
         }
 
     def _part_begin(self) -> None:
@@ -102,6 +103,9 @@ class _FilePartSink:
     def _part_end(self) -> None:
         self._in_file = False
 
+    def _end(self) -> None:
+        self.complete = True
+
 
 def _file_too_large(limit: int) -> Pocket3DError:
     return Pocket3DError(ErrorCode.FILE_TOO_LARGE, f"the file is larger than storage.max_file_size ({limit} bytes)",
@@ -116,15 +120,21 @@ async def receive_upload(request: Request, tmp_dir: Path, limit: int) -> StagedF
     length = request.headers.get("content-length")
     if length and length.isdigit() and int(length) > limit + MAX_FIELD_BYTES:
         raise _file_too_large(limit)
+    boundary = params[b"boundary"]
+    if len(boundary) > 200:  # RFC 2046 allows 70; the parser refuses what it cannot handle with a bare error
+        raise Pocket3DError(ErrorCode.INVALID_REQUEST, "the multipart boundary is too long")
     sink = _FilePartSink(tmp_dir, limit)
-    parser = MultipartParser(params[b"boundary"], sink.callbacks())
     try:
         try:
+            parser = MultipartParser(boundary, sink.callbacks())
             async for chunk in request.stream():
                 parser.write(chunk)
             parser.finalize()
         finally:
             sink.out.close()
+        if not sink.complete:
+            raise Pocket3DError(ErrorCode.INVALID_REQUEST, "the multipart body ended before its closing boundary "
+                                "(the upload was cut off)")
         if not sink.seen_file:
             raise Pocket3DError(ErrorCode.INVALID_REQUEST, f"no form field named {FIELD!r} holding the file")
         if sink.size == 0:

@@ -54,7 +54,7 @@ stages = sa.Table(
     sa.Column("max_attempts", sa.Integer, nullable=False),
     sa.Column("priority", sa.Integer, nullable=False, default=0),
     sa.Column("queued_at", sa.Float),
-    sa.Column("lease_owner", sa.String(64)),
+    sa.Column("lease_owner", sa.String(255)),
     sa.Column("lease_token", sa.String(40)),
     sa.Column("lease_expires_at", sa.Float),
     sa.Column("started_at", sa.Float),

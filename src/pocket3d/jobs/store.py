@@ -40,13 +40,9 @@ def new_id(prefix: str) -> str:
 class WriteTx:
     conn: Connection
     changed_jobs: set[str] = field(default_factory=set)
-    finished_jobs: set[str] = field(default_factory=set)
+    released: set[str] = field(default_factory=set)  # artifact hashes this write stopped referencing
 
     def touch(self, job_id: str) -> None:
-        self.changed_jobs.add(job_id)
-
-    def finished(self, job_id: str) -> None:
-        self.finished_jobs.add(job_id)
         self.changed_jobs.add(job_id)
 
 
@@ -56,7 +52,7 @@ class Store:
         self.is_sqlite = url.startswith("sqlite")
         self.engine: Engine = _create_engine(url, echo)
         self._listeners: list[Callable[[set[str]], None]] = []
-        self._finish_listeners: list[Callable[[set[str]], None]] = []
+        self._release_listeners: list[Callable[[set[str]], None]] = []
 
     # -- lifecycle ----------------------------------------------------------------------------------------
 
@@ -92,14 +88,14 @@ class Store:
             tx = WriteTx(conn)
             with conn.begin():
                 yield tx
-        # Jobs that reached a final state are announced first (clean-up), then every change (events): a client
-        # that hears "succeeded" finds the job's inputs already released.
-        for jobs, listeners in ((tx.finished_jobs, self._finish_listeners), (tx.changed_jobs, self._listeners)):
-            if not jobs:
+        # Released artifacts are announced first (clean-up), then every change (events): a client that hears
+        # "succeeded" finds the job's inputs already deleted.
+        for items, listeners in ((tx.released, self._release_listeners), (tx.changed_jobs, self._listeners)):
+            if not items:
                 continue
             for listener in list(listeners):
                 try:
-                    listener(jobs)
+                    listener(items)
                 except Exception:  # a listener must never undo or fail a committed write
                     log.exception("store listener failed")
 
@@ -107,9 +103,9 @@ class Store:
         """``fn(job_ids)`` after every write that changed those jobs."""
         self._listeners.append(fn)
 
-    def add_finish_listener(self, fn: Callable[[set[str]], None]) -> None:
-        """``fn(job_ids)`` after a write that moved those jobs to a final state, before the change listeners."""
-        self._finish_listeners.append(fn)
+    def add_release_listener(self, fn: Callable[[set[str]], None]) -> None:
+        """``fn(sha256s)`` after a write that dropped references to those artifacts, before change listeners."""
+        self._release_listeners.append(fn)
 
     # -- reads --------------------------------------------------------------------------------------------
 

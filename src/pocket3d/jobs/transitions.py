@@ -30,10 +30,18 @@ S = t.stages.c
 
 
 class ReleasePolicy:
-    """What happens to a job's uploaded inputs when it ends: deleted, unless configured to stay."""
+    """What a job leaves behind when it ends: outputs kept ``keep_seconds`` (storage.cleanup_after), uploaded
+    inputs deleted with their last job unless ``keep_inputs``, then kept as long as outputs are."""
 
-    def __init__(self, keep_inputs: bool = False):
+    def __init__(self, keep_inputs: bool = False, keep_seconds: float = 86400.0):
         self.keep_inputs = keep_inputs
+        self.keep_seconds = keep_seconds
+
+
+def _lock_job(tx: WriteTx, job_id: str) -> Any:
+    """Lock the job's row (PostgreSQL; SQLite's writer already holds the database) and read what decides."""
+    return tx.conn.execute(sa.select(J.status, J.cancel_requested, J.stage_weights).where(J.id == job_id)
+                           .with_for_update()).first()
 
 
 # -- files ---------------------------------------------------------------------------------------------------
@@ -55,15 +63,16 @@ def submit(store: Store, new: NewJob, *, queue_size: int, max_attempts: int, now
     """Persist a job, its stages and its inline inputs in one transaction; the first stage is queued at once."""
     job_id = new_id("job")
     with store.write() as tx:
-        if store.count_active_jobs(tx.conn) >= queue_size:
-            raise Pocket3DError(ErrorCode.QUEUE_FULL, f"the queue holds {queue_size} jobs; try again later",
-                                {"queue_size": queue_size}, headers={"Retry-After": "30"})
         if new_files:
             tx.conn.execute(t.files.insert(), [_file_row(f, now, None) for f in new_files])
         file_ids = [fid for fid, _ in new.input_file_ids]
+        # Locked, so a job ending now cannot delete an input this job is about to use (see _finish_job).
         found = {r.id: r for r in tx.conn.execute(
             sa.select(t.files.c.id, t.files.c.sha256, t.files.c.format)
-            .where(t.files.c.id.in_(file_ids)))} if file_ids else {}
+            .where(t.files.c.id.in_(file_ids)).order_by(t.files.c.id).with_for_update())} if file_ids else {}
+        if store.count_active_jobs(tx.conn) >= queue_size:
+            raise Pocket3DError(ErrorCode.QUEUE_FULL, f"the queue holds {queue_size} jobs; try again later",
+                                {"queue_size": queue_size}, headers={"Retry-After": "30"})
         missing = [fid for fid in file_ids if fid not in found]
         if missing:  # deleted between validation and now (retention, or another job ending)
             raise Pocket3DError(ErrorCode.FILE_NOT_FOUND, f"file {missing[0]} not found", {"file_id": missing[0]})
@@ -122,10 +131,17 @@ def claim_next_stage(store: Store, *, worker_id: str, model_ids: Sequence[str], 
     return ClaimedStage(stage=stage, lease_token=token, job_request=job.request, owner_id=job.owner_id)
 
 
-def renew_leases(store: Store, *, worker_id: str, lease_seconds: float, now: float) -> int:
+def renew_leases(store: Store, claims: Sequence[ClaimedStage], *, lease_seconds: float, now: float) -> int:
+    """Extend the leases of stages this worker is really running (not merely every stage it once claimed)."""
+    if not claims:
+        return 0
     with store.write() as tx:
-        return tx.conn.execute(t.stages.update().where(S.lease_owner == worker_id, S.status == StageStatus.RUNNING)
-                               .values(lease_expires_at=now + lease_seconds)).rowcount
+        renewed = 0
+        for c in claims:
+            renewed += tx.conn.execute(t.stages.update().where(S.id == c.stage.id, S.lease_token == c.lease_token,
+                                                               S.status == StageStatus.RUNNING)
+                                       .values(lease_expires_at=now + lease_seconds)).rowcount
+        return renewed
 
 
 def report_progress(store: Store, claim: ClaimedStage, fraction: float, now: float) -> bool:
@@ -144,17 +160,25 @@ def report_progress(store: Store, claim: ClaimedStage, fraction: float, now: flo
         return not job.cancel_requested
 
 
-def complete_stage(store: Store, claim: ClaimedStage, outputs: Sequence[OutputRecord], *, retention_seconds: float,
+def complete_stage(store: Store, claim: ClaimedStage, outputs: Sequence[OutputRecord], *,
                    release: ReleasePolicy, now: float) -> bool:
-    """Store a stage's outputs and move on: queue the next stage, or finish the job. False if the lease was lost."""
+    """Store a stage's outputs and move on: queue the next stage, or finish the job. False if the lease was lost.
+
+    A cancel that arrived after the stage's last progress report is honoured here, at the stage boundary."""
     st = claim.stage
     with store.write() as tx:
+        job = _lock_job(tx, st.job_id)
         owned = tx.conn.execute(t.stages.update().where(S.id == st.id, S.lease_token == claim.lease_token,
                                                         S.status == StageStatus.RUNNING)
                                 .values(status=StageStatus.SUCCEEDED, progress=1.0, finished_at=now,
                                         lease_owner=None, lease_token=None, lease_expires_at=None)).rowcount
         if not owned:
             return False
+        if job.cancel_requested:
+            released = {o.sha256 for o in outputs}
+            _cancel_now(tx, st.job_id, now, release)
+            tx.released.update(released)
+            return True
         # A retried stage replaces what an earlier attempt of it stored: each output exists once.
         tx.conn.execute(t.outputs.delete().where(t.outputs.c.job_id == st.job_id, t.outputs.c.stage_idx == st.index))
         if outputs:
@@ -164,13 +188,12 @@ def complete_stage(store: Store, claim: ClaimedStage, outputs: Sequence[OutputRe
         nxt = tx.conn.execute(t.stages.update().where(S.job_id == st.job_id, S.idx == st.index + 1,
                                                       S.status == StageStatus.PENDING)
                               .values(status=StageStatus.QUEUED, queued_at=now)).rowcount
-        weights = tx.conn.execute(sa.select(J.stage_weights).where(J.id == st.job_id)).scalar()
         if nxt:
             tx.conn.execute(t.jobs.update().where(J.id == st.job_id).values(
-                current_stage=st.index + 1, progress=_job_progress(weights, st.index + 1, 0.0),
+                current_stage=st.index + 1, progress=_job_progress(job.stage_weights, st.index + 1, 0.0),
                 version=J.version + 1))
         else:
-            _finish_job(tx, st.job_id, JobStatus.SUCCEEDED, now, release, expires_at=now + retention_seconds)
+            _finish_job(tx, st.job_id, JobStatus.SUCCEEDED, now, release)
         tx.touch(st.job_id)
     return True
 
@@ -180,11 +203,14 @@ def fail_stage(store: Store, claim: ClaimedStage, *, code: str, message: str, re
     """A stage attempt failed: queue it again if ``retry`` and attempts remain, else fail the job."""
     st = claim.stage
     with store.write() as tx:
+        job = _lock_job(tx, st.job_id)
         row = tx.conn.execute(sa.select(S.attempts, S.max_attempts).where(
             S.id == st.id, S.lease_token == claim.lease_token, S.status == StageStatus.RUNNING)).first()
         if row is None:
             return False
-        if retry and row.attempts < row.max_attempts:
+        if retry and row.attempts < row.max_attempts and job.cancel_requested:
+            _cancel_now(tx, st.job_id, now, release)
+        elif retry and row.attempts < row.max_attempts:
             tx.conn.execute(t.stages.update().where(S.id == st.id).values(
                 status=StageStatus.QUEUED, progress=0.0, lease_owner=None, lease_token=None,
                 lease_expires_at=None, error_code=code, error_message=message))
@@ -198,18 +224,25 @@ def fail_stage(store: Store, claim: ClaimedStage, *, code: str, message: str, re
     return True
 
 
-def requeue_stage(store: Store, claim: ClaimedStage, *, now: float) -> bool:
-    """Give a stage back untried (the node is shutting down): queued again, the attempt not counted."""
+def requeue_stage(store: Store, claim: ClaimedStage, *, release: ReleasePolicy, now: float) -> bool:
+    """Give a stage back untried (the node is shutting down): queued again, the attempt not counted; or
+    cancelled, if its job was cancelled meanwhile."""
     st = claim.stage
     with store.write() as tx:
-        owned = tx.conn.execute(t.stages.update().where(S.id == st.id, S.lease_token == claim.lease_token,
-                                                        S.status == StageStatus.RUNNING)
-                                .values(status=StageStatus.QUEUED, progress=0.0, attempts=S.attempts - 1,
-                                        lease_owner=None, lease_token=None, lease_expires_at=None)).rowcount
-        if owned:
-            tx.conn.execute(t.jobs.update().where(J.id == st.job_id).values(version=J.version + 1))
-            tx.touch(st.job_id)
-    return bool(owned)
+        job = _lock_job(tx, st.job_id)
+        owned = tx.conn.execute(sa.select(S.id).where(S.id == st.id, S.lease_token == claim.lease_token,
+                                                      S.status == StageStatus.RUNNING)).first()
+        if owned is None:
+            return False
+        if job.cancel_requested:
+            _cancel_now(tx, st.job_id, now, release)
+            return True
+        tx.conn.execute(t.stages.update().where(S.id == st.id).values(
+            status=StageStatus.QUEUED, progress=0.0, attempts=S.attempts - 1, lease_owner=None, lease_token=None,
+            lease_expires_at=None))
+        tx.conn.execute(t.jobs.update().where(J.id == st.job_id).values(version=J.version + 1))
+        tx.touch(st.job_id)
+    return True
 
 
 # -- cancel --------------------------------------------------------------------------------------------------
@@ -217,7 +250,7 @@ def requeue_stage(store: Store, claim: ClaimedStage, *, now: float) -> bool:
 def cancel_job(store: Store, job_id: str, *, release: ReleasePolicy, now: float) -> JobStatus:
     """Cancel at once when no stage runs; otherwise flag it and the worker stops at its next report."""
     with store.write() as tx:
-        job = tx.conn.execute(sa.select(J.status).where(J.id == job_id)).first()
+        job = _lock_job(tx, job_id)
         if job is None:
             raise Pocket3DError(ErrorCode.JOB_NOT_FOUND, f"job {job_id} not found")
         status = JobStatus(job.status)
@@ -240,6 +273,7 @@ def cancel_job(store: Store, job_id: str, *, release: ReleasePolicy, now: float)
 def acknowledge_cancel(store: Store, claim: ClaimedStage, *, release: ReleasePolicy, now: float) -> None:
     """The worker stopped a stage because its job was cancelled."""
     with store.write() as tx:
+        _lock_job(tx, claim.stage.job_id)
         owned = tx.conn.execute(sa.select(S.id).where(S.id == claim.stage.id, S.lease_token == claim.lease_token,
                                                       S.status == StageStatus.RUNNING)).first()
         if owned is not None:
@@ -251,9 +285,7 @@ def _cancel_now(tx: WriteTx, job_id: str, now: float, release: ReleasePolicy) ->
         S.job_id == job_id, S.status.in_([StageStatus.PENDING, StageStatus.QUEUED, StageStatus.RUNNING])
     ).values(status=StageStatus.CANCELLED, finished_at=now, lease_owner=None, lease_token=None,
              lease_expires_at=None))
-    tx.conn.execute(t.outputs.delete().where(t.outputs.c.job_id == job_id))
     _finish_job(tx, job_id, JobStatus.CANCELLED, now, release, code=None, message=None)
-    tx.touch(job_id)
 
 
 # -- recovery ------------------------------------------------------------------------------------------------
@@ -320,18 +352,30 @@ def _file_in_active_job() -> Any:
 
 
 def _finish_job(tx: WriteTx, job_id: str, status: JobStatus, now: float, release: ReleasePolicy, *,
-                code: str | None = None, message: str | None = None, expires_at: float | None = None) -> None:
+                code: str | None = None, message: str | None = None) -> None:
     values: dict[str, Any] = dict(status=status, finished_at=now, error_code=code, error_message=message,
-                                  expires_at=expires_at, version=J.version + 1)
+                                  version=J.version + 1)
     if status == JobStatus.SUCCEEDED:
-        values["progress"] = 100.0
+        values.update(progress=100.0, expires_at=now + release.keep_seconds)
+    else:  # nothing of a failed or cancelled job is downloadable: what its stages stored goes now
+        out = t.outputs.c
+        tx.released.update(tx.conn.execute(sa.select(out.sha256).where(out.job_id == job_id)).scalars())
+        tx.conn.execute(t.outputs.delete().where(out.job_id == job_id))
     tx.conn.execute(t.jobs.update().where(J.id == job_id).values(**values))
-    tx.finished(job_id)
-    if release.keep_inputs:
-        return
-    # Uploaded inputs go with the last job that uses them.
+    tx.touch(job_id)
+    # Inputs whose last job this was. Locking them first makes this wait for a submit that is taking one of
+    # them (it locks them too), and the statement after the lock sees that submit's job if it committed.
     mine = sa.select(t.job_inputs.c.file_id).where(t.job_inputs.c.job_id == job_id)
-    tx.conn.execute(t.files.delete().where(t.files.c.id.in_(mine), ~_file_in_active_job()))
+    candidates = tx.conn.execute(sa.select(t.files.c.id).where(t.files.c.id.in_(mine))
+                                 .order_by(t.files.c.id).with_for_update()).scalars().all()
+    if not candidates:
+        return
+    unused = sa.and_(t.files.c.id.in_(candidates), ~_file_in_active_job())
+    if release.keep_inputs:
+        tx.conn.execute(t.files.update().where(unused).values(expires_at=now + release.keep_seconds))
+    else:
+        tx.released.update(tx.conn.execute(sa.select(t.files.c.sha256).where(unused)).scalars())
+        tx.conn.execute(t.files.delete().where(unused))
 
 
 def _job_progress(weights: list[float], stage_index: int, fraction: float) -> float:

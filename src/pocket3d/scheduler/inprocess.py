@@ -16,6 +16,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from pocket3d import geometry
@@ -65,12 +66,19 @@ class ProgressReporter:
             raise StageTimeout()
 
 
+@dataclass
+class _Running:
+    claim: ClaimedStage
+    cancelled: threading.Event
+    deadline: float
+
+
 class InProcessScheduler(Scheduler):
     def __init__(self, *, settings: Settings, store: Store, artifacts: LocalArtifactStore, registry: Registry,
                  blob_lock: threading.RLock, release: transitions.ReleasePolicy, clock: Clock = time.time):
         self.settings, self.store, self.artifacts, self.registry = settings, store, artifacts, registry
         self.blob_lock, self.release, self.clock = blob_lock, release, clock
-        self.worker_id = f"{socket.gethostname()}-{os.getpid()}-{id(self) & 0xFFFF:04x}"
+        self.worker_id = f"{socket.gethostname()[:40]}-{os.getpid()}-{id(self) & 0xFFFF:04x}"
         self._devices = discover()
         self._stop = threading.Event()
         self._wakeup = threading.Condition()
@@ -78,7 +86,7 @@ class InProcessScheduler(Scheduler):
         self._inflight: dict[str, int] = {}
         self._adapters: dict[str, ModelAdapter] = {}
         self._adapter_locks: dict[str, threading.Lock] = {}
-        self._running: dict[int, tuple[str, threading.Event]] = {}
+        self._running: dict[int, _Running] = {}
         self._threads: list[threading.Thread] = []
         self._stage_seconds: tuple[float, dict[str | None, float]] = (0.0, {})
         self._estimates: dict[str, tuple[int, float, Estimate]] = {}
@@ -99,8 +107,8 @@ class InProcessScheduler(Scheduler):
 
     def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()
-        for _, ev in list(self._running.values()):
-            ev.set()  # running stages stop at their next report and go back to the queue
+        for running in list(self._running.values()):
+            running.cancelled.set()  # running stages stop at their next report and go back to the queue
         self.wake()
         deadline = time.monotonic() + timeout
         for th in self._threads:
@@ -117,9 +125,9 @@ class InProcessScheduler(Scheduler):
             self._wakeup.notify_all()
 
     def cancel(self, job_id: str) -> None:
-        for running_job, ev in list(self._running.values()):
-            if running_job == job_id:
-                ev.set()
+        for running in list(self._running.values()):
+            if running.claim.stage.job_id == job_id:
+                running.cancelled.set()
 
     # -- views ----------------------------------------------------------------------------------------------
 
@@ -153,7 +161,7 @@ class InProcessScheduler(Scheduler):
         return Estimate(position, round(eta, 1))
 
     def devices(self) -> list[DeviceState]:
-        running = [sid for sid in self._running]
+        running = list(self._running)
         return [DeviceState(d, sorted(self._adapters), running) for d in self._devices]
 
     @property
@@ -199,6 +207,18 @@ class InProcessScheduler(Scheduler):
                 continue
             try:
                 self._run(claim)
+            except Exception:
+                # Not the model's failure (that is handled in _attempt) but ours: the temp dir, the store. Try to
+                # give the stage back for another attempt; if even that fails, its lease runs out and the lease
+                # keeper requeues it. Either way this thread goes on serving.
+                log.exception("job %s stage %d: the executor failed around the model", claim.stage.job_id,
+                              claim.stage.index)
+                try:
+                    transitions.fail_stage(self.store, claim, code=ErrorCode.INTERNAL_ERROR,
+                                           message="the executor failed around the model; retrying", retry=True,
+                                           release=self.release, now=self.clock())
+                except Exception:
+                    log.exception("could not give the stage back; its lease will expire")
             finally:
                 self._stage_seconds = (0.0, self._stage_seconds[1])  # new evidence for ETAs
                 if claim.stage.model_id is not None:
@@ -207,22 +227,37 @@ class InProcessScheduler(Scheduler):
                 self.wake()  # capacity freed, and the job's next stage may be queued
 
     def _lease_loop(self) -> None:
-        interval = self.settings.scheduler.lease_seconds / 3
-        while not self._stop.wait(interval):
+        """Renew the leases of stages running here; fail those past job_timeout; requeue expired leases."""
+        lease = self.settings.scheduler.lease_seconds
+        while not self._stop.wait(lease / 3):
             try:
                 now = self.clock()
-                transitions.renew_leases(self.store, worker_id=self.worker_id,
-                                         lease_seconds=self.settings.scheduler.lease_seconds, now=now)
+                running = list(self._running.values())
+                for r in running:
+                    if now > r.deadline:
+                        # A model that hangs without reporting cannot be stopped inside this process; its job
+                        # fails now and the thread's late results are refused (device worker processes, which
+                        # can be killed, replace this executor).
+                        r.cancelled.set()
+                        transitions.fail_stage(self.store, r.claim, code=ErrorCode.TIMEOUT, retry=False,
+                                               message=self._timeout_message(), release=self.release, now=now)
+                transitions.renew_leases(self.store, [r.claim for r in running if now <= r.deadline],
+                                         lease_seconds=lease, now=now)
+                transitions.recover_lost_stages(self.store, now=now, release=self.release)
             except Exception:
-                log.exception("renewing leases failed")
+                log.exception("lease keeping failed; retrying")
+
+    def _timeout_message(self) -> str:
+        return f"the stage ran longer than scheduler.job_timeout ({self.settings.scheduler.job_timeout} s)"
 
     # -- one stage ------------------------------------------------------------------------------------------
 
     def _run(self, claim: ClaimedStage) -> None:
         stage = claim.stage
         cancelled = threading.Event()
-        self._running[stage.id] = (stage.job_id, cancelled)
-        reporter = ProgressReporter(self.store, claim, cancelled, self.settings.scheduler.job_timeout, self.clock)
+        timeout = self.settings.scheduler.job_timeout
+        self._running[stage.id] = _Running(claim, cancelled, self.clock() + timeout)
+        reporter = ProgressReporter(self.store, claim, cancelled, timeout, self.clock)
         log.info("job %s stage %d (%s) attempt %d started", stage.job_id, stage.index, stage.name, stage.attempts)
         try:
             with self.artifacts.temp_dir(f"stage-{stage.id}-") as work:
@@ -233,7 +268,7 @@ class InProcessScheduler(Scheduler):
             code, message = outcome
             if code == "CANCELLED":
                 if self._stop.is_set():  # shutting down, not cancelled: the next start runs it again
-                    transitions.requeue_stage(self.store, claim, now=self.clock())
+                    transitions.requeue_stage(self.store, claim, release=self.release, now=self.clock())
                     log.info("job %s stage %d requeued at shutdown", stage.job_id, stage.index)
                 else:
                     transitions.acknowledge_cancel(self.store, claim, release=self.release, now=self.clock())
@@ -263,15 +298,12 @@ class InProcessScheduler(Scheduler):
                         mimetypes.guess_type(path.name)[0] or "application/octet-stream")
                     outputs.append(OutputRecord(name=name, stage_index=stage.index, sha256=sha, size=size,
                                                 media_type=media, format=fmt, public=public))
-                transitions.complete_stage(self.store, claim, outputs,
-                                           retention_seconds=self.settings.storage.cleanup_after,
-                                           release=self.release, now=self.clock())
+                transitions.complete_stage(self.store, claim, outputs, release=self.release, now=self.clock())
             return None
         except StageCancelled:
             return "CANCELLED", ""
         except StageTimeout:
-            return ErrorCode.TIMEOUT, f"the stage ran longer than scheduler.job_timeout " \
-                                      f"({self.settings.scheduler.job_timeout} s)"
+            return ErrorCode.TIMEOUT, self._timeout_message()
         except (InputRejected, geometry.MeshError) as e:
             return ErrorCode.INVALID_INPUT, str(e)
         except Exception as e:  # a model's own failure: the job fails with its message, the service goes on

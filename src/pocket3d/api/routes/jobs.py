@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any, TypeVar
@@ -85,9 +86,27 @@ def cancel_job(job_id: str, node: NodeDep, principal: PrincipalDep) -> JobView:
     return _view(node, _visible_job(node, principal, job_id))
 
 
+_RANGE = re.compile(r"^bytes=\s*(\d*)-(\d*)\s*(,\s*\d*-\d*\s*)*$")
+
+
+def _check_range(request: Request, size: int) -> None:
+    """Refuse an unsatisfiable Range in the API's error format; ignore a malformed one (RFC 9110 14.2), which
+    Starlette would otherwise answer with a plain-text 400."""
+    value = request.headers.get("range")
+    if value is None:
+        return
+    m = _RANGE.match(value)
+    if m is None or (m.group(1) and m.group(2) and int(m.group(1)) > int(m.group(2))) or not (m.group(1) or m.group(2)):
+        request.scope["headers"] = [(k, v) for k, v in request.scope["headers"] if k != b"range"]
+        return
+    if m.group(1) and int(m.group(1)) >= size:
+        raise Pocket3DError(ErrorCode.RANGE_NOT_SATISFIABLE, f"the range starts past the end ({size} bytes)",
+                            {"size": size}, headers={"Content-Range": f"bytes */{size}"})
+
+
 @router.get("/jobs/{job_id}/outputs/{name}", responses={**NOT_FOUND, 410: {"model": ErrorBody}},
             response_class=FileResponse, summary="Download an output (supports Range and If-None-Match)")
-def download_output(job_id: str, name: str, node: NodeDep, principal: PrincipalDep,
+def download_output(job_id: str, name: str, request: Request, node: NodeDep, principal: PrincipalDep,
                     if_none_match: Annotated[str | None, Header()] = None) -> Response:
     job = _visible_job(node, principal, job_id)
     if job.status != JobStatus.SUCCEEDED:
@@ -105,6 +124,7 @@ def download_output(job_id: str, name: str, node: NodeDep, principal: PrincipalD
     path = node.artifacts.path(output.sha256)
     if not path.is_file():
         raise Pocket3DError(ErrorCode.OUTPUT_EXPIRED, f"output {name!r} of job {job_id} is no longer stored")
+    _check_range(request, output.size)
     return FileResponse(path, media_type=output.media_type, filename=output.name,
                         headers={"ETag": etag, "Cache-Control": "private, max-age=3600"})
 
@@ -114,7 +134,7 @@ def download_output(job_id: str, name: str, node: NodeDep, principal: PrincipalD
 async def job_events(job_id: str, request: Request, node: NodeDep, principal: PrincipalDep,
                      last_event_id: Annotated[str | None, Header()] = None) -> EventSourceResponse:
     await run_in_threadpool(_visible_job, node, principal, job_id)
-    after = int(last_event_id) if last_event_id and last_event_id.isdigit() else 0
+    after = int(last_event_id) if last_event_id and last_event_id.isascii() and last_event_id.isdigit() else 0
 
     async def events() -> AsyncIterator[dict]:
         last_status = None
