@@ -14,6 +14,7 @@ import asyncio
 import json
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -64,8 +65,9 @@ def python_load(url: str, seconds: int, connections: int) -> tuple[float, str, s
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--seconds", type=int, default=10)
+    ap.add_argument("--seconds", type=int, default=5)
     ap.add_argument("--connections", type=int, default=16)
+    ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
     load = wrk if shutil.which("wrk") else python_load
     tmp = Path(tempfile.mkdtemp(prefix="p3d-bench-"))
@@ -90,23 +92,32 @@ def main() -> None:
         payload_file.write_text(json.dumps(payloads))
         bare_port = free_port()
         bare = subprocess.Popen([sys.executable, str(ROOT / "bench" / "bare_app.py"), str(bare_port), str(payload_file)])
+        base = f"http://127.0.0.1:{bare_port}"
         for _ in range(100):
             try:
-                httpx.get(f"http://127.0.0.1:{bare_port}/api/v1/jobs/{done}", timeout=1).raise_for_status()
+                httpx.get(f"{base}/api/v1/jobs/{done}", timeout=1).raise_for_status()
                 break
             except httpx.HTTPError:
                 time.sleep(0.1)
 
-        print(f"GET /api/v1/jobs/{{id}}: {args.connections} connections, {args.seconds} s each, "
-              f"load by {'wrk' if load is wrk else 'python asyncio'}")
+        targets = {"pocket3d": srv.url + "/api/v1/jobs/{}", "bare async def": base + "/api/v1/jobs/{}",
+                   "bare def": base + "/sync/api/v1/jobs/{}"}
+        print(f"GET /api/v1/jobs/{{id}}: {args.connections} connections, {args.rounds} interleaved rounds of "
+              f"{args.seconds} s per server and job state, load by {'wrk' if load is wrk else 'python asyncio'}; "
+              "medians")
         print(f"{'job state':<10} {'server':<16} {'req/s':>7} {'p50':>9} {'p99':>9} {'pocket3d/this':>13}")
         for state, job_id in cases.items():
-            p3d_rps, p50, p99 = load(f"{srv.url}/api/v1/jobs/{job_id}", args.seconds, args.connections)
-            print(f"{state:<10} {'pocket3d':<16} {p3d_rps:>7.0f} {p50:>9} {p99:>9} {'':>13}")
-            for label, prefix in (("bare async def", ""), ("bare def", "/sync")):
-                rps, b50, b99 = load(f"http://127.0.0.1:{bare_port}{prefix}/api/v1/jobs/{job_id}", args.seconds,
-                                     args.connections)
-                print(f"{'':<10} {label:<16} {rps:>7.0f} {b50:>9} {b99:>9} {p3d_rps / rps:>13.2f}")
+            runs: dict[str, list[tuple[float, str, str]]] = {k: [] for k in targets}
+            for _ in range(args.rounds):  # interleaved, so drift in the machine's speed hits all alike
+                for label, url in targets.items():
+                    runs[label].append(load(url.format(job_id), args.seconds, args.connections))
+            ours = statistics.median(r[0] for r in runs["pocket3d"])
+            for label, results in runs.items():
+                rps = statistics.median(r[0] for r in results)
+                mid = sorted(results)[len(results) // 2]
+                ratio = "" if label == "pocket3d" else f"{ours / rps:.2f}"
+                print(f"{state if label == 'pocket3d' else '':<10} {label:<16} {rps:>7.0f} {mid[1]:>9} {mid[2]:>9} "
+                      f"{ratio:>13}")
     finally:
         if bare is not None:
             bare.terminate()

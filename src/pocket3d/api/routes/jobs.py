@@ -1,7 +1,9 @@
 from __future__ import annotations
 
 import re
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any, TypeVar
 
@@ -45,10 +47,25 @@ def _view(node: Node, job: JobRecord) -> JobView:
     return job_view(job, node.scheduler.estimate(job))
 
 
+_rendered: OrderedDict[tuple, bytes] = OrderedDict()
+_rendered_lock = threading.Lock()  # reads run in threads on a networked database
+_RENDERED_MAX = 4096
+
+
 def _job_json(node: Node, principal: Principal, job_id: str) -> Response:
-    # Serialised once here: FastAPI would validate the returned model against response_model a second time.
-    view = _view(node, _visible_job(node, principal, job_id))
-    return Response(view.model_dump_json(), media_type="application/json")
+    """A job's status as JSON bytes, rendered once per (job version, estimate): clients poll far more often than
+    jobs change. Returned as a Response, because FastAPI would validate a returned model a second time."""
+    job = _visible_job(node, principal, job_id)
+    estimate = node.scheduler.estimate(job)
+    key = (job.id, job.version, estimate)
+    body = _rendered.get(key)
+    if body is None:
+        body = job_view(job, estimate).model_dump_json().encode()
+        with _rendered_lock:
+            _rendered[key] = body
+            while len(_rendered) > _RENDERED_MAX:
+                _rendered.popitem(last=False)
+    return Response(body, media_type="application/json")
 
 
 @router.get("/jobs", response_model=JobPage, responses=NOT_FOUND, summary="Your jobs, newest first")
