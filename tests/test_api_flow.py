@@ -198,3 +198,15 @@ models:
     with make_server(tmp_path / "gpu-only" / "data", models=gpu_only).client() as c:
         (reason,) = c.get("/system/ready").json()["reasons"][:1]
         assert reason == "no available model for mesh_generation: big: no cuda device on this node"
+
+
+def test_an_adapter_returning_its_input_does_not_damage_the_stored_input(make_server) -> None:
+    srv = make_server(env={"POCKET3D_STORAGE__KEEP_INPUTS": "true"})
+    with srv.client() as c:
+        info = upload(c, IMAGES / "T.png")
+        for _ in range(2):  # the second job proves the first left the stored input in place
+            job = submit(c, "/mesh/generate?wait=20", {"images": [info["file_id"]],
+                                                       "model_preference": "test_passthrough"}, expect=200)
+            assert job["status"] == "succeeded", job
+        blob = srv.data_dir / "artifacts" / info["sha256"][:2] / info["sha256"][2:4] / info["sha256"]
+        assert blob.is_file() and hashlib.sha256(blob.read_bytes()).hexdigest() == info["sha256"]

@@ -81,3 +81,15 @@ class FailingTestModel(ModelAdapter):
         progress(0.3, None)
         (inputs.work_dir / "half-written.glb").write_bytes(b"glTF partial")
         raise RuntimeError("the test model failed on purpose")
+
+
+class PassThroughTestModel(ModelAdapter):
+    """TEST-ONLY: hands back its input image file itself among its outputs, as a careless adapter might."""
+
+    def load(self, device: Device) -> None:
+        self.device = device
+
+    def run(self, inputs: RunInputs, params: BaseModel, progress: ProgressFn) -> dict[str, Path]:
+        mesh = inputs.work_dir / "mesh.glb"
+        trimesh.creation.box().export(mesh)
+        return {"mesh": mesh, "reference": inputs.images[0]}

@@ -43,3 +43,8 @@ class Scheduler(ABC):
 
     @abstractmethod
     def devices(self) -> list[DeviceState]: ...
+
+    @property
+    @abstractmethod
+    def device_list(self) -> list[Device]:
+        """The devices of this node, for the registry's "is there a device large enough" check."""

@@ -26,7 +26,7 @@ from pocket3d.jobs import transitions
 from pocket3d.jobs.records import EXPORT_STAGE, ClaimedStage, JobRecord, OutputRecord, StageStatus
 from pocket3d.jobs.store import Store
 from pocket3d.models.registry import Registry
-from pocket3d.models.spec import InputRejected, ModelAdapter, RunInputs, StageCancelled
+from pocket3d.models.spec import Device, InputRejected, ModelAdapter, RunInputs, StageCancelled
 from pocket3d.scheduler.base import DeviceState, Estimate, Scheduler
 from pocket3d.scheduler.devices import discover
 from pocket3d.storage.artifacts import LocalArtifactStore
@@ -38,6 +38,9 @@ Clock = Callable[[], float]
 
 class StageTimeout(Exception):
     pass
+
+
+CANCELLED = "CANCELLED"  # _attempt's outcome for a stopped stage; not an error code a job ends with
 
 
 class ProgressReporter:
@@ -165,7 +168,7 @@ class InProcessScheduler(Scheduler):
         return [DeviceState(d, sorted(self._adapters), running) for d in self._devices]
 
     @property
-    def device_list(self):  # noqa: ANN201 - the plain devices, for the registry's availability check
+    def device_list(self) -> list[Device]:
         return self._devices
 
     def _mean_stage_seconds(self) -> dict[str | None, float]:
@@ -266,7 +269,7 @@ class InProcessScheduler(Scheduler):
             self._running.pop(stage.id, None)
         if outcome is not None:
             code, message = outcome
-            if code == "CANCELLED":
+            if code == CANCELLED:
                 if self._stop.is_set():  # shutting down, not cancelled: the next start runs it again
                     transitions.requeue_stage(self.store, claim, release=self.release, now=self.clock())
                     log.info("job %s stage %d requeued at shutdown", stage.job_id, stage.index)
@@ -291,6 +294,12 @@ class InProcessScheduler(Scheduler):
             outputs: list[OutputRecord] = []
             with self.blob_lock:
                 for key, path in files.items():
+                    if not path.resolve().is_relative_to(work.resolve()):
+                        # put() moves its source; an adapter handing back, say, its input must not move a
+                        # stored blob away
+                        copy = work / f"returned-{key}{path.suffix}"
+                        shutil.copyfile(path, copy)
+                        path = copy
                     fmt = path.suffix.lstrip(".").lower()
                     name = path.name if public else f"{stage.name}.{key}.{fmt}"
                     sha, size = self.artifacts.put(path)
@@ -301,7 +310,7 @@ class InProcessScheduler(Scheduler):
                 transitions.complete_stage(self.store, claim, outputs, release=self.release, now=self.clock())
             return None
         except StageCancelled:
-            return "CANCELLED", ""
+            return CANCELLED, ""
         except StageTimeout:
             return ErrorCode.TIMEOUT, self._timeout_message()
         except (InputRejected, geometry.MeshError) as e:
