@@ -300,8 +300,10 @@ def recover_lost_stages(store: Store, *, now: float, release: ReleasePolicy, all
         cond = sa.and_(cond, S.lease_expires_at < now)
     touched: list[str] = []
     with store.write() as tx:
+        # Two nodes reaping at once each take different stages (PostgreSQL); SQLite has one writer anyway.
         rows = tx.conn.execute(sa.select(S.id, S.job_id, S.attempts, S.max_attempts, J.cancel_requested)
-                               .join(t.jobs, J.id == S.job_id).where(cond)).all()
+                               .join(t.jobs, J.id == S.job_id).where(cond)
+                               .with_for_update(skip_locked=True, of=t.stages)).all()
         for r in rows:
             touched.append(r.job_id)
             if r.cancel_requested:
