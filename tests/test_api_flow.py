@@ -147,6 +147,7 @@ def test_wait_returns_202_when_the_job_is_slower(client: httpx.Client) -> None:
     file_id = upload(client, IMAGES / "T.png")["file_id"]
     r = client.post("/mesh/generate?wait=0.3", json={"images": [file_id], "parameters": {"delay": 2}})
     assert r.status_code == 202 and r.headers["location"].endswith(r.json()["job_id"])
+    assert r.json()["status"] == "running", "the answer after waiting tells the state the job is in now"
     assert wait_final(client, r.json()["job_id"])["status"] == "succeeded"
 
 
@@ -191,12 +192,12 @@ models:
     srv = make_server(models=only_mesh)
     with srv.client() as c:
         r = c.get("/system/ready")
-        assert r.status_code == 503
-        reasons = r.json()["reasons"]
+        assert r.status_code == 503 and r.json()["error_code"] == "NOT_READY"
+        reasons = r.json()["details"]["reasons"]
         assert "no available model for segmentation (none registered)" in reasons
         assert not any("mesh_generation" in x for x in reasons)
     with make_server(tmp_path / "gpu-only" / "data", models=gpu_only).client() as c:
-        (reason,) = c.get("/system/ready").json()["reasons"][:1]
+        (reason,) = c.get("/system/ready").json()["details"]["reasons"][:1]
         assert reason == "no available model for mesh_generation: big: no cuda device on this node"
 
 

@@ -46,6 +46,10 @@ def test_bad_uploads(small_server) -> None:
         # a PNG cut in half
         body = assert_error(c.post("/files", files={"file": ("cut.png", png[: len(png) // 2])}), 422, "INVALID_IMAGE")
         assert "truncated" in body["message"] or "decode" in body["message"]
+        assert str(data_dir) not in body["message"] and "/tmp" not in body["message"], "no server paths leak"
+        body = assert_error(c.post("/files", files={"file": ("junk.png", b"\x89PNG\r\n\x1a\n" + b"junk" * 10)}),
+                            422, "INVALID_IMAGE")
+        assert str(data_dir) not in body["message"] and "upload-" not in body["message"], body
         # empty file, and no body at all
         assert_error(c.post("/files", files={"file": ("empty.png", b"")}), 400, "EMPTY_UPLOAD")
         assert_error(c.post("/files", content=b"", headers={"content-type": "multipart/form-data; boundary=x"}),

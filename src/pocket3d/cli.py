@@ -56,13 +56,13 @@ def serve(ctx: click.Context, host: str | None, port: int | None) -> None:
     except ConfigError as e:
         raise click.ClickException(str(e)) from None
     logs.configure(settings)
-    if not settings.auth.enabled:
-        log.warning("auth is off: every request acts as the local owner; allowed because %s is loopback",
-                    settings.server.host)
     try:
         node = Node(settings)
     except ConfigError as e:
         raise click.ClickException(str(e)) from None
+    if not settings.auth.enabled:
+        log.warning("auth is off: every request acts as the local owner; allowed because %s is loopback",
+                    settings.server.host)
     log.info("data dir %s, store %s, %d model(s) registered", settings.data_dir.resolve(),
              settings.db_url.split("://")[0], len(node.registry.all()))
     uvicorn.run(create_app(node), host=settings.server.host, port=settings.server.port, log_config=None,

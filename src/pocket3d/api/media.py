@@ -92,8 +92,9 @@ def _check_image(path: Path, max_pixels: int) -> Media:
                 im.load()  # decodes every pixel: catches truncated and corrupt files
     except Pocket3DError:
         raise
-    except Exception as e:
-        raise Pocket3DError(ErrorCode.INVALID_IMAGE, f"the image does not decode: {e}") from None
+    except Exception as e:  # Pillow names the temp file it read: keep server paths out of the answer
+        reason = str(e).replace(f"'{path}'", "").replace(str(path), "the file").strip()
+        raise Pocket3DError(ErrorCode.INVALID_IMAGE, f"the image does not decode: {reason}") from None
     if fmt not in IMAGE_MEDIA:
         raise Pocket3DError(ErrorCode.UNSUPPORTED_MEDIA_TYPE, f"image format {fmt} is not accepted")
     short, media_type = IMAGE_MEDIA[fmt]

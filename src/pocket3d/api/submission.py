@@ -6,6 +6,7 @@ the job, its stages) goes in one transaction, so a refused request leaves no row
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 
@@ -21,6 +22,8 @@ from pocket3d.jobs.records import EXPORT_STAGE, NewFile, NewJob, NewStage
 from pocket3d.jobs.store import new_id
 from pocket3d.models.spec import Feature
 from pocket3d.node import Node
+
+log = logging.getLogger(__name__)
 
 STAGE_NAMES = {
     Feature.MESH_GENERATION: "generate_mesh",
@@ -129,4 +132,6 @@ def _submit(node: Node, principal: Principal, feature: Feature, req: _FeatureReq
             node.retention.collect(f.sha256 for f in new_files)
             raise
     node.scheduler.wake()
+    log.info("job %s submitted by %s: %s on %s, %d input file(s)", job_id, principal.owner_id, feature.value,
+             model.spec.id, len(inputs))
     return job_id

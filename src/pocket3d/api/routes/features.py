@@ -37,12 +37,15 @@ async def _accept(node: Node, principal: Principal, feature: Feature, req: _Feat
                   wait: float) -> JSONResponse:
     job_id = await run_in_threadpool(submit_request, node, principal, feature, req)
     wait = min(wait, node.settings.server.max_wait)
+    status = "queued"
     if wait > 0:
         job = await node.bus.wait_final(job_id, wait)
         if job is not None and job.status.is_final:
             view = job_view(job, node.scheduler.estimate(job))
             return JSONResponse(view.model_dump(mode="json"), status_code=200)
-    body = JobAccepted(job_id=job_id, status="queued", links=job_links(job_id))
+        if job is not None:
+            status = job.status.value
+    body = JobAccepted(job_id=job_id, status=status, links=job_links(job_id))
     return JSONResponse(body.model_dump(mode="json"), status_code=202,
                         headers={"Location": body.links.self})
 

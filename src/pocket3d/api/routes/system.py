@@ -1,11 +1,11 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
-from fastapi.responses import JSONResponse
 
 from pocket3d import __version__, geometry
 from pocket3d.api.deps import NodeDep, PrincipalDep
-from pocket3d.api.schemas import DeviceInfo, Health, ModelInfo, ModelList, Readiness
+from pocket3d.api.schemas import DeviceInfo, ErrorBody, Health, ModelInfo, ModelList, Readiness
+from pocket3d.errors import ErrorCode, Pocket3DError
 from pocket3d.models.spec import Feature
 from pocket3d.node import Node
 
@@ -38,11 +38,14 @@ def readiness(node: Node) -> Readiness:
     return Readiness(ready=not reasons, reasons=reasons)
 
 
-@router.get("/ready", response_model=Readiness, responses={503: {"model": Readiness}},
+@router.get("/ready", response_model=Readiness, responses={503: {"model": ErrorBody}},
             summary="Store reachable, devices found, every feature has an available model")
-def ready(node: NodeDep) -> JSONResponse:
+def ready(node: NodeDep) -> Readiness:
     result = readiness(node)
-    return JSONResponse(result.model_dump(), status_code=200 if result.ready else 503)
+    if not result.ready:
+        raise Pocket3DError(ErrorCode.NOT_READY, "not ready: " + "; ".join(result.reasons),
+                            {"reasons": result.reasons})
+    return result
 
 
 def model_list(node: Node) -> ModelList:
