@@ -5,12 +5,15 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
+import json
 import time
+import zipfile
 
 import httpx
 import pytest
 import trimesh
 from client_helpers import IMAGES, MESHES, follow_events, submit, upload, wait_final
+from PIL import Image
 
 
 def test_upload_submit_follow_download(client: httpx.Client) -> None:
@@ -28,10 +31,13 @@ def test_upload_submit_follow_download(client: httpx.Client) -> None:
     progresses = [data["progress"] for _, data in events]
     assert progresses == sorted(progresses) and 0 < progresses[-1] == 100.0
     assert any(0 < p < 100 for p in progresses), "the slow model's progress reports reach the client"
-    assert [data["version"] if "version" in data else None for _, data in events]  # events are JSON job views
+    assert [e for e, _ in events][0] == "status" and [e for e, _ in events][-1] == "status"
 
-    (output,) = final["outputs"]
+    output, preview = final["outputs"]
     assert output["name"] == "model.glb" and output["format"] == "glb"
+    assert preview["name"] == "preview.png" and preview["media_type"] == "image/png"
+    thumb = Image.open(io.BytesIO(client.get(preview["url"].removeprefix("/api/v1")).content))
+    assert thumb.size == (256, 256) and thumb.getextrema()[3][1] == 255, "the preview shows the mesh"
     r = client.get(output["url"].removeprefix("/api/v1"))
     assert r.status_code == 200
     assert hashlib.sha256(r.content).hexdigest() == output["sha256"] and len(r.content) == output["size"]
@@ -52,13 +58,49 @@ def test_download_supports_etag_and_range(client: httpx.Client) -> None:
     assert part.headers["content-range"] == f"bytes 4-11/{len(full.content)}"
 
 
-@pytest.mark.parametrize("fmt,loads", [("obj", "obj"), ("ply", "ply"), ("stl", "stl")])
-def test_output_formats(client: httpx.Client, fmt: str, loads: str) -> None:
+@pytest.mark.parametrize("fmt", ["obj", "ply", "stl", "json"])
+def test_output_formats(client: httpx.Client, fmt: str) -> None:
     file_id = upload(client, IMAGES / "typical_creature_elephant.png")["file_id"]
     job = submit(client, "/mesh/generate?wait=20", {"images": [file_id], "output_format": fmt}, expect=200)
     assert job["status"] == "succeeded", job
+    output = job["outputs"][0]
+    assert output["format"] == fmt
+    data = client.get(output["url"].removeprefix("/api/v1")).content
+    if fmt == "obj":  # a zip; this mesh has vertex colours, which OBJ keeps on its v lines
+        assert output["name"] == "model.obj.zip"
+        with zipfile.ZipFile(io.BytesIO(data)) as z:
+            text = z.read("model.obj").decode()
+        assert len(next(ln for ln in text.splitlines() if ln.startswith("v ")).split()) == 7
+        mesh = trimesh.load(io.BytesIO(text.encode()), file_type="obj", force="mesh")
+    elif fmt == "json":
+        body = json.loads(data)
+        mesh = trimesh.Trimesh(body["vertices"], body["faces"], process=False)
+        assert len(body["vertex_colors"]) == len(body["vertices"]) == len(body["normals"])
+    else:
+        mesh = trimesh.load(io.BytesIO(data), file_type=fmt, force="mesh")
+    assert len(mesh.faces) == 2 * 15 * 15
+
+
+def test_obj_output_of_a_textured_mesh_carries_its_material_and_texture(client: httpx.Client) -> None:
+    mesh_id = upload(client, MESHES / "typical_humanoid_goblin.obj")["file_id"]
+    job = submit(client, "/texture/generate?wait=30", {"mesh": mesh_id, "text_prompt": "moss",
+                                                       "output_format": "obj"}, expect=200)
     data = client.get(job["outputs"][0]["url"].removeprefix("/api/v1")).content
-    assert len(trimesh.load(io.BytesIO(data), file_type=loads, force="mesh").faces) > 0
+    with zipfile.ZipFile(io.BytesIO(data)) as z:
+        names = set(z.namelist())
+        assert {"model.obj", "model.mtl"} <= names and any(n.endswith(".png") for n in names)
+        assert "mtllib model.mtl" in z.read("model.obj").decode()
+        assert "map_Kd" in z.read("model.mtl").decode()
+
+
+def test_target_faces_decimates_and_keeps_the_uvs(client: httpx.Client) -> None:
+    mesh_id = upload(client, MESHES / "typical_humanoid_goblin.obj")["file_id"]
+    job = submit(client, "/segment?wait=30", {"mesh": mesh_id, "target_faces": 5000}, expect=200)
+    assert job["status"] == "succeeded", job
+    out = trimesh.load(io.BytesIO(client.get(job["outputs"][0]["url"].removeprefix("/api/v1")).content),
+                       file_type="glb", force="mesh")
+    assert 4500 <= len(out.faces) <= 5000, len(out.faces)  # the subdivided goblin had 4 x 16358 faces
+    assert out.visual.kind == "texture" and len(out.visual.uv) == len(out.vertices)
 
 
 def test_data_uri_input_and_mesh_features(client: httpx.Client) -> None:

@@ -163,5 +163,5 @@ def test_bad_submissions(small_server) -> None:
         assert [j["job_id"] for j in jobs] == [done["job_id"]], "no refused request left a job row"
         stored = {p.name for p in (data_dir / "artifacts").rglob("*") if p.is_file()}
     assert leftover_temp_files(data_dir) == []
-    # the three uploads plus the finished job's intermediate and final mesh (one blob: the GLB passed through)
-    assert len(stored) == 4, "no refused data URI was kept"
+    # the three uploads, the finished job's mesh (intermediate and final are one blob, passed through), preview
+    assert len(stored) == 5, "no refused data URI was kept"

@@ -82,6 +82,14 @@ class StorageSettings(_Section):
     max_file_size: ByteSize = ByteSize(500 * 1024 * 1024)
     keep_inputs: bool = Field(False, description="keep uploaded inputs after their last job ends")
     max_image_pixels: int = Field(4096 * 4096, ge=1, description="larger images are refused, not decoded")
+    max_mesh_faces: int = Field(2_000_000, ge=1, description="larger meshes are refused with MESH_TOO_LARGE")
+    max_mesh_vertices: int = Field(2_000_000, ge=1)
+
+    @property
+    def mesh_limits(self):  # noqa: ANN201 - geometry.MeshLimits; imported lazily to keep config a leaf
+        from pocket3d.geometry import MeshLimits
+
+        return MeshLimits(max_faces=self.max_mesh_faces, max_vertices=self.max_mesh_vertices)
 
 
 class LoggingSettings(_Section):

@@ -28,6 +28,7 @@ class ErrorCode(StrEnum):
     INVALID_IMAGE = "INVALID_IMAGE"
     IMAGE_TOO_LARGE = "IMAGE_TOO_LARGE"
     INVALID_MESH = "INVALID_MESH"
+    MESH_TOO_LARGE = "MESH_TOO_LARGE"
     INVALID_DATA_URI = "INVALID_DATA_URI"
     FILE_NOT_FOUND = "FILE_NOT_FOUND"
     # models
@@ -69,6 +70,7 @@ HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.INVALID_IMAGE: 422,
     ErrorCode.IMAGE_TOO_LARGE: 413,
     ErrorCode.INVALID_MESH: 422,
+    ErrorCode.MESH_TOO_LARGE: 413,
     ErrorCode.INVALID_DATA_URI: 422,
     ErrorCode.FILE_NOT_FOUND: 404,
     ErrorCode.UNKNOWN_MODEL: 422,

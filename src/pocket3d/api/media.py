@@ -56,7 +56,7 @@ def sniff(head: bytes, size: int) -> tuple[str, str] | None:
     return None
 
 
-def inspect(path: Path, max_image_pixels: int) -> Media:
+def inspect(path: Path, max_image_pixels: int, mesh_limits: geometry.MeshLimits = geometry.MeshLimits()) -> Media:
     """Sniff and validate a stored file; raises a 4xx Pocket3DError that names what is wrong."""
     size = path.stat().st_size
     if size == 0:
@@ -72,9 +72,9 @@ def inspect(path: Path, max_image_pixels: int) -> Media:
         return _check_image(path, max_image_pixels)
     if fmt in geometry.LOADABLE:
         try:
-            geometry.load_scene(path, fmt)
+            geometry.load_scene(path, fmt, mesh_limits)
         except geometry.MeshError as e:
-            raise Pocket3DError(ErrorCode.INVALID_MESH, str(e), {"format": fmt}) from None
+            raise Pocket3DError(e.code, str(e), {"format": fmt, **e.details}) from None
     return Media("mesh", fmt, MESH_MEDIA[fmt])
 
 

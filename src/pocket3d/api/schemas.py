@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-OutputFormat = Literal["glb", "obj", "ply", "stl", "fbx", "usdz"]
+OutputFormat = Literal["glb", "obj", "ply", "stl", "json", "fbx", "usdz"]
 
 
 class Quality(StrEnum):
@@ -29,6 +29,8 @@ class _FeatureRequest(BaseModel):
     quality: Quality = Quality.MEDIUM
     texture_resolution: int = Field(1024, ge=128, le=8192)
     seed: int | None = Field(None, ge=0, le=2**32 - 1)
+    target_faces: int | None = Field(None, ge=100, le=5_000_000,
+                                     description="decimate the result to about this many faces")
     priority: int = Field(0, ge=-10, le=10, description="higher runs sooner")
     parameters: dict[str, Any] = Field(default_factory=dict, description="model-specific, validated by the model")
 

@@ -47,7 +47,7 @@ def _resolve(node: Node, principal: Principal, ref: str, role: str, field: str) 
     if uploads.is_data_uri(ref):
         staged = uploads.stage_data_uri(ref, node.artifacts.tmp, int(settings.storage.max_file_size))
         try:
-            found = media.inspect(staged.path, settings.storage.max_image_pixels)
+            found = media.inspect(staged.path, settings.storage.max_image_pixels, settings.storage.mesh_limits)
         except Pocket3DError as e:
             staged.discard()
             e.details.setdefault("field", field)
@@ -108,7 +108,8 @@ def _submit(node: Node, principal: Principal, feature: Feature, req: _FeatureReq
                             f"parameters.{'.'.join(first['loc'])}: {first['msg']} (model {model.spec.id!r})",
                             {"model": model.spec.id, "errors": errors}) from None
     stages = [NewStage(STAGE_NAMES[feature], model.spec.id, params.model_dump(mode="json"), weight=0.9),
-              NewStage(EXPORT_STAGE, None, {"format": req.output_format}, weight=0.1)]
+              NewStage(EXPORT_STAGE, None, {"format": req.output_format, "target_faces": req.target_faces},
+                       weight=0.1)]
     request = req.model_dump(mode="json", exclude={"images", "mesh", "parameters"})
     request["parameters"] = params.model_dump(mode="json")
     now = time.time()

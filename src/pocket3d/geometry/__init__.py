@@ -1,5 +1,18 @@
-"""Mesh I/O, validation and format export. Imports nothing from the layers above it."""
+"""Mesh I/O, validation, decimation, format export and previews. Imports nothing from the layers above it."""
 
-from pocket3d.geometry.exchange import FORMATS, LOADABLE, MeshError, export_scene, load_scene, unavailable_formats
+from pocket3d.geometry.decimate import decimate_mesh, decimate_scene
+from pocket3d.geometry.errors import MeshError
+from pocket3d.geometry.formats import FORMATS, MeshFormat, format_of, unavailable_formats
+from pocket3d.geometry.preview import render_preview
+from pocket3d.geometry.validate import LOADABLE, MeshLimits, check, load_scene
 
-__all__ = ["FORMATS", "LOADABLE", "MeshError", "export_scene", "load_scene", "unavailable_formats"]
+
+def export_scene(scene, fmt: str, dest) -> None:  # noqa: ANN001 - trimesh.Scene, Path
+    spec = FORMATS.get(fmt)
+    if spec is None or spec.exporter is None:
+        raise MeshError(spec.unavailable if spec and spec.unavailable else f"cannot write {fmt!r}")
+    spec.exporter(scene, dest)
+
+
+__all__ = ["FORMATS", "LOADABLE", "MeshError", "MeshFormat", "MeshLimits", "check", "decimate_mesh",
+           "decimate_scene", "export_scene", "format_of", "load_scene", "render_preview", "unavailable_formats"]

@@ -285,7 +285,7 @@ class InProcessScheduler(Scheduler):
         try:
             inputs = self._materialize(claim, work)
             if stage.name == EXPORT_STAGE and stage.model_id is None:
-                files, public = self._export(inputs, stage.params.get("format", "glb"), work), True
+                files, public = self._export(inputs, stage.params, work), True
             else:
                 adapter = self._adapter(stage.model_id)
                 params = adapter.Params.model_validate(stage.params)
@@ -300,10 +300,11 @@ class InProcessScheduler(Scheduler):
                         copy = work / f"returned-{key}{path.suffix}"
                         shutil.copyfile(path, copy)
                         path = copy
-                    fmt = path.suffix.lstrip(".").lower()
+                    known = geometry.format_of(path)
+                    fmt = known.name if known else path.suffix.lstrip(".").lower()
                     name = path.name if public else f"{stage.name}.{key}.{fmt}"
                     sha, size = self.artifacts.put(path)
-                    media = geometry.FORMATS[fmt].media_type if fmt in geometry.FORMATS else (
+                    media = known.media_type if known else (
                         mimetypes.guess_type(path.name)[0] or "application/octet-stream")
                     outputs.append(OutputRecord(name=name, stage_index=stage.index, sha256=sha, size=size,
                                                 media_type=media, format=fmt, public=public))
@@ -339,17 +340,25 @@ class InProcessScheduler(Scheduler):
                          quality=req.get("quality", "medium"), texture_resolution=req.get("texture_resolution", 1024),
                          seed=req.get("seed"))
 
-    def _export(self, inputs: RunInputs, fmt: str, work: Path) -> dict[str, Path]:
+    def _export(self, inputs: RunInputs, params: dict, work: Path) -> dict[str, Path]:
+        """The last stage: the mesh in the asked format (decimated if asked), and a PNG preview."""
         if inputs.mesh is None:
             raise geometry.MeshError("the export stage found no mesh from the stage before it")
-        dest = work / f"model.{fmt}"
-        if inputs.mesh.suffix == f".{fmt}":
+        fmt, target = params.get("format", "glb"), params.get("target_faces")
+        dest = work / f"model{geometry.FORMATS[fmt].suffix}"
+        scene = geometry.load_scene(inputs.mesh, inputs.mesh.suffix.lstrip("."),
+                                    self.settings.storage.mesh_limits)
+        if target:
+            scene = geometry.decimate_scene(scene, target)
+        if inputs.mesh.suffix == f".{fmt}" and not target:
             # Already in the asked format: pass it through, so what trimesh cannot write (skins, part nodes,
             # extras) survives.
             shutil.copyfile(inputs.mesh, dest)
         else:
-            geometry.export_scene(geometry.load_scene(inputs.mesh, inputs.mesh.suffix.lstrip(".")), fmt, dest)
-        return {"model": dest}
+            geometry.export_scene(scene, fmt, dest)
+        preview = work / "preview.png"
+        geometry.render_preview(scene, preview)
+        return {"model": dest, "preview": preview}
 
     def _adapter(self, model_id: str | None) -> ModelAdapter:
         assert model_id is not None

@@ -21,7 +21,7 @@ ERRORS = {code: {"model": ErrorBody} for code in (400, 401, 413, 415, 422)}
 
 def _store_upload(node: Node, owner_id: str, staged: uploads.StagedFile) -> FileInfo:
     try:
-        found = media.inspect(staged.path, node.settings.storage.max_image_pixels)
+        found = media.inspect(staged.path, node.settings.storage.max_image_pixels, node.settings.storage.mesh_limits)
         now = time.time()
         new = NewFile(id=new_id("file"), owner_id=owner_id, sha256=staged.sha256, size=staged.size,
                       media_type=found.media_type, kind=found.kind, format=found.format, filename=staged.filename)

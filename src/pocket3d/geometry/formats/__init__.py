@@ -1,0 +1,53 @@
+"""Mesh formats: one module per format, and this table from format name to loader and exporter.
+
+A loader reads a file into a ``trimesh.Scene``; an exporter writes a scene to a file. A format without an
+exporter here says why (``unavailable``), so a request for it is refused up front with FORMAT_UNAVAILABLE.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import trimesh
+
+from pocket3d.geometry.formats import fbx, gltf, json, obj, ply, stl, usdz
+
+Loader = Callable[[Path], trimesh.Scene]
+Exporter = Callable[[trimesh.Scene, Path], None]
+
+
+@dataclass(frozen=True)
+class MeshFormat:
+    name: str
+    suffix: str  # of the file an export writes
+    media_type: str
+    loader: Loader | None
+    exporter: Exporter | None
+    unavailable: str | None = None  # why there is no exporter
+
+
+FORMATS: dict[str, MeshFormat] = {
+    "glb": MeshFormat("glb", ".glb", "model/gltf-binary", gltf.load_glb, gltf.export_glb),
+    "gltf": MeshFormat("gltf", ".gltf", "model/gltf+json", gltf.load_gltf, None,
+                       "write glb: the same glTF in one self-contained file"),
+    "obj": MeshFormat("obj", ".obj.zip", "application/zip", obj.load, obj.export_zip),
+    "ply": MeshFormat("ply", ".ply", "application/ply", ply.load, ply.export),
+    "stl": MeshFormat("stl", ".stl", "model/stl", stl.load, stl.export),
+    "json": MeshFormat("json", ".json", "application/json", None, json.export),
+    "fbx": MeshFormat("fbx", ".fbx", "application/octet-stream", None, None, fbx.UNAVAILABLE),
+    "usdz": MeshFormat("usdz", ".usdz", "model/vnd.usdz+zip", None, None, usdz.UNAVAILABLE),
+}
+
+
+def format_of(path: Path) -> MeshFormat | None:
+    """The format of a file pocket3d wrote, by its suffix (``model.obj.zip`` is obj)."""
+    for fmt in sorted(FORMATS.values(), key=lambda f: -len(f.suffix)):
+        if path.name.endswith(fmt.suffix):
+            return fmt
+    return None
+
+
+def unavailable_formats() -> dict[str, str]:
+    return {name: f.unavailable for name, f in FORMATS.items() if f.exporter is None and f.unavailable}
