@@ -21,6 +21,7 @@ serve: $(STAMP)
 
 test: $(STAMP)
 	scripts/ensure-postgres.sh
+	scripts/ensure-gltf-validator.sh
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP)

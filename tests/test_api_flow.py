@@ -12,11 +12,11 @@ import zipfile
 import httpx
 import pytest
 import trimesh
-from client_helpers import IMAGES, MESHES, follow_events, submit, upload, wait_final
+from client_helpers import IMAGES, MESHES, assert_valid_gltf, follow_events, submit, upload, wait_final
 from PIL import Image
 
 
-def test_upload_submit_follow_download(client: httpx.Client) -> None:
+def test_upload_submit_follow_download(client: httpx.Client, tmp_path) -> None:
     info = upload(client, IMAGES / "typical_misc_crate.png")
     assert info["media_type"] == "image/png" and info["kind"] == "image"
     assert info["sha256"] == hashlib.sha256((IMAGES / "typical_misc_crate.png").read_bytes()).hexdigest()
@@ -43,6 +43,7 @@ def test_upload_submit_follow_download(client: httpx.Client) -> None:
     assert hashlib.sha256(r.content).hexdigest() == output["sha256"] and len(r.content) == output["size"]
     mesh = trimesh.load(io.BytesIO(r.content), file_type="glb", force="mesh")
     assert len(mesh.faces) == 2 * 15 * 15
+    assert_valid_gltf(r.content, tmp_path)
 
 
 def test_download_supports_etag_and_range(client: httpx.Client) -> None:
@@ -93,17 +94,18 @@ def test_obj_output_of_a_textured_mesh_carries_its_material_and_texture(client: 
         assert "map_Kd" in z.read("model.mtl").decode()
 
 
-def test_target_faces_decimates_and_keeps_the_uvs(client: httpx.Client) -> None:
+def test_target_faces_decimates_and_keeps_the_uvs(client: httpx.Client, tmp_path) -> None:
     mesh_id = upload(client, MESHES / "typical_humanoid_goblin.obj")["file_id"]
     job = submit(client, "/segment?wait=30", {"mesh": mesh_id, "target_faces": 5000}, expect=200)
     assert job["status"] == "succeeded", job
-    out = trimesh.load(io.BytesIO(client.get(job["outputs"][0]["url"].removeprefix("/api/v1")).content),
-                       file_type="glb", force="mesh")
-    assert 4500 <= len(out.faces) <= 5000, len(out.faces)  # the subdivided goblin had 4 x 16358 faces
+    data = client.get(job["outputs"][0]["url"].removeprefix("/api/v1")).content
+    out = trimesh.load(io.BytesIO(data), file_type="glb", force="mesh")
+    assert 4500 <= len(out.faces) <= 5000, len(out.faces)
+    assert_valid_gltf(data, tmp_path)  # the subdivided goblin had 4 x 16358 faces
     assert out.visual.kind == "texture" and len(out.visual.uv) == len(out.vertices)
 
 
-def test_data_uri_input_and_mesh_features(client: httpx.Client) -> None:
+def test_data_uri_input_and_mesh_features(client: httpx.Client, tmp_path) -> None:
     png = (IMAGES / "typical_building_mushroom.png").read_bytes()
     job = submit(client, "/mesh/generate?wait=20",
                  {"images": ["data:image/png;base64," + base64.b64encode(png).decode()]}, expect=200)
@@ -114,9 +116,10 @@ def test_data_uri_input_and_mesh_features(client: httpx.Client) -> None:
         mesh_id = upload(client, MESHES / "typical_creature_robot_dinosour.obj")["file_id"]
         job = submit(client, f"{route}?wait=30", {"mesh": mesh_id, **extra}, expect=200)
         assert job["status"] == "succeeded", job
-        out = trimesh.load(io.BytesIO(client.get(job["outputs"][0]["url"].removeprefix("/api/v1")).content),
-                           file_type="glb", force="mesh")
+        data = client.get(job["outputs"][0]["url"].removeprefix("/api/v1")).content
+        out = trimesh.load(io.BytesIO(data), file_type="glb", force="mesh")
         assert len(out.faces) == 4 * len(source.faces)  # the test model subdivides once
+        assert_valid_gltf(data, tmp_path)
 
 
 def test_status_alias_list_filters_and_pagination(client: httpx.Client) -> None:

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import shutil
+import subprocess
 import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "testdata"
 IMAGES = SHARED / "images"
@@ -52,6 +57,24 @@ def wait_final(client: httpx.Client, job_id: str, timeout: float = 60) -> dict:
             return job
         time.sleep(0.1)
     raise AssertionError(f"job {job_id} did not finish in {timeout} s: {job}")
+
+
+VALIDATOR = Path(__file__).resolve().parents[2] / "tools" / "gltf-validator"
+
+
+def assert_valid_gltf(data: bytes, tmp_dir: Path) -> dict:
+    """Run the Khronos glTF validator (tools/gltf-validator, set up by `make test`) on a GLB; 0 errors or fail."""
+    if not (VALIDATOR / "node_modules" / "gltf-validator").is_dir() or shutil.which("node") is None:
+        if os.environ.get("CI"):
+            raise AssertionError("the glTF validator is not installed: run scripts/ensure-gltf-validator.sh")
+        pytest.skip("the glTF validator is not installed (scripts/ensure-gltf-validator.sh)")
+    path = tmp_dir / f"check-{hashlib.sha256(data).hexdigest()[:12]}.glb"
+    path.write_bytes(data)
+    run = subprocess.run(["node", str(VALIDATOR / "validate.mjs"), str(path)], capture_output=True, text=True,
+                         timeout=60)
+    report = json.loads(run.stdout.splitlines()[0])
+    assert report["numErrors"] == 0, report["messages"]
+    return report
 
 
 def leftover_temp_files(data_dir: Path) -> list[Path]:

@@ -1,0 +1,90 @@
+"""pocket3d.geometry on its own: formats, validation limits, decimation, previews, on the shared test meshes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import trimesh
+from client_helpers import MESHES, VALIDATOR, assert_valid_gltf
+from PIL import Image
+
+from pocket3d import geometry
+from pocket3d.errors import ErrorCode
+
+GOBLIN = MESHES / "typical_humanoid_goblin.obj"
+
+
+def test_every_exportable_format_round_trips(tmp_path) -> None:
+    scene = geometry.load_scene(GOBLIN, "obj")
+    faces = sum(len(g.faces) for g in scene.geometry.values())
+    for name, fmt in geometry.FORMATS.items():
+        if fmt.exporter is None:
+            assert name in geometry.unavailable_formats()
+            continue
+        dest = tmp_path / f"model{fmt.suffix}"
+        geometry.export_scene(scene, name, dest)
+        assert geometry.format_of(dest) is fmt
+        if name == "obj":
+            with zipfile.ZipFile(dest) as z:
+                z.extractall(tmp_path / "obj")
+            back = geometry.load_scene(tmp_path / "obj" / "model.obj", "obj")
+        elif name == "json":
+            body = json.loads(dest.read_text())
+            back = trimesh.Scene(trimesh.Trimesh(body["vertices"], body["faces"], process=False))
+        else:
+            back = geometry.load_scene(dest, name)
+        assert sum(len(g.faces) for g in back.geometry.values()) == faces, name
+        if name == "glb":
+            assert_valid_gltf(dest.read_bytes(), tmp_path)
+
+
+@pytest.mark.parametrize("text,code", [
+    (b"v 0 0 0\nv 1 0 0\nv 0 1 0\n", ErrorCode.INVALID_MESH),  # no faces
+    (b"v nan 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 3\n", ErrorCode.INVALID_MESH),
+    (b"v 0 0 0\nv 1 0 0\nf 1 2 9\n", ErrorCode.INVALID_MESH),  # index out of range
+])
+def test_bad_meshes_are_refused_with_a_code(tmp_path, text: bytes, code) -> None:
+    path = tmp_path / "bad.obj"
+    path.write_bytes(text)
+    with pytest.raises(geometry.MeshError) as e:
+        geometry.load_scene(path, "obj")
+    assert e.value.code == code
+
+
+def test_limits(tmp_path) -> None:
+    with pytest.raises(geometry.MeshError) as e:
+        geometry.load_scene(GOBLIN, "obj", geometry.MeshLimits(max_faces=10_000))
+    assert e.value.code == ErrorCode.MESH_TOO_LARGE and e.value.details["faces"] == 16358
+
+
+def test_decimation_hits_the_target_and_keeps_the_shape() -> None:
+    mesh = trimesh.load(GOBLIN, force="mesh", process=False)
+    small = geometry.decimate_mesh(mesh, 2000)
+    assert 1800 <= len(small.faces) <= 2000
+    assert np.allclose(small.bounds, mesh.bounds, atol=0.02 * np.ptp(mesh.bounds, axis=0).max())
+    assert small.visual.kind == "texture" and len(small.visual.uv) == len(small.vertices)
+
+
+def test_preview_draws_the_mesh(tmp_path) -> None:
+    dest = tmp_path / "p.png"
+    geometry.render_preview(geometry.load_scene(GOBLIN, "obj"), dest)
+    alpha = np.asarray(Image.open(dest))[:, :, 3]
+    covered = (alpha > 0).mean()
+    assert 0.1 < covered < 0.9, covered
+
+
+def test_the_validator_catches_a_broken_glb(tmp_path) -> None:
+    """The check the API tests rely on can fail: a GLB whose index points past its vertices has errors."""
+    if not (VALIDATOR / "node_modules").is_dir():
+        pytest.skip("validator not installed")
+    mesh = trimesh.Trimesh([[0, 0, 0], [1, 0, 0], [0, 1, 0]], [[0, 1, 2]], process=False)
+    data = bytearray(mesh.export(file_type="glb"))
+    bad = tmp_path / "bad.glb"
+    bad.write_bytes(bytes(data).replace(b'"count":3', b'"count":9', 1))
+    run = subprocess.run(["node", str(VALIDATOR / "validate.mjs"), str(bad)], capture_output=True, text=True)
+    assert run.returncode == 1 and json.loads(run.stdout)["numErrors"] > 0
