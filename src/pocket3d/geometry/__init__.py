@@ -3,6 +3,7 @@
 from pocket3d.geometry.decimate import decimate_mesh, decimate_scene
 from pocket3d.geometry.errors import MeshError
 from pocket3d.geometry.formats import FORMATS, MeshFormat, format_of, unavailable_formats
+from pocket3d.geometry.gltf_writer import Skeleton, write_face_labels, write_segmented_glb, write_skinned_glb
 from pocket3d.geometry.preview import render_preview
 from pocket3d.geometry.validate import LOADABLE, MeshLimits, check, load_scene
 
@@ -14,5 +15,6 @@ def export_scene(scene, fmt: str, dest) -> None:  # noqa: ANN001 - trimesh.Scene
     spec.exporter(scene, dest)
 
 
-__all__ = ["FORMATS", "LOADABLE", "MeshError", "MeshFormat", "MeshLimits", "check", "decimate_mesh",
-           "decimate_scene", "export_scene", "format_of", "load_scene", "render_preview", "unavailable_formats"]
+__all__ = ["FORMATS", "LOADABLE", "MeshError", "MeshFormat", "MeshLimits", "Skeleton", "check", "decimate_mesh",
+           "decimate_scene", "export_scene", "format_of", "load_scene", "render_preview", "unavailable_formats",
+           "write_face_labels", "write_segmented_glb", "write_skinned_glb"]
