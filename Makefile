@@ -4,9 +4,20 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: serve test bench venv clean
+BPY_VENV  := .venv-bpy
+BPY_STAMP := $(BPY_VENV)/.installed
+
+.PHONY: serve test bench venv venv-bpy clean
 
 venv: $(STAMP)
+
+# Blender's bpy (for FBX export) needs numpy < 2, so it gets a virtual environment of its own.
+venv-bpy: $(BPY_STAMP)
+
+$(BPY_STAMP): constraints-bpy.txt
+	test -x $(BPY_VENV)/bin/python || $(PYTHON) -m venv $(BPY_VENV)
+	$(BPY_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r constraints-bpy.txt
+	touch $(BPY_STAMP)
 
 # Re-installs when the dependency list or the pins change.
 $(STAMP): pyproject.toml constraints.txt
@@ -17,9 +28,10 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 serve: $(STAMP)
+	@$(MAKE) --no-print-directory venv-bpy || echo "bpy could not be installed: FBX export stays unavailable"
 	$(BIN)/pocket3d serve $(ARGS)
 
-test: $(STAMP)
+test: $(STAMP) $(BPY_STAMP)
 	scripts/ensure-postgres.sh
 	scripts/ensure-gltf-validator.sh
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
@@ -28,4 +40,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/api_overhead.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) $(BPY_VENV) .pytest_cache

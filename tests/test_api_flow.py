@@ -12,7 +12,16 @@ import zipfile
 import httpx
 import pytest
 import trimesh
-from client_helpers import IMAGES, MESHES, assert_valid_gltf, follow_events, submit, upload, wait_final
+from client_helpers import (
+    IMAGES,
+    MESHES,
+    assert_valid_gltf,
+    follow_events,
+    read_fbx,
+    submit,
+    upload,
+    wait_final,
+)
 from PIL import Image
 
 
@@ -92,6 +101,28 @@ def test_obj_output_of_a_textured_mesh_carries_its_material_and_texture(client: 
         assert {"model.obj", "model.mtl"} <= names and any(n.endswith(".png") for n in names)
         assert "mtllib model.mtl" in z.read("model.obj").decode()
         assert "map_Kd" in z.read("model.mtl").decode()
+
+
+def test_fbx_output(client: httpx.Client, tmp_path) -> None:
+    file_id = upload(client, IMAGES / "typical_creature_elephant.png")["file_id"]
+    job = submit(client, "/mesh/generate?wait=30", {"images": [file_id], "output_format": "fbx"}, expect=200)
+    assert job["status"] == "succeeded", job
+    assert job["outputs"][0]["name"] == "model.fbx"
+    path = tmp_path / "model.fbx"
+    path.write_bytes(client.get(job["outputs"][0]["url"].removeprefix("/api/v1")).content)
+    (mesh,) = read_fbx(path)["meshes"]
+    assert mesh["polygons"] == 2 * 15 * 15
+
+
+def test_fbx_is_refused_up_front_without_the_bpy_environment(make_server) -> None:
+    srv = make_server(env={"POCKET3D_BPY_PYTHON": "/nonexistent/python"})
+    with srv.client() as c:
+        reason = c.get("/system/models").json()["unavailable_formats"]["fbx"]
+        assert "bpy" in reason
+        file_id = upload(c, IMAGES / "T.png")["file_id"]
+        r = c.post("/mesh/generate", json={"images": [file_id], "output_format": "fbx"})
+        assert r.status_code == 422 and r.json()["error_code"] == "FORMAT_UNAVAILABLE"
+        assert c.get("/jobs").json()["jobs"] == []
 
 
 def test_target_faces_decimates_and_keeps_the_uvs(client: httpx.Client, tmp_path) -> None:

@@ -8,7 +8,7 @@ import numpy as np
 import pygltflib
 import pytest
 import trimesh
-from client_helpers import MESHES, assert_valid_gltf
+from client_helpers import MESHES, assert_valid_gltf, read_fbx
 
 from pocket3d import geometry
 from pocket3d.geometry.gltf_writer import top_weights
@@ -85,6 +85,26 @@ def test_skinned_glb_is_valid_and_moves_what_a_joint_weights(tmp_path) -> None:
 
     back = trimesh.load(dest, force="mesh")
     assert len(back.faces) == len(mesh.faces)
+
+
+def test_skinned_glb_to_fbx_keeps_the_armature_and_weights(tmp_path) -> None:
+    mesh, skeleton, weights = tube_with_three_joints()
+    glb, fbx = tmp_path / "rig.glb", tmp_path / "rig.fbx"
+    geometry.write_skinned_glb(mesh, skeleton, weights, glb)
+    geometry.FORMATS["fbx"].convert_glb(glb, fbx)
+    found = read_fbx(fbx)
+    (armature,) = found["armatures"]
+    assert armature["bones"] == ["root", "mid", "tip"]
+    (skinned,) = found["meshes"]
+    assert skinned["polygons"] == len(mesh.faces) and sorted(skinned["vertex_groups"]) == ["mid", "root", "tip"]
+
+
+def test_fbx_conversion_failure_is_an_export_error(tmp_path) -> None:
+    bad = tmp_path / "bad.glb"
+    bad.write_bytes(b"glTF not really")
+    with pytest.raises(geometry.MeshError) as e:
+        geometry.FORMATS["fbx"].convert_glb(bad, tmp_path / "out.fbx")
+    assert e.value.code == "EXPORT_FAILED"
 
 
 def test_top_weights_keeps_four_and_renormalises() -> None:

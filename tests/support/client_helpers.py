@@ -77,6 +77,22 @@ def assert_valid_gltf(data: bytes, tmp_dir: Path) -> dict:
     return report
 
 
+BPY_PYTHON = Path(__file__).resolve().parents[2] / ".venv-bpy" / "bin" / "python"
+
+
+def read_fbx(path: Path) -> dict:
+    """What Blender finds in an FBX file (armatures with bone names, meshes with polygons and vertex groups)."""
+    if not BPY_PYTHON.is_file():
+        if os.environ.get("CI"):
+            raise AssertionError("the bpy environment is missing: run `make venv-bpy`")
+        pytest.skip("the bpy environment is missing (make venv-bpy)")
+    run = subprocess.run([str(BPY_PYTHON), str(Path(__file__).with_name("fbx_readback.py")), "--", str(path)],
+                         capture_output=True, text=True, timeout=120)
+    line = next((ln for ln in run.stdout.splitlines() if ln.startswith("READBACK ")), None)
+    assert line is not None, run.stderr[-2000:]
+    return json.loads(line.removeprefix("READBACK "))
+
+
 def leftover_temp_files(data_dir: Path) -> list[Path]:
     tmp = data_dir / "tmp"
     return sorted(tmp.rglob("*")) if tmp.exists() else []

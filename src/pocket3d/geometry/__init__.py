@@ -1,5 +1,6 @@
 """Mesh I/O, validation, decimation, format export and previews. Imports nothing from the layers above it."""
 
+from pocket3d.errors import ErrorCode
 from pocket3d.geometry.decimate import decimate_mesh, decimate_scene
 from pocket3d.geometry.errors import MeshError
 from pocket3d.geometry.formats import FORMATS, MeshFormat, format_of, unavailable_formats
@@ -10,8 +11,9 @@ from pocket3d.geometry.validate import LOADABLE, MeshLimits, check, load_scene
 
 def export_scene(scene, fmt: str, dest) -> None:  # noqa: ANN001 - trimesh.Scene, Path
     spec = FORMATS.get(fmt)
-    if spec is None or spec.exporter is None:
-        raise MeshError(spec.unavailable if spec and spec.unavailable else f"cannot write {fmt!r}")
+    reason = spec.unavailable if spec else f"cannot write {fmt!r}"
+    if spec is None or spec.exporter is None or reason:
+        raise MeshError(reason or f"cannot write {fmt!r}", ErrorCode.FORMAT_UNAVAILABLE)
     spec.exporter(scene, dest)
 
 

@@ -314,7 +314,9 @@ class InProcessScheduler(Scheduler):
             return CANCELLED, ""
         except StageTimeout:
             return ErrorCode.TIMEOUT, self._timeout_message()
-        except (InputRejected, geometry.MeshError) as e:
+        except geometry.MeshError as e:
+            return (ErrorCode.INVALID_INPUT if e.code == ErrorCode.INVALID_MESH else e.code), str(e)
+        except InputRejected as e:
             return ErrorCode.INVALID_INPUT, str(e)
         except Exception as e:  # a model's own failure: the job fails with its message, the service goes on
             log.exception("job %s stage %d raised", stage.job_id, stage.index)
@@ -350,10 +352,13 @@ class InProcessScheduler(Scheduler):
                                     self.settings.storage.mesh_limits)
         if target:
             scene = geometry.decimate_scene(scene, target)
+        spec = geometry.FORMATS[fmt]
         if inputs.mesh.suffix == f".{fmt}" and not target:
             # Already in the asked format: pass it through, so what trimesh cannot write (skins, part nodes,
             # extras) survives.
             shutil.copyfile(inputs.mesh, dest)
+        elif spec.convert_glb is not None and inputs.mesh.suffix == ".glb" and not target:
+            spec.convert_glb(inputs.mesh, dest)  # from the file itself, for the same reason
         else:
             geometry.export_scene(scene, fmt, dest)
         preview = work / "preview.png"

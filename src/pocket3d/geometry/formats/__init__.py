@@ -1,7 +1,9 @@
 """Mesh formats: one module per format, and this table from format name to loader and exporter.
 
-A loader reads a file into a ``trimesh.Scene``; an exporter writes a scene to a file. A format without an
-exporter here says why (``unavailable``), so a request for it is refused up front with FORMAT_UNAVAILABLE.
+A loader reads a file into a ``trimesh.Scene``; an exporter writes a scene to a file; ``convert_glb``, where a
+format has one, converts a GLB file as it is (keeping what a trimesh scene cannot hold: skins, armatures). A
+format that cannot be written here says why (``unavailable``), so a request for it is refused up front with
+FORMAT_UNAVAILABLE.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pocket3d.geometry.formats import fbx, gltf, json, obj, ply, stl, usdz
 
 Loader = Callable[[Path], trimesh.Scene]
 Exporter = Callable[[trimesh.Scene, Path], None]
+Converter = Callable[[Path, Path], None]
 
 
 @dataclass(frozen=True)
@@ -25,19 +28,25 @@ class MeshFormat:
     media_type: str
     loader: Loader | None
     exporter: Exporter | None
-    unavailable: str | None = None  # why there is no exporter
+    unavailable_reason: Callable[[], str | None] = lambda: None  # why it cannot be written here, if it cannot
+    convert_glb: Converter | None = None
+
+    @property
+    def unavailable(self) -> str | None:
+        return self.unavailable_reason() if self.exporter is not None else self.unavailable_reason() or "no writer"
 
 
 FORMATS: dict[str, MeshFormat] = {
     "glb": MeshFormat("glb", ".glb", "model/gltf-binary", gltf.load_glb, gltf.export_glb),
     "gltf": MeshFormat("gltf", ".gltf", "model/gltf+json", gltf.load_gltf, None,
-                       "write glb: the same glTF in one self-contained file"),
+                       lambda: "write glb: the same glTF in one self-contained file"),
     "obj": MeshFormat("obj", ".obj.zip", "application/zip", obj.load, obj.export_zip),
     "ply": MeshFormat("ply", ".ply", "application/ply", ply.load, ply.export),
     "stl": MeshFormat("stl", ".stl", "model/stl", stl.load, stl.export),
     "json": MeshFormat("json", ".json", "application/json", None, json.export),
-    "fbx": MeshFormat("fbx", ".fbx", "application/octet-stream", None, None, fbx.UNAVAILABLE),
-    "usdz": MeshFormat("usdz", ".usdz", "model/vnd.usdz+zip", None, None, usdz.UNAVAILABLE),
+    "fbx": MeshFormat("fbx", ".fbx", "application/octet-stream", None, fbx.export, fbx.unavailable_reason,
+                      fbx.convert_glb),
+    "usdz": MeshFormat("usdz", ".usdz", "model/vnd.usdz+zip", None, None, lambda: usdz.UNAVAILABLE),
 }
 
 
@@ -50,4 +59,4 @@ def format_of(path: Path) -> MeshFormat | None:
 
 
 def unavailable_formats() -> dict[str, str]:
-    return {name: f.unavailable for name, f in FORMATS.items() if f.exporter is None and f.unavailable}
+    return {name: reason for name, f in FORMATS.items() if (reason := f.unavailable)}

@@ -1,5 +1,58 @@
-"""FBX. The only writer found whose FBX (armature, skin weights, embedded textures) reads back in Blender and
-assimp is Blender's own, through the ``bpy`` package in a virtual environment of its own (it needs numpy < 2).
-Until that environment is set up by the project, FBX is refused up front."""
+"""FBX, written by Blender: the only writer found whose FBX (armature, skin weights, embedded textures) reads back
+in Blender and assimp. ``bpy`` needs numpy < 2, so it lives in a virtual environment of its own (``make`` creates
+``.venv-bpy`` beside ``.venv``; ``POCKET3D_BPY_PYTHON`` points elsewhere) and runs as a subprocess with a
+timeout (``POCKET3D_BPY_TIMEOUT`` seconds, default 300). Without it, FBX is refused up front."""
 
-UNAVAILABLE = "FBX export needs Blender's bpy environment, which is not set up yet"
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import trimesh
+
+from pocket3d.errors import ErrorCode
+from pocket3d.geometry.errors import MeshError
+
+SCRIPT = Path(__file__).with_name("_blender_fbx_script.py")
+
+
+def bpy_python() -> Path:
+    configured = os.environ.get("POCKET3D_BPY_PYTHON")
+    if configured:
+        return Path(configured)
+    return Path(sys.prefix).parent / ".venv-bpy" / "bin" / "python"
+
+
+def unavailable_reason() -> str | None:
+    python = bpy_python()
+    if not python.is_file():
+        return f"FBX export needs Blender's bpy environment; no Python at {python} (run `make venv-bpy`)"
+    return None
+
+
+def convert_glb(src: Path, dest: Path) -> None:
+    """Convert a GLB file as it is, so skins, armatures and textures carry over."""
+    reason = unavailable_reason()
+    if reason:
+        raise MeshError(reason, ErrorCode.FORMAT_UNAVAILABLE)
+    timeout = float(os.environ.get("POCKET3D_BPY_TIMEOUT", "300"))
+    try:
+        # -I: isolated, so the script's folder (which holds a json.py) does not shadow the standard library
+        run = subprocess.run([str(bpy_python()), "-I", str(SCRIPT), "--", str(src), str(dest)], capture_output=True,
+                             text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise MeshError(f"FBX conversion took longer than {timeout:.0f} s", ErrorCode.EXPORT_FAILED) from None
+    if run.returncode != 0 or not dest.is_file() or dest.stat().st_size == 0:
+        tail = (run.stderr or run.stdout).strip().splitlines()[-3:]
+        raise MeshError(f"FBX conversion failed: {' / '.join(tail) or f'exit code {run.returncode}'}",
+                        ErrorCode.EXPORT_FAILED)
+
+
+def export(scene: trimesh.Scene, dest: Path) -> None:
+    with tempfile.TemporaryDirectory(dir=dest.parent) as tmp:
+        glb = Path(tmp) / "scene.glb"
+        glb.write_bytes(scene.export(file_type="glb"))
+        convert_glb(glb, dest)

@@ -1,0 +1,19 @@
+"""Run by the Python of the bpy environment (never imported by pocket3d): glTF in, FBX out.
+
+    python _blender_fbx_script.py -- in.glb out.fbx
+"""
+
+import sys
+
+import bpy
+
+src, dst = sys.argv[sys.argv.index("--") + 1:]
+bpy.ops.wm.read_factory_settings(use_empty=True)
+bpy.ops.import_scene.gltf(filepath=src)
+# The glTF importer adds helpers (bone display shapes) in this collection; they are not part of the model.
+helpers = bpy.data.collections.get("glTF_not_exported")
+if helpers is not None:
+    for obj in list(helpers.objects):
+        bpy.data.objects.remove(obj, do_unlink=True)
+bpy.ops.export_scene.fbx(filepath=dst, path_mode="COPY", embed_textures=True, add_leaf_bones=False,
+                         object_types={"ARMATURE", "MESH", "EMPTY"})
