@@ -114,6 +114,18 @@ def test_fbx_output(client: httpx.Client, tmp_path) -> None:
     assert mesh["polygons"] == 2 * 15 * 15
 
 
+def test_usdz_output(client: httpx.Client, tmp_path) -> None:
+    from test_geometry import usd_faces_and_errors
+
+    file_id = upload(client, IMAGES / "typical_creature_elephant.png")["file_id"]
+    job = submit(client, "/mesh/generate?wait=30", {"images": [file_id], "output_format": "usdz"}, expect=200)
+    output = job["outputs"][0]
+    assert output["name"] == "model.usdz" and output["media_type"] == "model/vnd.usdz+zip"
+    path = tmp_path / "model.usdz"
+    path.write_bytes(client.get(output["url"].removeprefix("/api/v1")).content)
+    assert usd_faces_and_errors(path) == (2 * 15 * 15, [])
+
+
 def test_fbx_is_refused_up_front_without_the_bpy_environment(make_server) -> None:
     srv = make_server(env={"POCKET3D_BPY_PYTHON": "/nonexistent/python"})
     with srv.client() as c:

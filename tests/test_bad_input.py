@@ -123,8 +123,9 @@ def test_bad_submissions(small_server) -> None:
         body = assert_error(c.post("/mesh/generate", json={"images": [image_id], "model_preference": "test_needs_gpu"}),
                             503, "MODEL_UNAVAILABLE")
         assert "cuda" in body["message"]
-        assert_error(c.post("/mesh/generate", json={"images": [image_id], "output_format": "usdz"}), 422,
-                     "NO_MODEL_FOR_REQUEST")
+        assert_error(c.post("/mesh/generate", json={"images": [image_id], "output_format": "ply",
+                                                    "model_preference": "test_passthrough"}), 422,
+                     "UNSUPPORTED_OUTPUT_FORMAT")
         assert_error(c.post("/mesh/generate", json={"images": [image_id], "parameters": {"grid": 1}}), 422,
                      "INVALID_PARAMETERS")
         assert_error(c.post("/mesh/generate", json={"images": [image_id], "parameters": {"gird": 8}}), 422,

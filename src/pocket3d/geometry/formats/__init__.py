@@ -46,7 +46,7 @@ FORMATS: dict[str, MeshFormat] = {
     "json": MeshFormat("json", ".json", "application/json", None, json.export),
     "fbx": MeshFormat("fbx", ".fbx", "application/octet-stream", None, fbx.export, fbx.unavailable_reason,
                       fbx.convert_glb),
-    "usdz": MeshFormat("usdz", ".usdz", "model/vnd.usdz+zip", None, None, lambda: usdz.UNAVAILABLE),
+    "usdz": MeshFormat("usdz", ".usdz", "model/vnd.usdz+zip", None, usdz.export, usdz.unavailable_reason),
 }
 
 
