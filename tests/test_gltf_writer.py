@@ -8,7 +8,7 @@ import numpy as np
 import pygltflib
 import pytest
 import trimesh
-from client_helpers import MESHES, assert_valid_gltf, read_fbx
+from client_helpers import MESHES, assert_valid_gltf, read_fbx, upload
 
 from pocket3d import geometry
 from pocket3d.geometry.gltf_writer import top_weights
@@ -97,6 +97,24 @@ def test_skinned_glb_to_fbx_keeps_the_armature_and_weights(tmp_path) -> None:
     assert armature["bones"] == ["root", "mid", "tip"]
     (skinned,) = found["meshes"]
     assert skinned["polygons"] == len(mesh.faces) and sorted(skinned["vertex_groups"]) == ["mid", "root", "tip"]
+
+
+def test_an_fbx_upload_is_read_through_blender(make_server, tmp_path) -> None:
+    mesh, skeleton, weights = tube_with_three_joints()
+    glb, fbx = tmp_path / "rig.glb", tmp_path / "rig.fbx"
+    geometry.write_skinned_glb(mesh, skeleton, weights, glb)
+    geometry.FORMATS["fbx"].convert_glb(glb, fbx)
+    scene = geometry.load_scene(fbx, "fbx")
+    assert sum(len(g.faces) for g in scene.geometry.values()) == len(mesh.faces)
+    srv = make_server()
+    with srv.client() as c:
+        info = upload(c, fbx)
+        assert info["format"] == "fbx" and info["kind"] == "mesh"
+        broken = tmp_path / "broken.fbx"
+        broken.write_bytes(fbx.read_bytes()[:2000])
+        with open(broken, "rb") as f:
+            r = c.post("/files", files={"file": ("broken.fbx", f)})
+        assert r.status_code == 422 and r.json()["error_code"] == "INVALID_MESH"
 
 
 def test_fbx_conversion_failure_is_an_export_error(tmp_path) -> None:

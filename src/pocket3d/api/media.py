@@ -70,7 +70,9 @@ def inspect(path: Path, max_image_pixels: int, mesh_limits: geometry.MeshLimits 
     kind, fmt = found
     if kind == "image":
         return _check_image(path, max_image_pixels)
-    if fmt in geometry.LOADABLE:
+    # Checked by loading it, where a reader is installed here; FBX without Blender's environment passes on its
+    # signature alone, for models that read FBX themselves.
+    if fmt in geometry.LOADABLE and not (fmt == "fbx" and geometry.FORMATS["fbx"].unavailable):
         try:
             geometry.load_scene(path, fmt, mesh_limits)
         except geometry.MeshError as e:

@@ -44,7 +44,7 @@ FORMATS: dict[str, MeshFormat] = {
     "ply": MeshFormat("ply", ".ply", "application/ply", ply.load, ply.export),
     "stl": MeshFormat("stl", ".stl", "model/stl", stl.load, stl.export),
     "json": MeshFormat("json", ".json", "application/json", None, json.export),
-    "fbx": MeshFormat("fbx", ".fbx", "application/octet-stream", None, fbx.export, fbx.unavailable_reason,
+    "fbx": MeshFormat("fbx", ".fbx", "application/octet-stream", fbx.load, fbx.export, fbx.unavailable_reason,
                       fbx.convert_glb),
     "usdz": MeshFormat("usdz", ".usdz", "model/vnd.usdz+zip", None, usdz.export, usdz.unavailable_reason),
 }

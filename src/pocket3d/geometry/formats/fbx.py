@@ -35,6 +35,20 @@ def unavailable_reason() -> str | None:
 
 def convert_glb(src: Path, dest: Path) -> None:
     """Convert a GLB file as it is, so skins, armatures and textures carry over."""
+    _blender_convert(src, dest)
+
+
+def load(path: Path) -> trimesh.Scene:
+    """Read an FBX through Blender (to GLB, then trimesh); without the bpy environment FBX cannot be read."""
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "in.fbx"  # Blender picks the importer by suffix; uploads are stored without one
+        os.symlink(path.resolve(), src)
+        glb = Path(tmp) / "scene.glb"
+        _blender_convert(src, glb, what="FBX import")
+        return trimesh.load(str(glb), file_type="glb", force="scene", process=False)
+
+
+def _blender_convert(src: Path, dest: Path, what: str = "FBX conversion") -> None:
     reason = unavailable_reason()
     if reason:
         raise MeshError(reason, ErrorCode.FORMAT_UNAVAILABLE)
@@ -44,11 +58,11 @@ def convert_glb(src: Path, dest: Path) -> None:
         run = subprocess.run([str(bpy_python()), "-I", str(SCRIPT), "--", str(src), str(dest)], capture_output=True,
                              text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
-        raise MeshError(f"FBX conversion took longer than {timeout:.0f} s", ErrorCode.EXPORT_FAILED) from None
+        raise MeshError(f"{what} took longer than {timeout:.0f} s", ErrorCode.EXPORT_FAILED) from None
     if run.returncode != 0 or not dest.is_file() or dest.stat().st_size == 0:
         tail = (run.stderr or run.stdout).strip().splitlines()[-3:]
-        raise MeshError(f"FBX conversion failed: {' / '.join(tail) or f'exit code {run.returncode}'}",
-                        ErrorCode.EXPORT_FAILED)
+        code = ErrorCode.INVALID_MESH if what == "FBX import" else ErrorCode.EXPORT_FAILED
+        raise MeshError(f"{what} failed: {' / '.join(tail) or f'exit code {run.returncode}'}", code)
 
 
 def export(scene: trimesh.Scene, dest: Path) -> None:
