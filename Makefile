@@ -38,6 +38,7 @@ test: $(STAMP) $(BPY_STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/api_overhead.py
+	$(BIN)/python bench/builtin_models.py
 
 clean:
 	rm -rf $(VENV) $(BPY_VENV) .pytest_cache
