@@ -93,3 +93,23 @@ class PassThroughTestModel(ModelAdapter):
         mesh = inputs.work_dir / "mesh.glb"
         trimesh.creation.box().export(mesh)
         return {"mesh": mesh, "reference": inputs.images[0]}
+
+
+class SkinnedTubeTestModel(ModelAdapter):
+    """TEST-ONLY rigging stand-in: ignores its input and returns a tube skinned to three joints, so the tests can
+    follow a skinned GLB through the export stage (pass-through, FBX conversion)."""
+
+    def load(self, device: Device) -> None:
+        self.device = device
+
+    def run(self, inputs: RunInputs, params: BaseModel, progress: ProgressFn) -> dict[str, Path]:
+        from pocket3d.geometry import Skeleton, write_skinned_glb
+
+        mesh = trimesh.creation.cylinder(radius=0.2, height=2.0, sections=16).subdivide()
+        z = mesh.vertices[:, 2]
+        weights = np.column_stack([np.clip(-z, 0, 1), 1 - np.abs(z), np.clip(z, 0, 1)]) + 1e-6
+        skeleton = Skeleton(names=["root", "mid", "tip"], parents=[-1, 0, 1],
+                            heads=np.array([[0, 0, -1.0], [0, 0, 0.0], [0, 0, 1.0]]))
+        out = inputs.work_dir / "mesh.glb"
+        write_skinned_glb(mesh, skeleton, weights, out)
+        return {"mesh": out}

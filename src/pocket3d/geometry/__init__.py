@@ -4,6 +4,7 @@ from pocket3d.errors import ErrorCode
 from pocket3d.geometry.decimate import decimate_mesh, decimate_scene
 from pocket3d.geometry.errors import MeshError
 from pocket3d.geometry.formats import FORMATS, MeshFormat, format_of, unavailable_formats
+from pocket3d.geometry.meshes import only_triangles
 from pocket3d.geometry.gltf_writer import Skeleton, write_face_labels, write_segmented_glb, write_skinned_glb
 from pocket3d.geometry.preview import render_preview
 from pocket3d.geometry.validate import LOADABLE, MeshLimits, check, load_scene
@@ -14,7 +15,7 @@ def export_scene(scene, fmt: str, dest) -> None:  # noqa: ANN001 - trimesh.Scene
     reason = spec.unavailable if spec else f"cannot write {fmt!r}"
     if spec is None or spec.exporter is None or reason:
         raise MeshError(reason or f"cannot write {fmt!r}", ErrorCode.FORMAT_UNAVAILABLE)
-    spec.exporter(scene, dest)
+    spec.exporter(only_triangles(scene), dest)
 
 
 __all__ = ["FORMATS", "LOADABLE", "MeshError", "MeshFormat", "MeshLimits", "Skeleton", "check", "decimate_mesh",

@@ -70,9 +70,15 @@ class _GlbBuilder:
         self._materials[id(material)] = len(self.gltf.materials) - 1
         return self._materials[id(material)]
 
-    def primitive(self, mesh: trimesh.Trimesh, extra: dict[str, int] | None = None) -> g.Primitive:
+    def primitive(self, mesh: trimesh.Trimesh, extra: dict[str, int] | None = None,
+                  material: int | None = -1) -> g.Primitive:
+        """``material``: an index already added, or -1 to add the mesh's own."""
+        normals = np.array(mesh.vertex_normals, dtype=np.float64)
+        lengths = np.linalg.norm(normals, axis=1)
+        normals[lengths < 1e-6] = (0.0, 0.0, 1.0)  # unused vertices and degenerate faces: glTF wants unit normals
         attrs = g.Attributes(POSITION=self.accessor(mesh.vertices, FLOAT, ARRAY_BUFFER, bounds=True),
-                             NORMAL=self.accessor(mesh.vertex_normals, FLOAT, ARRAY_BUFFER))
+                             NORMAL=self.accessor(normals / np.linalg.norm(normals, axis=1)[:, None], FLOAT,
+                                                  ARRAY_BUFFER))
         visual = mesh.visual
         if visual.kind == "texture" and getattr(visual, "uv", None) is not None and len(visual.uv) == len(mesh.vertices):
             uv = np.column_stack([visual.uv[:, 0], 1.0 - visual.uv[:, 1]])  # glTF's v runs down the image
@@ -82,7 +88,7 @@ class _GlbBuilder:
         for name, index in (extra or {}).items():
             setattr(attrs, name, index)
         return g.Primitive(attributes=attrs, indices=self.accessor(mesh.faces.ravel(), UINT, ELEMENT_ARRAY_BUFFER),
-                           material=self.material(visual), mode=4)
+                           material=self.material(visual) if material == -1 else material, mode=4)
 
     def add_mesh(self, name: str, primitive: g.Primitive) -> int:
         self.gltf.meshes.append(g.Mesh(name=name, primitives=[primitive]))
@@ -165,11 +171,12 @@ def write_segmented_glb(mesh: trimesh.Trimesh, face_labels: np.ndarray, dest: Pa
     if face_labels.shape != (len(mesh.faces),):
         raise ValueError("one label per face")
     b = _GlbBuilder()
+    shared = b.material(mesh.visual)  # one material (and one texture) for all parts; submesh copies it per part
     roots, parts = [], []
     for label in np.unique(face_labels):
         part = mesh.submesh([np.flatnonzero(face_labels == label)], append=True)
         name = (names or {}).get(int(label), f"part_{int(label)}")
-        mesh_index = b.add_mesh(name, b.primitive(part))
+        mesh_index = b.add_mesh(name, b.primitive(part, material=shared))
         roots.append(b.add_node(g.Node(name=name, mesh=mesh_index, extras={"part_id": int(label)})))
         parts.append({"part_id": int(label), "name": name, "faces": int((face_labels == label).sum())})
     b.save(dest, roots=roots, extras={"parts": parts})

@@ -10,17 +10,20 @@ import trimesh
 from PIL import Image, ImageDraw
 
 from pocket3d.geometry.decimate import decimate_mesh
+from pocket3d.geometry.meshes import world_meshes
 
 MAX_FACES = 20_000
 LIGHT = np.array([0.4, 0.8, 0.6]) / np.linalg.norm([0.4, 0.8, 0.6])
 
 
 def render_preview(scene: trimesh.Scene, dest: Path, size: int = 256) -> None:
-    mesh = scene.to_geometry()
-    colors = _face_colors(mesh)
-    if len(mesh.faces) > MAX_FACES:
+    meshes = world_meshes(scene)
+    colors = np.concatenate([_face_colors(m) for m in meshes])
+    mesh = trimesh.util.concatenate([trimesh.Trimesh(m.vertices, m.faces, process=False) for m in meshes])
+    if len(mesh.faces) > MAX_FACES:  # a picture needs no more; each kept face takes the colour nearest to it
         small = decimate_mesh(mesh, MAX_FACES)
-        colors = _face_colors(small) if small.visual is not None else np.resize(colors.mean(axis=0), (len(small.faces), 3))
+        from scipy.spatial import cKDTree
+        colors = colors[cKDTree(mesh.triangles_center).query(small.triangles_center)[1]]
         mesh = small
     # A three-quarter view: turn 35 degrees about the vertical axis, tilt 20 degrees towards the viewer.
     rot = (trimesh.transformations.rotation_matrix(np.radians(20), [1, 0, 0])
@@ -54,16 +57,20 @@ def _face_colors(mesh: trimesh.Trimesh) -> np.ndarray:
         if visual.kind == "face":
             return np.asarray(visual.face_colors, dtype=float)[:, :3]
         if visual.kind == "texture" and visual.uv is not None:
-            image = getattr(visual.material, "baseColorTexture", None) or getattr(visual.material, "image", None)
+            image = getattr(visual.material, "baseColorTexture", None)
+            if image is None:
+                image = getattr(visual.material, "image", None)
             if image is not None:
                 tex = np.asarray(image.convert("RGB"), dtype=float)
                 uv = visual.uv[mesh.faces].mean(axis=1) % 1.0
                 px = (uv[:, 0] * (tex.shape[1] - 1)).astype(int)
                 py = ((1 - uv[:, 1]) * (tex.shape[0] - 1)).astype(int)
                 return tex[py, px]
-            base = getattr(visual.material, "baseColorFactor", None) or getattr(visual.material, "diffuse", None)
+        for attr in ("baseColorFactor", "diffuse"):
+            base = getattr(getattr(visual, "material", None), attr, None)
             if base is not None:
-                return np.resize(np.asarray(base, dtype=float)[:3], (len(mesh.faces), 3))
+                rgb = np.asarray(base, dtype=float).ravel()[:3]
+                return np.resize(rgb * 255.0 if rgb.max() <= 1 else rgb, (len(mesh.faces), 3))
     except Exception:  # an odd material should cost the picture its colours, not the job
         return grey
     return grey

@@ -350,14 +350,15 @@ class InProcessScheduler(Scheduler):
         dest = work / f"model{geometry.FORMATS[fmt].suffix}"
         scene = geometry.load_scene(inputs.mesh, inputs.mesh.suffix.lstrip("."),
                                     self.settings.storage.mesh_limits)
-        if target:
-            scene = geometry.decimate_scene(scene, target)
+        decimated = False
+        if target and sum(len(g.faces) for g in scene.geometry.values()) > target:
+            scene, decimated = geometry.decimate_scene(scene, target), True
         spec = geometry.FORMATS[fmt]
-        if inputs.mesh.suffix == f".{fmt}" and not target:
+        if inputs.mesh.suffix == spec.suffix and not decimated:
             # Already in the asked format: pass it through, so what trimesh cannot write (skins, part nodes,
             # extras) survives.
             shutil.copyfile(inputs.mesh, dest)
-        elif spec.convert_glb is not None and inputs.mesh.suffix == ".glb" and not target:
+        elif spec.convert_glb is not None and inputs.mesh.suffix == ".glb" and not decimated:
             spec.convert_glb(inputs.mesh, dest)  # from the file itself, for the same reason
         else:
             geometry.export_scene(scene, fmt, dest)

@@ -6,6 +6,7 @@ timeout (``POCKET3D_BPY_TIMEOUT`` seconds, default 300). Without it, FBX is refu
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -49,6 +50,7 @@ def load(path: Path) -> trimesh.Scene:
 
 
 def _blender_convert(src: Path, dest: Path, what: str = "FBX conversion") -> None:
+    code = ErrorCode.INVALID_MESH if what == "FBX import" else ErrorCode.EXPORT_FAILED
     reason = unavailable_reason()
     if reason:
         raise MeshError(reason, ErrorCode.FORMAT_UNAVAILABLE)
@@ -58,11 +60,12 @@ def _blender_convert(src: Path, dest: Path, what: str = "FBX conversion") -> Non
         run = subprocess.run([str(bpy_python()), "-I", str(SCRIPT), "--", str(src), str(dest)], capture_output=True,
                              text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
-        raise MeshError(f"{what} took longer than {timeout:.0f} s", ErrorCode.EXPORT_FAILED) from None
+        raise MeshError(f"{what} took longer than {timeout:g} s", code) from None
     if run.returncode != 0 or not dest.is_file() or dest.stat().st_size == 0:
-        tail = (run.stderr or run.stdout).strip().splitlines()[-3:]
-        code = ErrorCode.INVALID_MESH if what == "FBX import" else ErrorCode.EXPORT_FAILED
-        raise MeshError(f"{what} failed: {' / '.join(tail) or f'exit code {run.returncode}'}", code)
+        lines = [ln.strip() for ln in (run.stderr or run.stdout).splitlines() if ln.strip()]
+        reason = next((ln for ln in reversed(lines) if "Error" in ln), lines[-1] if lines else "")
+        reason = re.sub(r"(/[^\s'\"]+)+", "<file>", reason)[:300]  # no server paths in what a client sees
+        raise MeshError(f"{what} failed: {reason or f'exit code {run.returncode}'}", code)
 
 
 def export(scene: trimesh.Scene, dest: Path) -> None:

@@ -10,9 +10,11 @@ from pathlib import Path
 import numpy as np
 import trimesh
 
+from pocket3d.geometry.meshes import merged
+
 
 def export(scene: trimesh.Scene, dest: Path) -> None:
-    mesh = scene.to_geometry()
+    mesh = merged(scene, colors=True)
     body: dict[str, list] = {
         "vertices": np.round(mesh.vertices, 6).tolist(),
         "faces": mesh.faces.astype(int).tolist(),

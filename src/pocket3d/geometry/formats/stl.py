@@ -6,10 +6,12 @@ from pathlib import Path
 
 import trimesh
 
+from pocket3d.geometry.meshes import merged
+
 
 def load(path: Path) -> trimesh.Scene:
     return trimesh.load(str(path), file_type="stl", force="scene", process=False)
 
 
 def export(scene: trimesh.Scene, dest: Path) -> None:
-    dest.write_bytes(scene.to_geometry().export(file_type="stl"))
+    dest.write_bytes(merged(scene, colors=False).export(file_type="stl"))

@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import trimesh
 
+from pocket3d.geometry.meshes import world_meshes
+
 
 def unavailable_reason() -> str | None:
     try:
@@ -31,7 +33,7 @@ def export(scene: trimesh.Scene, dest: Path) -> None:
         root = UsdGeom.Xform.Define(stage, "/model")
         stage.SetDefaultPrim(root.GetPrim())
         UsdGeom.Scope.Define(stage, "/model/materials")
-        for i, mesh in enumerate(scene.dump()):  # world coordinates, one mesh per instance
+        for i, mesh in enumerate(world_meshes(scene)):  # world coordinates, one mesh per instance
             prim = UsdGeom.Mesh.Define(stage, f"/model/mesh_{i}")
             prim.CreatePointsAttr(Vt.Vec3fArray.FromNumpy(mesh.vertices.astype(np.float32)))
             prim.CreateFaceVertexCountsAttr(Vt.IntArray.FromNumpy(np.full(len(mesh.faces), 3, dtype=np.int32)))
@@ -80,8 +82,18 @@ def export(scene: trimesh.Scene, dest: Path) -> None:
                 shader.CreateInput("diffuseColor", Sdf.ValueTypeNames.Color3f).ConnectToSource(
                     reader.ConnectableAPI(), "result")
             else:
-                shader.CreateInput("diffuseColor", Sdf.ValueTypeNames.Color3f).Set(Gf.Vec3f(0.7, 0.7, 0.7))
+                shader.CreateInput("diffuseColor", Sdf.ValueTypeNames.Color3f).Set(Gf.Vec3f(*_material_color(visual)))
             UsdShade.MaterialBindingAPI.Apply(prim.GetPrim()).Bind(material)
         stage.GetRootLayer().Save()
         if not UsdUtils.CreateNewARKitUsdzPackage(Sdf.AssetPath(str(stage_path)), str(dest)):
             raise RuntimeError("usd-core could not package the USDZ")
+
+
+def _material_color(visual: trimesh.visual.base.Visuals) -> tuple[float, float, float]:
+    material = getattr(visual, "material", None)
+    for attr in ("baseColorFactor", "diffuse"):
+        value = getattr(material, attr, None)
+        if value is not None:
+            rgb = np.asarray(value, dtype=float).ravel()[:3]
+            return tuple(float(c) for c in (rgb / 255.0 if rgb.max() > 1 else rgb))
+    return (0.7, 0.7, 0.7)

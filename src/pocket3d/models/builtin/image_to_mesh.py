@@ -17,7 +17,8 @@ import numpy as np
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 import trimesh
-from PIL import Image
+from PIL import Image, ImageOps
+from scipy import ndimage
 from pydantic import BaseModel, ConfigDict, Field
 
 from pocket3d.models.spec import Device, InputRejected, ModelAdapter, ProgressFn, RunInputs
@@ -43,7 +44,7 @@ class SilhouetteInflationModel(ModelAdapter):
         if not inputs.images:
             raise InputRejected("the silhouette model needs an image")
         with Image.open(inputs.images[0]) as im:
-            rgba = np.asarray(im.convert("RGBA"))
+            rgba = np.asarray(ImageOps.exif_transpose(im).convert("RGBA"))  # as a photo viewer shows it
         progress(0.1, "finding the foreground")
         mask = foreground_mask(rgba)
         progress(0.4, "inflating the silhouette")
@@ -109,8 +110,8 @@ def inflate(mask: np.ndarray, rgba: np.ndarray, grid: int, thickness: float,
     h, w = mask.shape
     scale = grid / 2 / max(h, w)  # cells are made at half the grid, then each split in four (see below)
     gh, gw = max(3, round(h * scale)), max(3, round(w * scale))
-    coarse = cv2.resize(mask.astype(np.uint8), (gw, gh), interpolation=cv2.INTER_AREA) > 0
-    coarse = cv2.morphologyEx(coarse.astype(np.uint8), cv2.MORPH_OPEN, np.ones((2, 2), np.uint8)).astype(bool)
+    # A cell a quarter covered counts: thin parts (a sword's blade, a bar) survive the down-sampling.
+    coarse = cv2.resize(mask.astype(np.float32), (gw, gh), interpolation=cv2.INTER_AREA) > 0.25
     coarse = _largest_component(coarse)
     if coarse.sum() < 2:
         raise InputRejected("the object is too small to make a mesh from")
@@ -158,10 +159,15 @@ def inflate(mask: np.ndarray, rgba: np.ndarray, grid: int, thickness: float,
     u = vx / gw
     v = 1.0 - vy / gh
     uv = np.vstack([np.column_stack([u, v]), np.column_stack([u, v])[~rim]])
-    texture = Image.fromarray(rgba).convert("RGB")
+    # Rim vertices sample just outside the object, where transparent pixels hold any colour (often black):
+    # give every outside pixel the colour of the nearest object pixel.
+    nearest = ndimage.distance_transform_edt(~mask, return_distances=False, return_indices=True)
+    texture = Image.fromarray(np.ascontiguousarray(rgba[nearest[0], nearest[1], :3]))
     if max(texture.size) > texture_size:
         texture.thumbnail((texture_size, texture_size), Image.Resampling.LANCZOS)
-    material = trimesh.visual.material.SimpleMaterial(image=texture)
+    # Explicitly not metallic: glTF's default metallicFactor is 1, which renders a texture dark and mirror-like.
+    material = trimesh.visual.material.PBRMaterial(baseColorTexture=texture, baseColorFactor=[255, 255, 255, 255],
+                                                   metallicFactor=0.0, roughnessFactor=0.9)
     mesh = trimesh.Trimesh(vertices, faces, visual=trimesh.visual.TextureVisuals(uv=uv, material=material),
                            process=False)
     mesh.fix_normals()

@@ -1,0 +1,69 @@
+"""Scene helpers the exporters share: only triangle meshes, and meshes merged in world coordinates."""
+
+from __future__ import annotations
+
+import numpy as np
+import trimesh
+
+
+def only_triangles(scene: trimesh.Scene) -> trimesh.Scene:
+    """The scene without point clouds and lines, which no mesh format here writes."""
+    others = [name for name, g in scene.geometry.items() if not isinstance(g, trimesh.Trimesh)]
+    if not others:
+        return scene
+    out = scene.copy()
+    for name in others:
+        out.delete_geometry(name)
+    return out
+
+
+def world_meshes(scene: trimesh.Scene) -> list[trimesh.Trimesh]:
+    """Every triangle mesh instance, moved to world coordinates, visuals kept (trimesh's copies drop the
+    colours a material hides in ``visual.vertex_attributes``; they are carried over here)."""
+    out = []
+    for node in scene.graph.nodes_geometry:
+        transform, name = scene.graph[node]
+        source = scene.geometry.get(name)
+        if not isinstance(source, trimesh.Trimesh):
+            continue
+        mesh = source.copy()
+        mesh.apply_transform(transform)
+        hidden = getattr(source.visual, "vertex_attributes", None)
+        if hidden and "color" in hidden and hasattr(mesh.visual, "vertex_attributes"):
+            mesh.visual.vertex_attributes["color"] = np.asarray(hidden["color"])
+        out.append(mesh)
+    return out
+
+
+def merged(scene: trimesh.Scene, *, colors: bool) -> trimesh.Trimesh:
+    """One mesh of all instances. With ``colors``, each part's look becomes vertex colours (textures sampled);
+    without, the visuals are dropped. Either way no texture atlas is built, which for large textures costs
+    seconds and gigabytes (trimesh's Scene.to_geometry does build one)."""
+    parts = []
+    for mesh in world_meshes(scene):
+        plain = trimesh.Trimesh(mesh.vertices, mesh.faces, process=False)
+        if colors:
+            rgba = vertex_colors(mesh)
+            if rgba is not None:
+                plain.visual = trimesh.visual.ColorVisuals(plain, vertex_colors=rgba)
+        parts.append(plain)
+    if not colors or any(p.visual.kind != "vertex" for p in parts):
+        parts = [trimesh.Trimesh(p.vertices, p.faces, process=False) for p in parts]
+    return trimesh.util.concatenate(parts) if len(parts) > 1 else parts[0]
+
+
+def vertex_colors(mesh: trimesh.Trimesh) -> np.ndarray | None:
+    """RGBA a vertex: vertex colours (also where a material hid them in vertex_attributes), else the texture or
+    material colour sampled at the vertex, else None."""
+    visual = mesh.visual
+    if visual.kind == "vertex":
+        return np.asarray(visual.vertex_colors)
+    stored = getattr(visual, "vertex_attributes", {}).get("color")
+    if stored is not None and len(stored) == len(mesh.vertices):
+        return np.asarray(stored)
+    if visual.kind in ("texture", "face") or getattr(visual, "material", None) is not None:
+        try:
+            return np.asarray(visual.to_color().vertex_colors)
+        except Exception:  # an exotic material: geometry without colour rather than a failed export
+            return None
+    return None
