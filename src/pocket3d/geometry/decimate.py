@@ -1,7 +1,9 @@
 """Decimation to a target face count (fast-simplification's quadric edge collapse).
 
-The collapse moves vertices and drops per-vertex data, so UVs and vertex colours are carried over from the
-nearest original vertex: cheap, and faithful away from UV seams.
+A textured mesh is split along its UV seams (a vertex per chart), and simplifying it as it is would pull the
+seams apart into holes. So the mesh is welded by position first, simplified, and then every corner of every new
+face takes the UV of the closest point on the original surface, looked up within the one UV chart that holds
+the face's centre: faces never straddle a seam, and the texture stays where it was.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ import fast_simplification
 import numpy as np
 import trimesh
 from scipy.spatial import cKDTree
+
+CANDIDATES = 16  # original faces examined per corner
 
 
 def decimate_scene(scene: trimesh.Scene, target_faces: int) -> trimesh.Scene:
@@ -28,15 +32,51 @@ def decimate_scene(scene: trimesh.Scene, target_faces: int) -> trimesh.Scene:
 def decimate_mesh(mesh: trimesh.Trimesh, target_faces: int) -> trimesh.Trimesh:
     if len(mesh.faces) <= target_faces:
         return mesh
-    reduction = 1.0 - target_faces / len(mesh.faces)
-    vertices, faces = fast_simplification.simplify(mesh.vertices.astype(np.float64), mesh.faces.astype(np.int64),
-                                                   target_reduction=reduction)
-    nearest = cKDTree(mesh.vertices).query(vertices)[1]
+    welded, inverse = np.unique(np.round(mesh.vertices, 9), axis=0, return_inverse=True)
+    faces = inverse.reshape(-1)[mesh.faces]
+    faces = faces[(faces[:, 0] != faces[:, 1]) & (faces[:, 1] != faces[:, 2]) & (faces[:, 0] != faces[:, 2])]
+    reduction = min(0.99, max(0.0, 1.0 - target_faces / max(len(faces), 1)))
+    vertices, new_faces = fast_simplification.simplify(welded.astype(np.float64), faces.astype(np.int64),
+                                                       target_reduction=reduction)
     visual = mesh.visual
-    if visual.kind == "texture" and getattr(visual, "uv", None) is not None and len(visual.uv) == len(mesh.vertices):
-        new_visual = trimesh.visual.TextureVisuals(uv=visual.uv[nearest], material=visual.material)
-    elif visual.kind == "vertex":
-        new_visual = trimesh.visual.ColorVisuals(vertex_colors=visual.vertex_colors[nearest])
-    else:
-        new_visual = None  # face colours and materials without UVs do not survive a collapse
-    return trimesh.Trimesh(vertices, faces, visual=new_visual, process=False)
+    uv = getattr(visual, "uv", None) if visual.kind == "texture" else None
+    if uv is not None and len(uv) == len(mesh.vertices):
+        return _with_uvs(mesh, np.asarray(uv, dtype=float), vertices, new_faces)
+    out = trimesh.Trimesh(vertices, new_faces, process=False)
+    if visual.kind == "vertex":
+        nearest = cKDTree(mesh.vertices).query(vertices)[1]
+        out.visual = trimesh.visual.ColorVisuals(out, vertex_colors=visual.vertex_colors[nearest])
+    elif getattr(visual, "material", None) is not None:
+        out.visual = trimesh.visual.TextureVisuals(material=visual.material)  # a plain material colour
+    return out
+
+
+def _with_uvs(mesh: trimesh.Trimesh, uv: np.ndarray, vertices: np.ndarray, faces: np.ndarray) -> trimesh.Trimesh:
+    charts = trimesh.graph.connected_component_labels(mesh.face_adjacency, node_count=len(mesh.faces))
+    originals = mesh.triangles
+    centres = cKDTree(mesh.triangles_center)
+    new_tris = vertices[faces]
+    face_chart = charts[centres.query(new_tris.mean(axis=1))[1]]
+    corners = new_tris.reshape(-1, 3)
+    corner_chart = np.repeat(face_chart, 3)
+    k = min(CANDIDATES, len(mesh.faces))
+    candidates = centres.query(corners, k=k)[1].reshape(len(corners), k)
+    tris = originals[candidates]  # (corners, k, 3, 3)
+    closest = trimesh.triangles.closest_point(tris.reshape(-1, 3, 3), np.repeat(corners, k, axis=0))
+    distance = np.linalg.norm(closest - np.repeat(corners, k, axis=0), axis=1).reshape(len(corners), k)
+    in_chart = charts[candidates] == corner_chart[:, None]
+    # Prefer a face of the face's own chart; a corner with none nearby takes the nearest face of any chart.
+    pick = np.where(in_chart.any(axis=1), np.argmin(np.where(in_chart, distance, np.inf), axis=1),
+                    np.argmin(distance, axis=1))
+    rows = np.arange(len(corners))
+    chosen = candidates[rows, pick]
+    points = closest.reshape(len(corners), k, 3)[rows, pick]
+    bary = trimesh.triangles.points_to_barycentric(originals[chosen], points)
+    corner_uv = np.einsum("ij,ijk->ik", bary, uv[mesh.faces[chosen]])
+    # A vertex per distinct (position, uv): shared inside a chart, split along seams, like the input.
+    keys = np.column_stack([faces.reshape(-1), np.round(corner_uv, 6)])
+    unique, index = np.unique(keys, axis=0, return_inverse=True)
+    out_vertices = vertices[unique[:, 0].astype(np.int64)]
+    out = trimesh.Trimesh(out_vertices, index.reshape(-1, 3), process=False)
+    out.visual = trimesh.visual.TextureVisuals(uv=unique[:, 1:3], material=mesh.visual.material)
+    return out
