@@ -6,6 +6,7 @@
 3. The image is projected onto the front as its texture (the back shows it mirrored).
 
 It makes a plausible, printable blob in the outline of the object: right for silhouettes, wrong for depth.
+Only the largest region of the picture is kept, and holes in it are filled (a ring comes out as a disc).
 """
 
 from __future__ import annotations
