@@ -79,8 +79,9 @@ class Retention:
         return deleted
 
     def sweep(self, now: float) -> int:
-        released = transitions.expire(self.store, now=now)
-        return self.collect(released | set(self.artifacts.hashes()))
+        """Expire what is due, then delete every stored blob nothing references any more."""
+        transitions.expire(self.store, now=now)
+        return self.collect(self.artifacts.hashes())
 
 
 class Node:

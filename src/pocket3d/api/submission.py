@@ -94,7 +94,7 @@ def _submit(node: Node, principal: Principal, feature: Feature, req: _FeatureReq
     mesh_format = next((inp.format for inp in inputs if inp.role == "mesh"), None)
     model = node.registry.choose(feature, kinds, mesh_format, req.output_format, req.model_preference,
                                  node.scheduler.device_list, settings.gpu.memory_buffer)
-    unavailable = geometry.unavailable_formats().get(req.output_format)
+    unavailable = geometry.FORMATS[req.output_format].unavailable
     if unavailable:
         raise Pocket3DError(ErrorCode.FORMAT_UNAVAILABLE, f"output_format {req.output_format!r}: {unavailable}",
                             {"output_format": req.output_format})

@@ -172,19 +172,23 @@ def write_segmented_glb(mesh: trimesh.Trimesh, face_labels: np.ndarray, dest: Pa
         raise ValueError("one label per face")
     b = _GlbBuilder()
     shared = b.material(mesh.visual)  # one material (and one texture) for all parts; submesh copies it per part
-    roots, parts = [], []
-    for label in np.unique(face_labels):
-        part = mesh.submesh([np.flatnonzero(face_labels == label)], append=True)
-        name = (names or {}).get(int(label), f"part_{int(label)}")
-        mesh_index = b.add_mesh(name, b.primitive(part, material=shared))
-        roots.append(b.add_node(g.Node(name=name, mesh=mesh_index, extras={"part_id": int(label)})))
-        parts.append({"part_id": int(label), "name": name, "faces": int((face_labels == label).sum())})
+    parts = _parts(face_labels, names)
+    roots = []
+    for p in parts:
+        part = mesh.submesh([np.flatnonzero(face_labels == p["part_id"])], append=True)
+        mesh_index = b.add_mesh(p["name"], b.primitive(part, material=shared))
+        roots.append(b.add_node(g.Node(name=p["name"], mesh=mesh_index, extras={"part_id": p["part_id"]})))
     b.save(dest, roots=roots, extras={"parts": parts})
+
+
+def _parts(face_labels: np.ndarray, names: dict[int, str] | None) -> list[dict]:
+    ids, counts = np.unique(np.asarray(face_labels).astype(int), return_counts=True)
+    return [{"part_id": int(p), "name": (names or {}).get(int(p), f"part_{int(p)}"), "faces": int(n)}
+            for p, n in zip(ids, counts, strict=True)]
 
 
 def write_face_labels(face_labels: np.ndarray, dest: Path, names: dict[int, str] | None = None) -> None:
     """The per-face labels, in the input mesh's face order, beside the segmented GLB."""
     labels = np.asarray(face_labels).astype(int)
-    parts = [{"part_id": int(p), "name": (names or {}).get(int(p), f"part_{int(p)}"), "faces": int((labels == p).sum())}
-             for p in np.unique(labels)]
-    dest.write_text(json.dumps({"face_labels": labels.tolist(), "parts": parts}, separators=(",", ":")))
+    dest.write_text(json.dumps({"face_labels": labels.tolist(), "parts": _parts(labels, names)},
+                               separators=(",", ":")))

@@ -39,16 +39,15 @@ def merged(scene: trimesh.Scene, *, colors: bool) -> trimesh.Trimesh:
     """One mesh of all instances. With ``colors``, each part's look becomes vertex colours (textures sampled);
     without, the visuals are dropped. Either way no texture atlas is built, which for large textures costs
     seconds and gigabytes (trimesh's Scene.to_geometry does build one)."""
+    meshes = world_meshes(scene)
+    rgbas = [vertex_colors(m) for m in meshes] if colors else [None] * len(meshes)
     parts = []
-    for mesh in world_meshes(scene):
+    for mesh, rgba in zip(meshes, rgbas, strict=True):
         plain = trimesh.Trimesh(mesh.vertices, mesh.faces, process=False)
-        if colors:
-            rgba = vertex_colors(mesh)
-            if rgba is not None:
-                plain.visual = trimesh.visual.ColorVisuals(plain, vertex_colors=rgba)
+        if any(c is not None for c in rgbas):  # a part without colour of its own is grey; the others keep theirs
+            grey = np.tile([180, 180, 180, 255], (len(plain.vertices), 1))
+            plain.visual = trimesh.visual.ColorVisuals(plain, vertex_colors=rgba if rgba is not None else grey)
         parts.append(plain)
-    if not colors or any(p.visual.kind != "vertex" for p in parts):
-        parts = [trimesh.Trimesh(p.vertices, p.faces, process=False) for p in parts]
     return trimesh.util.concatenate(parts) if len(parts) > 1 else parts[0]
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import trimesh
 from PIL import Image, ImageDraw
+from scipy.spatial import cKDTree
 
 from pocket3d.geometry.decimate import decimate_mesh
 from pocket3d.geometry.meshes import world_meshes
@@ -22,7 +23,6 @@ def render_preview(scene: trimesh.Scene, dest: Path, size: int = 256) -> None:
     mesh = trimesh.util.concatenate([trimesh.Trimesh(m.vertices, m.faces, process=False) for m in meshes])
     if len(mesh.faces) > MAX_FACES:  # a picture needs no more; each kept face takes the colour nearest to it
         small = decimate_mesh(mesh, MAX_FACES)
-        from scipy.spatial import cKDTree
         colors = colors[cKDTree(mesh.triangles_center).query(small.triangles_center)[1]]
         mesh = small
     # A three-quarter view: turn 35 degrees about the vertical axis, tilt 20 degrees towards the viewer.

@@ -188,11 +188,6 @@ class Store:
                                                            t.outputs.c.stage_idx == stage_idx)).mappings().all()
         return [_output(r) for r in rows]
 
-    def referenced_hashes(self) -> set[str]:
-        with self.read() as conn:
-            refs = set(conn.execute(sa.select(t.files.c.sha256)).scalars())
-            refs.update(conn.execute(sa.select(t.outputs.c.sha256)).scalars())
-        return refs
 
 
 _STAGE_KEYS = [f"s_{c.name}" for c in t.stages.c]

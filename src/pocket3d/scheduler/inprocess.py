@@ -237,7 +237,7 @@ class InProcessScheduler(Scheduler):
                 now = self.clock()
                 running = list(self._running.values())
                 for r in running:
-                    if now > r.deadline:
+                    if now > r.deadline and not r.cancelled.is_set():
                         # A model that hangs without reporting cannot be stopped inside this process; its job
                         # fails now and the thread's late results are refused (device worker processes, which
                         # can be killed, replace this executor).
@@ -351,8 +351,9 @@ class InProcessScheduler(Scheduler):
         scene = geometry.load_scene(inputs.mesh, inputs.mesh.suffix.lstrip("."),
                                     self.settings.storage.mesh_limits)
         decimated = False
-        if target and sum(len(g.faces) for g in scene.geometry.values()) > target:
-            scene, decimated = geometry.decimate_scene(scene, target), True
+        if target:
+            smaller = geometry.decimate_scene(scene, target)  # the same scene when it is small enough already
+            scene, decimated = smaller, smaller is not scene
         spec = geometry.FORMATS[fmt]
         if inputs.mesh.suffix == spec.suffix and not decimated:
             # Already in the asked format: pass it through, so what trimesh cannot write (skins, part nodes,

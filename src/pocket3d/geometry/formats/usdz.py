@@ -4,6 +4,7 @@ CreateNewARKitUsdzPackage). Y up, metres."""
 
 from __future__ import annotations
 
+import importlib.util
 import tempfile
 from pathlib import Path
 
@@ -14,11 +15,8 @@ from pocket3d.geometry.meshes import world_meshes
 
 
 def unavailable_reason() -> str | None:
-    try:
-        import pxr  # noqa: F401
-    except ImportError:
-        return "USDZ export needs the usd-core package"
-    return None
+    # find_spec, not import: asking must not load the USD libraries into the API process
+    return None if importlib.util.find_spec("pxr") else "USDZ export needs the usd-core package"
 
 
 def export(scene: trimesh.Scene, dest: Path) -> None:
