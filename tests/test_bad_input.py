@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import base64
+import io
 
 import httpx
 import pytest
+import trimesh
 from client_helpers import IMAGES, MESHES, leftover_temp_files, upload
 from PIL import Image
 
@@ -29,7 +31,8 @@ def small_server(make_server, tmp_path):
     """Its own server with small limits, so the oversized cases stay small."""
     return make_server(env={"POCKET3D_STORAGE__MAX_FILE_SIZE": "2MB",
                             "POCKET3D_SERVER__MAX_REQUEST_SIZE": "3MB",
-                            "POCKET3D_STORAGE__MAX_IMAGE_PIXELS": "1200000"})
+                            "POCKET3D_STORAGE__MAX_IMAGE_PIXELS": "1200000",
+                            "POCKET3D_STORAGE__MAX_MESH_FACES": "12000"})
 
 
 def test_bad_uploads(small_server) -> None:
@@ -85,6 +88,16 @@ def test_bad_uploads(small_server) -> None:
                      "INVALID_MESH")
         assert_error(c.post("/files", files={"file": ("nan.obj", b"v nan 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 3\n")}),
                      422, "INVALID_MESH")
+        assert_error(c.post("/files", files={"file": ("points.obj", b"v 0 0 0\nv 1 0 0\nv 0 1 0\n")}), 422,
+                     "INVALID_MESH")  # vertices, zero faces
+        glb = io.BytesIO()
+        trimesh.creation.box().export(glb, file_type="glb")
+        assert_error(c.post("/files", files={"file": ("cut.glb", glb.getvalue()[:200])}), 422, "INVALID_MESH")
+        # more faces than storage.max_mesh_faces (12,000; the goblin has 16,358)
+        body = assert_error(c.post("/files", files={"file": ("goblin.obj",
+                                                             (MESHES / "typical_humanoid_goblin.obj").read_bytes())}),
+                            413, "MESH_TOO_LARGE")
+        assert body["details"]["faces"] == 16358
 
         assert c.get("/jobs").json()["jobs"] == []
     assert leftover_temp_files(data_dir) == []
