@@ -89,6 +89,8 @@ def submit_request(node: Node, principal: Principal, feature: Feature, req: _Fea
 def _submit(node: Node, principal: Principal, feature: Feature, req: _FeatureRequest, inputs: list[_Input]) -> str:
     settings = node.settings
     kinds = {inp.role for inp in inputs}
+    if sum(inp.role == "image" for inp in inputs) > 1:
+        kinds = (kinds - {"image"}) | {"multiview"}
     if getattr(req, "text_prompt", None):
         kinds.add("text")
     mesh_format = next((inp.format for inp in inputs if inp.role == "mesh"), None)

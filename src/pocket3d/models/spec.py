@@ -22,7 +22,9 @@ class Feature(StrEnum):
 
 MESH_FORMATS = frozenset({"glb", "gltf", "obj", "ply", "stl", "fbx"})
 # What `supported_inputs` may name: the kinds of input, or a mesh format (meaning a mesh in that format).
-INPUT_KINDS = frozenset({"text", "image", "mesh"}) | MESH_FORMATS
+# "image" is one image, "multiview" two or more views of one object: a single-image model must not be handed
+# three views and silently use the first.
+INPUT_KINDS = frozenset({"text", "image", "multiview", "mesh"}) | MESH_FORMATS
 
 
 class NoParams(BaseModel):
@@ -97,7 +99,9 @@ class ModelAdapter(ABC):
     """One model behind pocket3d. Subclasses declare their parameters and implement load/unload/run.
 
     ``run`` returns a mapping of output names to files it wrote under ``inputs.work_dir``; a stage that makes a
-    mesh names it ``"mesh"`` and writes GLB. It calls ``progress(fraction, message)`` now and then: that is
+    mesh names it ``"mesh"`` and writes GLB (the export stage turns it into the asked format). Every other entry
+    becomes a download of the job named ``<key>.<suffix>`` (``labels.json``, ``cutout.png``); ``model`` and
+    ``preview`` are the export stage's. It calls ``progress(fraction, message)`` now and then: that is
     where a cancelled job stops, so long loops should report.
     """
 

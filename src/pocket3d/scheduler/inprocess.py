@@ -284,12 +284,13 @@ class InProcessScheduler(Scheduler):
         stage = claim.stage
         try:
             inputs = self._materialize(claim, work)
-            if stage.name == EXPORT_STAGE and stage.model_id is None:
-                files, public = self._export(inputs, stage.params, work), True
+            exporting = stage.name == EXPORT_STAGE and stage.model_id is None
+            if exporting:
+                files = self._export(inputs, stage.params, work)
             else:
                 adapter = self._adapter(stage.model_id)
                 params = adapter.Params.model_validate(stage.params)
-                files, public = adapter.run(inputs, params, reporter), False
+                files = adapter.run(inputs, params, reporter)
             reporter.check()  # a stage boundary is a cancellation point too
             outputs: list[OutputRecord] = []
             with self.blob_lock:
@@ -302,7 +303,10 @@ class InProcessScheduler(Scheduler):
                         path = copy
                     known = geometry.format_of(path)
                     fmt = known.name if known else path.suffix.lstrip(".").lower()
-                    name = path.name if public else f"{stage.name}.{key}.{fmt}"
+                    # A model's mesh goes on to the export stage, which publishes it in the asked format; what
+                    # else it made (part labels, an intermediate image) is published as it is.
+                    public = exporting or key != "mesh"
+                    name = path.name if exporting else f"{key}.{fmt}" if public else f"{stage.name}.{key}.{fmt}"
                     sha, size = self.artifacts.put(path)
                     media = known.media_type if known else (
                         mimetypes.guess_type(path.name)[0] or "application/octet-stream")
