@@ -100,11 +100,12 @@ def parse_appearance(text: str | None) -> Appearance:
     tokens = words(text or "")
     colours: list[RGB] = []
     material: str | None = None
+    # "gold" or "silver" is the metal when it is the only colour word ("a gold ring"), and just a colour among
+    # others ("a red and gold crown")
+    colour_words = sum(t in COLOURS for t in tokens)
     for i, word in enumerate(tokens):
         name = _MATERIAL_WORDS.get(word, word if word in MATERIALS else None)
-        # "gold" and "silver" are colours and materials both; they set the material only when no other did
-        if name is not None and material is None and (word not in COLOURS or i + 1 == len(tokens)
-                                                        or tokens[i + 1] not in COLOURS):
+        if name is not None and material is None and (word not in COLOURS or colour_words == 1):
             material = name
         if word in COLOURS:
             rgb = COLOURS[word]
