@@ -12,6 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import trimesh
 
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "testdata"
 IMAGES = SHARED / "images"
@@ -96,3 +97,10 @@ def read_fbx(path: Path) -> dict:
 def leftover_temp_files(data_dir: Path) -> list[Path]:
     tmp = data_dir / "tmp"
     return sorted(tmp.rglob("*")) if tmp.exists() else []
+
+
+def welded(mesh: trimesh.Trimesh) -> trimesh.Trimesh:
+    """The mesh with vertices merged by position: UV seams split vertices, which hides whether it is closed."""
+    out = trimesh.Trimesh(mesh.vertices, mesh.faces, process=False)
+    out.merge_vertices(merge_tex=True, merge_norm=True)
+    return out
