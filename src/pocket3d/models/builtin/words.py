@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 RGB = tuple[float, float, float]
 
-# Linear-ish sRGB in 0..1; names as people write them, a few spellings each.
+# sRGB in 0..1 (what glTF base colour textures hold); names as people write them, a few spellings each.
 COLOURS: dict[str, RGB] = {
     "red": (0.80, 0.10, 0.10), "crimson": (0.66, 0.05, 0.17), "scarlet": (0.90, 0.15, 0.05),
     "maroon": (0.45, 0.05, 0.08), "pink": (0.95, 0.55, 0.70), "magenta": (0.85, 0.10, 0.65),
