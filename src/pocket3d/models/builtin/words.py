@@ -62,7 +62,7 @@ MATERIALS: dict[str, Material] = {
 # Adjectives and plurals people use for the same materials.
 _MATERIAL_WORDS = {
     "wooden": "wood", "oak": "wood", "pine": "wood", "timber": "wood", "stony": "stone", "rock": "stone",
-    "metallic": "metal", "metal": "metal", "steely": "steel", "golden": "gold", "plastic": "plastic",
+    "metallic": "metal", "metal": "metal", "steely": "steel", "plastic": "plastic",
     "glassy": "glass", "crystal": "glass", "clay": "clay", "terracotta": "clay", "cloth": "fabric",
     "woolen": "fabric", "wool": "fabric", "cotton": "fabric", "velvet": "fabric", "leathery": "leather",
     "icy": "ice", "bricks": "brick",
