@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 import trimesh
 
@@ -99,8 +100,11 @@ def leftover_temp_files(data_dir: Path) -> list[Path]:
     return sorted(tmp.rglob("*")) if tmp.exists() else []
 
 
-def welded(mesh: trimesh.Trimesh) -> trimesh.Trimesh:
-    """The mesh with vertices merged by position: UV seams split vertices, which hides whether it is closed."""
-    out = trimesh.Trimesh(mesh.vertices, mesh.faces, process=False)
-    out.merge_vertices(merge_tex=True, merge_norm=True)
-    return out
+def is_closed(mesh: trimesh.Trimesh) -> bool:
+    """No hole: with vertices merged by position (UV seams split them in a file), every edge has a face on each
+    side. Not trimesh's is_watertight, which also wants manifold edges; decimation may collapse two separate
+    vertices onto one point, and merging by position then joins surfaces that only touch."""
+    merged = trimesh.Trimesh(mesh.vertices, mesh.faces, process=False)
+    merged.merge_vertices(merge_tex=True, merge_norm=True)
+    edges = np.sort(merged.edges, axis=1)
+    return bool((np.unique(edges, axis=0, return_counts=True)[1] > 1).all())
