@@ -181,14 +181,17 @@ def write_segmented_glb(mesh: trimesh.Trimesh, face_labels: np.ndarray, dest: Pa
     b.save(dest, roots=roots, extras={"parts": parts})
 
 
-def _parts(face_labels: np.ndarray, names: dict[int, str] | None) -> list[dict]:
+def _parts(face_labels: np.ndarray, names: dict[int, str] | None,
+           extras: dict[int, dict] | None = None) -> list[dict]:
     ids, counts = np.unique(np.asarray(face_labels).astype(int), return_counts=True)
-    return [{"part_id": int(p), "name": (names or {}).get(int(p), f"part_{int(p)}"), "faces": int(n)}
-            for p, n in zip(ids, counts, strict=True)]
+    return [{"part_id": int(p), "name": (names or {}).get(int(p), f"part_{int(p)}"), "faces": int(n),
+             **(extras or {}).get(int(p), {})} for p, n in zip(ids, counts, strict=True)]
 
 
-def write_face_labels(face_labels: np.ndarray, dest: Path, names: dict[int, str] | None = None) -> None:
-    """The per-face labels, in the input mesh's face order, beside the segmented GLB."""
+def write_face_labels(face_labels: np.ndarray, dest: Path, names: dict[int, str] | None = None,
+                      extras: dict[int, dict] | None = None) -> None:
+    """The per-face labels, in the input mesh's face order, beside the segmented GLB. ``extras`` adds fields to
+    a part's entry (which method made it, say)."""
     labels = np.asarray(face_labels).astype(int)
-    dest.write_text(json.dumps({"face_labels": labels.tolist(), "parts": _parts(labels, names)},
+    dest.write_text(json.dumps({"face_labels": labels.tolist(), "parts": _parts(labels, names, extras)},
                                separators=(",", ":")))
