@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import trimesh
 
+from pocket3d.geometry.errors import MeshError
+
 
 def only_triangles(scene: trimesh.Scene) -> trimesh.Scene:
     """The scene without point clouds and lines, which no mesh format here writes."""
@@ -66,3 +68,13 @@ def vertex_colors(mesh: trimesh.Trimesh) -> np.ndarray | None:
         except Exception:  # an exotic material: geometry without colour rather than a failed export
             return None
     return None
+
+
+def one_mesh(scene: trimesh.Scene, *, colors: bool = True) -> trimesh.Trimesh:
+    """The scene as one mesh in world space, for models that work on a single surface: a lone mesh keeps its
+    texture and UVs; several are merged, their looks baked into vertex colours when ``colors`` (one texture atlas
+    for all would cost seconds and gigabytes)."""
+    meshes = world_meshes(scene)
+    if not meshes:
+        raise MeshError("the file holds no triangle mesh")
+    return meshes[0] if len(meshes) == 1 else merged(scene, colors=colors)

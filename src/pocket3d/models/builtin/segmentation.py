@@ -57,7 +57,7 @@ from scipy.spatial import cKDTree
 from skimage.morphology import skeletonize
 
 from pocket3d.geometry.gltf_writer import write_face_labels, write_segmented_glb
-from pocket3d.geometry.meshes import merged, world_meshes
+from pocket3d.geometry.meshes import one_mesh
 from pocket3d.geometry.validate import load_scene
 from pocket3d.models.spec import Device, InputRejected, ModelAdapter, ProgressFn, RunInputs
 
@@ -101,7 +101,7 @@ class GeometricSegmentationModel(ModelAdapter):
         if inputs.mesh is None:
             raise InputRejected("segmentation needs a mesh")
         progress(0.02, "loading the mesh")
-        mesh = output_mesh(load_scene(inputs.mesh, inputs.mesh.suffix.lstrip(".").lower()))
+        mesh = one_mesh(load_scene(inputs.mesh, inputs.mesh.suffix.lstrip(".").lower()))
         result = segment(mesh.vertices, mesh.faces, num_parts=params.num_parts, method=params.method,
                          grid=SKELETON_GRID.get(inputs.quality, 64), progress=progress)
         progress(0.9, f"writing {result.count} parts ({', '.join(sorted(set(result.part_methods)))})")
@@ -111,15 +111,6 @@ class GeometricSegmentationModel(ModelAdapter):
         write_face_labels(result.labels, labels,
                           extras={i: {"method": method} for i, method in enumerate(result.part_methods)})
         return {"mesh": glb, "labels": labels}
-
-
-def output_mesh(scene: trimesh.Scene) -> trimesh.Trimesh:
-    """The scene as one mesh in world space: a lone mesh keeps its texture and UVs, several are merged with
-    their looks baked into vertex colours (merging textures would need an atlas)."""
-    meshes = world_meshes(scene)
-    if not meshes:
-        raise InputRejected("the file holds no triangle mesh")
-    return meshes[0] if len(meshes) == 1 else merged(scene, colors=True)
 
 
 # -- the face graph ----------------------------------------------------------------------------------------------

@@ -47,7 +47,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from scipy.spatial import cKDTree
 
 from pocket3d.geometry.decimate import decimate_mesh
-from pocket3d.geometry.meshes import merged, world_meshes
+from pocket3d.geometry.meshes import one_mesh
 from pocket3d.geometry.validate import load_scene
 from pocket3d.models.builtin.image_to_mesh import foreground_mask
 from pocket3d.models.builtin.words import Appearance, parse_appearance
@@ -591,9 +591,7 @@ def _check_inputs(inputs: RunInputs, params: TextureParams, text: str) -> None:
 def _load_mesh(path: Path) -> tuple[trimesh.Trimesh, str]:
     """One mesh in world coordinates; a single mesh keeps its UVs, several are merged without them."""
     fmt = path.suffix.lstrip(".").lower()
-    scene = load_scene(path, fmt)
-    meshes = world_meshes(scene)
-    mesh = meshes[0] if len(meshes) == 1 else merged(scene, colors=False)
+    mesh = one_mesh(load_scene(path, fmt), colors=False)
     if len(mesh.faces) == 0 or mesh.area <= 0:
         raise InputRejected("the mesh has no faces with any area to put a texture on")
     return mesh, fmt
