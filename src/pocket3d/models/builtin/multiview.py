@@ -28,7 +28,7 @@ from skimage.measure import marching_cubes
 
 from pocket3d.geometry.decimate import decimate_mesh
 from pocket3d.models.builtin.image_to_mesh import foreground_mask
-from pocket3d.models.builtin.texturing import View, bake_views, default_azimuths, unwrap
+from pocket3d.models.builtin.texturing import AZIMUTHS_HELP, View, bake_views, default_azimuths, unwrap
 from pocket3d.models.spec import Device, InputRejected, ModelAdapter, ProgressFn, RunInputs
 
 GRID = {"low": 64, "medium": 112, "high": 160}  # voxels along the object's height, by quality
@@ -40,8 +40,7 @@ class MultiViewParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
     azimuths: list[float] | None = Field(
         None, min_length=2, max_length=MAX_VIEWS,
-        description="degrees, one per image, camera around the vertical axis: 0 front, 90 the object's left "
-                    "side seen from +X, 180 back; default front/side/back/other side in the order given")
+        description=AZIMUTHS_HELP)
     grid: int | None = Field(None, ge=32, le=256, description="voxels along the height; default from quality")
 
 

@@ -75,15 +75,21 @@ class View:
     """One reference image and where its camera stood. Orthographic camera on a circle around the up axis (+Y):
     at azimuth a (degrees) the camera sits in direction (sin a, 0, cos a) from the object's centre and looks at it;
     image right = (cos a, 0, -sin a), image up = +Y (elevation tilts it up/down, default 0).
-    So 0 = front (camera on +Z), 90 = the object's right side... 180 = back."""
+    So 0 = front (camera on +Z), 90 = from +X (the left side of an object facing the front camera), 180 = back,
+    270 = from -X."""
 
     image: np.ndarray  # RGBA uint8 (H, W, 4); alpha > 127 marks the object
     azimuth: float = 0.0
     elevation: float = 0.0
 
 
+AZIMUTHS_HELP = ("the camera's azimuth in degrees for each image, in order, around the vertical axis: 0 the front "
+                 "(camera on +Z), 90 from +X (the left side of an object that faces the front camera), 180 the "
+                 "back, 270 from -X; default 0, 90, 180, 270 for the first images")
+
+
 def default_azimuths(count: int) -> list[float]:
-    """Front, right side, back, left side: the first ``count`` of them (1 to 4)."""
+    """Front, +X side, back, -X side: the first ``count`` of them (1 to 4)."""
     if not 1 <= count <= MAX_VIEWS:
         raise ValueError(f"between 1 and {MAX_VIEWS} views have default azimuths, not {count}")
     return [0.0, 90.0, 180.0, 270.0][:count]
@@ -517,8 +523,7 @@ class TextureParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
     azimuths: list[float] | None = Field(
         None, min_length=1, max_length=MAX_VIEWS,
-        description="the camera's azimuth in degrees for each image, in order: 0 front, 90 the object's right "
-                    "side, 180 back, 270 left; default 0, 90, 180, 270 for the first images")
+        description=AZIMUTHS_HELP)
     elevations: list[Annotated[float, Field(ge=-90, le=90)]] | None = Field(
         None, min_length=1, max_length=MAX_VIEWS,
         description="the camera's elevation in degrees for each image (positive looks down from above); "
