@@ -1,0 +1,148 @@
+"""Every feature through the HTTP API of a real server with the shipped registry (config/models.yaml), on the
+shared test data: on a machine without a GPU the built-in models are chosen and do the work.
+
+Each output loads, is not empty, has a texture where the feature promises one, and GLBs pass the Khronos
+glTF validator with 0 errors.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pygltflib
+import pytest
+import trimesh
+from client_helpers import IMAGES, MESHES, SHARED, assert_valid_gltf, is_closed, read_fbx, submit, upload
+from server import ROOT, ServerProcess
+
+MULTIVIEW = SHARED / "multiview"
+
+
+@pytest.fixture(scope="module")
+def shipped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
+    proc = ServerProcess(tmp_path_factory.mktemp("shipped") / "data", models=ROOT / "config" / "models.yaml").start()
+    with proc.client() as client:
+        client.timeout = 120
+        yield client
+    proc.stop()
+
+
+def _run(client: httpx.Client, route: str, body: dict) -> dict:
+    job = submit(client, f"{route}?wait=60", body, expect=200)
+    assert job["status"] == "succeeded", job
+    return job
+
+
+def _download(client: httpx.Client, job: dict, name: str) -> bytes:
+    output = next(o for o in job["outputs"] if o["name"] == name)
+    r = client.get(output["url"].removeprefix("/api/v1"))
+    assert r.status_code == 200
+    return r.content
+
+
+def _textured_glb(client: httpx.Client, job: dict, tmp_path: Path) -> tuple[bytes, pygltflib.GLTF2]:
+    data = _download(client, job, "model.glb")
+    report = assert_valid_gltf(data, tmp_path)
+    assert report["numErrors"] == 0
+    gltf = pygltflib.GLTF2.load_from_bytes(data)
+    assert len(gltf.textures) > 0 and len(gltf.images) > 0, "a textured mesh"
+    return data, gltf
+
+
+def _mesh(data: bytes) -> trimesh.Trimesh:
+    scene = trimesh.load(io.BytesIO(data), file_type="glb", force="scene")
+    mesh = trimesh.util.concatenate(scene.dump())
+    assert len(mesh.faces) > 0 and np.isfinite(mesh.vertices).all()
+    return mesh
+
+
+def test_the_builtin_models_are_the_default_without_a_gpu(shipped: httpx.Client) -> None:
+    models = {m["id"]: m for m in shipped.get("/system/models").json()["models"]}
+    for model_id in ("builtin_silhouette", "builtin_visual_hull", "builtin_procedural", "builtin_projection_paint",
+                     "builtin_segmentation", "builtin_rigging"):
+        assert models[model_id]["available"], models[model_id]
+    assert not models["hunyuan3d_2"]["available"]
+
+
+def test_one_image_to_a_textured_mesh(shipped: httpx.Client, tmp_path: Path) -> None:
+    image = upload(shipped, IMAGES / "typical_building_mushroom.png")["file_id"]
+    job = _run(shipped, "/mesh/generate", {"images": [image]})
+    assert job["model"] == "builtin_silhouette"
+    data, _ = _textured_glb(shipped, job, tmp_path)
+    assert is_closed(_mesh(data))
+
+
+def test_three_views_to_a_textured_mesh(shipped: httpx.Client, tmp_path: Path) -> None:
+    views = [upload(shipped, MULTIVIEW / f"character_{i}.png")["file_id"] for i in (1, 2, 3)]
+    # A single-image model is not handed three views to use one of them.
+    r = shipped.post("/mesh/generate", json={"images": views, "model_preference": "builtin_silhouette"})
+    assert r.status_code == 422 and r.json()["error_code"] == "MODEL_INPUT_MISMATCH"
+    job = _run(shipped, "/mesh/generate", {"images": views})
+    assert job["model"] == "builtin_visual_hull"
+    data, _ = _textured_glb(shipped, job, tmp_path)
+    mesh = _mesh(data)
+    assert is_closed(mesh)
+    extent = mesh.bounds[1] - mesh.bounds[0]
+    assert extent[1] > 2.5 * max(extent[0], extent[2]), "a standing figure: much taller than wide or deep"
+
+
+def test_text_to_a_textured_mesh(shipped: httpx.Client, tmp_path: Path) -> None:
+    job = _run(shipped, "/mesh/generate", {"text_prompt": "a red wooden chair", "output_format": "glb"})
+    assert job["model"] == "builtin_procedural"
+    data, gltf = _textured_glb(shipped, job, tmp_path)
+    _mesh(data)
+    assert {o["name"] for o in job["outputs"]} == {"model.glb", "preview.png"}
+
+
+def test_texture_for_a_given_mesh_from_an_image_and_from_text(shipped: httpx.Client, tmp_path: Path) -> None:
+    goblin = MESHES / "typical_humanoid_goblin.obj"
+    source = trimesh.load(goblin, force="mesh")
+    for guide in ({"images": [upload(shipped, MULTIVIEW / "character_2.png")["file_id"]]},
+                  {"text_prompt": "green stone"}):
+        # each job its own upload: an upload is deleted when the last job using it ends (storage.keep_inputs)
+        job = _run(shipped, "/texture/generate", {"mesh": upload(shipped, goblin)["file_id"], **guide})
+        assert job["model"] == "builtin_projection_paint"
+        data, _ = _textured_glb(shipped, job, tmp_path)
+        painted = _mesh(data)
+        # the geometry is the one given: same place, same size
+        assert np.allclose(painted.bounds, source.bounds, atol=1e-3 * source.scale)
+
+
+def test_part_segmentation(shipped: httpx.Client, tmp_path: Path) -> None:
+    mesh_id = upload(shipped, MESHES / "typical_creature_elephant.obj")["file_id"]
+    job = _run(shipped, "/segment", {"mesh": mesh_id})
+    assert job["model"] == "builtin_segmentation"
+    assert {o["name"] for o in job["outputs"]} >= {"model.glb", "labels.json", "preview.png"}
+    data = _download(shipped, job, "model.glb")
+    assert assert_valid_gltf(data, tmp_path)["numErrors"] == 0
+    gltf = pygltflib.GLTF2.load_from_bytes(data)
+    part_nodes = [n for n in gltf.nodes if n.extras and "part_id" in n.extras]
+    assert len(part_nodes) >= 2, "an elephant has parts"
+    labels = json.loads(_download(shipped, job, "labels.json"))
+    faces = sum(gltf.accessors[p.indices].count // 3 for m in gltf.meshes for p in m.primitives)
+    assert len(labels["face_labels"]) == faces
+    assert {p["part_id"] for p in labels["parts"]} == {n.extras["part_id"] for n in part_nodes}
+
+
+def test_auto_rigging_to_glb_and_fbx(shipped: httpx.Client, tmp_path: Path) -> None:
+    mesh_id = upload(shipped, MESHES / "typical_humanoid_goblin.obj")["file_id"]
+    job = _run(shipped, "/rig", {"mesh": mesh_id})
+    assert job["model"] == "builtin_rigging"
+    data = _download(shipped, job, "model.glb")
+    assert assert_valid_gltf(data, tmp_path)["numErrors"] == 0
+    gltf = pygltflib.GLTF2.load_from_bytes(data)
+    (skin,) = gltf.skins
+    assert len(skin.joints) >= 5
+    mesh_id = upload(shipped, MESHES / "typical_humanoid_goblin.obj")["file_id"]
+    job = _run(shipped, "/rig", {"mesh": mesh_id, "output_format": "fbx"})
+    fbx = tmp_path / "rigged.fbx"
+    fbx.write_bytes(_download(shipped, job, "model.fbx"))
+    found = read_fbx(fbx)
+    (armature,) = found["armatures"]
+    assert len(armature["bones"]) == len(skin.joints)
+    assert found["meshes"] and found["meshes"][0]["vertex_groups"], "the mesh is skinned to the bones"
