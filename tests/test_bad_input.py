@@ -32,7 +32,7 @@ def small_server(make_server, tmp_path):
     return make_server(env={"POCKET3D_STORAGE__MAX_FILE_SIZE": "2MB",
                             "POCKET3D_SERVER__MAX_REQUEST_SIZE": "3MB",
                             "POCKET3D_STORAGE__MAX_IMAGE_PIXELS": "1200000",
-                            "POCKET3D_STORAGE__MAX_MESH_FACES": "12000"})
+                            "POCKET3D_STORAGE__MAX_MESH_FACES": "50000"})
 
 
 def test_bad_uploads(small_server) -> None:
@@ -93,11 +93,11 @@ def test_bad_uploads(small_server) -> None:
         glb = io.BytesIO()
         trimesh.creation.box().export(glb, file_type="glb")
         assert_error(c.post("/files", files={"file": ("cut.glb", glb.getvalue()[:200])}), 422, "INVALID_MESH")
-        # more faces than storage.max_mesh_faces (12,000; the goblin has 16,358)
-        body = assert_error(c.post("/files", files={"file": ("goblin.obj",
-                                                             (MESHES / "typical_humanoid_goblin.obj").read_bytes())}),
-                            413, "MESH_TOO_LARGE")
-        assert body["details"]["faces"] == 16358
+        # more faces than storage.max_mesh_faces (50,000)
+        sphere = io.BytesIO()
+        trimesh.creation.icosphere(subdivisions=6).export(sphere, file_type="ply")
+        body = assert_error(c.post("/files", files={"file": ("sphere.ply", sphere.getvalue())}), 413, "MESH_TOO_LARGE")
+        assert body["details"]["faces"] == 81920
 
         assert c.get("/jobs").json()["jobs"] == []
     assert leftover_temp_files(data_dir) == []
