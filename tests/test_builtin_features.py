@@ -67,6 +67,7 @@ def test_the_builtin_models_are_the_default_without_a_gpu(shipped: httpx.Client)
                      "builtin_segmentation", "builtin_rigging"):
         assert models[model_id]["available"], models[model_id]
     assert not models["hunyuan3d_2"]["available"]
+    assert shipped.get("/system/ready").status_code == 200, "every feature has a model that can run"
 
 
 def test_one_image_to_a_textured_mesh(shipped: httpx.Client, tmp_path: Path) -> None:
