@@ -133,7 +133,7 @@ def models(ctx: click.Context, as_json: bool) -> None:
         registry = Registry.from_config(path)
     except ConfigError as e:
         raise click.ClickException(str(e)) from None
-    devices = discover()
+    devices = discover(settings.gpu)
     rows = []
     for m in registry.all():
         reasons = registry.unavailable_reasons(m, devices, settings.gpu.memory_buffer)

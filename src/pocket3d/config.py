@@ -60,10 +60,31 @@ class AuthSettings(_Section):
     enabled: bool = False
 
 
+class VirtualDevice(_Section):
+    """A slice of this machine's CPU and RAM with a worker process and a memory budget of its own: for tests,
+    simulation, and CPU hosts that should run several models side by side with firm limits."""
+
+    id: str = Field(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
+    memory: int = Field(ge=1, description="MB this device may hold")
+    name: str | None = None
+
+
 class GpuSettings(_Section):
-    auto_detect: bool = True
+    auto_detect: bool = Field(True, description="find NVIDIA GPUs through NVML")
     memory_buffer: int = Field(1024, ge=0, description="MB kept free on every device")
-    max_utilization: float = Field(0.9, gt=0, le=1)
+    max_utilization: float = Field(0.9, gt=0, le=1, description="share of a device's memory the scheduler may "
+                                   "fill (before the buffer is taken off)")
+    cpu_device: bool = Field(True, description="run CPU models in a worker of their own; its budget is the RAM "
+                             "(x max_utilization, less the buffer); off when virtual devices stand in for it")
+    virtual_devices: list[VirtualDevice] = Field(default_factory=list)
+
+    @field_validator("virtual_devices")
+    @classmethod
+    def _unique_ids(cls, v: list[VirtualDevice]) -> list[VirtualDevice]:
+        ids = [d.id for d in v]
+        if len(set(ids)) != len(ids) or "cpu" in ids:
+            raise ValueError("virtual device ids must be unique and not 'cpu'")
+        return v
 
 
 class SchedulerSettings(_Section):
@@ -73,6 +94,10 @@ class SchedulerSettings(_Section):
     priority_weights: dict[str, float] = Field(default_factory=lambda: {
         "mesh_generation": 1.0, "texture_generation": 0.8, "segmentation": 0.6, "auto_rigging": 0.4})
     max_attempts: int = Field(3, ge=1, description="tries of one stage before the job fails")
+    model_idle_timeout: float = Field(600, ge=0, description="seconds a model may sit unused before it is "
+                                      "unloaded (pinned models never are); 0 unloads as soon as it is idle")
+    ageing_seconds: float = Field(120, gt=0, description="a waiting stage gains one priority step per this "
+                                  "many seconds, so low-priority work cannot starve")
     lease_seconds: float = Field(30.0, gt=0, description="a running stage's lease; renewed while it runs")
     concurrency: int = Field(2, ge=1, le=256, description="stages run at once by the in-process executor")
 

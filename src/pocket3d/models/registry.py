@@ -51,6 +51,7 @@ class ModelEntry(BaseModel):
     max_concurrent: int | None = Field(None, ge=1)
     devices: list[str] | None = None
     description: str | None = None
+    pinned: bool = False  # once loaded, never evicted or unloaded for idleness
     enabled: bool = True
     options: dict[str, Any] = Field(default_factory=dict)
 
@@ -270,6 +271,7 @@ def _from_entry(model_id: str, feature: Feature, entry: ModelEntry,
         max_concurrent=pick(entry.max_concurrent, "max_concurrent", 1),
         devices=tuple(pick(entry.devices, "devices", ["cpu"])),
         description=pick(entry.description, "description", ""),
+        pinned=entry.pinned,
         options=dict(entry.options),
     )
     if base is not None and base.feature != feature:

@@ -43,6 +43,7 @@ class ModelSpec:
     max_concurrent: int = 1
     devices: tuple[str, ...] = ("cpu",)  # device kinds it runs on: cpu, cuda
     description: str = ""
+    pinned: bool = False  # the scheduler never evicts it once loaded
     options: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
 
     def accepts(self, kinds: set[str], mesh_format: str | None = None) -> bool:
@@ -93,6 +94,8 @@ class Device:
     name: str
     memory_total: int  # MB
     memory_used: int = 0  # MB
+    index: int | None = None  # the CUDA ordinal NVML and CUDA_VISIBLE_DEVICES know it by
+    virtual: bool = False  # a slice of the CPU declared in the config, with a budget of its own
 
 
 class ModelAdapter(ABC):

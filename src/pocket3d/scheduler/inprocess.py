@@ -82,7 +82,7 @@ class InProcessScheduler(Scheduler):
         self.settings, self.store, self.artifacts, self.registry = settings, store, artifacts, registry
         self.blob_lock, self.release, self.clock = blob_lock, release, clock
         self.worker_id = f"{socket.gethostname()[:40]}-{os.getpid()}-{id(self) & 0xFFFF:04x}"
-        self._devices = discover()
+        self._devices = discover(settings.gpu)
         self._stop = threading.Event()
         self._wakeup = threading.Condition()
         self._claim_lock = threading.Lock()
