@@ -174,12 +174,19 @@ class ModelList(BaseModel):
 
 class DeviceInfo(BaseModel):
     id: str
-    kind: str
+    kind: str = Field(description="cuda or cpu")
     name: str
+    virtual: bool = Field(description="a CPU slice declared in gpu.virtual_devices")
     memory_total_mb: int
-    memory_used_mb: int
+    memory_used_mb: int = Field(description="in use on the device now, by every process (a virtual device: by "
+                                            "pocket3d's models)")
+    memory_free_mb: int
+    budget_mb: int = Field(description="what the scheduler may fill: total x max_utilization, less the buffer")
+    scheduled_mb: int = Field(description="what the scheduler accounts to the models resident there")
+    utilization: float | None = Field(None, description="compute, 0-1, where the device reports it")
+    temperature_c: float | None = None
     resident_models: list[str]
-    running_stages: int
+    running_stages: list[int]
 
 
 class Health(BaseModel):

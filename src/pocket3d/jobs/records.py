@@ -140,3 +140,17 @@ class ClaimedStage:
     lease_token: str
     job_request: dict[str, Any]
     owner_id: str
+
+
+@dataclass(frozen=True)
+class QueuedStage:
+    """A runnable stage as the scheduler sees it."""
+
+    stage_id: int
+    job_id: str
+    index: int
+    model_id: str | None  # None for the export stage, which pocket3d runs itself
+    feature: str
+    priority: int
+    submitted_at: float  # the job's
+    queued_at: float  # the stage's: when the stage before it finished

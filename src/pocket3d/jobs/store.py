@@ -24,6 +24,7 @@ from pocket3d.jobs.records import (
     JobRecord,
     JobStatus,
     OutputRecord,
+    QueuedStage,
     StageRecord,
     StageStatus,
 )
@@ -164,6 +165,18 @@ class Store:
         for model_id, started, finished in rows:
             totals.setdefault(model_id, []).append(max(0.0, finished - started))
         return {k: sum(v) / len(v) for k, v in totals.items()}
+
+    def queued_stages(self, limit: int = 10_000) -> list[QueuedStage]:
+        """Stages ready to run, with what the scheduler's ordering needs from their jobs."""
+        s, j = t.stages.c, t.jobs.c
+        with self.read() as conn:
+            rows = conn.execute(
+                sa.select(s.id, s.job_id, s.idx, s.model_id, j.feature, j.priority, j.created_at, s.queued_at)
+                .join(t.jobs, j.id == s.job_id).where(s.status == StageStatus.QUEUED)
+                .order_by(s.queued_at, s.id).limit(limit)).all()
+        return [QueuedStage(stage_id=r.id, job_id=r.job_id, index=r.idx, model_id=r.model_id, feature=r.feature,
+                            priority=r.priority, submitted_at=r.created_at, queued_at=r.queued_at or r.created_at)
+                for r in rows]
 
     def count_active_jobs(self, conn: Connection) -> int:
         return int(conn.execute(sa.select(sa.func.count()).select_from(t.jobs).where(

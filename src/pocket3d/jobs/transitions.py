@@ -108,26 +108,36 @@ def claim_next_stage(store: Store, *, worker_id: str, model_ids: Sequence[str], 
             .order_by(S.priority.desc(), S.queued_at, S.id).limit(1))
     if not store.is_sqlite:
         pick = pick.with_for_update(skip_locked=True)
-    token = secrets.token_hex(16)
     with store.write() as tx:
         stage_id = tx.conn.execute(pick).scalar()
-        if stage_id is None:
-            return None
-        row = tx.conn.execute(
-            t.stages.update().where(S.id == stage_id, S.status == StageStatus.QUEUED)
-            .values(status=StageStatus.RUNNING, attempts=S.attempts + 1, lease_owner=worker_id,
-                    lease_token=token, lease_expires_at=now + lease_seconds, started_at=now, progress=0.0,
-                    error_code=None, error_message=None)
-            .returning(*t.stages.c)).mappings().first()
-        if row is None:
-            return None
-        stage = _stage(row)
-        job = tx.conn.execute(
-            t.jobs.update().where(J.id == stage.job_id)
-            .values(status=JobStatus.RUNNING, started_at=sa.func.coalesce(J.started_at, now),
-                    current_stage=stage.index, version=J.version + 1)
-            .returning(J.request, J.owner_id)).first()
-        tx.touch(stage.job_id)
+        return None if stage_id is None else _claim(tx, stage_id, worker_id, lease_seconds, now)
+
+
+def claim_stage(store: Store, stage_id: int, *, worker_id: str, lease_seconds: float,
+                now: float) -> ClaimedStage | None:
+    """Take this queued stage (the scheduler's placement chose it); None if it is no longer queued (another
+    node took it, or its job was cancelled)."""
+    with store.write() as tx:
+        return _claim(tx, stage_id, worker_id, lease_seconds, now)
+
+
+def _claim(tx: WriteTx, stage_id: int, worker_id: str, lease_seconds: float, now: float) -> ClaimedStage | None:
+    token = secrets.token_hex(16)
+    row = tx.conn.execute(
+        t.stages.update().where(S.id == stage_id, S.status == StageStatus.QUEUED)
+        .values(status=StageStatus.RUNNING, attempts=S.attempts + 1, lease_owner=worker_id,
+                lease_token=token, lease_expires_at=now + lease_seconds, started_at=now, progress=0.0,
+                error_code=None, error_message=None)
+        .returning(*t.stages.c)).mappings().first()
+    if row is None:
+        return None
+    stage = _stage(row)
+    job = tx.conn.execute(
+        t.jobs.update().where(J.id == stage.job_id)
+        .values(status=JobStatus.RUNNING, started_at=sa.func.coalesce(J.started_at, now),
+                current_stage=stage.index, version=J.version + 1)
+        .returning(J.request, J.owner_id)).first()
+    tx.touch(stage.job_id)
     return ClaimedStage(stage=stage, lease_token=token, job_request=job.request, owner_id=job.owner_id)
 
 

@@ -21,6 +21,8 @@ class DeviceState:
     device: Device
     resident_models: list[str]
     running_stages: list[int]
+    memory_used: float = 0.0  # MB the scheduler accounts to the resident models
+    budget: float = 0.0  # MB it may fill
 
 
 class Scheduler(ABC):

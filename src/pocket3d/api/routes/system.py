@@ -8,6 +8,7 @@ from pocket3d.api.schemas import DeviceInfo, ErrorBody, Health, ModelInfo, Model
 from pocket3d.errors import ErrorCode, Pocket3DError
 from pocket3d.models.spec import Feature
 from pocket3d.node import Node
+from pocket3d.scheduler.devices import read as read_device
 
 router = APIRouter(prefix="/system", tags=["System"])
 
@@ -71,7 +72,15 @@ def models(node: NodeDep, _: PrincipalDep) -> ModelList:
 
 @router.get("/devices", response_model=list[DeviceInfo], summary="Devices, resident models, running stages")
 def devices(node: NodeDep, _: PrincipalDep) -> list[DeviceInfo]:
-    return [DeviceInfo(id=s.device.id, kind=s.device.kind, name=s.device.name,
-                       memory_total_mb=s.device.memory_total, memory_used_mb=s.device.memory_used,
-                       resident_models=s.resident_models, running_stages=len(s.running_stages))
-            for s in node.scheduler.devices()]
+    out = []
+    for state in node.scheduler.devices():
+        d = state.device
+        reading = read_device(d)
+        used = round(state.memory_used) if d.virtual else reading.memory_used
+        out.append(DeviceInfo(id=d.id, kind=d.kind, name=d.name, virtual=d.virtual,
+                              memory_total_mb=reading.memory_total, memory_used_mb=used,
+                              memory_free_mb=max(0, reading.memory_total - used) if d.virtual else reading.memory_free,
+                              budget_mb=round(state.budget), scheduled_mb=round(state.memory_used),
+                              utilization=reading.utilization, temperature_c=reading.temperature,
+                              resident_models=state.resident_models, running_stages=state.running_stages))
+    return out

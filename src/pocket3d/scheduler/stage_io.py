@@ -1,0 +1,99 @@
+"""What every executor does around a model: a stage's inputs as local files, its outputs into the artifact store,
+and the export stage that pocket3d runs itself (no model): the mesh in the asked format, and a preview."""
+
+from __future__ import annotations
+
+import mimetypes
+import os
+import shutil
+from pathlib import Path
+
+from pocket3d import geometry
+from pocket3d.errors import ErrorCode
+from pocket3d.jobs.records import EXPORT_STAGE, ClaimedStage, OutputRecord
+from pocket3d.jobs.store import Store
+from pocket3d.models.spec import RunInputs
+from pocket3d.storage.artifacts import LocalArtifactStore
+
+
+def is_export(claim: ClaimedStage) -> bool:
+    return claim.stage.name == EXPORT_STAGE and claim.stage.model_id is None
+
+
+def materialize(store: Store, artifacts: LocalArtifactStore, claim: ClaimedStage, work: Path) -> RunInputs:
+    """The stage's inputs as paths: the job's uploads, or for a later stage the mesh the stage before it made."""
+    req = claim.job_request
+    rows = store.job_inputs(claim.stage.job_id)
+    images = [artifacts.path(r["sha256"]) for r in rows if r["role"] == "image"]
+    mesh = next((artifacts.path(r["sha256"]) for r in rows if r["role"] == "mesh"), None)
+    mesh_format = next((r["format"] for r in rows if r["role"] == "mesh"), None)
+    if claim.stage.index > 0:
+        previous = store.stage_outputs(claim.stage.job_id, claim.stage.index - 1)
+        made = next((o for o in previous if ".mesh." in o.name), None)
+        if made is not None:
+            mesh, mesh_format = artifacts.path(made.sha256), made.format
+    if mesh is not None and mesh_format and mesh.suffix != f".{mesh_format}":
+        # Loaders decide by extension; a content-addressed blob has none, so give it one.
+        linked = work / f"input.{mesh_format}"
+        os.link(mesh, linked) if mesh.stat().st_dev == work.stat().st_dev else linked.write_bytes(mesh.read_bytes())
+        mesh = linked
+    return RunInputs(work_dir=work, text=req.get("text_prompt"), images=images, mesh=mesh,
+                     quality=req.get("quality", "medium"), texture_resolution=req.get("texture_resolution", 1024),
+                     seed=req.get("seed"))
+
+
+def store_outputs(artifacts: LocalArtifactStore, claim: ClaimedStage, files: dict[str, Path],
+                  work: Path) -> list[OutputRecord]:
+    """Move the stage's files into the artifact store (call under the node's blob lock)."""
+    stage = claim.stage
+    exporting = is_export(claim)
+    outputs: list[OutputRecord] = []
+    for key, path in files.items():
+        if not path.resolve().is_relative_to(work.resolve()):
+            # put() moves its source; an adapter handing back, say, its input must not move a stored blob away
+            copy = work / f"returned-{key}{path.suffix}"
+            shutil.copyfile(path, copy)
+            path = copy
+        known = geometry.format_of(path)
+        fmt = known.name if known else path.suffix.lstrip(".").lower()
+        # A model's mesh goes on to the export stage, which publishes it in the asked format; what else it made
+        # (part labels, an intermediate image) is published as it is.
+        public = exporting or key != "mesh"
+        name = path.name if exporting else f"{key}.{fmt}" if public else f"{stage.name}.{key}.{fmt}"
+        sha, size = artifacts.put(path)
+        media = known.media_type if known else (mimetypes.guess_type(path.name)[0] or "application/octet-stream")
+        outputs.append(OutputRecord(name=name, stage_index=stage.index, sha256=sha, size=size, media_type=media,
+                                    format=fmt, public=public))
+    return outputs
+
+
+def export(inputs: RunInputs, params: dict, work: Path, limits: geometry.MeshLimits) -> dict[str, Path]:
+    """The last stage: the mesh in the asked format (decimated if asked), and a PNG preview."""
+    if inputs.mesh is None:
+        raise geometry.MeshError("the export stage found no mesh from the stage before it")
+    fmt, target = params.get("format", "glb"), params.get("target_faces")
+    dest = work / f"model{geometry.FORMATS[fmt].suffix}"
+    scene = geometry.load_scene(inputs.mesh, inputs.mesh.suffix.lstrip("."), limits)
+    decimated = False
+    if target:
+        smaller = geometry.decimate_scene(scene, target)  # the same scene when it is small enough already
+        scene, decimated = smaller, smaller is not scene
+    spec = geometry.FORMATS[fmt]
+    if inputs.mesh.suffix == spec.suffix and not decimated:
+        # Already in the asked format: pass it through, so what trimesh cannot write (skins, part nodes, extras)
+        # survives.
+        shutil.copyfile(inputs.mesh, dest)
+    elif spec.convert_glb is not None and inputs.mesh.suffix == ".glb" and not decimated:
+        spec.convert_glb(inputs.mesh, dest)  # from the file itself, for the same reason
+    else:
+        geometry.export_scene(scene, fmt, dest)
+    preview = work / "preview.png"
+    geometry.render_preview(scene, preview)
+    return {"model": dest, "preview": preview}
+
+
+def error_of(e: Exception) -> tuple[str, str] | None:
+    """The job error for an exception that is the input's fault or a known geometry failure; None otherwise."""
+    if isinstance(e, geometry.MeshError):
+        return (ErrorCode.INVALID_INPUT if e.code == ErrorCode.INVALID_MESH else e.code), str(e)
+    return None
