@@ -139,7 +139,8 @@ def test_fbx_is_refused_up_front_without_the_bpy_environment(make_server) -> Non
 
 def test_target_faces_decimates_and_keeps_the_uvs(client: httpx.Client, tmp_path) -> None:
     mesh_id = upload(client, MESHES / "typical_humanoid_goblin.obj")["file_id"]
-    job = submit(client, "/segment?wait=30", {"mesh": mesh_id, "target_faces": 5000}, expect=200)
+    job = submit(client, "/texture/generate?wait=30", {"mesh": mesh_id, "text_prompt": "red", "target_faces": 5000,
+                                                       "model_preference": "test_subdivide_texture"}, expect=200)
     assert job["status"] == "succeeded", job
     data = client.get(job["outputs"][0]["url"].removeprefix("/api/v1")).content
     out = trimesh.load(io.BytesIO(data), file_type="glb", force="mesh")

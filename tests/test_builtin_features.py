@@ -125,9 +125,17 @@ def test_part_segmentation(shipped: httpx.Client, tmp_path: Path) -> None:
     part_nodes = [n for n in gltf.nodes if n.extras and "part_id" in n.extras]
     assert len(part_nodes) >= 2, "an elephant has parts"
     labels = json.loads(_download(shipped, job, "labels.json"))
-    faces = sum(gltf.accessors[p.indices].count // 3 for m in gltf.meshes for p in m.primitives)
-    assert len(labels["face_labels"]) == faces
-    assert {p["part_id"] for p in labels["parts"]} == {n.extras["part_id"] for n in part_nodes}
+    source = trimesh.load(MESHES / "typical_creature_elephant.obj", force="mesh", process=False)
+    assert len(labels["face_labels"]) == len(source.faces), "a label per face of the input, in its order"
+    # each part node holds exactly the faces labelled with its part
+    counts = np.bincount(labels["face_labels"])
+    for node in part_nodes:
+        (prim,) = gltf.meshes[node.mesh].primitives
+        assert gltf.accessors[prim.indices].count // 3 == counts[node.extras["part_id"]]
+    # and the labels follow the surface: faces of one part sit together (a shuffled labelling would not)
+    centres = source.triangles_center
+    spread = np.mean([centres[np.array(labels["face_labels"]) == p].std(axis=0).mean() for p in range(len(counts))])
+    assert spread < 0.7 * centres.std(axis=0).mean()
 
 
 def test_auto_rigging_to_glb_and_fbx(shipped: httpx.Client, tmp_path: Path) -> None:
@@ -147,3 +155,29 @@ def test_auto_rigging_to_glb_and_fbx(shipped: httpx.Client, tmp_path: Path) -> N
     (armature,) = found["armatures"]
     assert len(armature["bones"]) == len(skin.joints)
     assert found["meshes"] and found["meshes"][0]["vertex_groups"], "the mesh is skinned to the bones"
+
+
+def test_requests_a_model_would_refuse_are_refused_at_once(shipped: httpx.Client) -> None:
+    """422 at submission, not a job that fails later; and nothing queued."""
+    views = [upload(shipped, MULTIVIEW / f"character_{i}.png")["file_id"] for i in (1, 2, 3)]
+    mesh_id = upload(shipped, MESHES / "typical_creature_robot_dinosour.obj")["file_id"]
+    before = len(shipped.get("/jobs").json()["jobs"])
+    cases = [
+        ("/mesh/generate", {"images": views + views[:2]}, "INVALID_REQUEST", "2 to 4 views"),
+        ("/mesh/generate", {"images": views, "parameters": {"azimuths": [0, 90]}}, "INVALID_REQUEST", "one per image"),
+        ("/texture/generate", {"mesh": mesh_id, "images": views + views[:2]}, "INVALID_REQUEST", "at most 4"),
+        ("/texture/generate", {"mesh": mesh_id, "text_prompt": "red", "parameters": {"azimuths": [0]}},
+         "INVALID_REQUEST", "one per image"),
+        ("/mesh/generate", {"text_prompt": "   "}, "INVALID_REQUEST", "text_prompt or images"),
+        # decimating a rig or a segmentation afterwards would drop the skin or the parts
+        ("/rig", {"mesh": mesh_id, "target_faces": 3000}, "INVALID_REQUEST", "target_faces"),
+        ("/segment", {"mesh": mesh_id, "target_faces": 3000}, "INVALID_REQUEST", "target_faces"),
+        # an OBJ cannot hold a skeleton
+        ("/rig", {"mesh": mesh_id, "output_format": "obj", "model_preference": "builtin_rigging"},
+         "UNSUPPORTED_OUTPUT_FORMAT", "'obj'"),
+    ]
+    for route, body, code, words in cases:
+        r = shipped.post(route, json=body)
+        assert r.status_code == 422 and r.json()["error_code"] == code, (route, body, r.text)
+        assert words in r.text, r.text
+    assert len(shipped.get("/jobs").json()["jobs"]) == before

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 OutputFormat = Literal["glb", "obj", "ply", "stl", "json", "fbx", "usdz"]
 
@@ -29,15 +29,24 @@ class _FeatureRequest(BaseModel):
     quality: Quality = Quality.MEDIUM
     texture_resolution: int = Field(1024, ge=128, le=8192)
     seed: int | None = Field(None, ge=0, le=2**32 - 1)
-    target_faces: int | None = Field(None, ge=100, le=5_000_000,
-                                     description="decimate the result to about this many faces")
     priority: int = Field(0, ge=-10, le=10, description="higher runs sooner")
     parameters: dict[str, Any] = Field(default_factory=dict, description="model-specific, validated by the model")
 
 
+def _blank_to_none(v: str | None) -> str | None:
+    return v.strip() or None if isinstance(v, str) else v
+
+
+TargetFaces = Annotated[int | None, Field(ge=100, le=5_000_000, description="decimate the result to about this "
+                                          "many faces (not offered for segmentation and rigging: decimating their "
+                                          "result would drop the parts and the skin)")]
+TextPrompt = Annotated[Annotated[str, Field(min_length=1, max_length=4000)] | None, BeforeValidator(_blank_to_none)]
+
+
 class MeshGenerationRequest(_FeatureRequest):
-    text_prompt: str | None = Field(None, min_length=1, max_length=4000)
+    text_prompt: TextPrompt = None
     images: list[InputRef] = Field(default_factory=list, max_length=8)
+    target_faces: TargetFaces = None
 
     @model_validator(mode="after")
     def _needs_input(self) -> MeshGenerationRequest:
@@ -48,8 +57,9 @@ class MeshGenerationRequest(_FeatureRequest):
 
 class TextureGenerationRequest(_FeatureRequest):
     mesh: InputRef
-    text_prompt: str | None = Field(None, min_length=1, max_length=4000)
+    text_prompt: TextPrompt = None
     images: list[InputRef] = Field(default_factory=list, max_length=8)
+    target_faces: TargetFaces = None
 
     @model_validator(mode="after")
     def _needs_guidance(self) -> TextureGenerationRequest:

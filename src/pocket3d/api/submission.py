@@ -20,7 +20,7 @@ from pocket3d.errors import ErrorCode, Pocket3DError
 from pocket3d.jobs import transitions
 from pocket3d.jobs.records import EXPORT_STAGE, NewFile, NewJob, NewStage
 from pocket3d.jobs.store import new_id
-from pocket3d.models.spec import Feature
+from pocket3d.models.spec import Feature, InputRejected
 from pocket3d.node import Node
 
 log = logging.getLogger(__name__)
@@ -66,9 +66,13 @@ def _resolve(node: Node, principal: Principal, ref: str, role: str, field: str) 
     if found.kind != role:
         if inp.staged:
             inp.staged.discard()
-        raise Pocket3DError(ErrorCode.INVALID_REQUEST, f"{field}: expected an {role}, got a {found.kind} "
+        raise Pocket3DError(ErrorCode.INVALID_REQUEST, f"{field}: expected {_a(role)}, got {_a(found.kind)} "
                             f"({found.format})", {"field": field})
     return inp
+
+
+def _a(noun: str) -> str:
+    return f"an {noun}" if noun[0] in "aeiou" else f"a {noun}"
 
 
 def submit_request(node: Node, principal: Principal, feature: Feature, req: _FeatureRequest) -> str:
@@ -109,8 +113,14 @@ def _submit(node: Node, principal: Principal, feature: Feature, req: _FeatureReq
         raise Pocket3DError(ErrorCode.INVALID_PARAMETERS,
                             f"parameters.{'.'.join(first['loc'])}: {first['msg']} (model {model.spec.id!r})",
                             {"model": model.spec.id, "errors": errors}) from None
+    try:
+        model.adapter_cls.check_request(images=sum(inp.role == "image" for inp in inputs),
+                                        text=getattr(req, "text_prompt", None), params=params)
+    except InputRejected as e:
+        raise Pocket3DError(ErrorCode.INVALID_REQUEST, f"{e} (model {model.spec.id!r})",
+                            {"model": model.spec.id}) from None
     stages = [NewStage(STAGE_NAMES[feature], model.spec.id, params.model_dump(mode="json"), weight=0.9),
-              NewStage(EXPORT_STAGE, None, {"format": req.output_format, "target_faces": req.target_faces},
+              NewStage(EXPORT_STAGE, None, {"format": req.output_format, "target_faces": getattr(req, "target_faces", None)},
                        weight=0.1)]
     request = req.model_dump(mode="json", exclude={"images", "mesh", "parameters"})
     request["parameters"] = params.model_dump(mode="json")

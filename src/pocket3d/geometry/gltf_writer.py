@@ -132,6 +132,7 @@ def top_weights(weights: np.ndarray, k: int = 4) -> tuple[np.ndarray, np.ndarray
     if (sums <= 0).any():
         raise ValueError("every vertex needs a positive weight on some joint")
     top = top / sums
+    joints[top <= 0] = 0  # glTF: an influence with no weight names joint 0 (else validators warn)
     if k < 4:  # glTF wants exactly four influences
         joints = np.pad(joints, ((0, 0), (0, 4 - k)))
         top = np.pad(top, ((0, 0), (0, 4 - k)))

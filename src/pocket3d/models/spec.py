@@ -131,8 +131,14 @@ class ModelAdapter(ABC):
                 reasons.append(f"weights not found at {path}")
         return reasons
 
-    @abstractmethod
-    def load(self, device: Device) -> None: ...
+    @classmethod
+    def check_request(cls, *, images: int, text: str | None, params: BaseModel) -> None:
+        """Refuse at submission what ``run`` is sure to refuse (raise InputRejected): a wrong number of images,
+        parameters that do not fit the inputs. The client then gets a 422 at once instead of a failed job."""
+
+    def load(self, device: Device) -> None:
+        """Bring the model onto ``device``. Models without weights (the built-ins) only note the device."""
+        self.device = device
 
     def unload(self) -> None:
         self.device = None

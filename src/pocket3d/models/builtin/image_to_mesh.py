@@ -22,7 +22,7 @@ from PIL import Image, ImageOps
 from scipy import ndimage
 from pydantic import BaseModel, ConfigDict, Field
 
-from pocket3d.models.spec import Device, InputRejected, ModelAdapter, ProgressFn, RunInputs
+from pocket3d.models.spec import InputRejected, ModelAdapter, ProgressFn, RunInputs
 
 GRID = {"low": 96, "medium": 160, "high": 256}  # mesh grid, longest side, by quality
 
@@ -37,9 +37,6 @@ class SilhouetteInflationModel(ModelAdapter):
     """Built-in CPU image → mesh (silhouette inflation); no weights."""
 
     Params = SilhouetteParams
-
-    def load(self, device: Device) -> None:
-        self.device = device
 
     def run(self, inputs: RunInputs, params: SilhouetteParams, progress: ProgressFn) -> dict[str, Path]:
         if not inputs.images:

@@ -28,12 +28,12 @@ from skimage.measure import marching_cubes
 
 from pocket3d.geometry.decimate import decimate_mesh
 from pocket3d.models.builtin.image_to_mesh import foreground_mask
-from pocket3d.models.builtin.texturing import AZIMUTHS_HELP, View, bake_views, default_azimuths, unwrap
-from pocket3d.models.spec import Device, InputRejected, ModelAdapter, ProgressFn, RunInputs
+from pocket3d.models.builtin.texturing import MAX_VIEWS, AZIMUTHS_HELP, View, bake_views, default_azimuths, unwrap
+from pocket3d.models.spec import InputRejected, ModelAdapter, ProgressFn, RunInputs
 
 GRID = {"low": 64, "medium": 112, "high": 160}  # voxels along the object's height, by quality
+MAX_VOXELS = 8_000_000  # about 8 MB of occupancy and 40 MB for the smoothed field, whatever the object's shape
 FACES = {"low": 8_000, "medium": 20_000, "high": 30_000}  # the hull is decimated to this before UV unwrapping
-MAX_VIEWS = 4
 
 
 class MultiViewParams(BaseModel):
@@ -49,15 +49,16 @@ class VisualHullModel(ModelAdapter):
 
     Params = MultiViewParams
 
-    def load(self, device: Device) -> None:
-        self.device = device
+    @classmethod
+    def check_request(cls, *, images: int, text: str | None, params: MultiViewParams) -> None:
+        if not 2 <= images <= MAX_VIEWS:
+            raise InputRejected(f"the visual hull needs 2 to {MAX_VIEWS} views, got {images}")
+        if params.azimuths is not None and len(params.azimuths) != images:
+            raise InputRejected(f"{len(params.azimuths)} azimuths for {images} images: give one per image")
 
     def run(self, inputs: RunInputs, params: MultiViewParams, progress: ProgressFn) -> dict[str, Path]:
-        if not 2 <= len(inputs.images) <= MAX_VIEWS:
-            raise InputRejected(f"the visual hull needs 2 to {MAX_VIEWS} views, got {len(inputs.images)}")
+        self.check_request(images=len(inputs.images), text=inputs.text, params=params)
         azimuths = params.azimuths or default_azimuths(len(inputs.images))
-        if len(azimuths) != len(inputs.images):
-            raise InputRejected(f"{len(azimuths)} azimuths for {len(inputs.images)} images: give one per image")
         progress(0.05, "finding the foreground in each view")
         views = []
         for path, azimuth in zip(inputs.images, azimuths, strict=True):
@@ -144,22 +145,26 @@ def visual_hull(views: list[View], grid: int, tolerance: float = 0.01) -> trimes
     vertical axis. Only the largest piece is kept."""
     silhouettes = [_silhouette(v, tolerance) for v in views]
     half_width = max(s.half_width for s in silhouettes)  # no view sees the object wider than this
-    step = 1.0 / grid
-    xs = np.arange(-half_width + step / 2, half_width, step)
-    ys = np.arange(step / 2, 1.0, step)
-    x, y, z = np.meshgrid(xs, ys, xs, indexing="ij")
-    inside = np.ones(x.shape, bool)
+    # A long, flat object (a sword lying down) is many heights wide: keep the grid within MAX_VOXELS by coarsening
+    # the step rather than letting the memory grow with the square of the width.
+    step = max(1.0 / grid, (4 * half_width * half_width / MAX_VOXELS) ** (1 / 3))
+    xs = np.arange(-half_width + step / 2, half_width, step, dtype=np.float32)
+    ys = np.arange(step / 2, 1.0, step, dtype=np.float32)
+    x, z = np.meshgrid(xs, xs, indexing="ij")  # the ground plane; a view's column depends on it alone
+    inside = np.ones((len(xs), len(ys), len(xs)), bool)
     for view, silhouette in zip(views, silhouettes, strict=True):
         a = np.radians(view.azimuth)
         across = x * np.cos(a) - z * np.sin(a)  # along the image's right, in units of the object's height
         crop = silhouette.mask
         h, w = crop.shape
         col = np.floor((across / silhouette.half_width + 1) / 2 * w).astype(np.int64)
-        row = np.floor((1.0 - y) * h).astype(np.int64)
-        ok = (col >= 0) & (col < w) & (row >= 0) & (row < h)
-        seen = np.zeros(x.shape, bool)
-        seen[ok] = crop[row[ok], col[ok]]
-        inside &= seen
+        row = np.floor((1.0 - ys) * h).astype(np.int64)  # and its row on the height alone
+        in_col, in_row = (col >= 0) & (col < w), (row >= 0) & (row < h)
+        for j in np.flatnonzero(in_row):  # slab by slab: no index array as large as the grid
+            seen = np.zeros(col.shape, bool)
+            seen[in_col] = crop[row[j], col[in_col]]
+            inside[:, j, :] &= seen
+        inside[:, ~in_row, :] = False
     labels, count = ndimage.label(inside)
     if count == 0:
         raise InputRejected("the views' silhouettes do not overlap: check the azimuths and the order of the images")

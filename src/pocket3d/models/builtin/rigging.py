@@ -69,7 +69,7 @@ from pocket3d.geometry.decimate import decimate_mesh
 from pocket3d.geometry.gltf_writer import Skeleton, write_skinned_glb
 from pocket3d.geometry.meshes import one_mesh
 from pocket3d.geometry.validate import load_scene
-from pocket3d.models.spec import Device, InputRejected, ModelAdapter, ProgressFn, RunInputs
+from pocket3d.models.spec import InputRejected, ModelAdapter, ProgressFn, RunInputs
 
 GRID = {"low": 64, "medium": 96, "high": 128}  # voxels along the longest side, by quality
 COVER_SCALE = 2.0  # TEASAR: a path covers the voxels within this many times its distance to the surface
@@ -97,14 +97,13 @@ class GeometricRiggingModel(ModelAdapter):
 
     Params = RiggingParams
 
-    def load(self, device: Device) -> None:
-        self.device = device
-
     def run(self, inputs: RunInputs, params: RiggingParams, progress: ProgressFn) -> dict[str, Path]:
         if inputs.mesh is None:
             raise InputRejected("auto-rigging needs a mesh")
         fmt = inputs.mesh.suffix.lower().lstrip(".")
         mesh = load_mesh(inputs.mesh, fmt)  # a MeshError says what is wrong with the file, with its error code
+        if mesh.area <= 0:
+            raise InputRejected("the mesh has no faces with any area: there is no shape to rig")
         progress(0.1, "voxelising")
         voxels = solid_voxels(mesh, params.resolution or GRID.get(inputs.quality, 96))
         progress(0.25, "finding the skeleton")

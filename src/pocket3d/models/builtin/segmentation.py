@@ -1,7 +1,8 @@
 """Built-in part segmentation: classical geometry, no learned model.
 
 The mesh is welded by position (OBJ files split vertices at UV seams) to find which faces share an edge; the
-output keeps the input's faces, their order and UVs, so the labels are per face of the output mesh. A closed
+labels are per face of the input mesh, in its order. The segmented GLB keeps the input's faces and UVs, grouped
+into one node per part (each part's faces in input order). A closed
 piece whose signed volume is negative is inside out, and its normals are turned for measuring.
 
 1. Connected components: pieces that share no edge are separate parts to start with.
@@ -59,7 +60,7 @@ from skimage.morphology import skeletonize
 from pocket3d.geometry.gltf_writer import write_face_labels, write_segmented_glb
 from pocket3d.geometry.meshes import one_mesh
 from pocket3d.geometry.validate import load_scene
-from pocket3d.models.spec import Device, InputRejected, ModelAdapter, ProgressFn, RunInputs
+from pocket3d.models.spec import InputRejected, ModelAdapter, ProgressFn, RunInputs
 
 log = logging.getLogger(__name__)
 
@@ -93,9 +94,6 @@ class GeometricSegmentationModel(ModelAdapter):
     """Built-in CPU part segmentation (components, sharp edges, curvature, skeleton); no weights."""
 
     Params = SegmentationParams
-
-    def load(self, device: Device) -> None:
-        self.device = device
 
     def run(self, inputs: RunInputs, params: SegmentationParams, progress: ProgressFn) -> dict[str, Path]:
         if inputs.mesh is None:

@@ -51,7 +51,7 @@ from pocket3d.geometry.meshes import one_mesh
 from pocket3d.geometry.validate import load_scene
 from pocket3d.models.builtin.image_to_mesh import foreground_mask
 from pocket3d.models.builtin.words import Appearance, parse_appearance
-from pocket3d.models.spec import Device, InputRejected, ModelAdapter, ProgressFn, RunInputs
+from pocket3d.models.spec import InputRejected, ModelAdapter, ProgressFn, RunInputs
 
 RGB = tuple[float, float, float]
 NEUTRAL_GREY: RGB = (0.7, 0.7, 0.7)
@@ -533,7 +533,7 @@ class TextureParams(BaseModel):
                             "coordinates). auto: Y for glTF/GLB/FBX, whose format says so; for OBJ, PLY and STL, "
                             "Z when the object stands on its Z end (its lowest 3% along Z holds more than twice the "
                             "downward-facing surface of its lowest 3% along Y), else Y. With Z up, the front is -Y")
-    max_faces: int = Field(30_000, ge=1_000, le=500_000,
+    max_faces: int = Field(30_000, ge=1_000, le=100_000,
                            description="a mesh that needs a new UV atlas is decimated to this many faces first "
                                        "(xatlas takes ~8 s at 47k faces); a mesh with usable UVs is never "
                                        "decimated")
@@ -544,8 +544,9 @@ class ProjectionTextureModel(ModelAdapter):
 
     Params = TextureParams
 
-    def load(self, device: Device) -> None:
-        self.device = device
+    @classmethod
+    def check_request(cls, *, images: int, text: str | None, params: TextureParams) -> None:
+        _check_counts(images, text, params)
 
     def run(self, inputs: RunInputs, params: TextureParams, progress: ProgressFn) -> dict[str, Path]:
         text = (inputs.text or "").strip()
@@ -581,9 +582,12 @@ class ProjectionTextureModel(ModelAdapter):
 
 
 def _check_inputs(inputs: RunInputs, params: TextureParams, text: str) -> None:
-    count = len(inputs.images)
     if inputs.mesh is None:
         raise InputRejected("texturing needs a mesh")
+    _check_counts(len(inputs.images), text, params)
+
+
+def _check_counts(count: int, text: str | None, params: TextureParams) -> None:
     if count == 0 and not text:
         raise InputRejected("texturing needs reference images (1 to 4) or a text prompt")
     if count > MAX_VIEWS:
