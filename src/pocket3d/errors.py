@@ -49,7 +49,9 @@ class ErrorCode(StrEnum):
     # why a job failed (job.error.code)
     MODEL_ERROR = "MODEL_ERROR"
     INVALID_INPUT = "INVALID_INPUT"
-    WORKER_LOST = "WORKER_LOST"
+    WORKER_LOST = "WORKER_LOST"  # the node running the stage stopped renewing its lease, max_attempts times
+    WORKER_CRASHED = "WORKER_CRASHED"  # the device worker process died (a crash, a kill) max_attempts times
+    OUT_OF_MEMORY = "OUT_OF_MEMORY"  # the model ran out of device memory, again after the others were evicted
     TIMEOUT = "TIMEOUT"
     # the service
     NOT_READY = "NOT_READY"
