@@ -1,7 +1,8 @@
-"""The ``pocket3d`` command: serve, keys, models."""
+"""The ``pocket3d`` command: serve, keys, models, bench."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import sys
@@ -146,6 +147,41 @@ def models(ctx: click.Context, as_json: bool) -> None:
         click.echo(f"{r['feature']:<20} {r['id']:<28} {state}")
     for p in registry.problems:
         click.echo(f"problem: {p}", err=True)
+
+
+@main.group()
+def bench() -> None:
+    """Benchmarks; they run from a source checkout (bench/)."""
+
+
+def _bench_module(name: str):  # noqa: ANN202 (a module loaded from bench/)
+    path = Path(__file__).resolve().parents[2] / "bench" / name / "run.py"
+    if not path.is_file():
+        raise click.ClickException(f"{path} not found: the benchmarks come with the source checkout, not the wheel")
+    module_name = f"pocket3d_bench_{name}"
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module  # dataclasses look their module up while the file executes
+    spec.loader.exec_module(module)
+    return module
+
+
+@bench.command("scheduler")
+@click.option("--trace", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="trace YAML: devices, model profiles, job mix (bench/scheduler/reference.yaml)")
+@click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="write a PNG of device memory and busy time (needs matplotlib: pocket3d[bench])")
+@click.option("--seed", type=int, default=None, help="seed of the job draw (default: the trace's)")
+@click.option("--jobs", type=click.IntRange(min=1), default=None, help="number of jobs (default: the trace's)")
+def bench_scheduler(trace: Path, plot: Path | None, seed: int | None, jobs: int | None) -> None:
+    """Replay a trace through the scheduling policy and two baselines under simulated time; print the table."""
+    argv = ["--trace", str(trace)]
+    for flag, value in (("--plot", plot), ("--seed", seed), ("--jobs", jobs)):
+        if value is not None:
+            argv += [flag, str(value)]
+    code = _bench_module("scheduler").main(argv)
+    if code:
+        raise SystemExit(code)
 
 
 if __name__ == "__main__":

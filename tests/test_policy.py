@@ -1,0 +1,289 @@
+"""The scheduling policy as pure functions with an injected clock, and under the discrete-event simulator."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+
+import pytest
+
+from pocket3d.scheduler.policy import (
+    Assignment, DeviceView, LruEviction, ModelProfile, PendingStage, PlacementPolicy, ReloadCostEviction,
+    ResidentModel, SchedulingPolicy, UsageStats, WeightedAgeingOrdering, idle_unloads, plan, pocket3d_policy,
+    serial_fifo_policy, static_pinning_policy)
+from pocket3d.scheduler.simulator import SimDevice, SimJob, SimStage, Simulator
+
+WEIGHTS = {"mesh_generation": 1.0, "texture_generation": 0.8, "segmentation": 0.6, "auto_rigging": 0.4}
+NOW = 10_000.0
+
+
+def profile(model_id: str, memory_mb: float, load: float = 20.0, run: float = 10.0, **kw) -> ModelProfile:
+    return ModelProfile(model_id, memory_mb, load, run, **kw)
+
+
+def idle(model_id: str, memory_mb: float, last_used: float = NOW - 5) -> ResidentModel:
+    return ResidentModel(model_id, memory_mb, running=0, last_used=last_used, loaded_at=last_used - 100)
+
+
+def busy(model_id: str, memory_mb: float, since: float = NOW - 1) -> ResidentModel:
+    return ResidentModel(model_id, memory_mb, running=1, last_used=since, loaded_at=since - 100,
+                         running_since=(since,))
+
+
+def device(device_id: str, budget_mb: float, *resident: ResidentModel, slots: int | None = 1) -> DeviceView:
+    return DeviceView(device_id, "cuda", budget_mb, {r.model_id: r for r in resident}, slots=slots)
+
+
+def stage(stage_id: int, model_id: str, *, feature: str = "mesh_generation", priority: int = 0,
+          submitted_at: float = NOW, ready_at: float | None = None) -> PendingStage:
+    return PendingStage(stage_id, f"job{stage_id}", model_id, feature, priority, submitted_at, ready_at)
+
+
+def apply_checked(devices: list[DeviceView], models: dict[str, ModelProfile], assignments: list[Assignment]) -> None:
+    """Replays assignments the way a mechanism would, asserting every invariant plan() promises."""
+    state = {d.id: dict(d.resident) for d in devices}
+    budget = {d.id: d.budget_mb for d in devices}
+    running = Counter()
+    for d in devices:
+        for r in d.resident.values():
+            running[r.model_id] += r.running
+    seen = set()
+    for a in assignments:
+        assert a.stage.stage_id not in seen, "a stage assigned twice"
+        seen.add(a.stage.stage_id)
+        resident = state[a.device_id]
+        for victim in a.evict:
+            r = resident.pop(victim)
+            assert r.running == 0 and not r.loading, f"evicted {victim} while it had stages"
+            assert not models[victim].pinned, f"evicted pinned {victim}"
+        m = models[a.stage.model_id]
+        if a.load:
+            assert m.id not in resident, "loaded where already resident"
+            resident[m.id] = ResidentModel(m.id, m.memory_mb, 1, NOW, NOW, loading=True)
+        else:
+            assert m.id in resident and not resident[m.id].loading, "ran where not loaded"
+            r = resident[m.id]
+            assert m.stages_per_instance is None or r.running < m.stages_per_instance, "instance over capacity"
+            resident[m.id] = ResidentModel(m.id, r.memory_mb, r.running + 1, r.last_used, r.loaded_at)
+        used = sum(r.memory_mb for r in resident.values())
+        assert used <= budget[a.device_id] + 1e-6, f"{a.device_id} oversubscribed: {used} > {budget[a.device_id]}"
+        running[m.id] += 1
+        assert running[m.id] <= m.max_concurrent, f"{m.id} over max_concurrent"
+
+
+def random_state(rng: random.Random) -> tuple[list[DeviceView], dict[str, ModelProfile], list[PendingStage]]:
+    models = {}
+    for i in range(rng.randint(3, 8)):
+        models[f"m{i}"] = profile(f"m{i}", rng.choice([500, 2000, 6000, 12000, 20000]), rng.uniform(1, 60),
+                                  rng.uniform(1, 90), max_concurrent=rng.randint(1, 3), pinned=rng.random() < 0.15,
+                                  stages_per_instance=rng.choice([None, 1]))
+    devices = []
+    for j in range(rng.randint(1, 4)):
+        budget = rng.choice([8000, 16000, 24000, 48000])
+        resident, used = [], 0.0
+        for m in rng.sample(list(models.values()), k=rng.randint(0, len(models))):
+            if used + m.memory_mb > budget:
+                continue
+            used += m.memory_mb
+            state = rng.random()
+            if state < 0.3:
+                resident.append(busy(m.id, m.memory_mb, since=NOW - rng.uniform(0, 100)))
+            elif state < 0.4:
+                resident.append(ResidentModel(m.id, m.memory_mb, 1, NOW - 3, NOW - 3, loading=True))
+            else:
+                resident.append(idle(m.id, m.memory_mb, last_used=NOW - rng.uniform(0, 3000)))
+        devices.append(device(f"cuda:{j}", budget, *resident, slots=rng.choice([1, 2, None])))
+    running = Counter(r.model_id for d in devices for r in d.resident.values() for _ in range(r.running))
+    for m in models.values():  # states beyond max_concurrent cannot come from a mechanism that obeys plan()
+        if running[m.id] > m.max_concurrent:
+            models[m.id] = profile(m.id, m.memory_mb, m.load_seconds, m.run_seconds, max_concurrent=running[m.id],
+                                   pinned=m.pinned, stages_per_instance=m.stages_per_instance)
+    pending = [stage(k, rng.choice(list(models)), feature=rng.choice(list(WEIGHTS)),
+                     priority=rng.randint(-10, 10), submitted_at=NOW - rng.uniform(0, 2000))
+               for k in range(rng.randint(0, 30))]
+    return devices, models, pending
+
+
+def test_plan_never_oversubscribes_evicts_busy_or_pinned_models_or_exceeds_max_concurrent(
+        caplog: pytest.LogCaptureFixture) -> None:
+    rng = random.Random(20240611)
+    placed = 0
+    for _ in range(400):
+        devices, models, pending = random_state(rng)
+        stats = UsageStats()
+        for s in pending:
+            stats.record_request(s.model_id, s.submitted_at)
+        policies = [pocket3d_policy(WEIGHTS, starvation_seconds=rng.choice([0.0, 600.0])), serial_fifo_policy(),
+                    static_pinning_policy(models, [device(d.id, d.budget_mb) for d in devices])
+                    if sum(m.memory_mb for m in models.values()) <= min(d.budget_mb for d in devices) else None]
+        for policy in filter(None, policies):
+            assignments = plan(pending, devices, models, stats, NOW, policy)
+            apply_checked(devices, models, assignments)
+            placed += len(assignments)
+    assert placed > 500, "the random states hardly ever allowed a placement: the property was not exercised"
+    refused = [r.getMessage() for r in caplog.records if "refused assignment" in r.getMessage()]
+    assert not refused, f"the policies proposed what plan() had to refuse: {refused[:3]}"
+
+
+def test_random_traces_run_to_completion_under_the_simulators_checks() -> None:
+    rng = random.Random(7)
+    for trial in range(6):
+        models = {f"m{i}": profile(f"m{i}", rng.choice([1000, 4000, 8000, 14000]), rng.uniform(1, 20),
+                                   rng.uniform(1, 30), max_concurrent=rng.randint(1, 3),
+                                   stages_per_instance=rng.choice([None, 1])) for i in range(5)}
+        devices = [SimDevice(f"cuda:{j}", "cuda", rng.choice([16000, 24000]), slots=rng.choice([1, 2, None]))
+                   for j in range(rng.randint(1, 3))]
+        jobs = [SimJob(f"j{k}", rng.choice(list(WEIGHTS)),
+                       tuple(SimStage(m, models[m].run_seconds * rng.uniform(0.5, 1.5))
+                             for m in rng.sample(list(models), rng.randint(1, 3))),
+                       submitted_at=rng.uniform(0, 600), priority=rng.randint(-10, 10)) for k in range(40)]
+        result = Simulator(devices, models, pocket3d_policy(WEIGHTS), idle_timeout=60).run(jobs)
+        assert len(result.finished) == len(jobs), f"trial {trial}"
+        for d in devices:
+            assert max(used for _, used in result.memory[d.id]) <= d.budget_mb + 1e-6
+
+
+def test_a_resident_model_is_reused_rather_than_loaded_again() -> None:
+    models = {"shape": profile("shape", 6000)}
+    devices = [device("cuda:0", 24000), device("cuda:1", 24000, idle("shape", 6000))]
+    [a] = plan([stage(1, "shape")], devices, models, UsageStats(), NOW, pocket3d_policy(WEIGHTS))
+    assert (a.device_id, a.load, a.evict) == ("cuda:1", False, ())
+
+    # Under the simulator, a hundred stages of one model load it once per instance, not once per stage.
+    jobs = [SimJob(f"j{k}", "mesh_generation", (SimStage("shape", 10.0),), submitted_at=k * 12.0) for k in range(100)]
+    result = Simulator([SimDevice("cuda:0", "cuda", 24000)], models, pocket3d_policy(WEIGHTS)).run(jobs)
+    assert result.loads == 1
+
+
+def test_a_stage_waits_for_its_busy_instance_when_that_is_sooner_than_loading_another() -> None:
+    models = {"paint": profile("paint", 16000, load=30.0, run=85.0, max_concurrent=2)}
+    almost_done = [device("cuda:0", 24000, busy("paint", 16000, since=NOW - 80)), device("cuda:1", 24000)]
+    assert plan([stage(1, "paint")], almost_done, models, UsageStats(), NOW, pocket3d_policy(WEIGHTS)) == []
+
+    just_started = [device("cuda:0", 24000, busy("paint", 16000, since=NOW - 1)), device("cuda:1", 24000)]
+    [a] = plan([stage(1, "paint")], just_started, models, UsageStats(), NOW, pocket3d_policy(WEIGHTS))
+    assert (a.device_id, a.load) == ("cuda:1", True)
+
+
+def test_eviction_weighs_reload_cost_and_reuse_per_mb_where_lru_evicts_the_wrong_model() -> None:
+    # "sam3d" was used longest ago but takes a minute to load and is asked for every few minutes; "rembg"
+    # was used a moment ago, loads in 2 s and is rarely asked for. Making room for "unirig" should cost
+    # the cheap one.
+    models = {"sam3d": profile("sam3d", 8000, load=60.0), "rembg": profile("rembg", 8000, load=2.0),
+              "unirig": profile("unirig", 8000, load=20.0)}
+    stats = UsageStats()
+    for t in range(0, 3600, 200):
+        stats.record_request("sam3d", NOW - 3600 + t)
+    stats.record_request("rembg", NOW - 3000)
+    dev = device("cuda:0", 16000, idle("sam3d", 8000, last_used=NOW - 900), idle("rembg", 8000, last_used=NOW - 10))
+
+    assert LruEviction().victims(dev, 8000, models, stats, NOW) == ["sam3d"]
+    assert ReloadCostEviction().victims(dev, 8000, models, stats, NOW) == ["rembg"]
+    [a] = plan([stage(1, "unirig")], [dev], models, stats, NOW, pocket3d_policy(WEIGHTS))
+    assert a.evict == ("rembg",) and a.load
+
+
+def test_eviction_frees_only_what_is_needed_and_says_when_it_cannot() -> None:
+    models = {m: profile(m, mb) for m, mb in (("a", 2000), ("b", 2000), ("big", 12000))}
+    dev = device("cuda:0", 16000, idle("a", 2000), idle("b", 2000), idle("big", 12000))
+    assert ReloadCostEviction().victims(dev, 3000, models, UsageStats(), NOW) in (["a", "b"], ["big"])
+    assert ReloadCostEviction().victims(dev, 1500, models, UsageStats(), NOW) in (["a"], ["b"])
+    assert ReloadCostEviction().victims(dev, 17000, models, UsageStats(), NOW) is None
+
+
+def test_pinned_and_running_models_are_never_evicted_even_for_a_starving_stage() -> None:
+    models = {"pinned": profile("pinned", 8000, pinned=True), "running": profile("running", 8000),
+              "spare": profile("spare", 4000), "big": profile("big", 10000)}
+    dev = device("cuda:0", 24000, idle("pinned", 8000, last_used=NOW - 5000), busy("running", 8000),
+                 idle("spare", 4000), slots=None)
+    old = stage(1, "big", submitted_at=0.0, ready_at=0.0)  # waited far past starvation_seconds
+    for policy in (pocket3d_policy(WEIGHTS), serial_fifo_policy()):
+        assert plan([old], [dev], models, UsageStats(), NOW, policy) == []
+    # 4 GB fit once "spare" goes: that much it may do.
+    models["small"] = profile("small", 8000)
+    [a] = plan([stage(2, "small")], [dev], models, UsageStats(), NOW, pocket3d_policy(WEIGHTS))
+    assert a.evict == ("spare",)
+    assert ReloadCostEviction().victims(dev, 8000, models, UsageStats(), NOW) is None
+    assert LruEviction().victims(dev, 8000, models, UsageStats(), NOW) is None
+
+
+def test_max_concurrent_counts_stages_running_on_every_device() -> None:
+    models = {"m": profile("m", 1000, max_concurrent=3)}
+    devices = [device(f"cuda:{i}", 24000, slots=None) for i in range(4)]
+    pending = [stage(k, "m") for k in range(10)]
+    assert len(plan(pending, devices, models, UsageStats(), NOW, pocket3d_policy(WEIGHTS))) == 3
+    devices[2] = device("cuda:2", 24000, busy("m", 1000), slots=None)
+    assert len(plan(pending, devices, models, UsageStats(), NOW, pocket3d_policy(WEIGHTS))) == 2
+
+
+def test_one_stage_per_instance_sends_the_second_stage_to_a_replica() -> None:
+    models = {"cpu-model": profile("cpu-model", 1000, run=100.0, max_concurrent=4, stages_per_instance=1,
+                                   device_kinds=("cpu",))}
+    devices = [DeviceView("cpu:0", "cpu", 8000, {"cpu-model": busy("cpu-model", 1000, since=NOW - 1)}),
+               DeviceView("cpu:1", "cpu", 8000, {})]
+    [a] = plan([stage(1, "cpu-model")], devices, models, UsageStats(), NOW, pocket3d_policy(WEIGHTS))
+    assert (a.device_id, a.load) == ("cpu:1", True)
+    # Its instance ends within the load time of another: the stage waits for it rather than loading.
+    devices[0] = DeviceView("cpu:0", "cpu", 8000, {"cpu-model": busy("cpu-model", 1000, since=NOW - 95)})
+    assert plan([stage(1, "cpu-model")], devices, models, UsageStats(), NOW, pocket3d_policy(WEIGHTS)) == []
+
+
+def test_order_follows_feature_weight_and_priority_and_ageing_lets_the_old_overtake() -> None:
+    ordering = WeightedAgeingOrdering(WEIGHTS, aging_seconds=120)
+    rig = stage(1, "unirig", feature="auto_rigging", submitted_at=NOW)
+    mesh = stage(2, "shape", feature="mesh_generation", submitted_at=NOW)
+    urgent_rig = stage(3, "unirig", feature="auto_rigging", priority=10, submitted_at=NOW)
+    assert [s.stage_id for s in ordering.order([rig, mesh, urgent_rig], NOW)] == [3, 2, 1]
+    old_rig = stage(4, "unirig", feature="auto_rigging", submitted_at=NOW - 600)
+    assert ordering.order([mesh, old_rig], NOW)[0] is old_rig
+
+
+def test_a_large_low_priority_stage_runs_under_a_steady_stream_of_small_high_priority_ones() -> None:
+    # Two small stages always overlap on the device and their model holds memory the large one needs, so the
+    # large one can only start if the policy stops feeding the small ones for a moment.
+    models = {"small": profile("small", 12000, load=5.0, run=10.0, max_concurrent=2),
+              "large": profile("large", 16000, load=5.0, run=10.0)}
+    stream = [SimJob(f"s{k}", "mesh_generation", (SimStage("small", 10.0),), submitted_at=k * 6.0, priority=10)
+              for k in range(700)]
+    large = SimJob("large", "auto_rigging", (SimStage("large", 10.0),), submitted_at=1.0, priority=-10)
+    policy = pocket3d_policy(WEIGHTS, starvation_seconds=300.0)
+    result = Simulator([SimDevice("gpu", "cuda", 20000, slots=2)], models, policy).run(stream + [large])
+    last_arrival = stream[-1].submitted_at
+    assert result.finished["large"] < last_arrival / 2, "the large stage waited for the stream to end"
+    assert len(result.finished) == len(stream) + 1
+
+
+def test_idle_unloads_honour_the_timeout_and_never_touch_pinned_running_or_loading_models() -> None:
+    models = {m: profile(m, 1000, pinned=(m == "pinned")) for m in ("stale", "fresh", "pinned", "running", "loading")}
+    dev = device("cuda:0", 24000, idle("stale", 1000, last_used=NOW - 700), idle("fresh", 1000, last_used=NOW - 30),
+                 idle("pinned", 1000, last_used=NOW - 9000), busy("running", 1000, since=NOW - 9000),
+                 ResidentModel("loading", 1000, 1, NOW - 9000, NOW - 9000, loading=True))
+    assert idle_unloads([dev], models, NOW, idle_timeout=600) == [("cuda:0", "stale")]
+    assert idle_unloads([dev], models, NOW, idle_timeout=20) == [("cuda:0", "stale"), ("cuda:0", "fresh")]
+    assert idle_unloads([dev], models, NOW, idle_timeout=None) == []
+
+
+def test_plan_refuses_an_assignment_that_would_oversubscribe_whatever_the_placement_policy_says() -> None:
+    class Greedy(PlacementPolicy):
+        def place(self, stage, model, devices, models, stats, now, context=None):  # noqa: ANN001, ANN201
+            return Assignment(stage, devices[0].id, (), load=True)
+
+    models = {"a": profile("a", 10000), "b": profile("b", 10000)}
+    policy = SchedulingPolicy("greedy", WeightedAgeingOrdering(WEIGHTS), Greedy(), LruEviction())
+    assignments = plan([stage(1, "a"), stage(2, "b")], [device("cuda:0", 16000)], models, UsageStats(), NOW, policy)
+    assert [a.stage.model_id for a in assignments] == ["a"]
+
+
+def test_baselines_keep_to_their_rules() -> None:
+    models = {"a": profile("a", 8000), "b": profile("b", 8000)}
+    devices = [device("cuda:0", 16000), device("cuda:1", 24000)]
+    # Serial FIFO: one stage in flight, on the largest device, oldest job first.
+    out = plan([stage(1, "a", submitted_at=NOW - 1), stage(2, "b", submitted_at=NOW - 2)], devices, models,
+               UsageStats(), NOW, serial_fifo_policy())
+    assert [(a.stage.stage_id, a.device_id) for a in out] == [(2, "cuda:1")]
+    # Static pinning: each model on its own device only.
+    static = static_pinning_policy(models, devices)
+    out = plan([stage(1, "a"), stage(2, "b"), stage(3, "a")], devices, models, UsageStats(), NOW, static)
+    assert len({a.device_id for a in out}) == 2 and len(out) == 2
+    with pytest.raises(ValueError, match="fits on no device"):
+        static_pinning_policy({"huge": profile("huge", 30000)}, devices)
