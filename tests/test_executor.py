@@ -1,4 +1,4 @@
-"""The in-process executor survives what goes wrong around a model: hangs past job_timeout, a full disk."""
+"""The node scheduler survives what goes wrong around a model: hangs past job_timeout, a full disk."""
 
 from __future__ import annotations
 
@@ -34,6 +34,7 @@ def test_a_full_disk_around_a_stage_is_retried_and_the_worker_lives_on(tmp_path,
     settings = load_settings(SUPPORT / "system.yaml", data_dir=tmp_path / "data",
                              models_file=SUPPORT / "models.yaml")
     monkeypatch.syspath_prepend(str(SUPPORT))
+    monkeypatch.setenv("PYTHONPATH", str(SUPPORT))  # for the device worker process, which loads the test model
     node = Node(settings)
     real_temp_dir = node.artifacts.temp_dir
     failures = []

@@ -95,11 +95,14 @@ class SchedulerSettings(_Section):
         "mesh_generation": 1.0, "texture_generation": 0.8, "segmentation": 0.6, "auto_rigging": 0.4})
     max_attempts: int = Field(3, ge=1, description="tries of one stage before the job fails")
     model_idle_timeout: float = Field(600, ge=0, description="seconds a model may sit unused before it is "
-                                      "unloaded (pinned models never are); 0 unloads as soon as it is idle")
+                                      "unloaded (pinned models never are); 0: never for idleness")
+    cancel_grace: float = Field(10, gt=0, description="seconds a cancelled stage has to stop before its device "
+                                "worker is killed (a model that never reports progress cannot be stopped otherwise)")
     ageing_seconds: float = Field(120, gt=0, description="a waiting stage gains one priority step per this "
                                   "many seconds, so low-priority work cannot starve")
     lease_seconds: float = Field(30.0, gt=0, description="a running stage's lease; renewed while it runs")
-    concurrency: int = Field(2, ge=1, le=256, description="stages run at once by the in-process executor")
+    concurrency: int = Field(2, ge=1, le=256, description="stages computed at once on a CPU device (a GPU computes "
+                             "one at a time)")
 
 
 class StorageSettings(_Section):

@@ -22,7 +22,7 @@ from pocket3d.jobs.events import EventBus
 from pocket3d.jobs.snapshots import JobSnapshots
 from pocket3d.jobs.store import Store
 from pocket3d.models.registry import Registry
-from pocket3d.scheduler.inprocess import InProcessScheduler
+from pocket3d.scheduler.node import NodeScheduler
 from pocket3d.storage.artifacts import LocalArtifactStore
 
 log = logging.getLogger(__name__)
@@ -108,8 +108,8 @@ class Node:
             self.bus = EventBus(self.store, self.snapshots)
             self.retention = Retention(self.store, self.artifacts, self.blob_lock)
             self.store.add_release_listener(self.retention.collect)
-            self.scheduler = InProcessScheduler(settings=settings, store=self.store, artifacts=self.artifacts,
-                                                registry=registry, blob_lock=self.blob_lock, release=self.release)
+            self.scheduler = NodeScheduler(settings=settings, store=self.store, artifacts=self.artifacts,
+                                           registry=registry, blob_lock=self.blob_lock, release=self.release)
         except BaseException:
             self.lock.release()
             raise

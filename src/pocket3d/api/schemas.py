@@ -197,6 +197,7 @@ class DeviceInfo(BaseModel):
     temperature_c: float | None = None
     resident_models: list[str]
     running_stages: list[int]
+    worker_pid: int | None = Field(None, description="the device worker process (started on first use)")
 
 
 class Health(BaseModel):

@@ -141,21 +141,8 @@ class Store:
             ids = conn.execute(q).scalars().all()
             return [j for j in (self.get_job(i, conn) for i in ids) if j is not None]
 
-    def queue_position(self, job: JobRecord, conn: Connection | None = None) -> int | None:
-        """1-based place among runnable stages in claim order, or None when the job is not waiting."""
-        if job.status.is_final or job.current_stage is None:
-            return None
-        stage = job.stages[job.current_stage]
-        if stage.status != StageStatus.QUEUED:
-            return None
-        if conn is None:
-            with self.read() as c:
-                return self.queue_position(job, c)
-        ahead = conn.execute(_STAGES_AHEAD, {"stage_id": stage.id, "queued": StageStatus.QUEUED}).scalar()
-        return None if ahead is None else int(ahead) + 1
-
     def recent_stage_seconds(self, limit: int = 50) -> dict[str | None, float]:
-        """Mean run time of recently finished stages per model: the in-process ETA's only evidence."""
+        """Mean run time of recently finished stages per model (None: the export stage)."""
         s = t.stages.c
         with self.read() as conn:
             rows = conn.execute(sa.select(s.model_id, s.started_at, s.finished_at)
@@ -212,20 +199,6 @@ _JOB_WITH_STAGES = (
 )
 _OUTPUTS_OF_JOB = (sa.select(t.outputs).where(t.outputs.c.job_id == sa.bindparam("job_id"))
                    .order_by(t.outputs.c.stage_idx, t.outputs.c.name))
-_me = t.stages.alias("me")
-_other = t.stages.alias("other")
-# Queued stages claimed before this one: higher priority, or same priority and queued earlier (id breaks ties).
-_STAGES_AHEAD = (
-    sa.select(sa.func.count(_other.c.id))
-    .select_from(_me.join(_other, sa.and_(
-        _other.c.status == sa.bindparam("queued"),
-        sa.or_(_other.c.priority > _me.c.priority,
-               sa.and_(_other.c.priority == _me.c.priority, _other.c.queued_at < _me.c.queued_at),
-               sa.and_(_other.c.priority == _me.c.priority, _other.c.queued_at == _me.c.queued_at,
-                       _other.c.id < _me.c.id))), isouter=True))
-    .where(_me.c.id == sa.bindparam("stage_id"), _me.c.queued_at.is_not(None))
-    .group_by(_me.c.id)
-)
 
 
 def _create_engine(url: str, echo: bool) -> Engine:

@@ -1,5 +1,4 @@
-"""The interface the API and the node see. The in-process executor implements it now; the VRAM-aware
-scheduler with device worker processes replaces it without the API or the store changing."""
+"""The interface the API and the node see; :class:`pocket3d.scheduler.node.NodeScheduler` implements it."""
 
 from __future__ import annotations
 
@@ -23,6 +22,7 @@ class DeviceState:
     running_stages: list[int]
     memory_used: float = 0.0  # MB the scheduler accounts to the resident models
     budget: float = 0.0  # MB it may fill
+    worker_pid: int | None = None  # the device worker process, while one runs
 
 
 class Scheduler(ABC):

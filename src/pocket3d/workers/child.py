@@ -8,7 +8,7 @@ has already set ``CUDA_VISIBLE_DEVICES`` to that one GPU, so inside this process
 Threads: the main thread only reads commands and dispatches them. Each load, unload and stage runs in a thread of
 its own, so a 30-second load never holds up progress, cancellation or another model's stage. Stages of
 *different* models run at the same time; stages of one model run at most ``spec.max_concurrent`` at once (a
-semaphore per model), as the in-process executor did. A model's load and unload are serialised by a lock per
+semaphore per model), as a model adapter expects. A model's load and unload are serialised by a lock per
 model, and a stage of a model that is not resident loads it first under that lock.
 
 Memory: a load's cost is the process's memory after ``adapter.load`` less before it (importing the adapter's

@@ -82,5 +82,6 @@ def devices(node: NodeDep, _: PrincipalDep) -> list[DeviceInfo]:
                               memory_free_mb=max(0, reading.memory_total - used) if d.virtual else reading.memory_free,
                               budget_mb=round(state.budget), scheduled_mb=round(state.memory_used),
                               utilization=reading.utilization, temperature_c=reading.temperature,
-                              resident_models=state.resident_models, running_stages=state.running_stages))
+                              resident_models=state.resident_models, running_stages=state.running_stages,
+                              worker_pid=state.worker_pid))
     return out

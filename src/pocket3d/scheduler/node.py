@@ -1,0 +1,649 @@
+"""The node scheduler: the mechanism that runs the policy. One per node.
+
+It reads the queued stages from the store, asks :func:`policy.plan` which of them start now, where, and after
+which evictions, claims those stages under a lease, and hands them to the device workers (one subprocess per
+device, :mod:`pocket3d.workers`). Results come back through callbacks and become transitions in the store.
+What it knows of each model (memory, load and run time) starts from the registry and is corrected by what the
+workers measure.
+
+Failure handling, each a rule of the issue:
+- a worker that dies (SIGKILL, segfault, the OOM killer) is restarted with nothing resident, and its stages are
+  retried up to ``scheduler.max_attempts``, then failed with ``WORKER_CRASHED``;
+- an out-of-memory error inside a model evicts the other models on that device and retries once, then fails
+  with ``OUT_OF_MEMORY``;
+- a stage past ``scheduler.job_timeout`` is killed (with its worker: a model that hangs cannot be stopped
+  otherwise) and failed with ``TIMEOUT``; a cancelled stage that does not stop within
+  ``scheduler.cancel_grace`` seconds is killed the same way.
+The export stage is pocket3d's own (format conversion, preview): it runs in a thread pool of this process.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pocket3d import geometry
+from pocket3d.config import Settings
+from pocket3d.errors import ErrorCode
+from pocket3d.jobs import transitions
+from pocket3d.jobs.records import ClaimedStage, JobRecord, QueuedStage, StageStatus
+from pocket3d.jobs.store import Store
+from pocket3d.models.registry import Registry
+from pocket3d.models.spec import Device, InputRejected
+from pocket3d.scheduler import devices as inventory
+from pocket3d.scheduler import stage_io
+from pocket3d.scheduler.base import DeviceState, Estimate, Scheduler
+from pocket3d.scheduler.policy import (
+    Assignment,
+    DeviceView,
+    ModelProfile,
+    PendingStage,
+    ResidentModel,
+    SchedulingPolicy,
+    UsageStats,
+    idle_unloads,
+    plan,
+    pocket3d_policy,
+)
+from pocket3d.storage.artifacts import LocalArtifactStore
+from pocket3d.workers.supervisor import DeviceWorker, StageRequest, StageResult, WorkerUnavailable
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], float]
+CANCELLED = "CANCELLED"
+REQUEUE = "REQUEUE"  # the stage never reached a model (its worker was restarting): queued again, attempt uncounted
+DEFAULT_LOAD_SECONDS = 5.0  # until a load of the model has been measured
+DEFAULT_RUN_SECONDS = 10.0  # until a run of the model has been measured
+CPU_MODEL_MB = 512  # a CPU model that declares no memory: a guess until it is measured
+MEASURED_MARGIN = 1.15  # measured peaks are padded: the next input may be larger
+
+
+@dataclass
+class _Resident:
+    memory_mb: float
+    loaded_at: float
+    last_used: float
+    running: int = 0
+    loading: bool = False
+
+
+@dataclass
+class _Running:
+    claim: ClaimedStage
+    device_id: str | None  # None for an export stage
+    model_id: str | None
+    deadline: float
+    started: float = 0.0
+    done: Future = field(default_factory=Future)
+    stop_reason: str | None = None  # TIMEOUT or CANCELLED once the scheduler decided to stop it
+    stop_asked_at: float | None = None
+    last_progress_write: float = 0.0
+    # Another stage or a load shared its worker process meanwhile: the process's peak is not this model's alone.
+    shared: bool = False
+
+
+@dataclass
+class _Learned:
+    """What the workers measured of one model on this node."""
+
+    peak_mb: float | None = None
+    load_seconds: float | None = None
+    run_seconds: float | None = None  # exponentially weighted mean
+
+
+class NodeScheduler(Scheduler):
+    def __init__(self, *, settings: Settings, store: Store, artifacts: LocalArtifactStore, registry: Registry,
+                 blob_lock: threading.RLock, release: transitions.ReleasePolicy, clock: Clock = time.time,
+                 policy: SchedulingPolicy | None = None, worker_env: dict[str, str] | None = None):
+        self.settings, self.store, self.artifacts, self.registry = settings, store, artifacts, registry
+        self.blob_lock, self.release, self.clock = blob_lock, release, clock
+        self.policy = policy or pocket3d_policy(settings.scheduler.priority_weights,
+                                                aging_seconds=settings.scheduler.ageing_seconds)
+        self.worker_id = f"{socket.gethostname()[:40]}-{os.getpid()}-{id(self) & 0xFFFF:04x}"
+        self._devices = inventory.discover(settings.gpu)
+        self._device_by_id = {d.id: d for d in self._devices}
+        self._worker_env = worker_env
+        self._workers: dict[str, DeviceWorker] = {}
+        self._resident: dict[str, dict[str, _Resident]] = {d.id: {} for d in self._devices}
+        self._running: dict[int, _Running] = {}
+        self._learned: dict[str | None, _Learned] = {}  # None: the export stage
+        self._oom_retried: set[int] = set()
+        self._order: dict[int, int] = {}  # stage id -> rank in the last ordering, for queue positions
+        self._queued_models: dict[int, str | None] = {}  # stage id -> model, of the stages queued last time
+        self._seen: set[int] = set()  # stages whose request is counted in the usage stats
+        self.stats = UsageStats()
+        self._lock = threading.RLock()
+        self._stop = threading.Event()
+        self._wakeup = threading.Condition()
+        self._threads: list[threading.Thread] = []
+        self._exports = ThreadPoolExecutor(max_workers=2, thread_name_prefix="export")
+        self._stages = ThreadPoolExecutor(max_workers=64, thread_name_prefix="stage")
+        self._estimates: dict[str, tuple[int, float, Estimate]] = {}
+
+    # -- lifecycle ------------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        # This node is the only one on its store (embedded mode): whatever it left running, it lost.
+        lost = transitions.recover_lost_stages(self.store, now=self.clock(), release=self.release, all_running=True)
+        if lost:
+            log.warning("recovered %d stage(s) left running by a previous process", len(lost))
+        for model_id, seconds in self.store.recent_stage_seconds().items():  # run times outlive a restart
+            self._learned.setdefault(model_id, _Learned()).run_seconds = seconds
+        self._threads = [threading.Thread(target=self._dispatch_loop, name="dispatcher", daemon=True),
+                         threading.Thread(target=self._lease_loop, name="lease-keeper", daemon=True)]
+        for th in self._threads:
+            th.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        with self._lock:
+            running = list(self._running.values())
+        for r in running:
+            r.stop_reason = r.stop_reason or CANCELLED
+            if r.device_id is not None and r.device_id in self._workers:
+                self._workers[r.device_id].cancel(r.claim.stage.id)
+        self.wake()
+        deadline = time.monotonic() + timeout
+        for r in running:
+            try:
+                r.done.result(max(0.1, deadline - time.monotonic()))
+            except Exception:
+                pass
+        for th in self._threads:
+            th.join(max(0.0, deadline - time.monotonic()))
+        for worker in list(self._workers.values()):
+            worker.stop(max(1.0, deadline - time.monotonic()))
+        self._stages.shutdown(wait=False, cancel_futures=True)
+        self._exports.shutdown(wait=False, cancel_futures=True)
+
+    def wake(self) -> None:
+        with self._wakeup:
+            self._wakeup.notify_all()
+
+    def cancel(self, job_id: str) -> None:
+        with self._lock:
+            running = [r for r in self._running.values() if r.claim.stage.job_id == job_id]
+        for r in running:
+            self._ask_to_stop(r, CANCELLED)
+
+    # -- views ----------------------------------------------------------------------------------------------
+
+    @property
+    def device_list(self) -> list[Device]:
+        return self._devices
+
+    def devices(self) -> list[DeviceState]:
+        with self._lock:
+            out = []
+            for d in self._devices:
+                running = [sid for sid, r in self._running.items() if r.device_id == d.id]
+                worker = self._workers.get(d.id)
+                out.append(DeviceState(d, sorted(self._resident[d.id]), running,
+                                       memory_used=sum(m.memory_mb for m in self._resident[d.id].values()),
+                                       budget=self._budget(d), worker_pid=worker.pid if worker else None))
+            return out
+
+    def readings(self) -> dict[str, inventory.DeviceReading]:
+        return {d.id: inventory.read(d) for d in self._devices}
+
+    def estimate(self, job: JobRecord) -> Estimate:
+        if job.status.is_final:
+            return Estimate(None, None)
+        cached = self._estimates.get(job.id)
+        now = self.clock()
+        if cached is not None and cached[0] == job.version and now - cached[1] < 1.0:
+            return cached[2]
+        estimate = self._estimate(job)
+        if len(self._estimates) > 4096:
+            self._estimates.clear()
+        self._estimates[job.id] = (job.version, now, estimate)
+        return estimate
+
+    def _estimate(self, job: JobRecord) -> Estimate:
+        """Queue position from the policy's own order; the ETA from the models' measured times: the work ranked
+        ahead, spread over the devices, plus this job's remaining stages."""
+        waiting = next((s for s in job.stages if s.status == StageStatus.QUEUED), None)
+        with self._lock:
+            order = dict(self._order)
+        position = order.get(waiting.id) if waiting is not None else None
+        remaining = [s for s in job.stages if s.status in (StageStatus.PENDING, StageStatus.QUEUED,
+                                                           StageStatus.RUNNING)]
+        with self._lock:
+            measured = {m for m, learned in self._learned.items() if learned.run_seconds is not None}
+        if any(s.model_id not in measured for s in remaining):
+            return Estimate(position, None)  # no evidence yet for some model: better no number than a guess
+        eta = 0.0
+        for s in remaining:
+            seconds = self._run_seconds(s.model_id)
+            eta += seconds * (1.0 - s.progress) if s.status == StageStatus.RUNNING else seconds
+        if position is not None and position > 1:
+            ahead = sorted(order.items(), key=lambda kv: kv[1])[: position - 1]
+            with self._lock:
+                models = {sid: self._queued_models.get(sid) for sid, _ in ahead}
+            eta += sum(self._run_seconds(m) for m in models.values()) / max(1, len(self._devices))
+        return Estimate(position, round(eta, 1))
+
+    # -- what the policy sees -------------------------------------------------------------------------------
+
+    def _budget(self, device: Device) -> float:
+        return inventory.budget_mb(device, self.settings.gpu)
+
+    def _run_seconds(self, model_id: str | None) -> float:
+        learned = self._learned.get(model_id)
+        return learned.run_seconds if learned and learned.run_seconds else DEFAULT_RUN_SECONDS
+
+    def _profile(self, model_id: str) -> ModelProfile | None:
+        try:
+            registered = self.registry.get(model_id)
+        except Exception:
+            return None
+        spec = registered.spec
+        learned = self._learned.get(model_id, _Learned())
+        declared = spec.vram_requirement or (CPU_MODEL_MB if "cpu" in spec.devices else 0)
+        memory = declared if learned.peak_mb is None else max(learned.peak_mb * MEASURED_MARGIN, 1.0)
+        return ModelProfile(id=model_id, memory_mb=float(memory),
+                            load_seconds=learned.load_seconds or DEFAULT_LOAD_SECONDS,
+                            run_seconds=learned.run_seconds or DEFAULT_RUN_SECONDS,
+                            max_concurrent=spec.max_concurrent, pinned=spec.pinned, device_kinds=spec.devices)
+
+    def _views(self) -> list[DeviceView]:
+        with self._lock:
+            starts: dict[tuple[str, str], list[float]] = {}
+            for r in self._running.values():
+                if r.device_id is not None and r.model_id is not None:
+                    starts.setdefault((r.device_id, r.model_id), []).append(r.started)
+            # A GPU computes one stage at a time (models there are compute bound); a CPU device as many as
+            # scheduler.concurrency.
+            cpu_slots = self.settings.scheduler.concurrency
+            return [DeviceView(id=d.id, kind=d.kind, budget_mb=self._budget(d),
+                               slots=1 if d.kind == "cuda" else cpu_slots,
+                               resident={m: ResidentModel(model_id=m, memory_mb=r.memory_mb, running=r.running,
+                                                          last_used=r.last_used, loaded_at=r.loaded_at,
+                                                          loading=r.loading,
+                                                          running_since=tuple(starts.get((d.id, m), ())))
+                                         for m, r in self._resident[d.id].items()})
+                    for d in self._devices]
+
+    # -- the dispatcher -------------------------------------------------------------------------------------
+
+    def _dispatch_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._dispatch_once()
+            except Exception:
+                log.exception("dispatching failed; retrying")
+            with self._wakeup:
+                self._wakeup.wait(timeout=0.5)
+
+    def _dispatch_once(self) -> None:
+        queued = self.store.queued_stages()
+        now = self.clock()
+        with self._lock:
+            self._queued_models = {q.stage_id: q.model_id for q in queued}
+        for q in (q for q in queued if q.model_id is None):
+            self._start_export(q)
+        pending: list[PendingStage] = []
+        profiles: dict[str, ModelProfile] = {}
+        for q in queued:
+            if q.model_id is None:
+                continue
+            profile = profiles.get(q.model_id) or self._profile(q.model_id)
+            if profile is None:
+                continue  # a model no longer registered: left queued, visible as waiting
+            profiles[q.model_id] = profile
+            pending.append(PendingStage(stage_id=q.stage_id, job_id=q.job_id, model_id=q.model_id, feature=q.feature,
+                                        priority=q.priority, submitted_at=q.submitted_at, ready_at=q.queued_at))
+            if q.stage_id not in self._seen:
+                self._seen.add(q.stage_id)
+                self.stats.record_request(q.model_id, now)
+        if len(self._seen) > 100_000:
+            self._seen = {q.stage_id for q in queued}
+        with self._lock:
+            # running models count against max_concurrent, and resident ones need a profile for eviction
+            known = {r.model_id for r in self._running.values() if r.model_id}
+            known |= {m for device_models in self._resident.values() for m in device_models}
+        for model_id in known - profiles.keys():
+            if (profile := self._profile(model_id)) is not None:
+                profiles[model_id] = profile
+        ordered = self.policy.ordering.order(pending, now)
+        with self._lock:
+            self._order = {p.stage_id: i + 1 for i, p in enumerate(ordered)}
+        for assignment in plan(pending, self._views(), profiles, self.stats, now, self.policy):
+            self._start_stage(assignment, profiles[assignment.stage.model_id])
+        if self.policy.unload_idle:
+            for device_id, model_id in idle_unloads(self._views(), profiles, now,
+                                                    self.settings.scheduler.model_idle_timeout):
+                self._stages.submit(self._unload, device_id, model_id, "idle")
+
+    def _start_export(self, q: QueuedStage) -> None:
+        with self._lock:
+            exporting = sum(1 for r in self._running.values() if r.device_id is None)
+        if exporting >= 2:
+            return
+        claim = transitions.claim_stage(self.store, q.stage_id, worker_id=self.worker_id,
+                                        lease_seconds=self.settings.scheduler.lease_seconds, now=self.clock())
+        if claim is None:
+            return
+        running = _Running(claim, None, None, self.clock() + self.settings.scheduler.job_timeout, self.clock())
+        with self._lock:
+            self._running[claim.stage.id] = running
+        self._exports.submit(self._run_export, running)
+
+    def _start_stage(self, a: Assignment, profile: ModelProfile) -> None:
+        claim = transitions.claim_stage(self.store, a.stage.stage_id, worker_id=self.worker_id,
+                                        lease_seconds=self.settings.scheduler.lease_seconds, now=self.clock())
+        if claim is None:
+            return
+        now = self.clock()
+        running = _Running(claim, a.device_id, a.stage.model_id, now + self.settings.scheduler.job_timeout, now)
+        with self._lock:
+            neighbours = [r for r in self._running.values() if r.device_id == a.device_id]
+            for r in neighbours:
+                r.shared = True
+            running.shared = bool(neighbours)
+            self._running[claim.stage.id] = running
+            resident = self._resident[a.device_id]
+            for victim in a.evict:
+                resident.pop(victim, None)  # promised away now; the worker unloads it before loading
+            entry = resident.get(a.stage.model_id)
+            if entry is None:
+                entry = resident[a.stage.model_id] = _Resident(profile.memory_mb, now, now, loading=True)
+            entry.running += 1
+        self._stages.submit(self._run_stage, running, a)
+
+    # -- one stage on a device ------------------------------------------------------------------------------
+
+    def _worker(self, device_id: str) -> DeviceWorker:
+        with self._lock:
+            worker = self._workers.get(device_id)
+            if worker is None:
+                device = self._device_by_id[device_id]
+                worker = DeviceWorker(
+                    device, budget_mb=self._budget(device), env=self._worker_env,
+                    on_progress=self._on_progress, on_result=self._on_result,
+                    on_crash=lambda reason, stage_ids, d=device_id: self._on_crash(d, reason, stage_ids))
+                self._workers[device_id] = worker
+            worker.start()  # a no-op while it runs; after a crash, before on_crash's restart, a fresh child
+            return worker
+
+    def _run_stage(self, running: _Running, a: Assignment) -> None:
+        stage, model_id = running.claim.stage, a.stage.model_id
+        outcome: tuple[str, str] | None = None
+        try:
+            worker = self._worker(a.device_id)
+            for victim in a.evict:
+                self._unload(a.device_id, victim, "making room")
+            registered = self.registry.get(model_id)
+            if a.load or model_id not in worker.resident:
+                started = self.clock()
+                loaded = worker.load(model_id, adapter_path(registered.adapter_cls), registered.spec)
+                if not loaded.ok:
+                    if loaded.error_code == ErrorCode.WORKER_CRASHED and not loaded.seconds:
+                        outcome = (REQUEUE, loaded.message)  # the worker was down before the load began
+                    else:
+                        outcome = (loaded.error_code or ErrorCode.MODEL_ERROR, loaded.message)
+                    return
+                # a load beside running stages measures their growth too: its time counts, its memory not
+                measured_mb = None if running.shared else loaded.memory_mb
+                self._learn_load(model_id, loaded.seconds or self.clock() - started, measured_mb)
+                with self._lock:
+                    entry = self._resident[a.device_id].get(model_id)
+                    if entry is not None:
+                        entry.loading = False
+                        entry.memory_mb = max(entry.memory_mb, measured_mb or 0.0)
+            with self.artifacts.temp_dir(f"stage-{stage.id}-") as work:
+                inputs = stage_io.materialize(self.store, self.artifacts, running.claim, work)
+                try:
+                    worker.run(StageRequest(stage_id=stage.id, model_id=model_id,
+                                            adapter=adapter_path(registered.adapter_cls), spec=registered.spec,
+                                            inputs=inputs, params=stage.params))
+                except WorkerUnavailable as e:
+                    outcome = (REQUEUE, str(e))
+                    return
+                result: StageResult = running.done.result()
+                outcome = self._finish(running, result, work)
+        except Exception as e:
+            log.exception("job %s stage %d: the scheduler failed around the model", stage.job_id, stage.index)
+            outcome = (ErrorCode.INTERNAL_ERROR, f"{type(e).__name__}: {e}")
+        finally:
+            self._settle(running, outcome)
+
+    def _finish(self, running: _Running, result: StageResult, work: Path) -> tuple[str, str] | None:
+        """Store a successful stage's outputs; otherwise the (code, message) it failed with."""
+        model_id = running.model_id
+        if result.peak_memory_mb and not running.shared:
+            self._learn_peak(model_id, result.peak_memory_mb)
+        if result.error_code is None and running.stop_reason is None:
+            self._learn_run(model_id, result.seconds)
+            with self.blob_lock:
+                outputs = stage_io.store_outputs(self.artifacts, running.claim, result.files or {}, work)
+                transitions.complete_stage(self.store, running.claim, outputs, release=self.release,
+                                           now=self.clock())
+            return None
+        if running.stop_reason == ErrorCode.TIMEOUT:
+            return ErrorCode.TIMEOUT, self._timeout_message()
+        if running.stop_reason == CANCELLED or result.error_code == CANCELLED:
+            return CANCELLED, ""
+        return result.error_code or ErrorCode.MODEL_ERROR, result.message
+
+    def _settle(self, running: _Running, outcome: tuple[str, str] | None) -> None:
+        """Book the end of a stage, and tell the store how it ended when it did not succeed."""
+        stage = running.claim.stage
+        now = self.clock()
+        with self._lock:
+            self._running.pop(stage.id, None)
+            if running.device_id is not None:
+                entry = self._resident[running.device_id].get(running.model_id)
+                if entry is not None:
+                    entry.running = max(0, entry.running - 1)
+                    entry.last_used = now
+                    if entry.loading and entry.running == 0:  # its load never finished: nothing is there
+                        del self._resident[running.device_id][running.model_id]
+        try:
+            if outcome is not None:
+                self._record_failure(running, *outcome)
+        except Exception:
+            log.exception("job %s stage %d: recording its end failed; its lease will expire", stage.job_id,
+                          stage.index)
+        finally:
+            self._estimates.clear()
+            self.wake()
+
+    def _record_failure(self, running: _Running, code: str, message: str) -> None:
+        claim, stage = running.claim, running.claim.stage
+        now = self.clock()
+        if code == REQUEUE:
+            transitions.requeue_stage(self.store, claim, release=self.release, now=now)
+            log.info("job %s stage %d queued again: %s", stage.job_id, stage.index, message)
+            return
+        if code == CANCELLED:
+            if self._stop.is_set():  # shutting down, not cancelled: the next start runs it again
+                transitions.requeue_stage(self.store, claim, release=self.release, now=now)
+                log.info("job %s stage %d requeued at shutdown", stage.job_id, stage.index)
+            else:
+                transitions.acknowledge_cancel(self.store, claim, release=self.release, now=now)
+            return
+        retry = False
+        if code == ErrorCode.OUT_OF_MEMORY and stage.id not in self._oom_retried:
+            self._oom_retried.add(stage.id)
+            self._free_device(running.device_id, keep=None)
+            retry = True
+        elif code in (ErrorCode.WORKER_CRASHED, ErrorCode.INTERNAL_ERROR):
+            # not the model's fault (a dead process; a full disk around the stage): worth another attempt, and
+            # transitions fails the job with this code once max_attempts are used
+            retry = True
+        log.warning("job %s stage %d %s: %s: %s", stage.job_id, stage.index, "retried" if retry else "failed",
+                    code, message)
+        transitions.fail_stage(self.store, claim, code=code, message=message, retry=retry, release=self.release,
+                               now=now)
+
+    # -- the export stage -----------------------------------------------------------------------------------
+
+    def _run_export(self, running: _Running) -> None:
+        claim = running.claim
+        outcome: tuple[str, str] | None = None
+        try:
+            with self.artifacts.temp_dir(f"stage-{claim.stage.id}-") as work:
+                inputs = stage_io.materialize(self.store, self.artifacts, claim, work)
+                try:
+                    files = stage_io.export(inputs, claim.stage.params, work, self.settings.storage.mesh_limits)
+                except (geometry.MeshError, InputRejected) as e:
+                    outcome = stage_io.error_of(e) or (ErrorCode.INVALID_INPUT, str(e))
+                    return
+                if running.stop_reason is not None:
+                    outcome = (running.stop_reason, self._timeout_message()
+                               if running.stop_reason == ErrorCode.TIMEOUT else "")
+                    return
+                with self.blob_lock:
+                    outputs = stage_io.store_outputs(self.artifacts, claim, files, work)
+                    transitions.complete_stage(self.store, claim, outputs, release=self.release, now=self.clock())
+                self._learn_run(None, self.clock() - running.started)
+        except Exception as e:
+            log.exception("job %s: the export stage failed", claim.stage.job_id)
+            outcome = (ErrorCode.EXPORT_FAILED, f"{type(e).__name__}: {e}")
+        finally:
+            self._settle(running, outcome)
+
+    # -- callbacks from the workers (their threads) ---------------------------------------------------------
+
+    def _on_progress(self, stage_id: int, fraction: float, message: str | None) -> None:
+        with self._lock:
+            running = self._running.get(stage_id)
+        if running is None:
+            return
+        now = self.clock()
+        if now - running.last_progress_write < 0.2 and fraction < 1.0:
+            return
+        running.last_progress_write = now
+        try:
+            still_ours = transitions.report_progress(self.store, running.claim, fraction, now)
+        except Exception:
+            log.exception("recording progress failed")
+            return
+        if not still_ours:  # cancelled, or the lease was lost: stop working on it
+            self._ask_to_stop(running, CANCELLED)
+
+    def _on_result(self, result: StageResult) -> None:
+        with self._lock:
+            running = self._running.get(result.stage_id)
+        if running is not None and not running.done.done():
+            running.done.set_result(result)
+
+    def _on_crash(self, device_id: str, reason: str, stage_ids: list[int]) -> None:
+        log.error("device worker crashed: %s", reason)
+        with self._lock:
+            self._resident[device_id].clear()
+            victims = [r for r in self._running.values() if r.device_id == device_id]
+        for r in victims:
+            if not r.done.done():
+                r.done.set_result(StageResult(stage_id=r.claim.stage.id, files=None,
+                                              error_code=ErrorCode.WORKER_CRASHED, message=reason,
+                                              peak_memory_mb=None, seconds=0.0))
+        worker = self._workers.get(device_id)
+        if worker is not None and not self._stop.is_set():
+            try:
+                # start(), not restart(): a stage thread may have started a fresh child already, and restart()
+                # would end it with its stages unreported
+                worker.start()
+            except Exception:
+                log.exception("restarting the worker for %s failed", device_id)
+        self.wake()
+
+    # -- memory ---------------------------------------------------------------------------------------------
+
+    def _unload(self, device_id: str, model_id: str, why: str) -> None:
+        worker = self._workers.get(device_id)
+        with self._lock:
+            entry = self._resident[device_id].get(model_id)
+            if entry is not None and entry.running > 0:
+                return  # it got work since the decision
+            self._resident[device_id].pop(model_id, None)
+        if worker is not None and model_id in worker.resident:
+            log.info("unloading %s from %s (%s)", model_id, device_id, why)
+            worker.unload(model_id)
+        self.wake()
+
+    def _free_device(self, device_id: str | None, keep: str | None) -> None:
+        """Evict every idle model on the device (after an out-of-memory error, before the retry)."""
+        if device_id is None:
+            return
+        with self._lock:
+            idle = [m for m, r in self._resident[device_id].items() if r.running == 0 and m != keep]
+        for model_id in idle:
+            self._unload(device_id, model_id, "out of memory on the device")
+
+    def _learn_load(self, model_id: str, seconds: float, memory_mb: float | None) -> None:
+        with self._lock:
+            learned = self._learned.setdefault(model_id, _Learned())
+            learned.load_seconds = seconds
+            if memory_mb:
+                learned.peak_mb = max(learned.peak_mb or 0.0, memory_mb)
+
+    def _learn_peak(self, model_id: str | None, peak_mb: float) -> None:
+        if model_id is None:
+            return
+        with self._lock:
+            learned = self._learned.setdefault(model_id, _Learned())
+            learned.peak_mb = max(learned.peak_mb or 0.0, peak_mb)
+
+    def _learn_run(self, model_id: str | None, seconds: float) -> None:
+        """A stage's run time; ``None`` is the export stage."""
+        with self._lock:
+            learned = self._learned.setdefault(model_id, _Learned())
+            learned.run_seconds = seconds if learned.run_seconds is None else 0.7 * learned.run_seconds + 0.3 * seconds
+
+    # -- leases, timeouts, stuck cancels --------------------------------------------------------------------
+
+    def _ask_to_stop(self, running: _Running, reason: str) -> None:
+        if running.stop_reason is None:
+            running.stop_reason = reason
+            running.stop_asked_at = self.clock()
+        if running.device_id is not None and running.device_id in self._workers:
+            self._workers[running.device_id].cancel(running.claim.stage.id)
+
+    def _lease_loop(self) -> None:
+        lease = self.settings.scheduler.lease_seconds
+        while not self._stop.wait(min(1.0, lease / 3)):
+            try:
+                now = self.clock()
+                with self._lock:
+                    running = list(self._running.values())
+                for r in running:
+                    if now > r.deadline and r.stop_reason != ErrorCode.TIMEOUT:
+                        r.stop_reason = ErrorCode.TIMEOUT
+                        self._kill_for(r, f"stage {r.claim.stage.id} ran past scheduler.job_timeout")
+                    elif (r.stop_reason == CANCELLED and r.stop_asked_at is not None
+                          and now - r.stop_asked_at > self.settings.scheduler.cancel_grace):
+                        self._kill_for(r, f"stage {r.claim.stage.id} did not stop within "
+                                          f"{self.settings.scheduler.cancel_grace:g} s of its cancel")
+                        r.stop_asked_at = None
+                transitions.renew_leases(self.store, [r.claim for r in running], lease_seconds=lease, now=now)
+                transitions.recover_lost_stages(self.store, now=now, release=self.release)
+            except Exception:
+                log.exception("lease keeping failed; retrying")
+
+    def _kill_for(self, running: _Running, why: str) -> None:
+        """Stop a stage that will not stop: kill its worker (a hung model cannot be interrupted otherwise). An
+        export stage runs in this process and cannot be killed; its result is refused when it comes."""
+        if running.device_id is None:
+            return
+        worker = self._workers.get(running.device_id)
+        if worker is not None:
+            log.warning("killing the worker of %s: %s", running.device_id, why)
+            worker.kill(why)
+
+    def _timeout_message(self) -> str:
+        return f"the stage ran longer than scheduler.job_timeout ({self.settings.scheduler.job_timeout} s)"
+
+
+def adapter_path(cls: type) -> str:
+    """How the worker process finds an adapter class: ``package.module:Class``."""
+    return f"{cls.__module__}:{cls.__qualname__}"

@@ -1,0 +1,169 @@
+"""The node scheduler on a real server: device worker subprocesses on virtual CPU devices, test models that take
+real memory (tests/support/p3d_workermodels.py), crashes, out-of-memory errors, timeouts and cancels."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+from client_helpers import submit, wait_final
+from server import SUPPORT
+
+MODELS = SUPPORT / "models-scheduler.yaml"
+MB = 1024 * 1024
+
+
+def _devices(memory: list[int]) -> dict[str, str]:
+    return {"POCKET3D_GPU__VIRTUAL_DEVICES": json.dumps([{"id": f"vcpu{i}", "memory": m}
+                                                        for i, m in enumerate(memory)]),
+            "POCKET3D_GPU__MEMORY_BUFFER": "0", "POCKET3D_GPU__MAX_UTILIZATION": "1.0",
+            "POCKET3D_GPU__AUTO_DETECT": "false", "POCKET3D_SCHEDULER__CONCURRENCY": "4"}
+
+
+@pytest.fixture
+def scheduler_server(make_server) -> Callable:
+    def start(memory: list[int], **env: str):
+        return make_server(models=MODELS, env={**_devices(memory), **env})
+    return start
+
+
+def _job(c: httpx.Client, model: str, **params) -> str:
+    return submit(c, "/mesh/generate", {"text_prompt": "x", "model_preference": model, "parameters": params})["job_id"]
+
+
+def _served(c: httpx.Client, job_id: str) -> dict:
+    return c.get(f"/jobs/{job_id}/outputs/served.json").json()
+
+
+def _worker_rss_mb(pid: int | None) -> float:
+    if pid is None:
+        return 0.0
+    try:
+        return psutil.Process(pid).memory_info().rss / MB
+    except psutil.NoSuchProcess:
+        return 0.0
+
+
+def _finish_all(c: httpx.Client, job_ids: list[str], timeout: float, each: Callable[[], None] | None = None) -> list[dict]:
+    deadline = time.monotonic() + timeout
+    while True:
+        if each:
+            each()
+        jobs = [c.get(f"/jobs/{j}").json() for j in job_ids]
+        if all(j["status"] in ("succeeded", "failed", "cancelled") for j in jobs):
+            return jobs
+        assert time.monotonic() < deadline, [j["status"] for j in jobs]
+        time.sleep(0.05)
+
+
+def test_placement_keeps_every_device_within_its_budget_and_reuses_resident_models(scheduler_server) -> None:
+    """Two devices of 700 MB; three models of 250-350 MB each, asked for in turn. No device ever holds more than
+    its budget, by the scheduler's books or by the worker's real memory; a resident model serves the next stage
+    of its kind without a reload."""
+    srv = scheduler_server([700, 700])
+    with srv.client() as c:
+        jobs = [_job(c, m, seconds=0.3) for _ in range(6) for m in ("alloc_a", "alloc_b", "alloc_c")]
+        peaks: dict[str, float] = {}
+
+        def check() -> None:
+            for d in c.get("/system/devices").json():
+                assert d["scheduled_mb"] <= d["budget_mb"], d
+                rss = _worker_rss_mb(d["worker_pid"])
+                peaks[d["id"]] = max(peaks.get(d["id"], 0.0), rss)
+
+        finals = _finish_all(c, jobs, timeout=120, each=check)
+        assert all(j["status"] == "succeeded" for j in finals), [j["error"] for j in finals]
+        # The worker process itself (interpreter, numpy) takes ~40 MB on top of what the models hold.
+        assert all(peak <= 700 + 80 for peak in peaks.values()), peaks
+        assert set(peaks) == {"vcpu0", "vcpu1"}, "both devices were used"
+        served = [_served(c, j) for j in jobs]
+        loads = {(s["pid"], s["load_number"]) for s in served}
+        assert len(loads) < len(served) / 2, "most stages ran on a model already resident"
+
+
+def test_eviction_weighs_reuse_not_recency(scheduler_server) -> None:
+    """One device of 800 MB holds two of the three models. alloc_a is asked for often, alloc_c once and more
+    recently; when alloc_b needs room, least-recently-used would evict alloc_a; pocket3d evicts alloc_c, which is
+    as slow to load and less likely to be asked for again."""
+    srv = scheduler_server([800], POCKET3D_SCHEDULER__MODEL_IDLE_TIMEOUT="0")
+    with srv.client() as c:
+        for _ in range(4):
+            assert wait_final(c, _job(c, "alloc_a"))["status"] == "succeeded"
+        assert wait_final(c, _job(c, "alloc_c"))["status"] == "succeeded"
+        (device,) = c.get("/system/devices").json()
+        assert sorted(device["resident_models"]) == ["alloc_a", "alloc_c"]
+        assert wait_final(c, _job(c, "alloc_b"))["status"] == "succeeded"
+        (device,) = c.get("/system/devices").json()
+        assert sorted(device["resident_models"]) == ["alloc_a", "alloc_b"]
+
+
+def test_a_killed_worker_costs_attempts_not_jobs(scheduler_server) -> None:
+    """SIGKILL the device worker twice while 50 jobs run: every job ends succeeded, or failed with WORKER_CRASHED
+    after its attempts; none is left running, and the server answers throughout."""
+    srv = scheduler_server([1200], POCKET3D_SCHEDULER__MAX_ATTEMPTS="2")
+    with srv.client() as c:
+        jobs = [_job(c, "alloc_a", seconds=0.15, steps=3) for _ in range(50)]
+        kills = []
+
+        def kill_now_and_then() -> None:
+            assert c.get("/system/health").status_code == 200
+            done = sum(c.get(f"/jobs/{j}").json()["status"] == "succeeded" for j in jobs[:40])
+            if len(kills) < 2 and done >= 10 * (len(kills) + 1):
+                (device,) = c.get("/system/devices").json()
+                if device["worker_pid"] and device["running_stages"]:
+                    os.kill(device["worker_pid"], signal.SIGKILL)
+                    kills.append(device["worker_pid"])
+
+        finals = _finish_all(c, jobs, timeout=180, each=kill_now_and_then)
+        assert len(kills) == 2
+        outcomes = {(j["status"], (j["error"] or {}).get("code")) for j in finals}
+        assert outcomes <= {("succeeded", None), ("failed", "WORKER_CRASHED")}, outcomes
+        retried = [j for j in finals if j["stages"][0]["attempts"] > 1]
+        assert retried, "the stages running at a kill were tried again"
+        (device,) = c.get("/system/devices").json()
+        assert device["running_stages"] == [] and device["worker_pid"] not in kills
+
+
+def test_out_of_memory_evicts_and_retries_once_then_fails(scheduler_server, tmp_path: Path) -> None:
+    srv = scheduler_server([1000])
+    with srv.client() as c:
+        assert wait_final(c, _job(c, "alloc_a"))["status"] == "succeeded"  # something to evict
+        job = wait_final(c, _job(c, "oom_once", marker=str(tmp_path / "failed-once")), timeout=60)
+        assert job["status"] == "succeeded" and job["stages"][0]["attempts"] == 2
+        (device,) = c.get("/system/devices").json()
+        assert "alloc_a" not in device["resident_models"], "the other model was evicted before the retry"
+        job = wait_final(c, _job(c, "always_oom"), timeout=60)
+        assert job["status"] == "failed" and job["error"]["code"] == "OUT_OF_MEMORY"
+        assert "always_oom" in job["error"]["message"] and "vcpu0" in job["error"]["message"]
+        assert job["stages"][0]["attempts"] == 2, "retried once, not until max_attempts"
+
+
+def test_timeout_and_cancel_free_the_device(scheduler_server) -> None:
+    srv = scheduler_server([1000], POCKET3D_SCHEDULER__JOB_TIMEOUT="2", POCKET3D_SCHEDULER__CANCEL_GRACE="1")
+    with srv.client() as c:
+        started = time.monotonic()
+        job = wait_final(c, _job(c, "hanging"), timeout=30)
+        assert job["status"] == "failed" and job["error"]["code"] == "TIMEOUT"
+        assert time.monotonic() - started < 10
+        # a model that reports progress stops at its next report
+        running = _job(c, "alloc_a", seconds=30, steps=300)
+        while c.get(f"/jobs/{running}").json()["status"] != "running":
+            time.sleep(0.05)
+        assert c.post(f"/jobs/{running}/cancel").status_code in (200, 202)
+        assert wait_final(c, running, timeout=10)["status"] == "cancelled"
+        # a model that never reports is killed once cancel_grace has passed
+        hung = _job(c, "hanging")
+        while c.get(f"/jobs/{hung}").json()["status"] != "running":
+            time.sleep(0.05)
+        c.post(f"/jobs/{hung}/cancel")
+        assert wait_final(c, hung, timeout=15)["status"] == "cancelled"
+        (device,) = c.get("/system/devices").json()
+        assert device["running_stages"] == []
+        assert wait_final(c, _job(c, "alloc_a"), timeout=30)["status"] == "succeeded", "the device works on"
