@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import json
 import textwrap
+from functools import partial
 from pathlib import Path
 
 import pytest
 from server import cli
 
-from pocket3d.config import ConfigError
+from pocket3d.config import ConfigError, GpuSettings
 from pocket3d.errors import ErrorCode, Pocket3DError
 from pocket3d.models import Device, Feature, Registry
+from pocket3d.scheduler.devices import budget_mb
 
 CPU = [Device(id="cpu", kind="cpu", name="test", memory_total=16000)]
 GPU24 = [*CPU, Device(id="cuda:0", kind="cuda", name="test", memory_total=24576)]
@@ -28,6 +30,10 @@ def _testmodels_on_path(monkeypatch) -> None:
     monkeypatch.syspath_prepend(str(Path(__file__).parent / "support"))
 
 
+def _whole(device) -> float:  # noqa: ANN001
+    return device.memory_total
+
+
 def test_availability_reasons(tmp_path) -> None:
     reg = registry(tmp_path, """
         models:
@@ -39,13 +45,14 @@ def test_availability_reasons(tmp_path) -> None:
             no_weights: {class: "p3d_testmodels:HeightfieldTestModel", supported_inputs: [image],
                          supported_outputs: [glb], options: {weights: /nonexistent/weights/dir}}
         """)
-    reasons = {m.spec.id: reg.unavailable_reasons(m, GPU24, 1024) for m in reg.all()}
+    budget = partial(budget_mb, gpu=GpuSettings(memory_buffer=1024, max_utilization=0.9))
+    reasons = {m.spec.id: reg.unavailable_reasons(m, GPU24, budget) for m in reg.all()}
     assert reasons["cpu_model"] == []
-    assert reasons["big_gpu"] == ["no device large enough: needs 40000 MB, the largest cuda device offers 23552 MB "
-                                  "after the memory buffer"]
+    assert reasons["big_gpu"] == ["no device large enough: needs 40000 MB, the largest cuda device offers 21094 MB "
+                                  "to the scheduler (gpu.max_utilization, less gpu.memory_buffer)"]
     assert "No module named 'not_a_module'" in reasons["missing"][0]
     assert reasons["no_weights"] == ["weights not found at /nonexistent/weights/dir"]
-    assert reg.unavailable_reasons(reg.get("big_gpu"), CPU, 1024) == ["no cuda device on this node"]
+    assert reg.unavailable_reasons(reg.get("big_gpu"), CPU, budget) == ["no cuda device on this node"]
 
 
 def test_choose_picks_the_first_available_fitting_model(tmp_path) -> None:
@@ -57,16 +64,16 @@ def test_choose_picks_the_first_available_fitting_model(tmp_path) -> None:
             text_only: {class: "p3d_testmodels:FailingTestModel", supported_inputs: [text], supported_outputs: [glb]}
             cpu_image: {class: "p3d_testmodels:HeightfieldTestModel", supported_inputs: [image], supported_outputs: [glb, obj]}
         """)
-    assert reg.choose(Feature.MESH_GENERATION, {"image"}, None, "glb", None, CPU, 0).spec.id == "cpu_image"
-    assert reg.choose(Feature.MESH_GENERATION, {"image"}, None, "glb", None, GPU24, 0).spec.id == "gpu_first"
+    assert reg.choose(Feature.MESH_GENERATION, {"image"}, None, "glb", None, CPU, _whole).spec.id == "cpu_image"
+    assert reg.choose(Feature.MESH_GENERATION, {"image"}, None, "glb", None, GPU24, _whole).spec.id == "gpu_first"
     with pytest.raises(Pocket3DError) as e:
-        reg.choose(Feature.MESH_GENERATION, {"image", "text"}, None, "glb", None, CPU, 0)
+        reg.choose(Feature.MESH_GENERATION, {"image", "text"}, None, "glb", None, CPU, _whole)
     assert e.value.code == ErrorCode.NO_MODEL_FOR_REQUEST
     with pytest.raises(Pocket3DError) as e:
-        reg.choose(Feature.MESH_GENERATION, {"image"}, None, "obj", "gpu_first", CPU, 0)
+        reg.choose(Feature.MESH_GENERATION, {"image"}, None, "obj", "gpu_first", CPU, _whole)
     assert e.value.code == ErrorCode.UNSUPPORTED_OUTPUT_FORMAT
     with pytest.raises(Pocket3DError) as e:
-        reg.choose(Feature.SEGMENTATION, {"mesh"}, "glb", "glb", "cpu_image", CPU, 0)
+        reg.choose(Feature.SEGMENTATION, {"mesh"}, "glb", "glb", "cpu_image", CPU, _whole)
     assert e.value.code == ErrorCode.UNKNOWN_MODEL
 
 

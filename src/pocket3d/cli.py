@@ -126,7 +126,9 @@ def keys_revoke(ctx: click.Context, key_id: str) -> None:
 def models(ctx: click.Context, as_json: bool) -> None:
     """List registered models, whether each is available here, and if not, why."""
     from pocket3d.models.registry import Registry
-    from pocket3d.scheduler.devices import discover
+    from functools import partial
+
+    from pocket3d.scheduler.devices import budget_mb, discover
 
     settings = _settings(ctx)
     path = settings.models_file if settings.models_file.is_file() or ctx.obj["models"] else None
@@ -137,7 +139,7 @@ def models(ctx: click.Context, as_json: bool) -> None:
     devices = discover(settings.gpu)
     rows = []
     for m in registry.all():
-        reasons = registry.unavailable_reasons(m, devices, settings.gpu.memory_buffer)
+        reasons = registry.unavailable_reasons(m, devices, partial(budget_mb, gpu=settings.gpu))
         rows.append({"id": m.spec.id, "feature": m.spec.feature.value, "available": not reasons, "reasons": reasons})
     if as_json:
         click.echo(json.dumps({"models": rows, "problems": registry.problems}, indent=2))

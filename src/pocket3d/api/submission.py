@@ -99,7 +99,7 @@ def _submit(node: Node, principal: Principal, feature: Feature, req: _FeatureReq
         kinds.add("text")
     mesh_format = next((inp.format for inp in inputs if inp.role == "mesh"), None)
     model = node.registry.choose(feature, kinds, mesh_format, req.output_format, req.model_preference,
-                                 node.scheduler.device_list, settings.gpu.memory_buffer)
+                                 node.scheduler.device_list, node.scheduler.budget_of)
     unavailable = geometry.FORMATS[req.output_format].unavailable
     if unavailable:
         raise Pocket3DError(ErrorCode.FORMAT_UNAVAILABLE, f"output_format {req.output_format!r}: {unavailable}",

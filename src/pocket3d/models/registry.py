@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import importlib
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -130,20 +130,22 @@ class Registry:
     def for_feature(self, feature: Feature) -> list[RegisteredModel]:
         return [m for m in self._models.values() if m.spec.feature == feature]
 
-    def unavailable_reasons(self, model: RegisteredModel, devices: list[Device], memory_buffer_mb: int) -> list[str]:
+    def unavailable_reasons(self, model: RegisteredModel, devices: list[Device],
+                            budget_of: Callable[[Device], float]) -> list[str]:
         reasons = list(model.static_reasons)
         fitting = [d for d in devices if d.kind in model.spec.devices]
         if not fitting:
             reasons.append(f"no {' or '.join(model.spec.devices)} device on this node")
-        elif not any(d.memory_total - memory_buffer_mb >= model.spec.vram_requirement for d in fitting):
-            largest = max(d.memory_total - memory_buffer_mb for d in fitting)
+        elif not any(budget_of(d) >= model.spec.vram_requirement for d in fitting):
+            largest = round(max(budget_of(d) for d in fitting))
             reasons.append(f"no device large enough: needs {model.spec.vram_requirement} MB, "
                            f"the largest {'/'.join(model.spec.devices)} device offers {max(largest, 0)} MB "
-                           "after the memory buffer")
+                           "to the scheduler (gpu.max_utilization, less gpu.memory_buffer)")
         return reasons
 
     def choose(self, feature: Feature, input_kinds: set[str], mesh_format: str | None, output_format: str,
-               preference: str | None, devices: list[Device], memory_buffer_mb: int) -> RegisteredModel:
+               preference: str | None, devices: list[Device],
+               budget_of: Callable[[Device], float]) -> RegisteredModel:
         """Pick the model for a request, or raise the 4xx/503 that tells the client why none fits."""
         if preference:
             model = self._models.get(preference)
@@ -153,7 +155,7 @@ class Registry:
                                     f"no model {preference!r} for {feature.value}",
                                     {"model": preference, "models_for_feature": known})
             self._check_fit(model, input_kinds, mesh_format, output_format)
-            reasons = self.unavailable_reasons(model, devices, memory_buffer_mb)
+            reasons = self.unavailable_reasons(model, devices, budget_of)
             if reasons:
                 raise Pocket3DError(ErrorCode.MODEL_UNAVAILABLE, f"model {preference!r} is unavailable: "
                                     + "; ".join(reasons), {"model": preference, "reasons": reasons})
@@ -173,7 +175,7 @@ class Registry:
                                 f"and writes {output_format!r}", {"models": misfits})
         unavailable: dict[str, list[str]] = {}
         for model in fitting:
-            reasons = self.unavailable_reasons(model, devices, memory_buffer_mb)
+            reasons = self.unavailable_reasons(model, devices, budget_of)
             if not reasons:
                 return model
             unavailable[model.spec.id] = reasons

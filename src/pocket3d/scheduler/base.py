@@ -46,6 +46,10 @@ class Scheduler(ABC):
     @abstractmethod
     def devices(self) -> list[DeviceState]: ...
 
+    @abstractmethod
+    def budget_of(self, device: Device) -> float:
+        """MB of the device the scheduler may fill."""
+
     @property
     @abstractmethod
     def device_list(self) -> list[Device]:

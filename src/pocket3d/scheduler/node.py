@@ -188,7 +188,7 @@ class NodeScheduler(Scheduler):
                 worker = self._workers.get(d.id)
                 out.append(DeviceState(d, sorted(self._resident[d.id]), running,
                                        memory_used=sum(m.memory_mb for m in self._resident[d.id].values()),
-                                       budget=self._budget(d), worker_pid=worker.pid if worker else None))
+                                       budget=self.budget_of(d), worker_pid=worker.pid if worker else None))
             return out
 
     def readings(self) -> dict[str, inventory.DeviceReading]:
@@ -233,7 +233,7 @@ class NodeScheduler(Scheduler):
 
     # -- what the policy sees -------------------------------------------------------------------------------
 
-    def _budget(self, device: Device) -> float:
+    def budget_of(self, device: Device) -> float:
         return inventory.budget_mb(device, self.settings.gpu)
 
     def _run_seconds(self, model_id: str | None) -> float:
@@ -247,7 +247,9 @@ class NodeScheduler(Scheduler):
             return None
         spec = registered.spec
         learned = self._learned.get(model_id, _Learned())
-        declared = spec.vram_requirement or (CPU_MODEL_MB if "cpu" in spec.devices else 0)
+        declared = float(spec.vram_requirement)
+        if not declared and "cpu" in spec.devices:  # a guess, so never one that keeps it off every CPU device
+            declared = min([CPU_MODEL_MB] + [self.budget_of(d) for d in self._devices if d.kind == "cpu"])
         memory = declared if learned.peak_mb is None else max(learned.peak_mb * MEASURED_MARGIN, 1.0)
         return ModelProfile(id=model_id, memory_mb=float(memory),
                             load_seconds=learned.load_seconds or DEFAULT_LOAD_SECONDS,
@@ -263,7 +265,7 @@ class NodeScheduler(Scheduler):
             # A GPU computes one stage at a time (models there are compute bound); a CPU device as many as
             # scheduler.concurrency.
             cpu_slots = self.settings.scheduler.concurrency
-            return [DeviceView(id=d.id, kind=d.kind, budget_mb=self._budget(d),
+            return [DeviceView(id=d.id, kind=d.kind, budget_mb=self.budget_of(d),
                                slots=1 if d.kind == "cuda" else cpu_slots,
                                resident={m: ResidentModel(model_id=m, memory_mb=r.memory_mb, running=r.running,
                                                           last_used=r.last_used, loaded_at=r.loaded_at,
@@ -313,6 +315,7 @@ class NodeScheduler(Scheduler):
         for model_id in known - profiles.keys():
             if (profile := self._profile(model_id)) is not None:
                 profiles[model_id] = profile
+        pending = [p for p in pending if self._fits_somewhere(p, profiles[p.model_id])]
         ordered = self.policy.ordering.order(pending, now)
         with self._lock:
             self._order = {p.stage_id: i + 1 for i, p in enumerate(ordered)}
@@ -322,6 +325,22 @@ class NodeScheduler(Scheduler):
             for device_id, model_id in idle_unloads(self._views(), profiles, now,
                                                     self.settings.scheduler.model_idle_timeout):
                 self._stages.submit(self._unload, device_id, model_id, "idle")
+
+    def _fits_somewhere(self, stage: PendingStage, profile: ModelProfile) -> bool:
+        """A stage whose model needs more memory than any device here offers would wait for ever: fail it now,
+        saying how much it needs (its estimate grows with what was measured, so a model can outgrow the node)."""
+        budgets = [self.budget_of(d) for d in self._devices if d.kind in profile.device_kinds]
+        if budgets and profile.memory_mb <= max(budgets):
+            return True
+        claim = transitions.claim_stage(self.store, stage.stage_id, worker_id=self.worker_id,
+                                        lease_seconds=self.settings.scheduler.lease_seconds, now=self.clock())
+        if claim is not None:
+            offered = f"the largest offers {max(budgets):.0f} MB" if budgets else "there is none"
+            transitions.fail_stage(self.store, claim, code=ErrorCode.OUT_OF_MEMORY, retry=False,
+                                   message=f"model {profile.id} needs about {profile.memory_mb:.0f} MB on a "
+                                           f"{'/'.join(profile.device_kinds)} device; {offered} on this node",
+                                   release=self.release, now=self.clock())
+        return False
 
     def _start_export(self, q: QueuedStage) -> None:
         with self._lock:
@@ -367,7 +386,7 @@ class NodeScheduler(Scheduler):
             if worker is None:
                 device = self._device_by_id[device_id]
                 worker = DeviceWorker(
-                    device, budget_mb=self._budget(device), env=self._worker_env,
+                    device, budget_mb=self.budget_of(device), env=self._worker_env,
                     on_progress=self._on_progress, on_result=self._on_result,
                     on_crash=lambda reason, stage_ids, d=device_id: self._on_crash(d, reason, stage_ids))
                 self._workers[device_id] = worker

@@ -29,7 +29,7 @@ def readiness(node: Node) -> Readiness:
         reasons.append("no device found")
     for feature in Feature:
         models = node.registry.for_feature(feature)
-        why = {m.spec.id: node.registry.unavailable_reasons(m, devices, node.settings.gpu.memory_buffer)
+        why = {m.spec.id: node.registry.unavailable_reasons(m, devices, node.scheduler.budget_of)
                for m in models}
         if not models:
             reasons.append(f"no available model for {feature.value} (none registered)")
@@ -54,7 +54,7 @@ def model_list(node: Node) -> ModelList:
     resident = {m for d in node.scheduler.devices() for m in d.resident_models}
     out = []
     for m in node.registry.all():
-        reasons = node.registry.unavailable_reasons(m, devices, node.settings.gpu.memory_buffer)
+        reasons = node.registry.unavailable_reasons(m, devices, node.scheduler.budget_of)
         params = m.params_model()
         out.append(ModelInfo(
             id=m.spec.id, feature=m.spec.feature.value, available=not reasons, unavailable_reasons=reasons,
