@@ -39,6 +39,7 @@ test: $(STAMP) $(BPY_STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/api_overhead.py
 	$(BIN)/python bench/builtin_models.py
+	$(BIN)/pocket3d bench scheduler --trace bench/scheduler/reference.yaml --plot bench/scheduler/reference.png
 
 clean:
 	rm -rf $(VENV) $(BPY_VENV) .pytest_cache
