@@ -64,6 +64,7 @@ DEFAULT_LOAD_SECONDS = 5.0  # until a load of the model has been measured
 DEFAULT_RUN_SECONDS = 10.0  # until a run of the model has been measured
 CPU_MODEL_MB = 512  # a CPU model that declares no memory: a guess until it is measured
 MEASURED_MARGIN = 1.15  # measured peaks are padded: the next input may be larger
+READING_TTL = 2.0  # seconds an NVML reading of a GPU's free memory is used for its budget
 
 
 @dataclass
@@ -127,6 +128,7 @@ class NodeScheduler(Scheduler):
         self._exports = ThreadPoolExecutor(max_workers=2, thread_name_prefix="export")
         self._stages = ThreadPoolExecutor(max_workers=64, thread_name_prefix="stage")
         self._estimates: dict[str, tuple[int, float, Estimate]] = {}
+        self._readings: dict[str, tuple[float, inventory.DeviceReading]] = {}
 
     # -- lifecycle ------------------------------------------------------------------------------------------
 
@@ -234,7 +236,18 @@ class NodeScheduler(Scheduler):
     # -- what the policy sees -------------------------------------------------------------------------------
 
     def budget_of(self, device: Device) -> float:
-        return inventory.budget_mb(device, self.settings.gpu)
+        """On a GPU, what another process holds there is not ours to promise: the budget follows NVML's free
+        memory (read at most every READING_TTL seconds) plus what our own models hold."""
+        if device.kind != "cuda":
+            return inventory.budget_mb(device, self.settings.gpu)
+        now = time.monotonic()
+        at, reading = self._readings.get(device.id, (0.0, None))
+        if reading is None or now - at > READING_TTL:
+            reading = inventory.read(device)
+            self._readings[device.id] = (now, reading)
+        with self._lock:
+            own = sum(r.memory_mb for r in self._resident[device.id].values())
+        return inventory.budget_mb(device, self.settings.gpu, reading, own)
 
     def _run_seconds(self, model_id: str | None) -> float:
         learned = self._learned.get(model_id)
