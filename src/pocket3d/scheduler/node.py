@@ -89,6 +89,9 @@ class _Running:
     last_progress_write: float = 0.0
     # Another stage or a load shared its worker process meanwhile: the process's peak is not this model's alone.
     shared: bool = False
+    handed_at: float | None = None  # when run() gave it to the worker (a cancel before that needs no kill)
+    killed: bool = False  # its worker was killed to stop it
+    settled: threading.Event = field(default_factory=threading.Event)  # its end is recorded in the store
 
 
 @dataclass
@@ -129,6 +132,7 @@ class NodeScheduler(Scheduler):
         self._stages = ThreadPoolExecutor(max_workers=64, thread_name_prefix="stage")
         self._estimates: dict[str, tuple[int, float, Estimate]] = {}
         self._readings: dict[str, tuple[float, inventory.DeviceReading]] = {}
+        self._killing: dict[str, str] = {}  # device id -> the stage its worker is being killed to stop
 
     # -- lifecycle ------------------------------------------------------------------------------------------
 
@@ -145,6 +149,7 @@ class NodeScheduler(Scheduler):
             th.start()
 
     def stop(self, timeout: float = 10.0) -> None:
+        """Give running stages back to the queue (their attempt uncounted) and stop the workers."""
         self._stop.set()
         with self._lock:
             running = list(self._running.values())
@@ -155,16 +160,18 @@ class NodeScheduler(Scheduler):
         self.wake()
         deadline = time.monotonic() + timeout
         for r in running:
-            try:
-                r.done.result(max(0.1, deadline - time.monotonic()))
-            except Exception:
-                pass
+            r.settled.wait(max(0.0, deadline - time.monotonic() - 2.0))
         for th in self._threads:
             th.join(max(0.0, deadline - time.monotonic()))
-        for worker in list(self._workers.values()):
-            worker.stop(max(1.0, deadline - time.monotonic()))
-        self._stages.shutdown(wait=False, cancel_futures=True)
-        self._exports.shutdown(wait=False, cancel_futures=True)
+        for device_id, worker in list(self._workers.items()):
+            # what the worker could not stop in time ends with it; each such stage goes back to the queue
+            for stage_id in worker.stop(max(1.0, deadline - time.monotonic())):
+                self._resolve(stage_id, CANCELLED, f"the worker for {device_id} stopped")
+        for r in running:
+            r.settled.wait(max(0.5, deadline - time.monotonic()))
+        # Stage tasks not started yet see the stop flag and give their stages back; nothing is dropped unseen.
+        self._stages.shutdown(wait=False)
+        self._exports.shutdown(wait=False)
 
     def wake(self) -> None:
         with self._wakeup:
@@ -235,6 +242,10 @@ class NodeScheduler(Scheduler):
 
     # -- what the policy sees -------------------------------------------------------------------------------
 
+    def _static_budget(self, device: Device) -> float:
+        """The budget without other tenants: what the device could offer once they leave."""
+        return inventory.budget_mb(device, self.settings.gpu)
+
     def budget_of(self, device: Device) -> float:
         """On a GPU, what another process holds there is not ours to promise: the budget follows NVML's free
         memory (read at most every READING_TTL seconds) plus what our own models hold."""
@@ -264,6 +275,11 @@ class NodeScheduler(Scheduler):
         if not declared and "cpu" in spec.devices:  # a guess, so never one that keeps it off every CPU device
             declared = min([CPU_MODEL_MB] + [self.budget_of(d) for d in self._devices if d.kind == "cpu"])
         memory = declared if learned.peak_mb is None else max(learned.peak_mb * MEASURED_MARGIN, 1.0)
+        # One unusually large input must not price the model off the node: the estimate stays within the largest
+        # device it can use (the device's own memory limit is the backstop, as an OUT_OF_MEMORY and a retry).
+        static = [self._static_budget(d) for d in self._devices if d.kind in spec.devices]
+        if static and learned.peak_mb is not None:
+            memory = min(memory, max(max(static), declared))
         return ModelProfile(id=model_id, memory_mb=float(memory),
                             load_seconds=learned.load_seconds or DEFAULT_LOAD_SECONDS,
                             run_seconds=learned.run_seconds or DEFAULT_RUN_SECONDS,
@@ -342,7 +358,7 @@ class NodeScheduler(Scheduler):
     def _fits_somewhere(self, stage: PendingStage, profile: ModelProfile) -> bool:
         """A stage whose model needs more memory than any device here offers would wait for ever: fail it now,
         saying how much it needs (its estimate grows with what was measured, so a model can outgrow the node)."""
-        budgets = [self.budget_of(d) for d in self._devices if d.kind in profile.device_kinds]
+        budgets = [self._static_budget(d) for d in self._devices if d.kind in profile.device_kinds]
         if budgets and profile.memory_mb <= max(budgets):
             return True
         claim = transitions.claim_stage(self.store, stage.stage_id, worker_id=self.worker_id,
@@ -403,20 +419,31 @@ class NodeScheduler(Scheduler):
                     on_progress=self._on_progress, on_result=self._on_result,
                     on_crash=lambda reason, stage_ids, d=device_id: self._on_crash(d, reason, stage_ids))
                 self._workers[device_id] = worker
-            worker.start()  # a no-op while it runs; after a crash, before on_crash's restart, a fresh child
-            return worker
+        # Outside the lock: a spawn takes a while, and status reads and callbacks must not wait for it. A no-op
+        # while the child runs; after a crash, a fresh child.
+        worker.start()
+        return worker
 
     def _run_stage(self, running: _Running, a: Assignment) -> None:
         stage, model_id = running.claim.stage, a.stage.model_id
         outcome: tuple[str, str] | None = None
         try:
+            if self._stop.is_set():
+                outcome = (REQUEUE, "the node is stopping")
+                return
             worker = self._worker(a.device_id)
             for victim in a.evict:
                 self._unload(a.device_id, victim, "making room")
             registered = self.registry.get(model_id)
+            adapter = adapter_path(registered.adapter_cls)
             if a.load or model_id not in worker.resident:
                 started = self.clock()
-                loaded = worker.load(model_id, adapter_path(registered.adapter_cls), registered.spec)
+                # the lease keeper kills a load past the deadline (and knows why); this is a backstop
+                loaded = worker.load(model_id, adapter, registered.spec,
+                                     timeout=max(1.0, running.deadline - started) + 5.0)
+                if running.stop_reason is not None:  # timed out or cancelled while loading
+                    outcome = self._stopped(running)
+                    return
                 if not loaded.ok:
                     if loaded.error_code == ErrorCode.WORKER_CRASHED and not loaded.seconds:
                         outcome = (REQUEUE, loaded.message)  # the worker was down before the load began
@@ -428,18 +455,25 @@ class NodeScheduler(Scheduler):
                 self._learn_load(model_id, loaded.seconds or self.clock() - started, measured_mb)
                 with self._lock:
                     entry = self._resident[a.device_id].get(model_id)
-                    if entry is not None:
-                        entry.loading = False
-                        entry.memory_mb = max(entry.memory_mb, measured_mb or 0.0)
+                    if entry is None:  # a crash cleared the books meanwhile; the model is in the new child now
+                        entry = self._resident[a.device_id][model_id] = _Resident(
+                            measured_mb or self._memory_estimate(model_id), self.clock(), self.clock(), running=1)
+                    entry.loading = False
+                    entry.memory_mb = max(entry.memory_mb, measured_mb or 0.0)
+            if running.stop_reason is not None:
+                outcome = self._stopped(running)
+                return
             with self.artifacts.temp_dir(f"stage-{stage.id}-") as work:
                 inputs = stage_io.materialize(self.store, self.artifacts, running.claim, work)
                 try:
-                    worker.run(StageRequest(stage_id=stage.id, model_id=model_id,
-                                            adapter=adapter_path(registered.adapter_cls), spec=registered.spec,
-                                            inputs=inputs, params=stage.params))
+                    worker.run(StageRequest(stage_id=stage.id, model_id=model_id, adapter=adapter,
+                                            spec=registered.spec, inputs=inputs, params=stage.params))
                 except WorkerUnavailable as e:
                     outcome = (REQUEUE, str(e))
                     return
+                running.handed_at = self.clock()
+                if running.stop_reason is not None:  # cancelled while being handed over: tell the worker now
+                    worker.cancel(stage.id)
                 result: StageResult = running.done.result()
                 outcome = self._finish(running, result, work)
         except Exception as e:
@@ -447,6 +481,15 @@ class NodeScheduler(Scheduler):
             outcome = (ErrorCode.INTERNAL_ERROR, f"{type(e).__name__}: {e}")
         finally:
             self._settle(running, outcome)
+
+    def _stopped(self, running: _Running) -> tuple[str, str]:
+        if running.stop_reason == ErrorCode.TIMEOUT:
+            return ErrorCode.TIMEOUT, self._timeout_message()
+        return CANCELLED, ""
+
+    def _memory_estimate(self, model_id: str) -> float:
+        profile = self._profile(model_id)
+        return profile.memory_mb if profile else 0.0
 
     def _finish(self, running: _Running, result: StageResult, work: Path) -> tuple[str, str] | None:
         """Store a successful stage's outputs; otherwise the (code, message) it failed with."""
@@ -460,10 +503,10 @@ class NodeScheduler(Scheduler):
                 transitions.complete_stage(self.store, running.claim, outputs, release=self.release,
                                            now=self.clock())
             return None
-        if running.stop_reason == ErrorCode.TIMEOUT:
-            return ErrorCode.TIMEOUT, self._timeout_message()
-        if running.stop_reason == CANCELLED or result.error_code == CANCELLED:
-            return CANCELLED, ""
+        if result.error_code == REQUEUE:
+            return REQUEUE, result.message
+        if running.stop_reason is not None or result.error_code == CANCELLED:
+            return self._stopped(running)
         return result.error_code or ErrorCode.MODEL_ERROR, result.message
 
     def _settle(self, running: _Running, outcome: tuple[str, str] | None) -> None:
@@ -486,6 +529,9 @@ class NodeScheduler(Scheduler):
             log.exception("job %s stage %d: recording its end failed; its lease will expire", stage.job_id,
                           stage.index)
         finally:
+            running.settled.set()
+            if outcome is None:
+                self._oom_retried.discard(stage.id)
             self._estimates.clear()
             self.wake()
 
@@ -505,15 +551,22 @@ class NodeScheduler(Scheduler):
             return
         retry = False
         if code == ErrorCode.OUT_OF_MEMORY and stage.id not in self._oom_retried:
+            # evict the device's idle models and try once more, the attempt not counted: the model did not fail,
+            # the device was full
+            if len(self._oom_retried) > 10_000:
+                self._oom_retried.clear()
             self._oom_retried.add(stage.id)
             self._free_device(running.device_id, keep=None)
-            retry = True
-        elif code in (ErrorCode.WORKER_CRASHED, ErrorCode.INTERNAL_ERROR):
+            log.warning("job %s stage %d ran out of memory; retrying once on a freed device: %s", stage.job_id,
+                        stage.index, message)
+            transitions.requeue_stage(self.store, claim, release=self.release, now=now)
+            return
+        if code in (ErrorCode.WORKER_CRASHED, ErrorCode.INTERNAL_ERROR):
             # not the model's fault (a dead process; a full disk around the stage): worth another attempt, and
             # transitions fails the job with this code once max_attempts are used
             retry = True
-        log.warning("job %s stage %d %s: %s: %s", stage.job_id, stage.index, "retried" if retry else "failed",
-                    code, message)
+        log.warning("job %s stage %d: %s: %s%s", stage.job_id, stage.index, code, message,
+                    " (tried again while attempts remain)" if retry else "")
         transitions.fail_stage(self.store, claim, code=code, message=message, retry=retry, release=self.release,
                                now=now)
 
@@ -563,6 +616,11 @@ class NodeScheduler(Scheduler):
         if not still_ours:  # cancelled, or the lease was lost: stop working on it
             self._ask_to_stop(running, CANCELLED)
 
+    def _resolve(self, stage_id: int, code: str, message: str) -> None:
+        """End a stage that the worker will not report on."""
+        self._on_result(StageResult(stage_id=stage_id, files=None, error_code=code, message=message,
+                                    peak_memory_mb=None, seconds=0.0))
+
     def _on_result(self, result: StageResult) -> None:
         with self._lock:
             running = self._running.get(result.stage_id)
@@ -570,15 +628,20 @@ class NodeScheduler(Scheduler):
             running.done.set_result(result)
 
     def _on_crash(self, device_id: str, reason: str, stage_ids: list[int]) -> None:
+        """The worker's child died. Only the stages it was running are lost (those on their way to it find it
+        gone and are queued again). When pocket3d killed it, to stop one stage, the others were bystanders:
+        they go back to the queue without an attempt counted."""
+        killed_by_us = self._killing.pop(device_id, None)
         log.error("device worker crashed: %s", reason)
         with self._lock:
             self._resident[device_id].clear()
-            victims = [r for r in self._running.values() if r.device_id == device_id]
-        for r in victims:
-            if not r.done.done():
-                r.done.set_result(StageResult(stage_id=r.claim.stage.id, files=None,
-                                              error_code=ErrorCode.WORKER_CRASHED, message=reason,
-                                              peak_memory_mb=None, seconds=0.0))
+        for stage_id in stage_ids:
+            with self._lock:
+                running = self._running.get(stage_id)
+            if running is not None and killed_by_us is not None and running.stop_reason is None:
+                self._resolve(stage_id, REQUEUE, f"{reason} (to stop {killed_by_us})")
+            else:
+                self._resolve(stage_id, ErrorCode.WORKER_CRASHED, reason)
         worker = self._workers.get(device_id)
         if worker is not None and not self._stop.is_set():
             try:
@@ -600,7 +663,17 @@ class NodeScheduler(Scheduler):
             self._resident[device_id].pop(model_id, None)
         if worker is not None and model_id in worker.resident:
             log.info("unloading %s from %s (%s)", model_id, device_id, why)
-            worker.unload(model_id)
+            result = worker.unload(model_id)
+            if not result.ok:
+                # still there (a stage of it the books had missed): count it again rather than promise its memory
+                log.warning("unloading %s from %s failed: %s", model_id, device_id, result.message)
+                with self._lock:
+                    self._resident[device_id].setdefault(model_id, _Resident(
+                        result.expected_mb or self._memory_estimate(model_id), self.clock(), self.clock()))
+            elif result.retained_mb > 0.25 * max(result.expected_mb, 1.0) and not result.restarted:
+                log.warning("unloading %s from %s returned %.0f of %.0f MB; the rest comes back when the worker "
+                            "restarts (it does once it holds nothing)", model_id, device_id, result.returned_mb,
+                            result.expected_mb)
         self.wake()
 
     def _free_device(self, device_id: str | None, keep: str | None) -> None:
@@ -649,11 +722,13 @@ class NodeScheduler(Scheduler):
                 with self._lock:
                     running = list(self._running.values())
                 for r in running:
-                    if now > r.deadline and r.stop_reason != ErrorCode.TIMEOUT:
-                        r.stop_reason = ErrorCode.TIMEOUT
+                    if now > r.deadline and not r.killed:
+                        # a cancelled stage past its deadline is stuck too; it still ends as cancelled
+                        r.stop_reason = r.stop_reason or ErrorCode.TIMEOUT
+                        r.killed = True
                         self._kill_for(r, f"stage {r.claim.stage.id} ran past scheduler.job_timeout")
-                    elif (r.stop_reason == CANCELLED and r.stop_asked_at is not None
-                          and now - r.stop_asked_at > self.settings.scheduler.cancel_grace):
+                    elif (r.stop_reason == CANCELLED and r.stop_asked_at is not None and r.handed_at is not None
+                          and now - max(r.stop_asked_at, r.handed_at) > self.settings.scheduler.cancel_grace):
                         self._kill_for(r, f"stage {r.claim.stage.id} did not stop within "
                                           f"{self.settings.scheduler.cancel_grace:g} s of its cancel")
                         r.stop_asked_at = None
@@ -670,6 +745,7 @@ class NodeScheduler(Scheduler):
         worker = self._workers.get(running.device_id)
         if worker is not None:
             log.warning("killing the worker of %s: %s", running.device_id, why)
+            self._killing[running.device_id] = f"stage {running.claim.stage.id}"
             worker.kill(why)
 
     def _timeout_message(self) -> str:
