@@ -192,6 +192,7 @@ def test_a_stage_stopped_while_its_model_loads_harms_no_other_stage(scheduler_se
         assert wait_final(c, neighbour, timeout=20)["status"] == "succeeded"
         (device,) = c.get("/system/devices").json()
         assert device["worker_pid"] == pid, "nobody killed the worker"
+        assert "medium_load" in device["resident_models"], "the load finished: the books count its memory"
         job = wait_final(c, _job(c, "slow_load"), timeout=30)  # a 6 s load
         assert job["status"] == "failed" and job["error"]["code"] == "TIMEOUT", job["error"]
 

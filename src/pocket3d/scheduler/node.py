@@ -36,7 +36,7 @@ from pocket3d.jobs import transitions
 from pocket3d.jobs.records import ClaimedStage, JobRecord, QueuedStage, StageStatus
 from pocket3d.jobs.store import Store
 from pocket3d.models.registry import Registry
-from pocket3d.models.spec import Device, InputRejected
+from pocket3d.models.spec import Device, InputRejected, ModelSpec
 from pocket3d.scheduler import devices as inventory
 from pocket3d.scheduler import stage_io
 from pocket3d.scheduler.base import DeviceState, Estimate, Scheduler
@@ -91,6 +91,8 @@ class _Running:
     shared: bool = False
     handed_at: float | None = None  # when run() gave it to the worker (a cancel before that needs no kill)
     killed: bool = False  # its worker was killed to stop it
+    phase: str = "preparing"  # preparing, loading (its model into the worker), handed (run() gave it over)
+    bystander: bool = False  # its worker was killed to stop another stage
     settled: threading.Event = field(default_factory=threading.Event)  # its end is recorded in the store
 
 
@@ -431,48 +433,39 @@ class NodeScheduler(Scheduler):
             if self._stop.is_set():
                 outcome = (REQUEUE, "the node is stopping")
                 return
+            if running.stop_reason is not None:  # cancelled before it began: no evictions, no load
+                outcome = self._stopped(running)
+                return
             worker = self._worker(a.device_id)
             for victim in a.evict:
                 self._unload(a.device_id, victim, "making room")
             registered = self.registry.get(model_id)
             adapter = adapter_path(registered.adapter_cls)
-            if a.load or model_id not in worker.resident:
-                started = self.clock()
-                # the lease keeper kills a load past the deadline (and knows why); this is a backstop
-                loaded = worker.load(model_id, adapter, registered.spec,
-                                     timeout=max(1.0, running.deadline - started) + 5.0)
-                if running.stop_reason is not None:  # timed out or cancelled while loading
-                    outcome = self._stopped(running)
-                    return
-                if not loaded.ok:
-                    if loaded.error_code == ErrorCode.WORKER_CRASHED and not loaded.seconds:
-                        outcome = (REQUEUE, loaded.message)  # the worker was down before the load began
-                    else:
-                        outcome = (loaded.error_code or ErrorCode.MODEL_ERROR, loaded.message)
-                    return
-                # a load beside running stages measures their growth too: its time counts, its memory not
-                measured_mb = None if running.shared else loaded.memory_mb
-                self._learn_load(model_id, loaded.seconds or self.clock() - started, measured_mb)
-                with self._lock:
-                    entry = self._resident[a.device_id].get(model_id)
-                    if entry is None:  # a crash cleared the books meanwhile; the model is in the new child now
-                        entry = self._resident[a.device_id][model_id] = _Resident(
-                            measured_mb or self._memory_estimate(model_id), self.clock(), self.clock(), running=1)
-                    entry.loading = False
-                    entry.memory_mb = max(entry.memory_mb, measured_mb or 0.0)
-            if running.stop_reason is not None:
-                outcome = self._stopped(running)
-                return
             with self.artifacts.temp_dir(f"stage-{stage.id}-") as work:
                 inputs = stage_io.materialize(self.store, self.artifacts, running.claim, work)
+                # The load comes last before the hand-over, and is checked against the child that will run the
+                # stage: a crash in between would otherwise leave a stage computing on a model the books lost.
+                if model_id not in worker.resident:
+                    outcome = self._load(running, worker, a.device_id, model_id, adapter, registered.spec)
+                    if outcome is not None:
+                        return
+                else:  # there already (another stage loaded it): the books say so too
+                    with self._lock:
+                        entry = self._resident[a.device_id].get(model_id)
+                        if entry is not None:
+                            entry.loading = False
+                if running.stop_reason is not None:  # timed out or cancelled while it was prepared
+                    outcome = self._stopped(running)
+                    return
                 try:
+                    running.phase = "handed"
                     worker.run(StageRequest(stage_id=stage.id, model_id=model_id, adapter=adapter,
                                             spec=registered.spec, inputs=inputs, params=stage.params))
                 except WorkerUnavailable as e:
-                    outcome = (REQUEUE, str(e))
+                    outcome = self._stopped(running) if running.stop_reason else (REQUEUE, str(e))
                     return
                 running.handed_at = self.clock()
-                if running.stop_reason is not None:  # cancelled while being handed over: tell the worker now
+                if running.stop_reason is not None:  # stopped while being handed over: tell the worker now
                     worker.cancel(stage.id)
                 result: StageResult = running.done.result()
                 outcome = self._finish(running, result, work)
@@ -481,6 +474,35 @@ class NodeScheduler(Scheduler):
             outcome = (ErrorCode.INTERNAL_ERROR, f"{type(e).__name__}: {e}")
         finally:
             self._settle(running, outcome)
+
+    def _load(self, running: _Running, worker: DeviceWorker, device_id: str, model_id: str, adapter: str,
+              spec: ModelSpec) -> tuple[str, str] | None:
+        """Load the model for this stage; None when it is there, else how the stage ends."""
+        started = self.clock()
+        running.phase = "loading"
+        # the lease keeper kills a load past the deadline (and knows why); this timeout is a backstop
+        loaded = worker.load(model_id, adapter, spec, timeout=max(1.0, running.deadline - started) + 5.0)
+        running.phase = "preparing"
+        if loaded.ok:
+            # Booked before anything else, even for a stage stopped meanwhile: the model is in the worker now.
+            # A load beside running stages measures their growth too: its time counts, its memory not.
+            measured_mb = None if running.shared else loaded.memory_mb
+            if loaded.seconds:  # 0: it was there already (another stage loaded it)
+                self._learn_load(model_id, loaded.seconds, measured_mb)
+            with self._lock:
+                entry = self._resident[device_id].get(model_id)
+                if entry is None:  # a crash cleared the books meanwhile; the model is in the new child now
+                    entry = self._resident[device_id][model_id] = _Resident(
+                        measured_mb or self._memory_estimate(model_id), self.clock(), self.clock(), running=1)
+                entry.loading = False
+                entry.memory_mb = max(entry.memory_mb, measured_mb or 0.0)
+        if running.stop_reason is not None:  # timed out or cancelled while loading
+            return self._stopped(running)
+        if loaded.ok:
+            return None
+        if loaded.error_code == ErrorCode.WORKER_CRASHED and (not loaded.seconds or running.bystander):
+            return REQUEUE, loaded.message  # the worker was down before the load began, or killed for another
+        return loaded.error_code or ErrorCode.MODEL_ERROR, loaded.message
 
     def _stopped(self, running: _Running) -> tuple[str, str]:
         if running.stop_reason == ErrorCode.TIMEOUT:
@@ -496,7 +518,8 @@ class NodeScheduler(Scheduler):
         model_id = running.model_id
         if result.peak_memory_mb and not running.shared:
             self._learn_peak(model_id, result.peak_memory_mb)
-        if result.error_code is None and running.stop_reason is None:
+        if result.error_code is None and running.stop_reason != ErrorCode.TIMEOUT:
+            # finished, even if asked to stop meanwhile: complete_stage still honours a cancel of the job
             self._learn_run(model_id, result.seconds)
             with self.blob_lock:
                 outputs = stage_io.store_outputs(self.artifacts, running.claim, result.files or {}, work)
@@ -633,8 +656,22 @@ class NodeScheduler(Scheduler):
         they go back to the queue without an attempt counted."""
         killed_by_us = self._killing.pop(device_id, None)
         log.error("device worker crashed: %s", reason)
+        lost = set(stage_ids)
         with self._lock:
-            self._resident[device_id].clear()
+            # Nothing of the dead child is resident; stages on their way to this device load their model into
+            # the next child, and are booked as loading it.
+            books = self._resident[device_id]
+            books.clear()
+            for r in self._running.values():
+                if r.device_id != device_id or r.claim.stage.id in lost or r.done.done():
+                    continue
+                if killed_by_us is not None:
+                    r.bystander = True
+                entry = books.get(r.model_id)
+                if entry is None:
+                    entry = books[r.model_id] = _Resident(self._memory_estimate(r.model_id), self.clock(),
+                                                          self.clock(), loading=True)
+                entry.running += 1
         for stage_id in stage_ids:
             with self._lock:
                 running = self._running.get(stage_id)
@@ -722,11 +759,14 @@ class NodeScheduler(Scheduler):
                 with self._lock:
                     running = list(self._running.values())
                 for r in running:
+                    if r.done.done():  # finished; being stored
+                        continue
                     if now > r.deadline and not r.killed:
                         # a cancelled stage past its deadline is stuck too; it still ends as cancelled
                         r.stop_reason = r.stop_reason or ErrorCode.TIMEOUT
-                        r.killed = True
-                        self._kill_for(r, f"stage {r.claim.stage.id} ran past scheduler.job_timeout")
+                        if r.phase in ("loading", "handed"):  # else its thread sees the flag before hand-over
+                            r.killed = self._kill_for(r, f"stage {r.claim.stage.id} ran past "
+                                                         "scheduler.job_timeout")
                     elif (r.stop_reason == CANCELLED and r.stop_asked_at is not None and r.handed_at is not None
                           and now - max(r.stop_asked_at, r.handed_at) > self.settings.scheduler.cancel_grace):
                         self._kill_for(r, f"stage {r.claim.stage.id} did not stop within "
@@ -737,16 +777,21 @@ class NodeScheduler(Scheduler):
             except Exception:
                 log.exception("lease keeping failed; retrying")
 
-    def _kill_for(self, running: _Running, why: str) -> None:
-        """Stop a stage that will not stop: kill its worker (a hung model cannot be interrupted otherwise). An
-        export stage runs in this process and cannot be killed; its result is refused when it comes."""
+    def _kill_for(self, running: _Running, why: str) -> bool:
+        """Stop a stage that will not stop: kill its worker (a hung model cannot be interrupted otherwise), if
+        the stage is in it or loading into it. An export stage runs in this process and cannot be killed; its
+        result is refused when it comes. True when a worker was killed."""
         if running.device_id is None:
-            return
+            return False
         worker = self._workers.get(running.device_id)
-        if worker is not None:
-            log.warning("killing the worker of %s: %s", running.device_id, why)
-            self._killing[running.device_id] = f"stage {running.claim.stage.id}"
-            worker.kill(why)
+        if worker is None or not worker.alive:
+            return False
+        if running.phase != "loading" and running.claim.stage.id not in worker.running:
+            return False  # not (or no longer) in this child: killing it would only hurt the others
+        log.warning("killing the worker of %s: %s", running.device_id, why)
+        self._killing[running.device_id] = f"stage {running.claim.stage.id}"
+        worker.kill(why)
+        return True
 
     def _timeout_message(self) -> str:
         return f"the stage ran longer than scheduler.job_timeout ({self.settings.scheduler.job_timeout} s)"
