@@ -135,6 +135,7 @@ class NodeScheduler(Scheduler):
         self._estimates: dict[str, tuple[int, float, Estimate]] = {}
         self._readings: dict[str, tuple[float, inventory.DeviceReading]] = {}
         self._killing: dict[str, str] = {}  # device id -> the stage its worker is being killed to stop
+        self._unloading: set[tuple[str, str]] = set()  # (device id, model id) being unloaded now
 
     # -- lifecycle ------------------------------------------------------------------------------------------
 
@@ -697,11 +698,22 @@ class NodeScheduler(Scheduler):
             entry = self._resident[device_id].get(model_id)
             if entry is not None and entry.running > 0:
                 return  # it got work since the decision
+            if (device_id, model_id) in self._unloading:
+                return  # the dispatcher asks again every round until it is gone
             self._resident[device_id].pop(model_id, None)
+            self._unloading.add((device_id, model_id))
+        try:
+            self._unload_from(worker, device_id, model_id, why)
+        finally:
+            with self._lock:
+                self._unloading.discard((device_id, model_id))
+            self.wake()
+
+    def _unload_from(self, worker: DeviceWorker | None, device_id: str, model_id: str, why: str) -> None:
         if worker is not None and model_id in worker.resident:
             log.info("unloading %s from %s (%s)", model_id, device_id, why)
             result = worker.unload(model_id)
-            if not result.ok:
+            if not result.ok and model_id in worker.resident:
                 # still there (a stage of it the books had missed): count it again rather than promise its memory
                 log.warning("unloading %s from %s failed: %s", model_id, device_id, result.message)
                 with self._lock:
@@ -711,7 +723,6 @@ class NodeScheduler(Scheduler):
                 log.warning("unloading %s from %s returned %.0f of %.0f MB; the rest comes back when the worker "
                             "restarts (it does once it holds nothing)", model_id, device_id, result.returned_mb,
                             result.expected_mb)
-        self.wake()
 
     def _free_device(self, device_id: str | None, keep: str | None) -> None:
         """Evict every idle model on the device (after an out-of-memory error, before the retry)."""
