@@ -19,10 +19,10 @@ def test_a_stage_that_hangs_without_reporting_fails_with_timeout(make_server) ->
     with srv.client() as c:
         started = time.monotonic()
         job = submit(c, "/mesh/generate", {"images": [upload(c, IMAGES / "T.png")["file_id"]],
-                                           "parameters": {"delay": 4, "steps": 1}})
-        final = wait_final(c, job["job_id"], timeout=10)
+                                           "parameters": {"delay": 8, "steps": 1}})
+        final = wait_final(c, job["job_id"], timeout=15)
         assert final["status"] == "failed" and final["error"]["code"] == "TIMEOUT"
-        assert time.monotonic() - started < 3.5, "failed by the watchdog, not when the model finally returned"
+        assert time.monotonic() - started < 6, "failed by the watchdog, not when the model finally returned"
         time.sleep(3)  # the model returns; its late result is refused
         assert c.get(f"/jobs/{job['job_id']}").json()["status"] == "failed"
         follow = submit(c, "/mesh/generate?wait=20", {"images": [upload(c, IMAGES / "T.png")["file_id"]]},
