@@ -17,8 +17,11 @@ import numpy as np
 import pygltflib
 import pytest
 import trimesh
+from PIL import Image
 from client_helpers import IMAGES, MESHES, SHARED, assert_valid_gltf, is_closed, read_fbx, submit, upload
 from server import ROOT, ServerProcess
+
+from pocket3d.geometry.preview import PART_COLOURS
 
 MULTIVIEW = SHARED / "multiview"
 
@@ -132,6 +135,12 @@ def test_part_segmentation(shipped: httpx.Client, tmp_path: Path) -> None:
     for node in part_nodes:
         (prim,) = gltf.meshes[node.mesh].primitives
         assert gltf.accessors[prim.indices].count // 3 == counts[node.extras["part_id"]]
+    # the preview shows the parts in the part palette (shaded), not the texture's colours
+    preview = np.asarray(Image.open(io.BytesIO(_download(shipped, job, "preview.png"))).convert("RGBA"))
+    drawn = preview[preview[:, :, 3] > 0][:, :3].astype(float)
+    direction = drawn / np.linalg.norm(drawn, axis=1, keepdims=True).clip(1e-6)
+    palette = PART_COLOURS / np.linalg.norm(PART_COLOURS, axis=1, keepdims=True)
+    assert ((direction @ palette.T).max(axis=1) > 0.995).mean() > 0.9
     # and the labels follow the surface: faces of one part sit together (a shuffled labelling would not)
     centres = source.triangles_center
     spread = np.mean([centres[np.array(labels["face_labels"]) == p].std(axis=0).mean() for p in range(len(counts))])

@@ -17,9 +17,19 @@ MAX_FACES = 20_000
 LIGHT = np.array([0.4, 0.8, 0.6]) / np.linalg.norm([0.4, 0.8, 0.6])
 
 
-def render_preview(scene: trimesh.Scene, dest: Path, size: int = 256) -> None:
+# Distinct, saturated colours for parts (Tableau 10, its grey swapped for cyan), so a segmentation's preview shows its parts.
+PART_COLOURS = np.array([(78, 121, 167), (242, 142, 43), (225, 87, 89), (118, 183, 178), (89, 161, 79),
+                         (237, 201, 72), (176, 122, 161), (255, 157, 167), (156, 117, 95), (23, 190, 207)], float)
+
+
+def render_preview(scene: trimesh.Scene, dest: Path, size: int = 256, *, by_part: bool = False) -> None:
+    """``by_part``: each mesh of the scene (a part) in a colour of its own, instead of its material's."""
     meshes = world_meshes(scene)
-    colors = np.concatenate([_face_colors(m) for m in meshes])
+    if by_part:
+        colors = np.concatenate([np.tile(PART_COLOURS[i % len(PART_COLOURS)], (len(m.faces), 1))
+                                 for i, m in enumerate(meshes)])
+    else:
+        colors = np.concatenate([_face_colors(m) for m in meshes])
     mesh = trimesh.util.concatenate([trimesh.Trimesh(m.vertices, m.faces, process=False) for m in meshes])
     if len(mesh.faces) > MAX_FACES:  # a picture needs no more; each kept face takes the colour nearest to it
         small = decimate_mesh(mesh, MAX_FACES)
