@@ -221,7 +221,8 @@ class NodeScheduler(Scheduler):
 
     def _estimate(self, job: JobRecord) -> Estimate:
         """Queue position from the policy's own order; the ETA from the models' measured times: the work ranked
-        ahead, spread over the devices, plus this job's remaining stages."""
+        ahead and what is left of the stages running, spread over the stage slots of the devices that can run
+        this job's waiting model, plus this job's own remaining stages."""
         waiting = next((s for s in job.stages if s.status == StageStatus.QUEUED), None)
         with self._lock:
             order = dict(self._order)
@@ -236,11 +237,18 @@ class NodeScheduler(Scheduler):
         for s in remaining:
             seconds = self._run_seconds(s.model_id)
             eta += seconds * (1.0 - s.progress) if s.status == StageStatus.RUNNING else seconds
-        if position is not None and position > 1:
-            ahead = sorted(order.items(), key=lambda kv: kv[1])[: position - 1]
+        if position is not None and waiting is not None and waiting.model_id is not None:
+            ahead = [sid for sid, rank in order.items() if rank < position]
+            profile = self._profile(waiting.model_id)
+            kinds = profile.device_kinds if profile else ("cpu", "cuda")
+            now = self.clock()
             with self._lock:
-                models = {sid: self._queued_models.get(sid) for sid, _ in ahead}
-            eta += sum(self._run_seconds(m) for m in models.values()) / max(1, len(self._devices))
+                work = sum(self._run_seconds(self._queued_models.get(sid)) for sid in ahead)
+                work += sum(max(0.0, self._run_seconds(r.model_id) - (now - r.started))
+                            for r in self._running.values() if r.device_id is not None)
+            slots = sum(1 if d.kind == "cuda" else self.settings.scheduler.concurrency
+                        for d in self._devices if d.kind in kinds)
+            eta += work / max(1, slots)
         return Estimate(position, round(eta, 1))
 
     # -- what the policy sees -------------------------------------------------------------------------------
