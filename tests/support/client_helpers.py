@@ -15,6 +15,8 @@ import numpy as np
 import pytest
 import trimesh
 
+from pocket3d.geometry.meshes import weld
+
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "testdata"
 IMAGES = SHARED / "images"
 MESHES = SHARED / "meshes"
@@ -104,7 +106,5 @@ def is_closed(mesh: trimesh.Trimesh) -> bool:
     """No hole: with vertices merged by position (UV seams split them in a file), every edge has a face on each
     side. Not trimesh's is_watertight, which also wants manifold edges; decimation may collapse two separate
     vertices onto one point, and merging by position then joins surfaces that only touch."""
-    merged = trimesh.Trimesh(mesh.vertices, mesh.faces, process=False)
-    merged.merge_vertices(merge_tex=True, merge_norm=True)
-    edges = np.sort(merged.edges, axis=1)
+    edges = np.sort(weld(mesh.vertices, mesh.faces).mesh().edges, axis=1)
     return bool((np.unique(edges, axis=0, return_counts=True)[1] > 1).all())

@@ -13,6 +13,8 @@ import numpy as np
 import trimesh
 from scipy.spatial import cKDTree
 
+from pocket3d.geometry.meshes import weld
+
 CANDIDATES = 16  # original faces examined per corner
 
 
@@ -32,11 +34,11 @@ def decimate_scene(scene: trimesh.Scene, target_faces: int) -> trimesh.Scene:
 def decimate_mesh(mesh: trimesh.Trimesh, target_faces: int) -> trimesh.Trimesh:
     if len(mesh.faces) <= target_faces:
         return mesh
-    welded, inverse = np.unique(np.round(mesh.vertices, 9), axis=0, return_inverse=True)
-    faces = inverse.reshape(-1)[mesh.faces]
+    welded = weld(mesh.vertices, mesh.faces)
+    faces = welded.faces
     faces = faces[(faces[:, 0] != faces[:, 1]) & (faces[:, 1] != faces[:, 2]) & (faces[:, 0] != faces[:, 2])]
     reduction = min(0.99, max(0.0, 1.0 - target_faces / max(len(faces), 1)))
-    vertices, new_faces = fast_simplification.simplify(welded.astype(np.float64), faces.astype(np.int64),
+    vertices, new_faces = fast_simplification.simplify(welded.vertices, faces,
                                                        target_reduction=reduction)
     visual = mesh.visual
     uv = getattr(visual, "uv", None) if visual.kind == "texture" else None

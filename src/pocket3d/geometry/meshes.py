@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import trimesh
 
@@ -78,3 +80,23 @@ def one_mesh(scene: trimesh.Scene, *, colors: bool = True) -> trimesh.Trimesh:
     if not meshes:
         raise MeshError("the file holds no triangle mesh")
     return meshes[0] if len(meshes) == 1 else merged(scene, colors=colors)
+
+
+@dataclass(frozen=True)
+class Welded:
+    vertices: np.ndarray  # (V', 3) one per distinct position
+    faces: np.ndarray  # (F, 3) the same faces, in the same order, on the merged vertices
+    inverse: np.ndarray  # (V,) each original vertex's merged index
+
+    def mesh(self) -> trimesh.Trimesh:
+        return trimesh.Trimesh(self.vertices, self.faces, process=False)
+
+
+def weld(vertices: np.ndarray, faces: np.ndarray) -> Welded:
+    """Vertices at the same position made one (a UV seam or a triangle soup splits them), faces kept in order:
+    what adjacency, Laplacians and simplification need. Positions closer than a billionth of the mesh's size
+    count as the same."""
+    vertices = np.asarray(vertices, dtype=np.float64)
+    scale = max(float(np.ptp(vertices, axis=0).max()) if len(vertices) else 1.0, 1e-12)
+    unique, inverse = trimesh.grouping.unique_rows(np.round(vertices / scale * 2**30).astype(np.int64))
+    return Welded(vertices[unique], inverse[np.asarray(faces, dtype=np.int64)], inverse)

@@ -67,7 +67,7 @@ from skimage.morphology import skeletonize
 
 from pocket3d.geometry.decimate import decimate_mesh
 from pocket3d.geometry.gltf_writer import Skeleton, write_skinned_glb
-from pocket3d.geometry.meshes import one_mesh
+from pocket3d.geometry.meshes import one_mesh, weld
 from pocket3d.geometry.validate import load_scene
 from pocket3d.models.spec import InputRejected, ModelAdapter, ProgressFn, RunInputs
 
@@ -686,7 +686,8 @@ def bone_heat_weights(mesh: trimesh.Trimesh, skeleton: Skeleton,
                       progress: ProgressFn = lambda fraction, message: None) -> np.ndarray:
     """(vertices, joints) weights for the mesh's own vertices, each row summing to 1."""
     solved = _solve_mesh(mesh)
-    welded, twin = _welded(solved)
+    joined = weld(solved.vertices, solved.faces)
+    welded, twin = joined.mesh(), joined.inverse
     starts, ends, owner = _bones(skeleton)
     if len(owner) == 0:  # a lone joint: the mesh is rigid
         return np.ones((len(mesh.vertices), 1))
@@ -722,15 +723,6 @@ def _solve_mesh(mesh: trimesh.Trimesh) -> trimesh.Trimesh:
     if len(mesh.faces) <= SOLVE_FACES:
         return mesh
     return decimate_mesh(trimesh.Trimesh(mesh.vertices, mesh.faces, process=False), SOLVE_FACES)
-
-
-def _welded(mesh: trimesh.Trimesh) -> tuple[trimesh.Trimesh, np.ndarray]:
-    """The mesh with vertices at the same place merged (UV seams split them), and each vertex's welded index."""
-    size = max(float(np.ptp(mesh.vertices, axis=0).max()), 1e-12)
-    _, first, twin = np.unique(np.round(mesh.vertices / size, 7), axis=0, return_index=True, return_inverse=True)
-    twin = twin.reshape(-1)
-    welded = trimesh.Trimesh(mesh.vertices[first], twin[mesh.faces], process=False)
-    return welded, twin
 
 
 def _bones(skeleton: Skeleton) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

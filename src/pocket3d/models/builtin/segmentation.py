@@ -58,7 +58,7 @@ from scipy.spatial import cKDTree
 from skimage.morphology import skeletonize
 
 from pocket3d.geometry.gltf_writer import write_face_labels, write_segmented_glb
-from pocket3d.geometry.meshes import one_mesh
+from pocket3d.geometry.meshes import one_mesh, weld
 from pocket3d.geometry.validate import load_scene
 from pocket3d.models.spec import InputRejected, ModelAdapter, ProgressFn, RunInputs
 
@@ -131,7 +131,8 @@ class FaceGraph:
 
     @classmethod
     def build(cls, vertices: np.ndarray, faces: np.ndarray) -> FaceGraph:
-        vertices, faces = weld(np.asarray(vertices, dtype=np.float64), np.asarray(faces, dtype=np.int64))
+        joined = weld(vertices, faces)
+        vertices, faces = joined.vertices, joined.faces
         corners = vertices[faces]
         cross = np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0])
         length = np.linalg.norm(cross, axis=1)
@@ -177,14 +178,6 @@ def _outward(corners: np.ndarray, cross: np.ndarray, pairs: np.ndarray, componen
     faces = np.bincount(component, minlength=count)
     closed = 2 * np.bincount(component[pairs[:, 0]], minlength=count) == 3 * faces  # every edge has 2 faces
     return np.where(closed & (volume < 0), -1.0, 1.0)
-
-
-def weld(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Vertices at the same position made one, so faces across a UV seam share their edge; face order kept."""
-    scale = float(np.ptp(vertices, axis=0).max()) if len(vertices) else 1.0
-    quantised = np.round(vertices / max(scale, 1e-12) * 2**30).astype(np.int64)
-    unique, inverse = trimesh.grouping.unique_rows(quantised)
-    return vertices[unique], inverse[faces]
 
 
 # -- segmentation -----------------------------------------------------------------------------------------------

@@ -47,7 +47,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from scipy.spatial import cKDTree
 
 from pocket3d.geometry.decimate import decimate_mesh
-from pocket3d.geometry.meshes import one_mesh
+from pocket3d.geometry.meshes import one_mesh, weld
 from pocket3d.geometry.validate import load_scene
 from pocket3d.models.builtin.image_to_mesh import foreground_mask
 from pocket3d.models.builtin.words import Appearance, parse_appearance
@@ -110,7 +110,8 @@ def unwrap(mesh: trimesh.Trimesh, max_faces: int = 30_000, *, texture_size: int 
     A mesh that already has a usable UV set keeps it (and its exact geometry)."""
     if has_usable_uvs(mesh):
         return _with_uv(mesh.vertices, mesh.faces, np.asarray(mesh.visual.uv, dtype=np.float64))
-    vertices, faces = welded(mesh)
+    joined = weld(mesh.vertices, mesh.faces)
+    vertices, faces = joined.vertices, joined.faces
     if len(faces) > max_faces:
         plain = decimate_mesh(trimesh.Trimesh(vertices, faces, process=False), max_faces)
         vertices, faces = np.asarray(plain.vertices), np.asarray(plain.faces)
@@ -146,12 +147,6 @@ def has_usable_uvs(mesh: trimesh.Trimesh) -> bool:
         return False
     overlap = 1 - len(_one_per_texel(texels, 256).index) / len(texels.index)
     return overlap < 0.05
-
-
-def welded(mesh: trimesh.Trimesh) -> tuple[np.ndarray, np.ndarray]:
-    """Vertices merged by position (UV seams and triangle soups joined), and the faces on them."""
-    vertices, inverse = np.unique(np.asarray(mesh.vertices, dtype=np.float64), axis=0, return_inverse=True)
-    return vertices, inverse.reshape(-1)[mesh.faces]
 
 
 def _with_uv(vertices: np.ndarray, faces: np.ndarray, uv: np.ndarray) -> trimesh.Trimesh:
@@ -240,9 +235,8 @@ def _surface(mesh: trimesh.Trimesh, size: int) -> _Surface:
 def _smooth_normals(mesh: trimesh.Trimesh) -> np.ndarray:
     """Vertex normals of the mesh welded by position, one per vertex of ``mesh`` (the same on both sides of a
     UV seam)."""
-    vertices, inverse = np.unique(np.asarray(mesh.vertices), axis=0, return_inverse=True)
-    joined = trimesh.Trimesh(vertices, inverse.reshape(-1)[mesh.faces], process=False)
-    return np.asarray(joined.vertex_normals)[inverse.reshape(-1)]
+    joined = weld(mesh.vertices, mesh.faces)
+    return np.asarray(joined.mesh().vertex_normals)[joined.inverse]
 
 
 # -- baking from views ------------------------------------------------------------------------------------------
@@ -463,9 +457,8 @@ def _band_colours(points: np.ndarray, appearance: Appearance, vertices: np.ndarr
 
 def _component_labels(mesh: trimesh.Trimesh) -> np.ndarray:
     """Connected part of each face, across UV seams."""
-    vertices, faces = welded(mesh)
-    joined = trimesh.Trimesh(vertices, faces, process=False)
-    return trimesh.graph.connected_component_labels(joined.face_adjacency, node_count=len(faces))
+    joined = weld(mesh.vertices, mesh.faces).mesh()
+    return trimesh.graph.connected_component_labels(joined.face_adjacency, node_count=len(mesh.faces))
 
 
 def _noise(points: np.ndarray, frequency: float, rng: np.random.Generator, waves: int = 12) -> np.ndarray:
