@@ -122,8 +122,9 @@ class NodeScheduler(Scheduler):
         self._running: dict[int, _Running] = {}
         self._learned: dict[str | None, _Learned] = {}  # None: the export stage
         self._oom_retried: set[int] = set()
-        self._order: dict[int, int] = {}  # stage id -> rank in the last ordering, for queue positions
-        self._queued_models: dict[int, str | None] = {}  # stage id -> model, of the stages queued last time
+        # stage id -> (rank in the policy's last ordering, run seconds of the stages ranked before it): status
+        # polls read a job's place in O(1) instead of walking the queue
+        self._queue: dict[int, tuple[int, float]] = {}
         self._seen: set[int] = set()  # stages whose request is counted in the usage stats
         self.stats = UsageStats()
         self._lock = threading.RLock()
@@ -225,8 +226,8 @@ class NodeScheduler(Scheduler):
         this job's waiting model, plus this job's own remaining stages."""
         waiting = next((s for s in job.stages if s.status == StageStatus.QUEUED), None)
         with self._lock:
-            order = dict(self._order)
-        position = order.get(waiting.id) if waiting is not None else None
+            place = self._queue.get(waiting.id) if waiting is not None else None
+        position, seconds_ahead = place if place is not None else (None, 0.0)
         remaining = [s for s in job.stages if s.status in (StageStatus.PENDING, StageStatus.QUEUED,
                                                            StageStatus.RUNNING)]
         with self._lock:
@@ -238,14 +239,13 @@ class NodeScheduler(Scheduler):
             seconds = self._run_seconds(s.model_id)
             eta += seconds * (1.0 - s.progress) if s.status == StageStatus.RUNNING else seconds
         if position is not None and waiting is not None and waiting.model_id is not None:
-            ahead = [sid for sid, rank in order.items() if rank < position]
             profile = self._profile(waiting.model_id)
             kinds = profile.device_kinds if profile else ("cpu", "cuda")
             now = self.clock()
             with self._lock:
-                work = sum(self._run_seconds(self._queued_models.get(sid)) for sid in ahead)
-                work += sum(max(0.0, self._run_seconds(r.model_id) - (now - r.started))
-                            for r in self._running.values() if r.device_id is not None)
+                left = [max(0.0, self._run_seconds(r.model_id) - (now - r.started))
+                        for r in self._running.values() if r.device_id is not None]
+            work = seconds_ahead + sum(left)
             slots = sum(1 if d.kind == "cuda" else self.settings.scheduler.concurrency
                         for d in self._devices if d.kind in kinds)
             eta += work / max(1, slots)
@@ -328,8 +328,6 @@ class NodeScheduler(Scheduler):
     def _dispatch_once(self) -> None:
         queued = self.store.queued_stages()
         now = self.clock()
-        with self._lock:
-            self._queued_models = {q.stage_id: q.model_id for q in queued}
         for q in (q for q in queued if q.model_id is None):
             self._start_export(q)
         pending: list[PendingStage] = []
@@ -357,8 +355,12 @@ class NodeScheduler(Scheduler):
                 profiles[model_id] = profile
         pending = [p for p in pending if self._fits_somewhere(p, profiles[p.model_id])]
         ordered = self.policy.ordering.order(pending, now)
+        queue, ahead = {}, 0.0
+        for rank, p in enumerate(ordered, 1):
+            queue[p.stage_id] = (rank, ahead)
+            ahead += profiles[p.model_id].run_seconds
         with self._lock:
-            self._order = {p.stage_id: i + 1 for i, p in enumerate(ordered)}
+            self._queue = queue
         for assignment in plan(pending, self._views(), profiles, self.stats, now, self.policy):
             self._start_stage(assignment, profiles[assignment.stage.model_id])
         if self.policy.unload_idle:
