@@ -119,8 +119,7 @@ def _submit(node: Node, principal: Principal, feature: Feature, req: _FeatureReq
     except InputRejected as e:
         raise Pocket3DError(ErrorCode.INVALID_REQUEST, f"{e} (model {model.spec.id!r})",
                             {"model": model.spec.id}) from None
-    export = {"format": req.output_format, "target_faces": getattr(req, "target_faces", None),
-              "preview": "parts" if feature == Feature.SEGMENTATION else "looks"}
+    export = {"format": req.output_format, "target_faces": getattr(req, "target_faces", None)}
     stages = [NewStage(STAGE_NAMES[feature], model.spec.id, params.model_dump(mode="json"), weight=0.9),
               NewStage(EXPORT_STAGE, None, export, weight=0.1)]
     request = req.model_dump(mode="json", exclude={"images", "mesh", "parameters"})

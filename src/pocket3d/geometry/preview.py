@@ -22,10 +22,11 @@ PART_COLOURS = np.array([(78, 121, 167), (242, 142, 43), (225, 87, 89), (118, 18
                          (237, 201, 72), (176, 122, 161), (255, 157, 167), (156, 117, 95), (23, 190, 207)], float)
 
 
-def render_preview(scene: trimesh.Scene, dest: Path, size: int = 256, *, by_part: bool = False) -> None:
-    """``by_part``: each mesh of the scene (a part) in a colour of its own, instead of its material's."""
+def render_preview(scene: trimesh.Scene, dest: Path, size: int = 256) -> None:
+    """A segmented scene (its glTF extras list ``parts``, see gltf_writer) shows each part in a colour of its
+    own rather than its material's."""
     meshes = world_meshes(scene)
-    if by_part:
+    if scene.metadata.get("parts"):
         colors = np.concatenate([np.tile(PART_COLOURS[i % len(PART_COLOURS)], (len(m.faces), 1))
                                  for i, m in enumerate(meshes)])
     else:

@@ -88,7 +88,7 @@ def export(inputs: RunInputs, params: dict, work: Path, limits: geometry.MeshLim
     else:
         geometry.export_scene(scene, fmt, dest)
     preview = work / "preview.png"
-    geometry.render_preview(scene, preview, by_part=params.get("preview") == "parts")
+    geometry.render_preview(scene, preview)
     return {"model": dest, "preview": preview}
 
 
