@@ -101,6 +101,10 @@ def test_text_to_a_textured_mesh(shipped: httpx.Client, tmp_path: Path) -> None:
     data, gltf = _textured_glb(shipped, job, tmp_path)
     _mesh(data)
     assert {o["name"] for o in job["outputs"]} == {"model.glb", "preview.png"}
+    # the preview shows the chair's own colour (its glTF lists its parts, but it is no segmentation)
+    preview = np.asarray(Image.open(io.BytesIO(_download(shipped, job, "preview.png"))).convert("RGBA"))
+    r, g, b = preview[preview[:, :, 3] > 0][:, :3].astype(float).mean(axis=0)
+    assert r > 1.5 * max(g, b)
 
 
 def test_texture_for_a_given_mesh_from_an_image_and_from_text(shipped: httpx.Client, tmp_path: Path) -> None:

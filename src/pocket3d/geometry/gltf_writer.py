@@ -182,6 +182,13 @@ def write_segmented_glb(mesh: trimesh.Trimesh, face_labels: np.ndarray, dest: Pa
     b.save(dest, roots=roots, extras={"parts": parts})
 
 
+def is_segmented(extras: dict) -> bool:
+    """Whether a glTF scene's extras (trimesh's ``scene.metadata``) are those of write_segmented_glb. Other
+    writers list parts too (the procedural model, by name), without part ids."""
+    parts = extras.get("parts")
+    return isinstance(parts, list) and bool(parts) and all(isinstance(p, dict) and "part_id" in p for p in parts)
+
+
 def _parts(face_labels: np.ndarray, names: dict[int, str] | None,
            extras: dict[int, dict] | None = None) -> list[dict]:
     ids, counts = np.unique(np.asarray(face_labels).astype(int), return_counts=True)

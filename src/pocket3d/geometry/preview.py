@@ -11,6 +11,7 @@ from PIL import Image, ImageDraw
 from scipy.spatial import cKDTree
 
 from pocket3d.geometry.decimate import decimate_mesh
+from pocket3d.geometry.gltf_writer import is_segmented
 from pocket3d.geometry.meshes import world_meshes
 
 MAX_FACES = 20_000
@@ -23,10 +24,10 @@ PART_COLOURS = np.array([(78, 121, 167), (242, 142, 43), (225, 87, 89), (118, 18
 
 
 def render_preview(scene: trimesh.Scene, dest: Path, size: int = 256) -> None:
-    """A segmented scene (its glTF extras list ``parts``, see gltf_writer) shows each part in a colour of its
-    own rather than its material's."""
+    """A segmented scene (see gltf_writer.is_segmented) shows each part in a colour of its own rather than its
+    material's."""
     meshes = world_meshes(scene)
-    if scene.metadata.get("parts"):
+    if is_segmented(scene.metadata):
         colors = np.concatenate([np.tile(PART_COLOURS[i % len(PART_COLOURS)], (len(m.faces), 1))
                                  for i, m in enumerate(meshes)])
     else:
