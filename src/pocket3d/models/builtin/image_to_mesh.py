@@ -41,8 +41,7 @@ class SilhouetteInflationModel(ModelAdapter):
     def run(self, inputs: RunInputs, params: SilhouetteParams, progress: ProgressFn) -> dict[str, Path]:
         if not inputs.images:
             raise InputRejected("the silhouette model needs an image")
-        with Image.open(inputs.images[0]) as im:
-            rgba = np.asarray(ImageOps.exif_transpose(im).convert("RGBA"))  # as a photo viewer shows it
+        rgba = read_image(inputs.images[0])
         progress(0.1, "finding the foreground")
         mask = foreground_mask(rgba)
         progress(0.4, "inflating the silhouette")
@@ -55,6 +54,23 @@ class SilhouetteInflationModel(ModelAdapter):
 
 
 # -- foreground -------------------------------------------------------------------------------------------------
+
+def read_image(path: Path, what: str = "the image") -> np.ndarray:
+    """The image as RGBA, turned as a photo viewer shows it (its EXIF orientation applied)."""
+    try:
+        with Image.open(path) as im:
+            return np.array(ImageOps.exif_transpose(im).convert("RGBA"))
+    except (OSError, Image.DecompressionBombError) as e:
+        raise InputRejected(f"{what} cannot be read: {e}") from None
+
+
+def cut_out(rgba: np.ndarray) -> np.ndarray:
+    """The image with its alpha set to the object's mask (see foreground_mask), for code that reads the object
+    from alpha."""
+    out = rgba.copy()
+    out[:, :, 3] = np.where(foreground_mask(rgba), 255, 0)
+    return out
+
 
 def foreground_mask(rgba: np.ndarray, work_size: int = 320) -> np.ndarray:
     """A boolean mask of the object at the image's resolution: the largest region, holes filled."""

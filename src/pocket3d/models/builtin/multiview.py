@@ -21,14 +21,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 import trimesh
-from PIL import Image, ImageOps
 from pydantic import BaseModel, ConfigDict, Field
 from scipy import ndimage
 from skimage.measure import marching_cubes
 
 from pocket3d.geometry.decimate import decimate_mesh
-from pocket3d.models.builtin.image_to_mesh import foreground_mask
-from pocket3d.models.builtin.texturing import MAX_VIEWS, AZIMUTHS_HELP, View, bake_views, default_azimuths, unwrap
+from pocket3d.models.builtin.image_to_mesh import cut_out, read_image
+from pocket3d.models.builtin.texturing import AZIMUTHS_HELP, MAX_VIEWS, View, bake_views, default_azimuths, unwrap
 from pocket3d.models.spec import InputRejected, ModelAdapter, ProgressFn, RunInputs
 
 GRID = {"low": 64, "medium": 112, "high": 160}  # voxels along the object's height, by quality
@@ -62,11 +61,8 @@ class VisualHullModel(ModelAdapter):
         progress(0.05, "finding the foreground in each view")
         views = []
         for path, azimuth in zip(inputs.images, azimuths, strict=True):
-            with Image.open(path) as im:
-                rgba = np.array(ImageOps.exif_transpose(im).convert("RGBA"))
-            mask = foreground_mask(rgba)
-            rgba[:, :, 3] = np.where(mask, 255, 0)  # bake_views reads the object from alpha
-            views.append(View(image=rgba, azimuth=azimuth))
+            # bake_views reads the object from alpha
+            views.append(View(image=cut_out(read_image(path, f"view {len(views) + 1}")), azimuth=azimuth))
         progress(0.2, "carving the visual hull")
         mesh, left_out = consistent_hull(views, params.grid or GRID.get(inputs.quality, 112))
         if left_out:

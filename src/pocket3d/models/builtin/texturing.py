@@ -42,14 +42,13 @@ import numpy as np
 import PIL.Image
 import trimesh
 import xatlas
-from PIL import ImageOps
 from pydantic import BaseModel, ConfigDict, Field
 from scipy.spatial import cKDTree
 
 from pocket3d.geometry.decimate import decimate_mesh
 from pocket3d.geometry.meshes import one_mesh, weld
 from pocket3d.geometry.validate import load_scene
-from pocket3d.models.builtin.image_to_mesh import foreground_mask
+from pocket3d.models.builtin.image_to_mesh import cut_out, read_image
 from pocket3d.models.builtin.words import Appearance, parse_appearance
 from pocket3d.models.spec import InputRejected, ModelAdapter, ProgressFn, RunInputs
 
@@ -628,12 +627,5 @@ def _load_views(paths: Sequence[Path], params: TextureParams) -> list[View]:
     elevations = params.elevations or [0.0] * len(paths)
     views = []
     for number, (path, azimuth, elevation) in enumerate(zip(paths, azimuths, elevations, strict=True), 1):
-        try:
-            with PIL.Image.open(path) as image:
-                rgba = np.asarray(ImageOps.exif_transpose(image).convert("RGBA"))
-        except (OSError, PIL.Image.DecompressionBombError) as e:
-            raise InputRejected(f"reference image {number} cannot be read: {e}") from None
-        if rgba[:, :, 3].min() >= 250:  # no transparency to say what the object is: cut it out
-            rgba = np.dstack([rgba[:, :, :3], foreground_mask(rgba).astype(np.uint8) * 255])
-        views.append(View(rgba, azimuth, elevation))
+        views.append(View(cut_out(read_image(path, f"reference image {number}")), azimuth, elevation))
     return views
