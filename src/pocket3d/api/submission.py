@@ -20,17 +20,11 @@ from pocket3d.errors import ErrorCode, Pocket3DError
 from pocket3d.jobs import transitions
 from pocket3d.jobs.records import EXPORT_STAGE, NewFile, NewJob, NewStage
 from pocket3d.jobs.store import new_id
+from pocket3d.models import pipeline
 from pocket3d.models.spec import Feature, InputRejected
 from pocket3d.node import Node
 
 log = logging.getLogger(__name__)
-
-STAGE_NAMES = {
-    Feature.MESH_GENERATION: "generate_mesh",
-    Feature.TEXTURE_GENERATION: "paint_texture",
-    Feature.SEGMENTATION: "segment",
-    Feature.AUTO_RIGGING: "rig",
-}
 
 
 @dataclass
@@ -90,6 +84,15 @@ def submit_request(node: Node, principal: Principal, feature: Feature, req: _Fea
                 inp.staged.discard()  # moved into the store by now, unless something failed
 
 
+def _stage(planned: pipeline.PlannedStage, params: object, alone: bool) -> NewStage:
+    """A planned stage as a record: the main model takes the client's parameters, a helper its defaults."""
+    adapter = planned.model.adapter_cls
+    assert adapter is not None
+    chosen = params if planned.main else adapter.Params()
+    weight = 0.9 if alone else pipeline.STAGE_WEIGHTS["main" if planned.main else planned.name]
+    return NewStage(planned.name, planned.model.spec.id, chosen.model_dump(mode="json"), weight=weight)
+
+
 def _submit(node: Node, principal: Principal, feature: Feature, req: _FeatureRequest, inputs: list[_Input]) -> str:
     settings = node.settings
     kinds = {inp.role for inp in inputs}
@@ -98,13 +101,15 @@ def _submit(node: Node, principal: Principal, feature: Feature, req: _FeatureReq
     if getattr(req, "text_prompt", None):
         kinds.add("text")
     mesh_format = next((inp.format for inp in inputs if inp.role == "mesh"), None)
-    model = node.registry.choose(feature, kinds, mesh_format, req.output_format, req.model_preference,
-                                 node.scheduler.device_list, node.scheduler.budget_of)
+    images = sum(inp.role == "image" for inp in inputs)
+    plan = pipeline.plan(node.registry, feature, kinds, mesh_format, req.output_format, req.model_preference,
+                         node.scheduler.device_list, node.scheduler.budget_of, images=images)
+    model = plan.model
     unavailable = geometry.FORMATS[req.output_format].unavailable
     if unavailable:
         raise Pocket3DError(ErrorCode.FORMAT_UNAVAILABLE, f"output_format {req.output_format!r}: {unavailable}",
                             {"output_format": req.output_format})
-    assert model.adapter_cls is not None  # choose() returns available models only
+    assert model.adapter_cls is not None  # plan() returns available models only
     try:
         params = model.adapter_cls.Params.model_validate(req.parameters)
     except ValidationError as e:
@@ -114,14 +119,14 @@ def _submit(node: Node, principal: Principal, feature: Feature, req: _FeatureReq
                             f"parameters.{'.'.join(first['loc'])}: {first['msg']} (model {model.spec.id!r})",
                             {"model": model.spec.id, "errors": errors}) from None
     try:
-        model.adapter_cls.check_request(images=sum(inp.role == "image" for inp in inputs),
-                                        text=getattr(req, "text_prompt", None), params=params)
+        model.adapter_cls.check_request(images=plan.images_for_main, text=getattr(req, "text_prompt", None),
+                                        params=params)
     except InputRejected as e:
         raise Pocket3DError(ErrorCode.INVALID_REQUEST, f"{e} (model {model.spec.id!r})",
                             {"model": model.spec.id}) from None
     export = {"format": req.output_format, "target_faces": getattr(req, "target_faces", None)}
-    stages = [NewStage(STAGE_NAMES[feature], model.spec.id, params.model_dump(mode="json"), weight=0.9),
-              NewStage(EXPORT_STAGE, None, export, weight=0.1)]
+    stages = [_stage(planned, params, alone=len(plan.stages) == 1) for planned in plan.stages]
+    stages.append(NewStage(EXPORT_STAGE, None, export, weight=0.1 if len(stages) == 1 else 0.05))
     request = req.model_dump(mode="json", exclude={"images", "mesh", "parameters"})
     request["parameters"] = params.model_dump(mode="json")
     now = time.time()

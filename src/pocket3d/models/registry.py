@@ -52,6 +52,9 @@ class ModelEntry(BaseModel):
     devices: list[str] | None = None
     description: str | None = None
     pinned: bool = False  # once loaded, never evicted or unloaded for idleness
+    textured: bool | None = None  # mesh generation: False when its meshes need a paint stage after it
+    cutout: bool | None = None  # True when its images must have their background removed first
+    paint_with: str | None = None  # the texture model that paints its meshes (default: the first that fits)
     enabled: bool = True
     options: dict[str, Any] = Field(default_factory=dict)
 
@@ -146,42 +149,11 @@ class Registry:
     def choose(self, feature: Feature, input_kinds: set[str], mesh_format: str | None, output_format: str,
                preference: str | None, devices: list[Device],
                budget_of: Callable[[Device], float]) -> RegisteredModel:
-        """Pick the model for a request, or raise the 4xx/503 that tells the client why none fits."""
-        if preference:
-            model = self._models.get(preference)
-            if model is None or model.spec.feature != feature:
-                known = sorted(m.spec.id for m in self.for_feature(feature))
-                raise Pocket3DError(ErrorCode.UNKNOWN_MODEL,
-                                    f"no model {preference!r} for {feature.value}",
-                                    {"model": preference, "models_for_feature": known})
-            self._check_fit(model, input_kinds, mesh_format, output_format)
-            reasons = self.unavailable_reasons(model, devices, budget_of)
-            if reasons:
-                raise Pocket3DError(ErrorCode.MODEL_UNAVAILABLE, f"model {preference!r} is unavailable: "
-                                    + "; ".join(reasons), {"model": preference, "reasons": reasons})
-            return model
-        fitting: list[RegisteredModel] = []
-        misfits: dict[str, str] = {}
-        for model in self.for_feature(feature):
-            try:
-                self._check_fit(model, input_kinds, mesh_format, output_format)
-            except Pocket3DError as e:
-                misfits[model.spec.id] = e.message
-                continue
-            fitting.append(model)
-        if not fitting:
-            raise Pocket3DError(ErrorCode.NO_MODEL_FOR_REQUEST,
-                                f"no {feature.value} model takes inputs {sorted(input_kinds)} "
-                                f"and writes {output_format!r}", {"models": misfits})
-        unavailable: dict[str, list[str]] = {}
-        for model in fitting:
-            reasons = self.unavailable_reasons(model, devices, budget_of)
-            if not reasons:
-                return model
-            unavailable[model.spec.id] = reasons
-        raise Pocket3DError(ErrorCode.MODEL_UNAVAILABLE,
-                            f"every {feature.value} model that fits this request is unavailable",
-                            {"models": unavailable})
+        """Pick the model for a request, or raise the 4xx/503 that tells the client why none fits (the main model
+        of ``pipeline.plan``, which also finds the helper stages it needs)."""
+        from pocket3d.models.pipeline import plan
+
+        return plan(self, feature, input_kinds, mesh_format, output_format, preference, devices, budget_of).model
 
     @staticmethod
     def _check_fit(model: RegisteredModel, input_kinds: set[str], mesh_format: str | None, output_format: str) -> None:
@@ -274,6 +246,9 @@ def _from_entry(model_id: str, feature: Feature, entry: ModelEntry,
         devices=tuple(pick(entry.devices, "devices", ["cpu"])),
         description=pick(entry.description, "description", ""),
         pinned=entry.pinned,
+        textured=pick(entry.textured, "textured", True),
+        cutout=pick(entry.cutout, "cutout", False),
+        paint_with=entry.paint_with if entry.paint_with is not None else (base.paint_with if base else None),
         options=dict(entry.options),
     )
     if base is not None and base.feature != feature:

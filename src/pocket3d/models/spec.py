@@ -18,6 +18,13 @@ class Feature(StrEnum):
     TEXTURE_GENERATION = "texture_generation"  # mesh + text or image(s) -> textured mesh
     SEGMENTATION = "segmentation"  # mesh -> mesh with part labels
     AUTO_RIGGING = "auto_rigging"  # mesh -> skinned mesh with a skeleton
+    # Stages a job may be composed of, never requested on their own (no route):
+    TEXT_TO_IMAGE = "text_to_image"  # a prompt drawn as one view, for image models asked for text
+    BACKGROUND_REMOVAL = "background_removal"  # the object cut out of its image, for models that want it so
+
+    @property
+    def is_stage_only(self) -> bool:
+        return self in (Feature.TEXT_TO_IMAGE, Feature.BACKGROUND_REMOVAL)
 
 
 MESH_FORMATS = frozenset({"glb", "gltf", "obj", "ply", "stl", "fbx"})
@@ -44,6 +51,10 @@ class ModelSpec:
     devices: tuple[str, ...] = ("cpu",)  # device kinds it runs on: cpu, cuda
     description: str = ""
     pinned: bool = False  # the scheduler never evicts it once loaded
+    # How a job around the model is composed (pocket3d.models.pipeline):
+    textured: bool = True  # its mesh has a texture; an untextured shape is followed by a paint stage
+    cutout: bool = False  # wants its images with the background removed: a background-removal stage goes first
+    paint_with: str | None = None  # the texture model to follow it, when not textured (default: the first fitting)
     options: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
 
     def accepts(self, kinds: set[str], mesh_format: str | None = None) -> bool:

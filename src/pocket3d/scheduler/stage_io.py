@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import mimetypes
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -16,30 +17,71 @@ from pocket3d.models.spec import RunInputs
 from pocket3d.storage.artifacts import LocalArtifactStore
 
 
+# Output keys a model stage passes on as images to the stages after it: "image", or "image0", "image1", ...
+PASSED_KEY = re.compile(r"image(\d*)")
+PASSED_IMAGE = re.compile(r"(-\d+)?")
+
+
 def is_export(claim: ClaimedStage) -> bool:
     return claim.stage.name == EXPORT_STAGE and claim.stage.model_id is None
 
 
 def materialize(store: Store, artifacts: LocalArtifactStore, claim: ClaimedStage, work: Path) -> RunInputs:
-    """The stage's inputs as paths: the job's uploads, or for a later stage the mesh the stage before it made."""
+    """The stage's inputs as paths: the job's uploads, unless a stage before it made a replacement: the newest
+    mesh made so far, and the images of the newest stage that passed images on (a drawn view, the cut-outs)."""
     req = claim.job_request
     rows = store.job_inputs(claim.stage.job_id)
     images = [artifacts.path(r["sha256"]) for r in rows if r["role"] == "image"]
     mesh = next((artifacts.path(r["sha256"]) for r in rows if r["role"] == "mesh"), None)
     mesh_format = next((r["format"] for r in rows if r["role"] == "mesh"), None)
     if claim.stage.index > 0:
-        previous = store.stage_outputs(claim.stage.job_id, claim.stage.index - 1)
-        made = next((o for o in previous if ".mesh." in o.name), None)
+        made, drawn = _made_before(store, claim.stage.job_id, claim.stage.index)
         if made is not None:
             mesh, mesh_format = artifacts.path(made.sha256), made.format
-    if mesh is not None and mesh_format and mesh.suffix != f".{mesh_format}":
-        # Loaders decide by extension; a content-addressed blob has none, so give it one.
-        linked = work / f"input.{mesh_format}"
-        os.link(mesh, linked) if mesh.stat().st_dev == work.stat().st_dev else linked.write_bytes(mesh.read_bytes())
-        mesh = linked
+        if drawn:
+            images = [_with_suffix(artifacts.path(o.sha256), o.format, work, f"image-{i}") for i, o in enumerate(drawn)]
+    if mesh is not None and mesh_format:
+        mesh = _with_suffix(mesh, mesh_format, work, "input")
     return RunInputs(work_dir=work, text=req.get("text_prompt"), images=images, mesh=mesh,
                      quality=req.get("quality", "medium"), texture_resolution=req.get("texture_resolution", 1024),
                      seed=req.get("seed"))
+
+
+def _made_before(store: Store, job_id: str, index: int) -> tuple[OutputRecord | None, list[OutputRecord]]:
+    job = store.get_job(job_id)
+    names = {s.index: s.name for s in job.stages} if job is not None else {}
+    mesh: OutputRecord | None = None
+    images: list[OutputRecord] = []
+    for i in range(index - 1, -1, -1):
+        outputs = store.stage_outputs(job_id, i)
+        if mesh is None:
+            mesh = next((o for o in outputs if ".mesh." in o.name), None)
+        if not images:
+            images = sorted((o for o in outputs if _passed_image(o, names.get(i))), key=_image_order)
+        if mesh is not None and images:
+            break
+    return mesh, images
+
+
+def _passed_image(output: OutputRecord, stage_name: str | None) -> bool:
+    stem = output.name.rsplit(".", 1)[0]
+    return (stage_name is not None and output.media_type.startswith("image/")
+            and (stem == stage_name or PASSED_IMAGE.fullmatch(stem.removeprefix(stage_name)) is not None))
+
+
+def _image_order(output: OutputRecord) -> int:
+    stem = output.name.rsplit(".", 1)[0]
+    number = stem.rsplit("-", 1)[-1]
+    return int(number) if number.isdigit() else 0
+
+
+def _with_suffix(path: Path, fmt: str, work: Path, stem: str) -> Path:
+    """Loaders decide by extension; a content-addressed blob has none, so give it one."""
+    if path.suffix == f".{fmt}":
+        return path
+    linked = work / f"{stem}.{fmt}"
+    os.link(path, linked) if path.stat().st_dev == work.stat().st_dev else linked.write_bytes(path.read_bytes())
+    return linked
 
 
 def store_outputs(artifacts: LocalArtifactStore, claim: ClaimedStage, files: dict[str, Path],
@@ -59,7 +101,16 @@ def store_outputs(artifacts: LocalArtifactStore, claim: ClaimedStage, files: dic
         # A model's mesh goes on to the export stage, which publishes it in the asked format; what else it made
         # (part labels, an intermediate image) is published as it is.
         public = exporting or key != "mesh"
-        name = path.name if exporting else f"{key}.{fmt}" if public else f"{stage.name}.{key}.{fmt}"
+        if exporting:
+            name = path.name
+        elif not public:
+            name = f"{stage.name}.{key}.{fmt}"
+        elif PASSED_KEY.fullmatch(key):
+            # An image the next stages take (the drawn view, a cut-out): published under the stage's name.
+            number = key.removeprefix("image")
+            name = f"{stage.name}-{number}.{fmt}" if number else f"{stage.name}.{fmt}"
+        else:
+            name = f"{key}.{fmt}"
         sha, size = artifacts.put(path)
         media = known.media_type if known else (mimetypes.guess_type(path.name)[0] or "application/octet-stream")
         outputs.append(OutputRecord(name=name, stage_index=stage.index, sha256=sha, size=size, media_type=media,

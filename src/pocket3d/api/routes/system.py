@@ -28,6 +28,8 @@ def readiness(node: Node) -> Readiness:
     if not devices:
         reasons.append("no device found")
     for feature in Feature:
+        if feature.is_stage_only:  # only needed by the models that ask for them, which say so when they do
+            continue
         models = node.registry.for_feature(feature)
         why = {m.spec.id: node.registry.unavailable_reasons(m, devices, node.scheduler.budget_of)
                for m in models}
