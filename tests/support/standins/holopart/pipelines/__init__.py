@@ -1,0 +1,1 @@
+"""TEST STAND-IN for HoloPart's ``holopart/pipelines/`` folder: computes nothing real."""

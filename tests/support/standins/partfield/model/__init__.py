@@ -1,0 +1,1 @@
+"""TEST STAND-IN for PartField's ``partfield/model/`` folder: computes nothing real."""
