@@ -69,7 +69,8 @@ def test_the_builtin_models_are_the_default_without_a_gpu(shipped: httpx.Client)
     for model_id in ("builtin_silhouette", "builtin_visual_hull", "builtin_procedural", "builtin_projection_paint",
                      "builtin_segmentation", "builtin_rigging"):
         assert models[model_id]["available"], models[model_id]
-    assert not models["hunyuan3d_2"]["available"]
+    assert not models["hunyuan3d-2"]["available"]
+    assert any("no cuda device" in r for r in models["hunyuan3d-2"]["unavailable_reasons"])
     assert shipped.get("/system/ready").status_code == 200, "every feature has a model that can run"
 
 
