@@ -1,0 +1,1 @@
+"""TEST STAND-IN for UniRig's ``src/model`` package (VAST-AI-Research/UniRig): computes nothing real."""

@@ -1,0 +1,1 @@
+"""TEST STAND-IN for UniRig's ``src/tokenizer`` package (VAST-AI-Research/UniRig): computes nothing real."""

@@ -1,0 +1,1 @@
+"""TEST STAND-IN for sam-3d-objects' ``sam3d_objects/model/backbone/tdfy_dit`` package: computes nothing real."""
