@@ -12,6 +12,8 @@ projection model, as the real Hunyuan3D paint pipeline needs CUDA.
 from __future__ import annotations
 
 import gc
+import subprocess
+import sys
 import io
 import weakref
 from collections.abc import Iterator
@@ -255,3 +257,18 @@ def test_unload_lets_the_pipeline_go(weights: dict[str, Path], tmp_path: Path) -
     adapter.unload()
     gc.collect()
     assert pipeline() is None, "unload dropped every reference to the pipeline"
+
+
+def test_validate_models_script_runs_an_available_model_and_reports_its_peak(server: ServerProcess) -> None:
+    """scripts/validate_models.py, meant for GPU machines, against this server: a row per model with the
+    scheduler's measured times and peak memory."""
+    from server import ROOT
+
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "validate_models.py"), "--url", server.url,
+                           "--only", "hunyuan3d-2", "--quality", "low"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr + done.stdout
+    row = next(line for line in done.stdout.splitlines() if line.startswith("| hunyuan3d-2 |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[2] == "succeeded"
+    assert float(cells[6]) > 0, "the worker's measured peak reached /system/models"
+    assert "remove_background(rembg) > generate_mesh(hunyuan3d-2) > paint_texture" in cells[7]

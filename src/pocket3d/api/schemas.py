@@ -174,6 +174,10 @@ class ModelInfo(BaseModel):
     loaded: bool
     description: str
     parameters_schema: dict[str, Any] | None
+    measured_peak_mb: float | None = Field(None, description="the most one stage held, as the device worker "
+                                           "measured it (the scheduler plans with it instead of vram_requirement)")
+    measured_load_seconds: float | None = None
+    measured_run_seconds: float | None = Field(None, description="a moving average of its stages' run time")
 
 
 class ModelList(BaseModel):

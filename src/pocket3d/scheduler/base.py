@@ -25,6 +25,15 @@ class DeviceState:
     worker_pid: int | None = None  # the device worker process, while one runs
 
 
+@dataclass(frozen=True)
+class Measured:
+    """What the device workers measured of one model on this node (None until a stage told)."""
+
+    peak_mb: float | None = None  # the most one stage of it held, with the model loaded
+    load_seconds: float | None = None
+    run_seconds: float | None = None  # a moving average
+
+
 class Scheduler(ABC):
     @abstractmethod
     def start(self) -> None: ...
@@ -45,6 +54,9 @@ class Scheduler(ABC):
 
     @abstractmethod
     def devices(self) -> list[DeviceState]: ...
+
+    def measured(self, model_id: str) -> Measured:
+        return Measured()
 
     @abstractmethod
     def budget_of(self, device: Device) -> float:

@@ -39,7 +39,7 @@ from pocket3d.models.registry import Registry
 from pocket3d.models.spec import Device, InputRejected, ModelSpec
 from pocket3d.scheduler import devices as inventory
 from pocket3d.scheduler import stage_io
-from pocket3d.scheduler.base import DeviceState, Estimate, Scheduler
+from pocket3d.scheduler.base import DeviceState, Estimate, Measured, Scheduler
 from pocket3d.scheduler.policy import (
     Assignment,
     DeviceView,
@@ -203,6 +203,13 @@ class NodeScheduler(Scheduler):
                                        memory_used=sum(m.memory_mb for m in self._resident[d.id].values()),
                                        budget=self.budget_of(d), worker_pid=worker.pid if worker else None))
             return out
+
+    def measured(self, model_id: str) -> Measured:
+        with self._lock:
+            learned = self._learned.get(model_id)
+        if learned is None:
+            return Measured()
+        return Measured(learned.peak_mb, learned.load_seconds, learned.run_seconds)
 
     def readings(self) -> dict[str, inventory.DeviceReading]:
         return {d.id: inventory.read(d) for d in self._devices}

@@ -58,13 +58,20 @@ def model_list(node: Node) -> ModelList:
     for m in node.registry.all():
         reasons = node.registry.unavailable_reasons(m, devices, node.scheduler.budget_of)
         params = m.params_model()
+        measured = node.scheduler.measured(m.spec.id)
         out.append(ModelInfo(
             id=m.spec.id, feature=m.spec.feature.value, available=not reasons, unavailable_reasons=reasons,
             supported_inputs=sorted(m.spec.supported_inputs), supported_outputs=list(m.spec.supported_outputs),
             vram_requirement=m.spec.vram_requirement, max_concurrent=m.spec.max_concurrent,
             devices=list(m.spec.devices), loaded=m.spec.id in resident, description=m.spec.description,
-            parameters_schema=params.model_json_schema() if params else None))
+            parameters_schema=params.model_json_schema() if params else None,
+            measured_peak_mb=_rounded(measured.peak_mb), measured_load_seconds=_rounded(measured.load_seconds, 2),
+            measured_run_seconds=_rounded(measured.run_seconds, 2)))
     return ModelList(models=out, unavailable_formats=geometry.unavailable_formats(), problems=node.registry.problems)
+
+
+def _rounded(value: float | None, digits: int = 0) -> float | None:
+    return None if value is None else round(value, digits)
 
 
 @router.get("/models", response_model=ModelList, summary="Every registered model, available or not, and why")
