@@ -12,9 +12,9 @@ projection model, as the real Hunyuan3D paint pipeline needs CUDA.
 from __future__ import annotations
 
 import gc
+import io
 import subprocess
 import sys
-import io
 import weakref
 from collections.abc import Iterator
 from pathlib import Path

@@ -12,10 +12,9 @@ that does not land on a vertex of the input means a frame was lost on the way.
 
 from __future__ import annotations
 
-import shutil
-
 import gc
 import io
+import shutil
 import sys
 import weakref
 from collections.abc import Iterator
@@ -28,9 +27,8 @@ import pytest
 import trimesh
 import yaml
 from adapter_harness import STANDINS, standin_env, write_models
-from server import SUPPORT
 from client_helpers import MESHES, assert_valid_gltf, read_fbx, submit, upload
-from server import ServerProcess
+from server import SUPPORT, ServerProcess
 from standin_calls import calls
 
 from pocket3d.models.spec import Device, Feature, ModelSpec, RunInputs, StageCancelled

@@ -49,9 +49,8 @@ def config() -> dict:
 def build(root: Path, seed: int = 0) -> Path:
     """Write the folder under ``root`` and return ``root`` (the path the adapter's ``weights`` option names)."""
     import torch
-    from safetensors.torch import save_file
-
     from hy3dgen.shapegen.pipelines import instantiate_from_config
+    from safetensors.torch import save_file
 
     torch.manual_seed(seed)
     cfg = config()

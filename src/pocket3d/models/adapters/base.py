@@ -96,8 +96,8 @@ class WeightedModel(ModelAdapter):
             missing = [f for f in files if not (root / f).exists()]
             return [f"weights at {root} lack {', '.join(missing)}"] if missing else []
         if hub_offline() and not _hub_cached(str(weights), files[0] if files else None):
-            return [f"weights {weights!r} are not in the local Hugging Face cache and HF_HUB_OFFLINE is set: "
-                    "download them first or point options.weights at a local folder"]
+            return [(f"weights {weights!r} are not in the local Hugging Face cache and HF_HUB_OFFLINE is set: "
+                     "download them first or point options.weights at a local folder")]
         return []
 
     @classmethod

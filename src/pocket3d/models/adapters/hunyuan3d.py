@@ -24,7 +24,9 @@ from pocket3d.models.spec import InputRejected, ModelSpec, ProgressFn, RunInputs
 VIEW_NAMES = ("front", "left", "back", "right")
 
 
-class Hunyuan3DShapeParams(BaseModel):
+class ShapeParams(BaseModel):
+    """The knobs of Hunyuan3D's shape DiT, 2.0 and 2.1 alike."""
+
     model_config = ConfigDict(extra="forbid")
 
     steps: int | None = Field(None, ge=1, le=100, description="diffusion steps; default from quality")
@@ -34,6 +36,17 @@ class Hunyuan3DShapeParams(BaseModel):
     num_chunks: int | None = Field(None, ge=1000, le=200000, description="query points decoded per batch")
     max_faces: int | None = Field(None, ge=100, le=2_000_000, description="faces left after reduction")
     remove_floaters: bool = True
+
+
+# Upstream gradio defaults: 30 steps at octree 256, 5.0 guidance, 40k faces; turbo variants override steps.
+SHAPE_PRESETS: dict[str, dict[str, Any]] = {
+    "low": {"steps": 20, "guidance_scale": 5.0, "octree_resolution": 196, "num_chunks": 8000, "max_faces": 20000},
+    "medium": {"steps": 30, "guidance_scale": 5.0, "octree_resolution": 256, "num_chunks": 8000, "max_faces": 40000},
+    "high": {"steps": 50, "guidance_scale": 5.0, "octree_resolution": 384, "num_chunks": 20000, "max_faces": 100000},
+}
+
+
+class Hunyuan3DShapeParams(ShapeParams):
     views: list[str] | None = Field(None, description="multiview model only: the view of each image, from "
                                                       "front, left, back, right (default: in that order)")
 
@@ -45,14 +58,7 @@ class Hunyuan3DShapeModel(WeightedModel):
     requires: ClassVar[tuple[str, ...]] = ("torch", "torchvision", "hy3dgen", "diffusers", "transformers",
                                            "pymeshlab")
     default_weights = "tencent/Hunyuan3D-2"
-    # Upstream gradio defaults: 30 steps at octree 256, 5.0 guidance, 40k faces; turbo variants override steps.
-    presets: ClassVar[dict[str, dict[str, Any]]] = {
-        "low": {"steps": 20, "guidance_scale": 5.0, "octree_resolution": 196, "num_chunks": 8000, "max_faces": 20000},
-        "medium": {"steps": 30, "guidance_scale": 5.0, "octree_resolution": 256, "num_chunks": 8000,
-                   "max_faces": 40000},
-        "high": {"steps": 50, "guidance_scale": 5.0, "octree_resolution": 384, "num_chunks": 20000,
-                 "max_faces": 100000},
-    }
+    presets: ClassVar[dict[str, dict[str, Any]]] = SHAPE_PRESETS
 
     @classmethod
     def required_files(cls, spec: ModelSpec) -> tuple[str, ...]:
@@ -79,29 +85,10 @@ class Hunyuan3DShapeModel(WeightedModel):
         return pipeline
 
     def run(self, inputs: RunInputs, params: Hunyuan3DShapeParams, progress: ProgressFn) -> dict[str, Path]:
-        from hy3dgen.shapegen import DegenerateFaceRemover, FaceReducer, FloaterRemover
+        from hy3dgen.shapegen import postprocessors
 
-        knobs = self.settings(params, inputs.quality)
         image = self._condition(inputs, params)
-        progress(0.02, "conditioning on the image")
-        # The lock spans the clean-up too: two threads in pymeshlab while torch runs crashed the worker (SIGSEGV).
-        with self.one_call() as pipeline:
-            meshes = pipeline(
-                image=image, num_inference_steps=knobs["steps"], guidance_scale=knobs["guidance_scale"],
-                octree_resolution=knobs["octree_resolution"], num_chunks=knobs["num_chunks"],
-                generator=self.generator(inputs.seed), output_type="trimesh", enable_pbar=False,
-                callback=steps_callback(progress, knobs["steps"], 0.05, 0.8), callback_steps=1)
-            mesh = meshes[0] if isinstance(meshes, list) else meshes
-            if mesh is None or len(mesh.faces) == 0:
-                raise RuntimeError("Hunyuan3D-2 decoded no surface from this image (an empty occupancy field)")
-            progress(0.85, "cleaning the mesh")
-            if params.remove_floaters:
-                mesh = FloaterRemover()(mesh)
-            mesh = DegenerateFaceRemover()(mesh)
-            if len(mesh.faces) > knobs["max_faces"]:
-                mesh = FaceReducer()(mesh, max_facenum=knobs["max_faces"])
-        progress(0.95, f"{len(mesh.faces)} faces")
-        return {"mesh": write_glb(mesh, inputs.work_dir)}
+        return {"mesh": generate_shape(self, image, inputs, params, progress, postprocessors, "Hunyuan3D-2")}
 
     def _condition(self, inputs: RunInputs, params: Hunyuan3DShapeParams) -> Any:
         if self.spec.options.get("multiview"):
@@ -112,6 +99,32 @@ class Hunyuan3DShapeModel(WeightedModel):
         if len(inputs.images) != 1:
             raise InputRejected(f"{self.spec.id} takes one image, got {len(inputs.images)}")
         return rgba_image(inputs.images[0])
+
+
+def generate_shape(adapter: WeightedModel, image: Any, inputs: RunInputs, params: ShapeParams, progress: ProgressFn,
+                   postprocessors: Any, name: str) -> Path:
+    """Sample the shape and clean it as the upstream demos do (2.0's hy3dgen and 2.1's hy3dshape share the call
+    and the post-processors); the GLB it wrote."""
+    knobs = adapter.settings(params, inputs.quality)
+    progress(0.02, "conditioning on the image")
+    # The lock spans the clean-up too: two threads in pymeshlab while torch runs crashed the worker (SIGSEGV).
+    with adapter.one_call() as pipeline:
+        meshes = pipeline(
+            image=image, num_inference_steps=knobs["steps"], guidance_scale=knobs["guidance_scale"],
+            octree_resolution=knobs["octree_resolution"], num_chunks=knobs["num_chunks"],
+            generator=adapter.generator(inputs.seed), output_type="trimesh", enable_pbar=False,
+            callback=steps_callback(progress, knobs["steps"], 0.05, 0.8), callback_steps=1)
+        mesh = meshes[0] if isinstance(meshes, list) else meshes
+        if mesh is None or len(mesh.faces) == 0:
+            raise RuntimeError(f"{name} decoded no surface from this image (an empty occupancy field)")
+        progress(0.85, "cleaning the mesh")
+        if params.remove_floaters:
+            mesh = postprocessors.FloaterRemover()(mesh)
+        mesh = postprocessors.DegenerateFaceRemover()(mesh)
+        if len(mesh.faces) > knobs["max_faces"]:
+            mesh = postprocessors.FaceReducer()(mesh, max_facenum=knobs["max_faces"])
+    progress(0.95, f"{len(mesh.faces)} faces")
+    return write_glb(mesh, inputs.work_dir)
 
 
 def _subfolder(spec: ModelSpec) -> str:

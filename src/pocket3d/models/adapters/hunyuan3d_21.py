@@ -50,7 +50,8 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from pocket3d.models.adapters.base import WeightedModel, hub_offline, is_local, rgba_image, steps_callback, write_glb
+from pocket3d.models.adapters.base import WeightedModel, hub_offline, is_local, rgba_image, write_glb
+from pocket3d.models.adapters.hunyuan3d import SHAPE_PRESETS, ShapeParams, generate_shape
 from pocket3d.models.adapters.hunyuan3d_paint import (
     DEFAULT_MAX_FACES,
     StageHook,
@@ -108,16 +109,7 @@ class _CheckoutModel(WeightedModel):
 # -- shape --------------------------------------------------------------------------------------------------------
 
 
-class Hunyuan3D21ShapeParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    steps: int | None = Field(None, ge=1, le=100, description="diffusion steps; default from quality")
-    guidance_scale: float | None = Field(None, ge=0, le=20, description="classifier-free guidance")
-    octree_resolution: int | None = Field(None, ge=16, le=512,
-                                          description="marching-cubes grid of the decoded field")
-    num_chunks: int | None = Field(None, ge=1000, le=200000, description="query points decoded per batch")
-    max_faces: int | None = Field(None, ge=100, le=2_000_000, description="faces left after reduction")
-    remove_floaters: bool = True
+Hunyuan3D21ShapeParams = ShapeParams
 
 
 class Hunyuan3D21ShapeModel(_CheckoutModel):
@@ -128,13 +120,7 @@ class Hunyuan3D21ShapeModel(_CheckoutModel):
     tree = "hy3dshape"
     marker = "hy3dshape/hy3dshape/pipelines.py"
     # Upstream gradio: 30 steps at octree 256, guidance 5.0, 8000 chunks; the pipeline's own default is 50 at 384.
-    presets: ClassVar[dict[str, dict[str, Any]]] = {
-        "low": {"steps": 20, "guidance_scale": 5.0, "octree_resolution": 196, "num_chunks": 8000, "max_faces": 20000},
-        "medium": {"steps": 30, "guidance_scale": 5.0, "octree_resolution": 256, "num_chunks": 8000,
-                   "max_faces": 40000},
-        "high": {"steps": 50, "guidance_scale": 5.0, "octree_resolution": 384, "num_chunks": 20000,
-                 "max_faces": 100000},
-    }
+    presets: ClassVar[dict[str, dict[str, Any]]] = SHAPE_PRESETS
 
     @classmethod
     def required_files(cls, spec: ModelSpec) -> tuple[str, ...]:
@@ -158,30 +144,12 @@ class Hunyuan3D21ShapeModel(_CheckoutModel):
             pipeline.enable_flashvdm(mc_algo=options.get("mc_algo", "mc"))
         return pipeline
 
-    def run(self, inputs: RunInputs, params: Hunyuan3D21ShapeParams, progress: ProgressFn) -> dict[str, Path]:
-        from hy3dshape.postprocessors import DegenerateFaceRemover, FaceReducer, FloaterRemover
+    def run(self, inputs: RunInputs, params: ShapeParams, progress: ProgressFn) -> dict[str, Path]:
+        from hy3dshape import postprocessors
 
         self.check_request(images=len(inputs.images), text=inputs.text, params=params)
-        knobs = self.settings(params, inputs.quality)
         image = rgba_image(inputs.images[0])
-        progress(0.02, "conditioning on the image")
-        with self.one_call() as pipeline:
-            meshes = pipeline(
-                image=image, num_inference_steps=knobs["steps"], guidance_scale=knobs["guidance_scale"],
-                octree_resolution=knobs["octree_resolution"], num_chunks=knobs["num_chunks"],
-                generator=self.generator(inputs.seed), output_type="trimesh", enable_pbar=False,
-                callback=steps_callback(progress, knobs["steps"], 0.05, 0.8), callback_steps=1)
-        mesh = meshes[0] if isinstance(meshes, list) else meshes
-        if mesh is None or len(mesh.faces) == 0:
-            raise RuntimeError("Hunyuan3D-2.1 decoded no surface from this image (an empty occupancy field)")
-        progress(0.85, "cleaning the mesh")
-        if params.remove_floaters:
-            mesh = FloaterRemover()(mesh)
-        mesh = DegenerateFaceRemover()(mesh)
-        if len(mesh.faces) > knobs["max_faces"]:
-            mesh = FaceReducer()(mesh, max_facenum=knobs["max_faces"])
-        progress(0.95, f"{len(mesh.faces)} faces")
-        return {"mesh": write_glb(mesh, inputs.work_dir)}
+        return {"mesh": generate_shape(self, image, inputs, params, progress, postprocessors, "Hunyuan3D-2.1")}
 
 
 def _checkpoint_name(spec: ModelSpec) -> str:
