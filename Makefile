@@ -24,7 +24,11 @@ $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "pocket3d needs Python 3.11+"'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade "pip>=24"
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[test,bench]"
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt \
+		-e ".[test,bench,hunyuan3d-libs,rembg,text-to-image]"
+	# hy3dgen (Hunyuan3D-2, tested for real on CPU) also declares its demos' gradio and API server, which pip
+	# resolves to a 2023 gradio under these pins; the shape pipeline imports neither.
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt --no-deps hy3dgen
 	touch $(STAMP)
 
 serve: $(STAMP)
