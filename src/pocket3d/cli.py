@@ -125,6 +125,7 @@ def keys_revoke(ctx: click.Context, key_id: str) -> None:
 @click.pass_context
 def models(ctx: click.Context, as_json: bool) -> None:
     """List registered models, whether each is available here, and if not, why."""
+    from pocket3d.models.pipeline import model_reasons
     from pocket3d.models.registry import Registry
     from functools import partial
 
@@ -139,7 +140,7 @@ def models(ctx: click.Context, as_json: bool) -> None:
     devices = discover(settings.gpu)
     rows = []
     for m in registry.all():
-        reasons = registry.unavailable_reasons(m, devices, partial(budget_mb, gpu=settings.gpu))
+        reasons = model_reasons(registry, m, devices, partial(budget_mb, gpu=settings.gpu))
         rows.append({"id": m.spec.id, "feature": m.spec.feature.value, "available": not reasons, "reasons": reasons})
     if as_json:
         click.echo(json.dumps({"models": rows, "problems": registry.problems}, indent=2))

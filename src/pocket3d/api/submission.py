@@ -10,7 +10,7 @@ import logging
 import time
 from dataclasses import dataclass
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from pocket3d import geometry
 from pocket3d.api import media, uploads
@@ -21,7 +21,8 @@ from pocket3d.jobs import transitions
 from pocket3d.jobs.records import EXPORT_STAGE, NewFile, NewJob, NewStage
 from pocket3d.jobs.store import new_id
 from pocket3d.models import pipeline
-from pocket3d.models.spec import Feature, InputRejected
+from pocket3d.models.registry import RegisteredModel
+from pocket3d.models.spec import Feature
 from pocket3d.node import Node
 
 log = logging.getLogger(__name__)
@@ -84,6 +85,19 @@ def submit_request(node: Node, principal: Principal, feature: Feature, req: _Fea
                 inp.staged.discard()  # moved into the store by now, unless something failed
 
 
+def _params(model: RegisteredModel, parameters: dict) -> BaseModel:
+    """The client's parameters, validated by the model they are for."""
+    assert model.adapter_cls is not None  # plan() offers available models only
+    try:
+        return model.adapter_cls.Params.model_validate(parameters)
+    except ValidationError as e:
+        errors = [{"loc": [str(p) for p in err["loc"]], "msg": err["msg"], "type": err["type"]} for err in e.errors()]
+        first = errors[0]
+        raise Pocket3DError(ErrorCode.INVALID_PARAMETERS,
+                            f"parameters.{'.'.join(first['loc'])}: {first['msg']} (model {model.spec.id!r})",
+                            {"model": model.spec.id, "errors": errors}) from None
+
+
 def _stage(planned: pipeline.PlannedStage, params: object, alone: bool) -> NewStage:
     """A planned stage as a record: the main model takes the client's parameters, a helper its defaults."""
     adapter = planned.model.adapter_cls
@@ -101,29 +115,15 @@ def _submit(node: Node, principal: Principal, feature: Feature, req: _FeatureReq
     if getattr(req, "text_prompt", None):
         kinds.add("text")
     mesh_format = next((inp.format for inp in inputs if inp.role == "mesh"), None)
-    images = sum(inp.role == "image" for inp in inputs)
     plan = pipeline.plan(node.registry, feature, kinds, mesh_format, req.output_format, req.model_preference,
-                         node.scheduler.device_list, node.scheduler.budget_of, images=images)
-    model = plan.model
+                         node.scheduler.device_list, node.scheduler.budget_of,
+                         images=sum(inp.role == "image" for inp in inputs), text=getattr(req, "text_prompt", None),
+                         params_of=lambda model: _params(model, req.parameters))
+    model, params = plan.model, plan.params
     unavailable = geometry.FORMATS[req.output_format].unavailable
     if unavailable:
         raise Pocket3DError(ErrorCode.FORMAT_UNAVAILABLE, f"output_format {req.output_format!r}: {unavailable}",
                             {"output_format": req.output_format})
-    assert model.adapter_cls is not None  # plan() returns available models only
-    try:
-        params = model.adapter_cls.Params.model_validate(req.parameters)
-    except ValidationError as e:
-        errors = [{"loc": [str(p) for p in err["loc"]], "msg": err["msg"], "type": err["type"]} for err in e.errors()]
-        first = errors[0]
-        raise Pocket3DError(ErrorCode.INVALID_PARAMETERS,
-                            f"parameters.{'.'.join(first['loc'])}: {first['msg']} (model {model.spec.id!r})",
-                            {"model": model.spec.id, "errors": errors}) from None
-    try:
-        model.adapter_cls.check_request(images=plan.images_for_main, text=getattr(req, "text_prompt", None),
-                                        params=params)
-    except InputRejected as e:
-        raise Pocket3DError(ErrorCode.INVALID_REQUEST, f"{e} (model {model.spec.id!r})",
-                            {"model": model.spec.id}) from None
     export = {"format": req.output_format, "target_faces": getattr(req, "target_faces", None)}
     stages = [_stage(planned, params, alone=len(plan.stages) == 1) for planned in plan.stages]
     stages.append(NewStage(EXPORT_STAGE, None, export, weight=0.1 if len(stages) == 1 else 0.05))

@@ -21,9 +21,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from pydantic import BaseModel
+
 from pocket3d.errors import ErrorCode, Pocket3DError
 from pocket3d.models.registry import RegisteredModel, Registry
-from pocket3d.models.spec import Device, Feature
+from pocket3d.models.spec import Device, Feature, InputRejected
 
 MAIN_STAGE = {
     Feature.MESH_GENERATION: "generate_mesh",
@@ -50,13 +52,23 @@ class PlannedStage:
 class Plan:
     model: RegisteredModel  # the main model
     stages: tuple[PlannedStage, ...]
-    images_for_main: int  # the images the main model will see (a drawn view counts), for its check_request
+    params: BaseModel  # the client's parameters, validated by the main model
+
+
+# The client's parameters validated for a model (raises the 422 INVALID_PARAMETERS when they do not fit).
+ParamsOf = Callable[[RegisteredModel], BaseModel]
 
 
 def plan(registry: Registry, feature: Feature, input_kinds: set[str], mesh_format: str | None, output_format: str,
          preference: str | None, devices: list[Device], budget_of: Callable[[Device], float],
-         images: int = 0) -> Plan:
-    """The stages for a request, or the 4xx/503 that says why no model can serve it."""
+         images: int = 0, text: str | None = None, params_of: ParamsOf | None = None) -> Plan:
+    """The stages for a request, or the 4xx/503 that says why no model can serve it.
+
+    Models that take the inputs as they are come first, in models.yaml's order; then those that need the prompt
+    drawn. Each stage's ``check_request`` sees what that stage will get (the images it will be handed, a prompt
+    only if it takes text), so a chain that is sure to fail is never queued: the next model is tried, and when
+    none serves the request, the first refusal is the 422."""
+    params_of = params_of or _default_params
     if preference:
         model = registry._models.get(preference)
         if model is None or model.spec.feature != feature:
@@ -65,9 +77,13 @@ def plan(registry: Registry, feature: Feature, input_kinds: set[str], mesh_forma
                                 {"model": preference, "models_for_feature": known})
         candidates = [model]
     else:
-        candidates = registry.for_feature(feature)
+        listed = registry.for_feature(feature)
+        candidates = [m for m in listed if not _draws_text(m, input_kinds, registry)] + \
+                     [m for m in listed if _draws_text(m, input_kinds, registry)]
     misfits: dict[str, str] = {}
+    refused: dict[str, str] = {}
     unavailable: dict[str, list[str]] = {}
+    helpers = _Helpers(registry, devices, budget_of)
     for model in candidates:
         draws = _draws_text(model, input_kinds, registry)
         kinds = (input_kinds - {"text"}) | {"image"} if draws else input_kinds
@@ -78,17 +94,28 @@ def plan(registry: Registry, feature: Feature, input_kinds: set[str], mesh_forma
                 raise
             misfits[model.spec.id] = e.message
             continue
-        helpers = _Helpers(registry, devices, budget_of)
         reasons = registry.unavailable_reasons(model, devices, budget_of)
         stages: list[PlannedStage] = []
         if not reasons:
-            stages, reasons = _chain(model, feature, kinds, draws, helpers)
-        if not reasons:
-            return Plan(model, tuple(stages), images_for_main=1 if draws else images)
-        unavailable[model.spec.id] = reasons
+            stages, reasons = _chain(model, feature, kinds, draws, helpers, images=1 if draws else images, text=text)
+        if reasons:
+            unavailable[model.spec.id] = reasons
+            if preference:
+                raise Pocket3DError(ErrorCode.MODEL_UNAVAILABLE, f"model {preference!r} is unavailable: "
+                                    + "; ".join(reasons), {"model": preference, "reasons": reasons})
+            continue
+        params = params_of(model)
+        rejected = _rejects(model, images=1 if draws else images, text=None if draws else text, params=params)
+        if rejected is None:
+            return Plan(model, tuple(stages), params)
         if preference:
-            raise Pocket3DError(ErrorCode.MODEL_UNAVAILABLE, f"model {preference!r} is unavailable: "
-                                + "; ".join(reasons), {"model": preference, "reasons": reasons})
+            raise Pocket3DError(ErrorCode.INVALID_REQUEST, f"{rejected} (model {model.spec.id!r})",
+                                {"model": model.spec.id})
+        refused[model.spec.id] = rejected
+    if refused:  # a model that could run refused these inputs: that, not another's missing GPU, is the answer
+        first, why = next(iter(refused.items()))
+        raise Pocket3DError(ErrorCode.INVALID_REQUEST, f"{why} (model {first!r})",
+                            {"model": first, "models": refused})
     if not unavailable:
         raise Pocket3DError(ErrorCode.NO_MODEL_FOR_REQUEST,
                             f"no {feature.value} model takes inputs {sorted(input_kinds)} and writes "
@@ -96,6 +123,41 @@ def plan(registry: Registry, feature: Feature, input_kinds: set[str], mesh_forma
     raise Pocket3DError(ErrorCode.MODEL_UNAVAILABLE,
                         f"every {feature.value} model that fits this request is unavailable",
                         {"models": unavailable})
+
+
+def chain_reasons(registry: Registry, model: RegisteredModel, devices: list[Device],
+                  budget_of: Callable[[Device], float]) -> list[str]:
+    """Why the stages every request for ``model`` needs cannot run (its painter, its background removal),
+    for /system/models: a model listed available must not answer every request with 503."""
+    helpers = _Helpers(registry, devices, budget_of)
+    takes_images = bool(model.spec.supported_inputs & {"image", "multiview"})
+    _, reasons = _chain(model, model.spec.feature, {"image"} if takes_images else set(model.spec.supported_inputs),
+                        False, helpers, images=1 if takes_images else 0, text=None)
+    return reasons
+
+
+def model_reasons(registry: Registry, model: RegisteredModel, devices: list[Device],
+                  budget_of: Callable[[Device], float]) -> list[str]:
+    """Why the model cannot serve a request here: its own reasons, else those of the stages it needs."""
+    reasons = registry.unavailable_reasons(model, devices, budget_of)
+    if reasons or model.spec.feature.is_stage_only:
+        return reasons
+    return chain_reasons(registry, model, devices, budget_of)
+
+
+def _default_params(model: RegisteredModel) -> BaseModel:
+    assert model.adapter_cls is not None
+    return model.adapter_cls.Params()
+
+
+def _rejects(model: RegisteredModel, *, images: int, text: str | None, params: BaseModel) -> str | None:
+    """The model's own refusal of what its stage will get, or None."""
+    assert model.adapter_cls is not None
+    try:
+        model.adapter_cls.check_request(images=images, text=text, params=params)
+    except InputRejected as e:
+        return str(e)
+    return None
 
 
 def _draws_text(model: RegisteredModel, kinds: set[str], registry: Registry) -> bool:
@@ -106,12 +168,13 @@ def _draws_text(model: RegisteredModel, kinds: set[str], registry: Registry) -> 
             and bool(registry.for_feature(Feature.TEXT_TO_IMAGE)))
 
 
-def _chain(model: RegisteredModel, feature: Feature, kinds: set[str], draws: bool,
-           helpers: _Helpers) -> tuple[list[PlannedStage], list[str]]:
+def _chain(model: RegisteredModel, feature: Feature, kinds: set[str], draws: bool, helpers: _Helpers, *,
+           images: int, text: str | None) -> tuple[list[PlannedStage], list[str]]:
     stages: list[PlannedStage] = []
     reasons: list[str] = []
     if draws:
-        found = helpers.first(Feature.TEXT_TO_IMAGE, {"text"}, f"to draw the prompt for {model.spec.id}")
+        found = helpers.first(Feature.TEXT_TO_IMAGE, {"text"}, f"to draw the prompt for {model.spec.id}",
+                              images=0, text=text)
         if isinstance(found, str):
             reasons.append(found)
         else:
@@ -119,14 +182,15 @@ def _chain(model: RegisteredModel, feature: Feature, kinds: set[str], draws: boo
     painter: RegisteredModel | None = None
     if feature == Feature.MESH_GENERATION and not model.spec.textured:
         image_kinds = kinds & {"image", "multiview"}
-        found = helpers.painter(model, image_kinds | ({"text"} if "text" in kinds else set()))
+        found = helpers.painter(model, image_kinds | ({"text"} if "text" in kinds else set()), images, text)
         if isinstance(found, str):
             reasons.append(found)
         else:
             painter = found
     wants_cutout = model.spec.cutout or (painter is not None and painter.spec.cutout)
     if wants_cutout and kinds & {"image", "multiview"}:
-        found = helpers.first(Feature.BACKGROUND_REMOVAL, {"image"}, f"to cut out the images for {model.spec.id}")
+        found = helpers.first(Feature.BACKGROUND_REMOVAL, {"multiview" if images > 1 else "image"},
+                              f"to cut out the images for {model.spec.id}", images=images, text=None)
         if isinstance(found, str):
             reasons.append(found)
         else:
@@ -141,31 +205,43 @@ class _Helpers:
     def __init__(self, registry: Registry, devices: list[Device], budget_of: Callable[[Device], float]):
         self.registry, self.devices, self.budget_of = registry, devices, budget_of
 
-    def first(self, feature: Feature, kinds: set[str], why: str) -> RegisteredModel | str:
+    def first(self, feature: Feature, kinds: set[str], why: str, *, images: int,
+              text: str | None) -> RegisteredModel | str:
         """The first available model of ``feature`` that takes ``kinds``, or the reason there is none."""
         seen: list[str] = []
         for m in self.registry.for_feature(feature):
             if not m.spec.accepts(kinds):
                 continue
             reasons = self.registry.unavailable_reasons(m, self.devices, self.budget_of)
-            if not reasons:
+            rejected = None if reasons else _rejects(m, images=images, text=text, params=_default_params(m))
+            if not reasons and rejected is None:
                 return m
-            seen.append(f"{m.spec.id}: {', '.join(reasons)}")
+            seen.append(f"{m.spec.id}: {', '.join(reasons) or rejected}")
         detail = f" ({'; '.join(seen)})" if seen else " (none registered)"
         return f"no available {feature.value} model {why}{detail}"
 
-    def painter(self, shaper: RegisteredModel, kinds: set[str]) -> RegisteredModel | str:
+    def painter(self, shaper: RegisteredModel, kinds: set[str], images: int,
+                text: str | None) -> RegisteredModel | str:
         """The texture model for an untextured shape: ``paint_with``, else the first that takes the mesh (GLB)
-        and the request's images (or its text)."""
+        and the request's images (or its text), and accepts them."""
         named = shaper.spec.paint_with
         if named:
             if named not in self.registry:
                 return f"paint_with names {named!r}, which is not in the registry"
-            m = self.registry.get(named)
+            candidates = [self.registry.get(named)]
+        else:
+            candidates = self.registry.for_feature(Feature.TEXTURE_GENERATION)
+        seen: list[str] = []
+        for m in candidates:
+            if m.spec.feature != Feature.TEXTURE_GENERATION or not m.spec.accepts(kinds | {"mesh"}, "glb"):
+                if named:
+                    seen.append(f"{m.spec.id} is not a texture model that takes a GLB and {sorted(kinds)}")
+                continue
             reasons = self.registry.unavailable_reasons(m, self.devices, self.budget_of)
-            return f"its painter {named} is unavailable: {', '.join(reasons)}" if reasons else m
-        for m in self.registry.for_feature(Feature.TEXTURE_GENERATION):
-            if m.spec.accepts(kinds | {"mesh"}, "glb") and not self.registry.unavailable_reasons(
-                    m, self.devices, self.budget_of):
+            taken = text if "text" in m.spec.supported_inputs else None
+            rejected = None if reasons else _rejects(m, images=images, text=taken, params=_default_params(m))
+            if not reasons and rejected is None:
                 return m
-        return f"no available texture_generation model to paint the shapes of {shaper.spec.id}"
+            seen.append(f"{m.spec.id}: {', '.join(reasons) or rejected}")
+        detail = f" ({'; '.join(seen)})" if seen else ""
+        return f"no texture model can paint the shapes of {shaper.spec.id}{detail}"

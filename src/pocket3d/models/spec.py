@@ -113,9 +113,10 @@ class ModelAdapter(ABC):
     """One model behind pocket3d. Subclasses declare their parameters and implement load/unload/run.
 
     ``run`` returns a mapping of output names to files it wrote under ``inputs.work_dir``; a stage that makes a
-    mesh names it ``"mesh"`` and writes GLB (the export stage turns it into the asked format). Every other entry
-    becomes a download of the job named ``<key>.<suffix>`` (``labels.json``, ``cutout.png``); ``model`` and
-    ``preview`` are the export stage's. It calls ``progress(fraction, message)`` now and then: that is
+    mesh names it ``"mesh"`` and writes GLB (the export stage turns it into the asked format). An image the
+    stages after it take (a drawn view, a cut-out) is ``"image"`` (or ``"image0"``, ``"image1"``...), published
+    as ``<stage name>.png`` (``<stage name>-N.png``). Every other entry becomes a download of the job named
+    ``<key>.<suffix>`` (``labels.json``); ``model`` and ``preview`` are the export stage's. It calls ``progress(fraction, message)`` now and then: that is
     where a cancelled job stops, so long loops should report.
     """
 

@@ -6,6 +6,7 @@ from pocket3d import __version__, geometry
 from pocket3d.api.deps import NodeDep, PrincipalDep
 from pocket3d.api.schemas import DeviceInfo, ErrorBody, Health, ModelInfo, ModelList, Readiness
 from pocket3d.errors import ErrorCode, Pocket3DError
+from pocket3d.models import pipeline
 from pocket3d.models.spec import Feature
 from pocket3d.node import Node
 from pocket3d.scheduler.devices import read as read_device
@@ -31,7 +32,7 @@ def readiness(node: Node) -> Readiness:
         if feature.is_stage_only:  # only needed by the models that ask for them, which say so when they do
             continue
         models = node.registry.for_feature(feature)
-        why = {m.spec.id: node.registry.unavailable_reasons(m, devices, node.scheduler.budget_of)
+        why = {m.spec.id: pipeline.model_reasons(node.registry, m, devices, node.scheduler.budget_of)
                for m in models}
         if not models:
             reasons.append(f"no available model for {feature.value} (none registered)")
@@ -56,7 +57,7 @@ def model_list(node: Node) -> ModelList:
     resident = {m for d in node.scheduler.devices() for m in d.resident_models}
     out = []
     for m in node.registry.all():
-        reasons = node.registry.unavailable_reasons(m, devices, node.scheduler.budget_of)
+        reasons = pipeline.model_reasons(node.registry, m, devices, node.scheduler.budget_of)
         params = m.params_model()
         measured = node.scheduler.measured(m.spec.id)
         out.append(ModelInfo(

@@ -1,6 +1,7 @@
 """What the adapters for the real models share.
 
-- **Weights** come from ``options.weights`` in models.yaml: a local folder (an absolute path, or ``~``/``./``) or a
+- **Weights** come from ``options.weights`` in models.yaml: a local folder (an absolute path, or ``~``/``./``,
+  relative to the server's working directory) or a
   Hugging Face hub id, with the adapter's ``default_weights`` (the official hub id) when the option is absent. A
   local folder that is missing, or lacks the files the adapter names in ``weight_files``, makes the model
   unavailable with that reason; so does a hub id that is not in the local cache while ``HF_HUB_OFFLINE`` is set
@@ -22,6 +23,7 @@ from __future__ import annotations
 import gc
 import importlib.util
 import os
+import secrets
 import sys
 import threading
 from collections.abc import Callable, Iterator
@@ -90,7 +92,7 @@ class WeightedModel(ModelAdapter):
             return ["options.weights is not set: name a local folder or a hub id"]
         files = [f.format(**spec.options) if "{" in f else f for f in cls.required_files(spec)]
         if is_local(str(weights)):
-            root = Path(str(weights)).expanduser()
+            root = Path(str(weights)).expanduser().resolve()
             if not root.exists():
                 return [f"weights not found at {root}"]
             missing = [f for f in files if not (root / f).exists()]
@@ -109,7 +111,8 @@ class WeightedModel(ModelAdapter):
     @property
     def weights(self) -> str:
         weights = str(self.spec.options.get("weights", self.default_weights))
-        return str(Path(weights).expanduser()) if is_local(weights) else weights
+        # Absolute, so a library never mistakes "models/x" for a hub id or its own cache's sub-folder.
+        return str(Path(weights).expanduser().resolve()) if is_local(weights) else weights
 
     def load(self, device: Device) -> None:
         self.device = device
@@ -148,7 +151,8 @@ class WeightedModel(ModelAdapter):
         import torch
 
         gen = torch.Generator(device=self.torch_device)
-        return gen.manual_seed(int(seed) if seed is not None else int(torch.seed() % 2**32))
+        # A drawn seed comes from the OS, not torch.seed(), which would reseed the process-wide generator.
+        return gen.manual_seed(int(seed) if seed is not None else secrets.randbits(32))
 
     def settings(self, params: BaseModel, quality: str) -> dict[str, Any]:
         """The model's knobs for this call: the quality preset, models.yaml's override of it, then the client's

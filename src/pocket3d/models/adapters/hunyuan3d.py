@@ -4,7 +4,8 @@
 ``<weights>/<subfolder>/config.yaml`` and ``model.<variant>.safetensors`` from a local folder, or from the hub
 (``tencent/Hunyuan3D-2``, ``-2mini``, ``-2mv``; turbo variants are other subfolders). One variant per models.yaml
 entry: ``options.subfolder`` picks it, ``options.multiview`` marks the -2mv model (2-4 views named front, left,
-back, right), ``options.flashvdm`` turns on the turbo decoder.
+back, right), ``options.flashvdm`` turns on the turbo decoder with the VAE in ``options.vae_subfolder`` of the
+same weights.
 
 The mesh comes out untextured (``textured: false`` in models.yaml, so a paint stage follows), after the same
 clean-up the upstream demos apply: floaters and degenerate faces removed, faces reduced to the preset's count.
@@ -62,7 +63,12 @@ class Hunyuan3DShapeModel(WeightedModel):
 
     @classmethod
     def required_files(cls, spec: ModelSpec) -> tuple[str, ...]:
-        return (f"{_subfolder(spec)}/config.yaml",)
+        variant = spec.options.get("variant", "fp16")
+        checkpoint = f"model.{variant}.safetensors" if variant else "model.safetensors"
+        files = [f"{_subfolder(spec)}/config.yaml", f"{_subfolder(spec)}/{checkpoint}"]
+        if spec.options.get("flashvdm"):
+            files.append(f"{_vae_subfolder(spec)}/config.yaml")
+        return tuple(files)
 
     @classmethod
     def check_request(cls, *, images: int, text: str | None, params: BaseModel) -> None:
@@ -81,7 +87,13 @@ class Hunyuan3DShapeModel(WeightedModel):
             self.weights, subfolder=_subfolder(self.spec), variant=self.spec.options.get("variant", "fp16"),
             use_safetensors=True, device=self.torch_device, dtype=self.dtype)
         if self.spec.options.get("flashvdm"):
-            pipeline.enable_flashvdm(mc_algo=self.spec.options.get("mc_algo", "mc"))
+            # hy3dgen swaps in the turbo VAE from the hub by the folder's name; take it from the same weights.
+            from hy3dgen.shapegen.models.autoencoders import ShapeVAE
+
+            pipeline.vae = ShapeVAE.from_pretrained(
+                self.weights, subfolder=_vae_subfolder(self.spec), use_safetensors=True,
+                variant=self.spec.options.get("variant", "fp16"), device=self.torch_device, dtype=self.dtype)
+            pipeline.enable_flashvdm(replace_vae=False, mc_algo=self.spec.options.get("mc_algo", "mc"))
         return pipeline
 
     def run(self, inputs: RunInputs, params: Hunyuan3DShapeParams, progress: ProgressFn) -> dict[str, Path]:
@@ -129,3 +141,7 @@ def generate_shape(adapter: WeightedModel, image: Any, inputs: RunInputs, params
 
 def _subfolder(spec: ModelSpec) -> str:
     return str(spec.options.get("subfolder", "hunyuan3d-dit-v2-0"))
+
+
+def _vae_subfolder(spec: ModelSpec) -> str:
+    return str(spec.options.get("vae_subfolder", "hunyuan3d-vae-v2-0-turbo"))
