@@ -43,6 +43,7 @@ test: $(STAMP) $(BPY_STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/api_overhead.py
 	$(BIN)/python bench/builtin_models.py
+	$(BIN)/python bench/adapters_cpu.py
 	$(BIN)/pocket3d bench scheduler --trace bench/scheduler/reference.yaml --plot bench/scheduler/reference.png
 
 clean:

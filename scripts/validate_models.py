@@ -42,6 +42,8 @@ def main() -> int:
     ap.add_argument("--builtin", action="store_true", help="include the built-in CPU models")
     ap.add_argument("--quality", default="medium", choices=["low", "medium", "high"])
     ap.add_argument("--timeout", type=float, default=1800, help="seconds per job")
+    ap.add_argument("--text", action="store_true",
+                    help="ask mesh models for a prompt, not an image (image models get it drawn first)")
     args = ap.parse_args()
 
     server = None if args.url else _start(args.models)
@@ -62,7 +64,7 @@ def main() -> int:
                 return 1
             rows = []
             for m in chosen:
-                row = _run(client, m, args.testdata, args.quality, args.timeout)
+                row = _run(client, m, args.testdata, args.quality, args.timeout, args.text)
                 failed |= row["status"] != "succeeded"
                 rows.append(row)
             measured = {m["id"]: m for m in client.get("/system/models").json()["models"]}
@@ -106,9 +108,11 @@ def _upload(client: httpx.Client, path: Path) -> str:
     return r.json()["file_id"]
 
 
-def _request(client: httpx.Client, m: dict, data: Path) -> tuple[str, dict]:
+def _request(client: httpx.Client, m: dict, data: Path, text: bool = False) -> tuple[str, dict]:
     """The route and body for one run of the model on the shared test data."""
     takes = set(m["supported_inputs"])
+    if text and m["feature"] == "mesh_generation":
+        return "/mesh/generate", {"text_prompt": "a wooden chair with four legs"}
     image = data / "images" / "typical_creature_elephant.png"
     mesh = data / "meshes" / sorted(p.name for p in (data / "meshes").glob("*.obj"))[0]
     if m["feature"] == "mesh_generation":
@@ -154,11 +158,11 @@ def _wait(client: httpx.Client, job_id: str, timeout: float) -> dict:
     return {**job, "status": "timed out"}
 
 
-def _run(client: httpx.Client, m: dict, data: Path, quality: str, timeout: float) -> dict:
+def _run(client: httpx.Client, m: dict, data: Path, quality: str, timeout: float, text: bool = False) -> dict:
     print(f"running {m['id']} ...", file=sys.stderr)
     started = time.monotonic()
     try:
-        route, body = _request(client, m, data)
+        route, body = _request(client, m, data, text)
         body.update(model_preference=m["id"], quality=quality, seed=0)
         job = _wait(client, _submit(client, route, body), timeout)
     except (RuntimeError, httpx.HTTPError) as e:
