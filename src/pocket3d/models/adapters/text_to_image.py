@@ -4,7 +4,8 @@ text -> mesh when the mesh model takes images.
 ``diffusers.AutoPipelineForText2Image.from_pretrained(weights)`` picks the pipeline class from the folder's
 ``model_index.json`` (SDXL, SD 1.x/2.x, HunyuanDiT, ...). The prompt is wrapped in ``options.prompt_template``
 (by default: one object, centred, on a plain white background, as image-to-3D models want their input), and
-the picture is a downloadable output of the job (``text_to_image.png``).
+the picture is a downloadable output of the job (``text_to_image.png``). ``options.variant`` (``fp16``) picks the
+weights' half-precision files, half the download.
 """
 
 from __future__ import annotations
@@ -44,7 +45,8 @@ class DiffusersTextToImageModel(WeightedModel):
     def build(self) -> Any:
         from diffusers import AutoPipelineForText2Image
 
-        pipeline = AutoPipelineForText2Image.from_pretrained(self.weights, torch_dtype=self.dtype)
+        extra = {"variant": self.spec.options["variant"]} if self.spec.options.get("variant") else {}
+        pipeline = AutoPipelineForText2Image.from_pretrained(self.weights, torch_dtype=self.dtype, **extra)
         pipeline.set_progress_bar_config(disable=True)
         return pipeline.to(self.torch_device)
 
