@@ -108,6 +108,9 @@ class Hunyuan3DShapeModel(WeightedModel):
                 raise InputRejected(f"Hunyuan3D-2mv takes 1-4 views, got {len(inputs.images)}")
             names = params.views or list(VIEW_NAMES[:len(inputs.images)])
             return {name: rgba_image(path) for name, path in zip(names, inputs.images, strict=True)}
+        if params.views is not None:
+            raise InputRejected(f"parameters.views names the views of a multiview model; {self.spec.id} takes one "
+                                "image")
         if len(inputs.images) != 1:
             raise InputRejected(f"{self.spec.id} takes one image, got {len(inputs.images)}")
         return rgba_image(inputs.images[0])
