@@ -70,7 +70,7 @@ def plan(registry: Registry, feature: Feature, input_kinds: set[str], mesh_forma
     none serves the request, the first refusal is the 422."""
     params_of = params_of or _default_params
     if preference:
-        model = registry._models.get(preference)
+        model = registry.get(preference) if preference in registry else None
         if model is None or model.spec.feature != feature:
             known = sorted(m.spec.id for m in registry.for_feature(feature))
             raise Pocket3DError(ErrorCode.UNKNOWN_MODEL, f"no model {preference!r} for {feature.value}",
