@@ -46,7 +46,8 @@ def is_local(weights: str) -> bool:
     return weights.startswith(("/", "./", "../", "~"))
 
 
-def _hub_cached(repo_id: str, filename: str | None) -> bool:
+def hub_cached(repo_id: str, filename: str | None) -> bool:
+    """True when the local Hugging Face cache holds ``filename`` of ``repo_id`` (any of it, without a name)."""
     try:
         from huggingface_hub import scan_cache_dir, try_to_load_from_cache
     except ImportError:
@@ -97,7 +98,7 @@ class WeightedModel(ModelAdapter):
                 return [f"weights not found at {root}"]
             missing = [f for f in files if not (root / f).exists()]
             return [f"weights at {root} lack {', '.join(missing)}"] if missing else []
-        if hub_offline() and not _hub_cached(str(weights), files[0] if files else None):
+        if hub_offline() and not hub_cached(str(weights), files[0] if files else None):
             return [(f"weights {weights!r} are not in the local Hugging Face cache and HF_HUB_OFFLINE is set: "
                      "download them first or point options.weights at a local folder")]
         return []
@@ -263,7 +264,14 @@ def add_source_paths(spec: ModelSpec) -> None:
 
 @contextmanager
 def source_on_path(spec: ModelSpec) -> Iterator[None]:
-    added = [str(p) for p in _source_paths(spec) if p.is_dir() and str(p) not in sys.path]
+    with paths_on_sys_path(*_source_paths(spec)):
+        yield
+
+
+@contextmanager
+def paths_on_sys_path(*paths: Path) -> Iterator[None]:
+    """The folders (those that exist) at the front of ``sys.path`` for the block, as they were after it."""
+    added = [str(p) for p in paths if p.is_dir() and str(p) not in sys.path]
     sys.path[:0] = added
     try:
         yield

@@ -42,15 +42,21 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from importlib.machinery import EXTENSION_SUFFIXES
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from pocket3d.models.adapters.base import WeightedModel, hub_offline, is_local, rgba_image, write_glb
+from pocket3d.models.adapters.base import (
+    WeightedModel,
+    hub_cached,
+    hub_offline,
+    is_local,
+    paths_on_sys_path,
+    rgba_image,
+    write_glb,
+)
 from pocket3d.models.adapters.hunyuan3d import SHAPE_PRESETS, ShapeParams, generate_shape
 from pocket3d.models.adapters.hunyuan3d_paint import (
     DEFAULT_MAX_FACES,
@@ -95,7 +101,7 @@ class _CheckoutModel(WeightedModel):
         elif not (root / cls.marker).is_file():
             reasons = [f"{root} is not a checkout of {CHECKOUT_URL}: it lacks {cls.marker}"]
         else:
-            with _on_path(root / cls.tree, root):
+            with paths_on_sys_path(root / cls.tree, root):
                 reasons = [f"python package {p!r} is not installed" for p in cls.requires if not importable(p)]
         return reasons + cls.weights_reasons(spec)
 
@@ -210,7 +216,7 @@ class Hunyuan3D21PaintModel(_CheckoutModel):
         if is_local(dino):
             if not Path(dino).expanduser().is_dir():
                 reasons.append(f"DINOv2 weights not found at {Path(dino).expanduser()}")
-        elif hub_offline() and not _in_hub_cache(dino, "config.json"):
+        elif hub_offline() and not hub_cached(dino, "config.json"):
             reasons.append(f"DINOv2 weights {dino!r} are not in the local Hugging Face cache and HF_HUB_OFFLINE is "
                            "set: download them first or point options.dino_weights at a local folder")
         return reasons
@@ -345,26 +351,6 @@ def checkout(spec: ModelSpec) -> Path | None:
 def _realesrgan(spec: ModelSpec, root: Path) -> Path:
     named = spec.options.get("realesrgan")
     return Path(str(named)).expanduser() if named else root / "hy3dpaint" / "ckpt" / "RealESRGAN_x4plus.pth"
-
-
-@contextmanager
-def _on_path(*paths: Path) -> Iterator[None]:
-    added = [str(p) for p in paths if p.is_dir() and str(p) not in sys.path]
-    sys.path[:0] = added
-    try:
-        yield
-    finally:
-        for p in added:
-            if p in sys.path:
-                sys.path.remove(p)
-
-
-def _in_hub_cache(repo_id: str, filename: str) -> bool:
-    try:
-        from huggingface_hub import try_to_load_from_cache
-    except ImportError:
-        return False
-    return isinstance(try_to_load_from_cache(repo_id, filename), str)
 
 
 def _apply_torchvision_fix() -> None:

@@ -67,6 +67,7 @@ from pocket3d.models.adapters.base import (
     has_alpha_cutout,
     is_local,
     only_image,
+    paths_on_sys_path,
     release_memory,
     rgba_image,
     source_on_path,
@@ -123,7 +124,7 @@ class Sam3DObjectsModel(WeightedModel):
     @classmethod
     def unavailable_reasons(cls, spec: ModelSpec) -> list[str]:
         reasons = super().unavailable_reasons(spec)
-        with source_on_path(spec), _on_path(_notebook_folders(spec)):
+        with source_on_path(spec), paths_on_sys_path(*_notebook_folders(spec)):
             try:
                 found = importlib.util.find_spec("inference") is not None
             except (ImportError, ValueError):
@@ -211,18 +212,6 @@ def _notebook_folders(spec: ModelSpec) -> list[Path]:
     paths = source if isinstance(source, list) else [source] if source else []
     folders = [Path(str(p)).expanduser() / "notebook" for p in paths]
     return [f for f in folders if (f / "inference.py").is_file()]
-
-
-@contextmanager
-def _on_path(folders: list[Path]) -> Iterator[None]:
-    added = [str(f) for f in folders if str(f) not in sys.path]
-    sys.path[:0] = added
-    try:
-        yield
-    finally:
-        for f in added:
-            if f in sys.path:
-                sys.path.remove(f)
 
 
 @contextmanager
