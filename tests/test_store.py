@@ -9,7 +9,17 @@ import pytest
 import sqlalchemy as sa
 
 from pocket3d.errors import ErrorCode, Pocket3DError
-from pocket3d.jobs import EXPORT_STAGE, JobStatus, NewFile, NewJob, NewStage, OutputRecord, StageStatus, Store
+from pocket3d.jobs import (
+    EXPORT_STAGE,
+    IdempotencyKey,
+    JobStatus,
+    NewFile,
+    NewJob,
+    NewStage,
+    OutputRecord,
+    StageStatus,
+    Store,
+)
 from pocket3d.jobs import schema as t
 from pocket3d.jobs import transitions as tr
 
@@ -294,3 +304,47 @@ def test_a_job_ending_while_another_is_submitted_keeps_their_shared_input(store,
     assert store.get_job(job_a).status == JobStatus.CANCELLED
     assert store.get_job(result["b"]).status == JobStatus.QUEUED
     assert store.get_file("file_s") is not None, "job B's input survived job A's end"
+
+
+def keyed(key: str, owner: str = "o", fingerprint: str = "f1", expires_at: float = 200.0) -> NewJob:
+    job = new_job()
+    return NewJob(owner_id=owner, feature=job.feature, model_id=job.model_id, stages=job.stages, request={},
+                  input_file_ids=[], idempotency=IdempotencyKey(key, fingerprint, expires_at))
+
+
+def test_an_idempotency_key_makes_one_job_per_owner_until_it_expires(store) -> None:
+    first = submit(store, keyed("k1"), now=100)
+    assert store.idempotent_job("o", "k1", now=150) == (first, "f1")
+    with pytest.raises(tr.IdempotencyKeyTaken):
+        submit(store, keyed("k1", fingerprint="f2"), now=150)
+    other_owner = submit(store, keyed("k1", owner="p"), now=150)
+    assert other_owner != first and store.idempotent_job("p", "k1", now=150) == (other_owner, "f1")
+    assert store.idempotent_job("o", "k1", now=201) is None, "an expired key is as good as none"
+    tr.expire(store, now=201)
+    with store.read() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(t.idempotency_keys)).scalar() == 0, \
+            "retention sweeps expired keys"
+    again = submit(store, keyed("k1", expires_at=400), now=202)
+    assert again != first and store.idempotent_job("o", "k1", now=202) == (again, "f1")
+
+
+def test_concurrent_submits_with_one_key_make_one_job(store) -> None:
+    results: list[str] = []
+    taken: list[BaseException] = []
+    barrier = threading.Barrier(8)
+
+    def one() -> None:
+        barrier.wait()
+        try:
+            results.append(submit(store, keyed("same")))
+        except tr.IdempotencyKeyTaken as e:
+            taken.append(e)
+
+    threads = [threading.Thread(target=one) for _ in range(8)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert len(results) == 1 and len(taken) == 7
+    with store.read() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(t.jobs)).scalar() == 1

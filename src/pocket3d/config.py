@@ -37,6 +37,8 @@ class ServerSettings(_Section):
     max_wait: int = Field(60, ge=0, le=600)
     cors_origins: list[str] = Field(default_factory=list)
     cors_allow_credentials: bool = False
+    idempotency_ttl: int = Field(86400, ge=60, description="seconds a submit's Idempotency-Key is remembered: "
+                                 "the same key within it returns the job it made")
 
     @model_validator(mode="after")
     def _no_wildcard_with_credentials(self) -> ServerSettings:

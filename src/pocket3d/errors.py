@@ -46,6 +46,7 @@ class ErrorCode(StrEnum):
     OUTPUT_EXPIRED = "OUTPUT_EXPIRED"
     RANGE_NOT_SATISFIABLE = "RANGE_NOT_SATISFIABLE"
     QUEUE_FULL = "QUEUE_FULL"
+    IDEMPOTENCY_KEY_REUSED = "IDEMPOTENCY_KEY_REUSED"  # an Idempotency-Key sent again with another request
     # why a job failed (job.error.code)
     MODEL_ERROR = "MODEL_ERROR"
     INVALID_INPUT = "INVALID_INPUT"
@@ -88,6 +89,7 @@ HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.OUTPUT_EXPIRED: 410,
     ErrorCode.RANGE_NOT_SATISFIABLE: 416,
     ErrorCode.QUEUE_FULL: 503,
+    ErrorCode.IDEMPOTENCY_KEY_REUSED: 409,
     ErrorCode.NOT_READY: 503,
     ErrorCode.INTERNAL_ERROR: 500,
 }

@@ -49,8 +49,9 @@ def create_app(node: Node, *, manage_node: bool = True) -> FastAPI:
                            allow_credentials=settings.server.cors_allow_credentials,
                            allow_methods=["GET", "POST", "OPTIONS"],
                            allow_headers=["Authorization", "X-API-Key", "Content-Type", "X-Request-ID",
-                                          "Last-Event-ID", "Range", "If-None-Match"],
-                           expose_headers=["X-Request-ID", "ETag", "Location", "Content-Range"])
+                                          "Last-Event-ID", "Range", "If-None-Match", "Idempotency-Key"],
+                           expose_headers=["X-Request-ID", "ETag", "Location", "Content-Range",
+                                           "Idempotent-Replayed"])
     # Uploads stream to disk under storage.max_file_size (api.uploads); everything else is JSON.
     app.add_middleware(BodyLimitMiddleware, limit=int(settings.server.max_request_size), exempt=("/api/v1/files",))
     app.add_middleware(RequestIdMiddleware)

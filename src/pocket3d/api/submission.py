@@ -6,6 +6,8 @@ the job, its stages) goes in one transaction, so a refused request leaves no row
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import time
 from dataclasses import dataclass
@@ -18,7 +20,7 @@ from pocket3d.api.keys import Principal
 from pocket3d.api.schemas import _FeatureRequest
 from pocket3d.errors import ErrorCode, Pocket3DError
 from pocket3d.jobs import transitions
-from pocket3d.jobs.records import EXPORT_STAGE, NewFile, NewJob, NewStage
+from pocket3d.jobs.records import EXPORT_STAGE, IdempotencyKey, NewFile, NewJob, NewStage
 from pocket3d.jobs.store import new_id
 from pocket3d.models import pipeline
 from pocket3d.models.registry import RegisteredModel
@@ -70,7 +72,21 @@ def _a(noun: str) -> str:
     return f"an {noun}" if noun[0] in "aeiou" else f"a {noun}"
 
 
-def submit_request(node: Node, principal: Principal, feature: Feature, req: _FeatureRequest) -> str:
+@dataclass(frozen=True)
+class Submitted:
+    job_id: str
+    replayed: bool  # an earlier submit with the same Idempotency-Key made this job; nothing new was written
+
+
+def submit_request(node: Node, principal: Principal, feature: Feature, req: _FeatureRequest,
+                   idempotency_key: str | None = None) -> Submitted:
+    key = None
+    if idempotency_key is not None:
+        key = IdempotencyKey(idempotency_key, _fingerprint(feature, req),
+                             time.time() + node.settings.server.idempotency_ttl)
+        earlier = _earlier_job(node, principal, key)
+        if earlier is not None:  # a retry: answered before any input is read
+            return Submitted(earlier, replayed=True)
     inputs: list[_Input] = []
     try:
         for i, ref in enumerate(getattr(req, "images", [])):
@@ -78,11 +94,37 @@ def submit_request(node: Node, principal: Principal, feature: Feature, req: _Fea
         mesh_ref = getattr(req, "mesh", None)
         if mesh_ref is not None:
             inputs.append(_resolve(node, principal, mesh_ref, "mesh", "mesh"))
-        return _submit(node, principal, feature, req, inputs)
+        return Submitted(_submit(node, principal, feature, req, inputs, key), replayed=False)
+    except transitions.IdempotencyKeyTaken:
+        assert key is not None
+        earlier = _earlier_job(node, principal, key)  # a concurrent submit with the key won the race
+        if earlier is None:
+            raise
+        return Submitted(earlier, replayed=True)
     finally:
         for inp in inputs:
             if inp.staged is not None:
                 inp.staged.discard()  # moved into the store by now, unless something failed
+
+
+def _fingerprint(feature: Feature, req: _FeatureRequest) -> str:
+    """The request as validated (defaults filled in), so two bodies that mean the same job match."""
+    canonical = json.dumps({"feature": feature.value, "request": req.model_dump(mode="json")}, sort_keys=True,
+                           separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _earlier_job(node: Node, principal: Principal, key: IdempotencyKey) -> str | None:
+    found = node.store.idempotent_job(principal.owner_id, key.key, time.time())
+    if found is None:
+        return None
+    job_id, fingerprint = found
+    if fingerprint != key.fingerprint:
+        raise Pocket3DError(ErrorCode.IDEMPOTENCY_KEY_REUSED,
+                            f"Idempotency-Key {key.key!r} was used for another request (job {job_id}); send a new "
+                            "key for a new request, or the same request to get that job back",
+                            {"job_id": job_id})
+    return job_id
 
 
 def _params(model: RegisteredModel, parameters: dict) -> BaseModel:
@@ -107,7 +149,8 @@ def _stage(planned: pipeline.PlannedStage, params: object, alone: bool) -> NewSt
     return NewStage(planned.name, planned.model.spec.id, chosen.model_dump(mode="json"), weight=weight)
 
 
-def _submit(node: Node, principal: Principal, feature: Feature, req: _FeatureRequest, inputs: list[_Input]) -> str:
+def _submit(node: Node, principal: Principal, feature: Feature, req: _FeatureRequest, inputs: list[_Input],
+            key: IdempotencyKey | None) -> str:
     settings = node.settings
     kinds = {inp.role for inp in inputs}
     if sum(inp.role == "image" for inp in inputs) > 1:
@@ -143,7 +186,7 @@ def _submit(node: Node, principal: Principal, feature: Feature, req: _FeatureReq
                 node.store,
                 NewJob(owner_id=principal.owner_id, feature=feature.value, model_id=model.spec.id, stages=stages,
                        request=request, input_file_ids=[(inp.file_id, inp.role) for inp in inputs],
-                       priority=req.priority),
+                       priority=req.priority, idempotency=key),
                 new_files=new_files, queue_size=settings.scheduler.queue_size,
                 max_attempts=settings.scheduler.max_attempts, now=now)
         except BaseException:

@@ -4,6 +4,7 @@ from pocket3d.jobs.records import (
     EXPORT_STAGE,
     ClaimedStage,
     FileRecord,
+    IdempotencyKey,
     JobRecord,
     JobStatus,
     NewFile,
@@ -15,5 +16,5 @@ from pocket3d.jobs.records import (
 )
 from pocket3d.jobs.store import Store, new_id
 
-__all__ = ["EXPORT_STAGE", "ClaimedStage", "FileRecord", "JobRecord", "JobStatus", "NewFile", "NewJob", "NewStage",
-           "OutputRecord", "StageRecord", "StageStatus", "Store", "new_id"]
+__all__ = ["EXPORT_STAGE", "ClaimedStage", "FileRecord", "IdempotencyKey", "JobRecord", "JobStatus", "NewFile",
+           "NewJob", "NewStage", "OutputRecord", "StageRecord", "StageStatus", "Store", "new_id"]

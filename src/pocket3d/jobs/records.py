@@ -122,6 +122,15 @@ class NewFile:
 
 
 @dataclass(frozen=True)
+class IdempotencyKey:
+    """A submit's ``Idempotency-Key``, stored with its job so that a retried submit finds that job."""
+
+    key: str
+    fingerprint: str  # of the request it came with: the same key with another request is refused
+    expires_at: float
+
+
+@dataclass(frozen=True)
 class NewJob:
     owner_id: str
     feature: str
@@ -130,6 +139,7 @@ class NewJob:
     request: dict[str, Any]
     input_file_ids: list[tuple[str, str]]  # (file_id, role) in order; role is "image" or "mesh"
     priority: int = 0
+    idempotency: IdempotencyKey | None = None
 
 
 @dataclass(frozen=True)

@@ -106,6 +106,18 @@ outputs = sa.Table(
     sa.Index("ix_outputs_sha256", "sha256"),
 )
 
+idempotency_keys = sa.Table(
+    "idempotency_keys", metadata,
+    # A submit's Idempotency-Key, per owner: the same key again returns this job instead of making another.
+    sa.Column("owner_id", sa.String(64), primary_key=True),
+    sa.Column("key", sa.String(255), primary_key=True),
+    sa.Column("fingerprint", sa.String(64), nullable=False),  # SHA-256 of the feature and the validated request
+    sa.Column("job_id", sa.String(40), sa.ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False),
+    sa.Index("ix_idempotency_keys_expires_at", "expires_at"),
+)
+
 api_keys = sa.Table(
     "api_keys", metadata,
     sa.Column("id", sa.String(32), primary_key=True),

@@ -176,6 +176,14 @@ class Store:
         row = conn.execute(sa.select(t.files).where(t.files.c.id == file_id)).mappings().first()
         return _file(row) if row else None
 
+    def idempotent_job(self, owner_id: str, key: str, now: float) -> tuple[str, str] | None:
+        """``(job_id, fingerprint)`` of the unexpired submit this owner made with this Idempotency-Key."""
+        k = t.idempotency_keys.c
+        with self.read() as conn:
+            row = conn.execute(sa.select(k.job_id, k.fingerprint).where(
+                k.owner_id == owner_id, k.key == key, k.expires_at >= now)).first()
+        return (row.job_id, row.fingerprint) if row else None
+
     def job_inputs(self, job_id: str) -> list[dict[str, Any]]:
         with self.read() as conn:
             rows = conn.execute(sa.select(t.job_inputs).where(t.job_inputs.c.job_id == job_id)

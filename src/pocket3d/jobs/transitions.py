@@ -58,11 +58,34 @@ def _file_row(new: NewFile, now: float, expires_at: float | None) -> dict[str, A
 
 # -- submit --------------------------------------------------------------------------------------------------
 
+class IdempotencyKeyTaken(Exception):
+    """The submit's Idempotency-Key is held by another job (found here, or committed first by a concurrent
+    submit); nothing was written. The caller reads that job with ``Store.idempotent_job``."""
+
+
 def submit(store: Store, new: NewJob, *, queue_size: int, max_attempts: int, now: float,
            new_files: Sequence[NewFile] = ()) -> str:
-    """Persist a job, its stages and its inline inputs in one transaction; the first stage is queued at once."""
+    """Persist a job, its stages, its inline inputs and its Idempotency-Key in one transaction; the first stage
+    is queued at once."""
+    try:
+        return _submit(store, new, queue_size=queue_size, max_attempts=max_attempts, now=now, new_files=new_files)
+    except sa.exc.IntegrityError as e:
+        if new.idempotency is None:
+            raise
+        raise IdempotencyKeyTaken(new.idempotency.key) from e  # a concurrent submit with the key committed first
+
+
+def _submit(store: Store, new: NewJob, *, queue_size: int, max_attempts: int, now: float,
+            new_files: Sequence[NewFile]) -> str:
     job_id = new_id("job")
+    key = new.idempotency
     with store.write() as tx:
+        if key is not None:
+            k = t.idempotency_keys.c
+            held = (k.owner_id == new.owner_id) & (k.key == key.key)
+            if tx.conn.execute(sa.select(k.job_id).where(held, k.expires_at >= now)).first() is not None:
+                raise IdempotencyKeyTaken(key.key)
+            tx.conn.execute(t.idempotency_keys.delete().where(held, k.expires_at < now))  # expired, not swept yet
         if new_files:
             tx.conn.execute(t.files.insert(), [_file_row(f, now, None) for f in new_files])
         file_ids = [fid for fid, _ in new.input_file_ids]
@@ -92,6 +115,10 @@ def submit(store: Store, new: NewJob, *, queue_size: int, max_attempts: int, now
                      format=found[fid].format) for i, (fid, role) in enumerate(new.input_file_ids)])
             # An input in use does not expire; it is released when its last job ends.
             tx.conn.execute(t.files.update().where(t.files.c.id.in_(file_ids)).values(expires_at=None))
+        if key is not None:
+            tx.conn.execute(t.idempotency_keys.insert().values(
+                owner_id=new.owner_id, key=key.key, fingerprint=key.fingerprint, job_id=job_id, created_at=now,
+                expires_at=key.expires_at))
         tx.touch(job_id)
     return job_id
 
@@ -338,9 +365,11 @@ def recover_lost_stages(store: Store, *, now: float, release: ReleasePolicy, all
 # -- retention -----------------------------------------------------------------------------------------------
 
 def expire(store: Store, *, now: float) -> set[str]:
-    """Drop outputs past their job's expires_at and uploads past theirs; returns hashes that may be unreferenced."""
+    """Drop outputs past their job's expires_at, uploads past theirs and expired Idempotency-Keys; returns hashes
+    that may be unreferenced."""
     released: set[str] = set()
     with store.write() as tx:
+        tx.conn.execute(t.idempotency_keys.delete().where(t.idempotency_keys.c.expires_at < now))
         expired_jobs = tx.conn.execute(sa.select(J.id).where(J.expires_at < now)).scalars().all()
         if expired_jobs:
             released.update(tx.conn.execute(sa.select(t.outputs.c.sha256)

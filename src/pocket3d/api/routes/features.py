@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Header, Query
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
@@ -22,30 +22,46 @@ from pocket3d.api.schemas import (
 )
 from pocket3d.api.submission import submit_request
 from pocket3d.api.views import job_links, job_view
+from pocket3d.errors import ErrorCode, Pocket3DError
 from pocket3d.models.spec import Feature
 from pocket3d.node import Node
 
 router = APIRouter()
-ERRORS = {code: {"model": ErrorBody} for code in (400, 401, 404, 413, 422, 503)}
+ERRORS = {code: {"model": ErrorBody} for code in (400, 401, 404, 409, 413, 422, 503)}
 SUBMIT_RESPONSES = {202: {"model": JobAccepted, "description": "accepted; follow links.self or links.events"},
-                    200: {"model": JobView, "description": "finished within ?wait seconds"}, **ERRORS}
+                    200: {"model": JobView, "description": "finished within ?wait seconds, or the job an earlier "
+                          "submit with the same Idempotency-Key made (header Idempotent-Replayed: true)"},
+                    **ERRORS}
 WaitQuery = Annotated[float, Query(ge=0, description="seconds to wait for the job to finish before answering "
                                    "(capped by server.max_wait); 0 answers at once")]
+IdempotencyKeyHeader = Annotated[str | None, Header(
+    alias="Idempotency-Key", description="any unique string up to 255 characters (a UUID): a retried submit "
+    "with the same key and body returns the job the first one made, for server.idempotency_ttl (24 h); the same "
+    "key with another body answers 409 IDEMPOTENCY_KEY_REUSED")]
+
+
+def _check_key(key: str | None) -> str | None:
+    if key is not None and not (0 < len(key) <= 255 and key.isascii() and key.isprintable()):
+        raise Pocket3DError(ErrorCode.INVALID_REQUEST, "Idempotency-Key: 1 to 255 printable ASCII characters "
+                            "(a UUID will do)", {"field": "Idempotency-Key"})
+    return key
 
 
 async def _accept(node: Node, principal: Principal, feature: Feature, req: _FeatureRequest,
-                  wait: float) -> JSONResponse:
-    job_id = await run_in_threadpool(submit_request, node, principal, feature, req)
+                  wait: float, idempotency_key: str | None) -> JSONResponse:
+    submitted = await run_in_threadpool(submit_request, node, principal, feature, req, _check_key(idempotency_key))
+    job_id = submitted.job_id
     wait = min(wait, node.settings.server.max_wait)
-    status = "queued"
     if wait > 0:
         job = await node.bus.wait_final(job_id, wait)
-        if job is not None and job.status.is_final:
-            view = job_view(job, node.scheduler.estimate(job))
-            return JSONResponse(view.model_dump(mode="json"), status_code=200)
-        if job is not None:
-            status = job.status.value
-    body = JobAccepted(job_id=job_id, status=status, links=job_links(job_id))
+    else:
+        job = await run_in_threadpool(node.snapshots.get, job_id) if submitted.replayed else None
+    if job is not None and (job.status.is_final or submitted.replayed):
+        # Finished in time, or a retried submit: the job itself, as GET /jobs/{id} shows it.
+        view = job_view(job, node.scheduler.estimate(job))
+        return JSONResponse(view.model_dump(mode="json"), status_code=200,
+                            headers={"Idempotent-Replayed": "true"} if submitted.replayed else None)
+    body = JobAccepted(job_id=job_id, status=job.status.value if job else "queued", links=job_links(job_id))
     return JSONResponse(body.model_dump(mode="json"), status_code=202,
                         headers={"Location": body.links.self})
 
@@ -53,25 +69,26 @@ async def _accept(node: Node, principal: Principal, feature: Feature, req: _Feat
 @router.post("/mesh/generate", tags=["Mesh Generation"], status_code=202, responses=SUBMIT_RESPONSES,
              summary="Text or image(s) to a textured mesh")
 async def generate_mesh(req: MeshGenerationRequest, node: NodeDep, principal: PrincipalDep,
-                        wait: WaitQuery = 0) -> JSONResponse:
-    return await _accept(node, principal, Feature.MESH_GENERATION, req, wait)
+                        wait: WaitQuery = 0, idempotency_key: IdempotencyKeyHeader = None) -> JSONResponse:
+    return await _accept(node, principal, Feature.MESH_GENERATION, req, wait, idempotency_key)
 
 
 @router.post("/texture/generate", tags=["Texture Generation"], status_code=202, responses=SUBMIT_RESPONSES,
              summary="Texture a given mesh from text or image(s)")
 async def generate_texture(req: TextureGenerationRequest, node: NodeDep, principal: PrincipalDep,
-                           wait: WaitQuery = 0) -> JSONResponse:
-    return await _accept(node, principal, Feature.TEXTURE_GENERATION, req, wait)
+                           wait: WaitQuery = 0, idempotency_key: IdempotencyKeyHeader = None) -> JSONResponse:
+    return await _accept(node, principal, Feature.TEXTURE_GENERATION, req, wait, idempotency_key)
 
 
 @router.post("/segment", tags=["Mesh Segmentation"], status_code=202, responses=SUBMIT_RESPONSES,
              summary="Split a mesh into labelled parts")
 async def segment(req: SegmentationRequest, node: NodeDep, principal: PrincipalDep,
-                  wait: WaitQuery = 0) -> JSONResponse:
-    return await _accept(node, principal, Feature.SEGMENTATION, req, wait)
+                  wait: WaitQuery = 0, idempotency_key: IdempotencyKeyHeader = None) -> JSONResponse:
+    return await _accept(node, principal, Feature.SEGMENTATION, req, wait, idempotency_key)
 
 
 @router.post("/rig", tags=["Auto-Rigging"], status_code=202, responses=SUBMIT_RESPONSES,
              summary="Add a skeleton and skin weights to a mesh")
-async def rig(req: RiggingRequest, node: NodeDep, principal: PrincipalDep, wait: WaitQuery = 0) -> JSONResponse:
-    return await _accept(node, principal, Feature.AUTO_RIGGING, req, wait)
+async def rig(req: RiggingRequest, node: NodeDep, principal: PrincipalDep, wait: WaitQuery = 0,
+              idempotency_key: IdempotencyKeyHeader = None) -> JSONResponse:
+    return await _accept(node, principal, Feature.AUTO_RIGGING, req, wait, idempotency_key)
