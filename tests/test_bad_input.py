@@ -11,13 +11,14 @@ import trimesh
 from client_helpers import IMAGES, MESHES, leftover_temp_files, upload
 from PIL import Image
 
-ERROR_KEYS = {"error_code", "message", "details", "timestamp", "request_id"}
+ERROR_KEYS = {"error_code", "message", "details", "timestamp", "request_id"}  # and "hint" where there is one
 
 
 def assert_error(r: httpx.Response, status: int, code: str) -> dict:
     assert r.status_code == status, r.text
     body = r.json()
-    assert set(body) == ERROR_KEYS and body["error_code"] == code, body
+    assert ERROR_KEYS <= set(body) <= ERROR_KEYS | {"hint"} and body["error_code"] == code, body
+    assert body.get("hint", "x"), "a hint, when given, says something"
     assert body["request_id"] == r.headers["x-request-id"]
     return body
 

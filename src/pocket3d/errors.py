@@ -96,15 +96,20 @@ HTTP_STATUS: dict[ErrorCode, int] = {
 
 
 class Pocket3DError(Exception):
-    """An error with a stable code; the API turns it into the error body, a worker into ``job.error``."""
+    """An error with a stable code; the API turns it into the error body, a worker into ``job.error``.
+
+    ``message`` says what is wrong; ``hint``, where there is an obvious next step, says what to do about it
+    ("upload it with POST /api/v1/files, or send a data: URI"), in words a client can show as they are.
+    """
 
     def __init__(self, code: ErrorCode, message: str, details: dict[str, Any] | None = None,
-                 headers: dict[str, str] | None = None):
+                 headers: dict[str, str] | None = None, *, hint: str | None = None):
         super().__init__(message)
         self.code = code
         self.message = message
         self.details = details or {}
         self.headers = headers or {}
+        self.hint = hint
 
     @property
     def http_status(self) -> int:

@@ -1,4 +1,4 @@
-"""The FastAPI application: routes under /api/v1, one error format, request ids, CORS from config."""
+"""The FastAPI application: routes under /api/v1, one error format, request ids, CORS from config, the docs."""
 
 from __future__ import annotations
 
@@ -9,12 +9,16 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import RedirectResponse
+from fastapi_offline import FastAPIOffline
 from starlette.concurrency import run_in_threadpool
 
 from pocket3d import __version__
+from pocket3d.api import openapi
 from pocket3d.api.errors import install_handlers
 from pocket3d.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from pocket3d.api.routes import features, files, jobs, system
+from pocket3d.models.spec import Feature
 from pocket3d.node import Node
 
 log = logging.getLogger(__name__)
@@ -29,20 +33,28 @@ def create_app(node: Node, *, manage_node: bool = True) -> FastAPI:
         node.bus.bind(asyncio.get_running_loop())
         if manage_node:
             await run_in_threadpool(node.start)
+            await run_in_threadpool(log_start, node)
         try:
             yield
         finally:
             if manage_node:
                 await run_in_threadpool(node.stop)
 
-    app = FastAPI(title="pocket3d", version=__version__, lifespan=lifespan,
-                  description="Text or images to textured meshes, textures for meshes, part segmentation and "
-                              "auto-rigging, as jobs: submit, follow, download.")
+    # Swagger UI and ReDoc from the installed fastapi-offline package: /docs works without internet.
+    app = FastAPIOffline(title="pocket3d", version=__version__, lifespan=lifespan, description=openapi.DESCRIPTION,
+                         docs_url=openapi.DOCS_URL, redoc_url=openapi.REDOC_URL, static_url=openapi.ASSETS_URL,
+                         swagger_ui_parameters=openapi.SWAGGER_UI_PARAMETERS)
     app.state.node = node
     install_handlers(app)
+    openapi.install(app)
 
     for router in (features.router, jobs.router, system.router, files.router):
         app.include_router(router, prefix="/api/v1")
+
+    # The web app takes "/" over when there is one; until then "/" leads to the docs.
+    @app.get("/", include_in_schema=False)
+    async def home() -> RedirectResponse:
+        return RedirectResponse(openapi.DOCS_URL)
 
     if settings.server.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.server.cors_origins,
@@ -56,3 +68,30 @@ def create_app(node: Node, *, manage_node: bool = True) -> FastAPI:
     app.add_middleware(BodyLimitMiddleware, limit=int(settings.server.max_request_size), exempt=("/api/v1/files",))
     app.add_middleware(RequestIdMiddleware)
     return app
+
+
+def log_start(node: Node) -> None:
+    """Where to go, and what this server can do: the docs, the web app, the models that can run here, and a
+    warning for each feature nothing can serve."""
+    from pocket3d.api.routes.system import model_list
+
+    server = node.settings.server
+    host = f"[{server.host}]" if ":" in server.host else server.host
+    base = f"http://{host}:{server.port}"
+    models = model_list(node).models
+    available = [m for m in models if m.available]
+    log.info("API docs at %s%s (ReDoc at %s%s); web app at %s/ (it leads to the docs until there is one)",
+             base, openapi.DOCS_URL, base, openapi.REDOC_URL, base)
+    log.info("%d of %d registered models are available here", len(available), len(models))
+    for feature in Feature:
+        listed = [m for m in models if m.feature == feature.value]
+        usable = [m.id for m in listed if m.available]
+        if usable:
+            log.info("  %s: %s", feature.value, ", ".join(usable))
+        elif not feature.is_stage_only:
+            why = "; ".join(f"{m.id}: {', '.join(m.unavailable_reasons)}" for m in listed) or "none registered"
+            log.warning("NO MODEL CAN SERVE %s: every such request will fail (%s). `pocket3d models` lists "
+                        "the models and what each one needs", feature.value, why)
+        if feature.is_stage_only and listed and not listed[0].available and usable:
+            log.warning("%s uses %s: %s is unavailable (%s)", feature.value, usable[0], listed[0].id,
+                        ", ".join(listed[0].unavailable_reasons))

@@ -7,13 +7,17 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Security
+from fastapi.security import APIKeyHeader, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
 from pocket3d.api.keys import LOCAL_PRINCIPAL, Principal, authenticate
 from pocket3d.config import Settings
 from pocket3d.errors import ErrorCode, Pocket3DError
 from pocket3d.node import Node
+
+
+KEY_HINT = "the server's operator makes keys with `pocket3d keys create --name NAME`"
 
 
 async def get_node(request: Request) -> Node:
@@ -24,7 +28,16 @@ async def get_settings(request: Request) -> Settings:
     return request.app.state.node.settings
 
 
-async def get_principal(request: Request) -> Principal:
+# Declared as security dependencies so the API's docs show the key schemes (and an Authorize button) on the
+# routes that take a principal; get_principal reads the headers itself, so they never refuse anything.
+BEARER = HTTPBearer(auto_error=False, scheme_name="bearerAuth",
+                    description="an API key from `pocket3d keys create` (when the server has auth on)")
+API_KEY = APIKeyHeader(name="X-API-Key", auto_error=False, scheme_name="apiKeyHeader",
+                       description="the same key, in a header of its own")
+
+
+async def get_principal(request: Request, _bearer: Annotated[object, Security(BEARER)] = None,
+                        _api_key: Annotated[object, Security(API_KEY)] = None) -> Principal:
     node: Node = request.app.state.node
     if not node.settings.auth.enabled:
         return LOCAL_PRINCIPAL
@@ -35,11 +48,11 @@ async def get_principal(request: Request) -> Principal:
         token = value.strip() if scheme.lower() == "bearer" else None
     if not token:
         raise Pocket3DError(ErrorCode.UNAUTHORIZED, "an API key is required: 'Authorization: Bearer <key>' "
-                            "or 'X-API-Key: <key>'", headers={"WWW-Authenticate": "Bearer"})
+                            "or 'X-API-Key: <key>'", headers={"WWW-Authenticate": "Bearer"}, hint=KEY_HINT)
     principal = await run_in_threadpool(authenticate, node.store, token)
     if principal is None:
         raise Pocket3DError(ErrorCode.UNAUTHORIZED, "the API key is not valid or was revoked",
-                            headers={"WWW-Authenticate": "Bearer"})
+                            headers={"WWW-Authenticate": "Bearer"}, hint=KEY_HINT)
     return principal
 
 

@@ -1,7 +1,9 @@
-"""One error body for every 4xx and 5xx: ``{error_code, message, details, timestamp, request_id}``."""
+"""One error body for every 4xx and 5xx: ``{error_code, message, details, timestamp, request_id}``, plus ``hint``
+(what to do next) where there is an obvious next step."""
 
 from __future__ import annotations
 
+import difflib
 import logging
 from datetime import UTC, datetime
 from typing import Any
@@ -11,7 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from pocket3d.api.middleware import BodyTooLarge, current_request_id
+from pocket3d.api.middleware import TOO_LARGE_HINT, BodyTooLarge, current_request_id
 from pocket3d.errors import ErrorCode, Pocket3DError
 
 log = logging.getLogger(__name__)
@@ -24,10 +26,47 @@ _STATUS_CODES = {
 
 
 def error_response(status: int, code: str, message: str, details: dict[str, Any] | None = None,
-                   headers: dict[str, str] | None = None) -> JSONResponse:
+                   headers: dict[str, str] | None = None, hint: str | None = None) -> JSONResponse:
     body = {"error_code": str(code), "message": message, "details": details or {},
             "timestamp": datetime.now(UTC).isoformat(), "request_id": current_request_id()}
+    if hint:
+        body["hint"] = hint
     return JSONResponse(body, status_code=status, headers=headers)
+
+
+# Field names other 3D APIs use, and what this API calls them.
+_FOREIGN_FIELDS = {"prompt": "text_prompt", "image": "images", "image_url": "images", "image_token": "images",
+                   "file_token": "images", "model_url": "mesh", "input": "mesh", "format": "output_format",
+                   "model": "model_preference", "model_version": "model_preference", "texture": "text_prompt",
+                   "formats": "output_format"}
+
+
+def _validation_hint(request: Request, errors: list[dict[str, Any]]) -> str | None:
+    first = errors[0] if errors else None
+    if first is None:
+        return None
+    field = first["loc"][-1] if first["loc"] else ""
+    if first["type"] == "extra_forbidden" and first["loc"][:1] == ["body"]:
+        known = _body_fields(request)
+        guess = _FOREIGN_FIELDS.get(field)
+        if guess not in known:
+            close = difflib.get_close_matches(field, known, n=1, cutoff=0.6)
+            guess = close[0] if close else None
+        fields = ", ".join(sorted(known)) if known else None
+        if guess:
+            return f"did you mean {guess!r}?" + (f" This request takes: {fields}." if fields else "")
+        return f"this request takes: {fields}" if fields else None
+    if first["type"] == "missing" and first["loc"] == ["body"]:
+        return "send the request as JSON with Content-Type: application/json; /docs has an example for each route"
+    return None
+
+
+def _body_fields(request: Request) -> list[str]:
+    """The JSON body's field names of the route that was called (empty when it takes none)."""
+    body_field = getattr(request.scope.get("route"), "body_field", None)
+    body = getattr(getattr(body_field, "field_info", None), "annotation", None)
+    fields = getattr(body, "model_fields", None)
+    return list(fields) if isinstance(fields, dict) else []
 
 
 def _jsonable_errors(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -40,26 +79,35 @@ def _jsonable_errors(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def install_handlers(app: FastAPI) -> None:
     @app.exception_handler(Pocket3DError)
     async def _pocket3d(_: Request, exc: Pocket3DError) -> JSONResponse:
-        return error_response(exc.http_status, exc.code, exc.message, exc.details, exc.headers)
+        return error_response(exc.http_status, exc.code, exc.message, exc.details, exc.headers, exc.hint)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = _jsonable_errors(list(exc.errors()))
         if any(e["type"] == "json_invalid" for e in errors):
             return error_response(400, ErrorCode.INVALID_JSON, "the request body is not valid JSON",
-                                  {"errors": errors})
-        first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
+                                  {"errors": errors}, hint="check the body's quoting and commas, and send "
+                                  "Content-Type: application/json")
+        first = errors[0] if errors else {"loc": [], "msg": "invalid request", "type": ""}
         where = ".".join(p for p in first["loc"] if p != "body") or "request"
-        return error_response(422, ErrorCode.INVALID_REQUEST, f"{where}: {first['msg']}", {"errors": errors})
+        return error_response(422, ErrorCode.INVALID_REQUEST, f"{where}: {first['msg']}", {"errors": errors},
+                              hint=_validation_hint(request, errors))
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         if isinstance(exc, BodyTooLarge):
             return error_response(413, ErrorCode.REQUEST_TOO_LARGE, exc.detail, {"limit": exc.limit},
-                                  headers={"Connection": "close"})
+                                  headers={"Connection": "close"}, hint=TOO_LARGE_HINT)
         code = _STATUS_CODES.get(exc.status_code, ErrorCode.INVALID_REQUEST)
         message = exc.detail if isinstance(exc.detail, str) else code.value
-        return error_response(exc.status_code, code, message, headers=getattr(exc, "headers", None))
+        headers = getattr(exc, "headers", None)
+        hint = None
+        if code == ErrorCode.NOT_FOUND:
+            hint = "/docs lists every route" if request.url.path.startswith("/api/v1/") else \
+                "the API is under /api/v1; /docs lists every route"
+        elif code == ErrorCode.METHOD_NOT_ALLOWED and headers and headers.get("Allow"):
+            hint = f"this path takes {headers['Allow']}"
+        return error_response(exc.status_code, code, message, headers=headers, hint=hint)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

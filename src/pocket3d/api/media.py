@@ -66,7 +66,8 @@ def inspect(path: Path, max_image_pixels: int, mesh_limits: geometry.MeshLimits 
     found = sniff(head, size)
     if found is None:
         raise Pocket3DError(ErrorCode.UNSUPPORTED_MEDIA_TYPE,
-                            "not an image (PNG, JPEG, WebP) or a mesh (GLB, glTF, OBJ, PLY, STL, FBX)")
+                            "not an image (PNG, JPEG, WebP) or a mesh (GLB, glTF, OBJ, PLY, STL, FBX)",
+                            hint="convert it to PNG (an image) or GLB (a mesh) and send it again")
     kind, fmt = found
     if kind == "image":
         return _check_image(path, max_image_pixels)
@@ -86,9 +87,12 @@ def _check_image(path: Path, max_pixels: int) -> Media:
             fmt = im.format or ""
             width, height = im.size
             if width * height > max_pixels:
+                side = int(max_pixels ** 0.5)
                 raise Pocket3DError(ErrorCode.IMAGE_TOO_LARGE,
                                     f"the image is {width}x{height}; at most {max_pixels} pixels are accepted",
-                                    {"width": width, "height": height, "max_pixels": max_pixels})
+                                    {"width": width, "height": height, "max_pixels": max_pixels},
+                                    hint=f"downscale it (to {side}x{side} or less) and send it again; the models "
+                                    "work at 512-1024 px anyway")
             with warnings.catch_warnings():
                 warnings.simplefilter("error", Image.DecompressionBombWarning)
                 im.load()  # decodes every pixel: catches truncated and corrupt files
@@ -98,6 +102,7 @@ def _check_image(path: Path, max_pixels: int) -> Media:
         reason = str(e).replace(f"'{path}'", "").replace(str(path), "the file").strip()
         raise Pocket3DError(ErrorCode.INVALID_IMAGE, f"the image does not decode: {reason}") from None
     if fmt not in IMAGE_MEDIA:
-        raise Pocket3DError(ErrorCode.UNSUPPORTED_MEDIA_TYPE, f"image format {fmt} is not accepted")
+        raise Pocket3DError(ErrorCode.UNSUPPORTED_MEDIA_TYPE, f"image format {fmt} is not accepted",
+                            hint="convert it to PNG, JPEG or WebP and send it again")
     short, media_type = IMAGE_MEDIA[fmt]
     return Media("image", short, media_type)

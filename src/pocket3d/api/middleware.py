@@ -70,6 +70,10 @@ class RequestIdMiddleware:
             _request_id.reset(token)
 
 
+TOO_LARGE_HINT = ("send large inputs as files: upload each with POST /api/v1/files (multipart, a larger limit) and "
+                  "pass its file_id instead of a data: URI")
+
+
 class BodyTooLarge(HTTPException):
     """Raised from ``receive`` when a streamed body passes the limit; an HTTPException so FastAPI's body parsing
     passes it on to the error handlers instead of calling it a parse error."""
@@ -98,7 +102,7 @@ class BodyLimitMiddleware:
             from pocket3d.api.errors import error_response  # errors imports this module
 
             response = error_response(413, "REQUEST_TOO_LARGE", BodyTooLarge(self.limit).detail,
-                                      {"limit": self.limit}, headers={"Connection": "close"})
+                                      {"limit": self.limit}, headers={"Connection": "close"}, hint=TOO_LARGE_HINT)
             await response(scope, receive, send)
             return
         received = 0

@@ -8,7 +8,20 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
+from pocket3d.errors import ErrorCode
+from pocket3d.jobs.records import JobStatus, StageStatus
+
 OutputFormat = Literal["glb", "obj", "ply", "stl", "json", "fbx", "usdz"]
+InputFormat = Literal["png", "jpeg", "webp", "glb", "gltf", "obj", "ply", "stl", "fbx"]
+
+
+class JobFeature(StrEnum):
+    """What a job does: the features a client asks for (the routes under /mesh, /texture, /segment, /rig)."""
+
+    MESH_GENERATION = "mesh_generation"
+    TEXTURE_GENERATION = "texture_generation"
+    SEGMENTATION = "segmentation"
+    AUTO_RIGGING = "auto_rigging"
 
 
 class Quality(StrEnum):
@@ -83,11 +96,21 @@ def iso(ts: float | None) -> str | None:
 
 
 class ErrorBody(BaseModel):
-    error_code: str
-    message: str
-    details: dict[str, Any]
+    """Every 4xx and 5xx answer: a stable code to branch on, a message for people, and a hint where there is an
+    obvious next step."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "error_code": "FILE_NOT_FOUND", "message": "images[0]: 'chair.png' is a file name or path, not a file id",
+        "details": {"field": "images[0]", "file_id": "chair.png"}, "timestamp": "2026-11-22T05:50:29+00:00",
+        "request_id": "5f0c2a9e3b8d4c1fa6e7d2b9c0a1e3f4",
+        "hint": "upload it with POST /api/v1/files and pass the file_id it answers, or send a data: URI"}]})
+
+    error_code: ErrorCode = Field(description="stable: clients branch on it")
+    message: str = Field(description="what is wrong, for people")
+    details: dict[str, Any] = Field(description="the values the message names, for programs")
     timestamp: str
-    request_id: str
+    request_id: str = Field(description="also in the X-Request-ID header; quote it when reporting a problem")
+    hint: str | None = Field(None, description="what to do next, where there is an obvious next step")
 
 
 class JobLinks(BaseModel):
@@ -97,13 +120,20 @@ class JobLinks(BaseModel):
 
 
 class JobAccepted(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "job_id": "job_01JD8X4T0M5Q3V7W9Y2B6C8E1F", "status": "queued",
+        "links": {"self": "/api/v1/jobs/job_01JD8X4T0M5Q3V7W9Y2B6C8E1F",
+                  "events": "/api/v1/jobs/job_01JD8X4T0M5Q3V7W9Y2B6C8E1F/events",
+                  "cancel": "/api/v1/jobs/job_01JD8X4T0M5Q3V7W9Y2B6C8E1F/cancel"}}]})
+
     job_id: str
-    status: str
+    status: JobStatus
     links: JobLinks
 
 
 class JobError(BaseModel):
-    code: str
+    code: ErrorCode = Field(description="why the job failed: MODEL_ERROR, INVALID_INPUT, EXPORT_FAILED, TIMEOUT, "
+                            "OUT_OF_MEMORY, WORKER_CRASHED, WORKER_LOST, …")
     message: str
 
 
@@ -119,15 +149,15 @@ class OutputInfo(BaseModel):
 class StageInfo(BaseModel):
     name: str
     model: str | None
-    status: str
+    status: StageStatus
     progress: float
     attempts: int
 
 
 class JobView(BaseModel):
     job_id: str
-    status: str
-    feature: str
+    status: JobStatus
+    feature: JobFeature
     model: str
     progress: float = Field(description="0-100")
     current_stage: str | None
@@ -150,12 +180,12 @@ class JobPage(BaseModel):
 
 
 class FileInfo(BaseModel):
-    file_id: str
+    file_id: str = Field(description="pass it as an input of a job (images, mesh)")
     sha256: str
     size: int
     media_type: str
-    kind: str
-    format: str
+    kind: Literal["image", "mesh"]
+    format: InputFormat
     filename: str | None
     created_at: str
     expires_at: str | None

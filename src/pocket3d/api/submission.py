@@ -51,21 +51,33 @@ def _resolve(node: Node, principal: Principal, ref: str, role: str, field: str) 
             raise
         inp = _Input(role, new_id("file"), found.format, staged, found)
     elif ref.startswith(("http://", "https://")):
-        raise Pocket3DError(ErrorCode.INVALID_REQUEST, f"{field}: URLs are not fetched; upload the file with "
-                            "POST /api/v1/files and pass its file_id, or send a data URI", {"field": field})
+        raise Pocket3DError(ErrorCode.INVALID_REQUEST, f"{field}: URLs are not fetched", {"field": field},
+                            hint=UPLOAD_FIRST)
     else:
         record = node.store.get_file(ref)
         if record is None or not principal.can_see(record.owner_id):
-            raise Pocket3DError(ErrorCode.FILE_NOT_FOUND, f"{field}: file {ref!r} not found",
-                                {"field": field, "file_id": ref})
+            what = f"{ref!r} is a file name or path, not a file id" if _looks_like_path(ref) \
+                else f"file {ref!r} not found"
+            raise Pocket3DError(ErrorCode.FILE_NOT_FOUND, f"{field}: {what}",
+                                {"field": field, "file_id": ref}, hint=UPLOAD_FIRST)
         inp = _Input(role, record.id, record.format)
         found = media.Media(record.kind, record.format, record.media_type)
     if found.kind != role:
         if inp.staged:
             inp.staged.discard()
         raise Pocket3DError(ErrorCode.INVALID_REQUEST, f"{field}: expected {_a(role)}, got {_a(found.kind)} "
-                            f"({found.format})", {"field": field})
+                            f"({found.format})", {"field": field},
+                            hint="images go in images, a mesh in mesh" if role in ("image", "mesh") else None)
     return inp
+
+
+UPLOAD_FIRST = "upload it with POST /api/v1/files and pass the file_id it answers, or send a data: URI"
+
+
+def _looks_like_path(ref: str) -> bool:
+    """A local file name or path given where a file id belongs (``chair.png``, ``./in/chair.png``, ``C:\\x``)."""
+    return ref.startswith(("/", "./", "../", "~")) or "\\" in ref or (
+        not ref.startswith(("file_", "job_")) and "." in ref.rsplit("/", 1)[-1])
 
 
 def _a(noun: str) -> str:
@@ -137,7 +149,9 @@ def _params(model: RegisteredModel, parameters: dict) -> BaseModel:
         first = errors[0]
         raise Pocket3DError(ErrorCode.INVALID_PARAMETERS,
                             f"parameters.{'.'.join(first['loc'])}: {first['msg']} (model {model.spec.id!r})",
-                            {"model": model.spec.id, "errors": errors}) from None
+                            {"model": model.spec.id, "errors": errors},
+                            hint=f"model {model.spec.id!r} takes the parameters in its parameters_schema "
+                            "(GET /api/v1/system/models)") from None
 
 
 def _stage(planned: pipeline.PlannedStage, params: object, alone: bool) -> NewStage:
@@ -165,8 +179,11 @@ def _submit(node: Node, principal: Principal, feature: Feature, req: _FeatureReq
     model, params = plan.model, plan.params
     unavailable = geometry.FORMATS[req.output_format].unavailable
     if unavailable:
+        others = [f for f in model.spec.supported_outputs
+                  if f in geometry.FORMATS and not geometry.FORMATS[f].unavailable]
         raise Pocket3DError(ErrorCode.FORMAT_UNAVAILABLE, f"output_format {req.output_format!r}: {unavailable}",
-                            {"output_format": req.output_format})
+                            {"output_format": req.output_format},
+                            hint=f"ask for one of {', '.join(others)}" if others else None)
     export = {"format": req.output_format, "target_faces": getattr(req, "target_faces", None)}
     stages = [_stage(planned, params, alone=len(plan.stages) == 1) for planned in plan.stages]
     stages.append(NewStage(EXPORT_STAGE, None, export, weight=0.1 if len(stages) == 1 else 0.05))

@@ -85,7 +85,7 @@ class _FilePartSink:
             self.filename = os.path.basename(raw.decode("utf-8", "replace"))[:255] if raw else None
         elif raw is not None:
             raise Pocket3DError(ErrorCode.INVALID_REQUEST, f"send one file, in the form field {FIELD!r} "
-                                f"(got a file in {name!r})")
+                                f"(got a file in {name!r})", hint=UPLOAD_HINT)
 
     def _part_data(self, data: bytes, start: int, end: int) -> None:
         chunk = data[start:end]
@@ -109,14 +109,16 @@ class _FilePartSink:
 
 def _file_too_large(limit: int) -> Pocket3DError:
     return Pocket3DError(ErrorCode.FILE_TOO_LARGE, f"the file is larger than storage.max_file_size ({limit} bytes)",
-                         {"max_file_size": limit})
+                         {"max_file_size": limit}, hint="decimate the mesh or downscale the image first; the server's "
+                         "operator sets the limit (storage.max_file_size)")
 
 
 async def receive_upload(request: Request, tmp_dir: Path, limit: int) -> StagedFile:
     ctype, params = parse_options_header(request.headers.get("content-type", ""))
     if ctype != b"multipart/form-data" or not params.get(b"boundary"):
         raise Pocket3DError(ErrorCode.UNSUPPORTED_MEDIA_TYPE,
-                            "upload with Content-Type multipart/form-data and the file in a field named 'file'")
+                            "upload with Content-Type multipart/form-data and the file in a field named 'file'",
+                            hint=UPLOAD_HINT)
     length = request.headers.get("content-length")
     if length and length.isdigit() and int(length) > limit + MAX_FIELD_BYTES:
         raise _file_too_large(limit)
@@ -136,9 +138,10 @@ async def receive_upload(request: Request, tmp_dir: Path, limit: int) -> StagedF
             raise Pocket3DError(ErrorCode.INVALID_REQUEST, "the multipart body ended before its closing boundary "
                                 "(the upload was cut off)")
         if not sink.seen_file:
-            raise Pocket3DError(ErrorCode.INVALID_REQUEST, f"no form field named {FIELD!r} holding the file")
+            raise Pocket3DError(ErrorCode.INVALID_REQUEST, f"no form field named {FIELD!r} holding the file",
+                                hint=UPLOAD_HINT)
         if sink.size == 0:
-            raise Pocket3DError(ErrorCode.EMPTY_UPLOAD, "the uploaded file is empty")
+            raise Pocket3DError(ErrorCode.EMPTY_UPLOAD, "the uploaded file is empty", hint=UPLOAD_HINT)
     except ClientDisconnect:
         sink.path.unlink(missing_ok=True)
         raise
@@ -151,6 +154,9 @@ async def receive_upload(request: Request, tmp_dir: Path, limit: int) -> StagedF
     return StagedFile(sink.path, sink.hasher.hexdigest(), sink.size, sink.filename)
 
 
+UPLOAD_HINT = "send the file as multipart/form-data in a field named 'file': curl -F file=@chair.png …/api/v1/files"
+DATA_URI_HINT = ("encode the file's bytes in base64 (`base64 -w0 chair.png`) after data:image/png;base64, — or upload "
+                 "it with POST /api/v1/files and pass the file_id")
 _DATA_URI = re.compile(r"^data:(?P<type>[\w.+-]+/[\w.+-]+)?(?:;[\w-]+=[\w.-]+)*;base64,", re.ASCII)
 
 
@@ -161,14 +167,16 @@ def is_data_uri(ref: str) -> bool:
 def stage_data_uri(ref: str, tmp_dir: Path, limit: int) -> StagedFile:
     m = _DATA_URI.match(ref)
     if m is None:
-        raise Pocket3DError(ErrorCode.INVALID_DATA_URI, "a data URI must look like data:<type>;base64,<data>")
+        raise Pocket3DError(ErrorCode.INVALID_DATA_URI, "a data URI must look like data:<type>;base64,<data>",
+                            hint=DATA_URI_HINT)
     payload = ref[m.end():]
     if len(payload) * 3 // 4 > limit:
         raise _file_too_large(limit)
     try:
         data = base64.b64decode(payload, validate=True)
     except (binascii.Error, ValueError) as e:
-        raise Pocket3DError(ErrorCode.INVALID_DATA_URI, f"the data URI is not valid base64: {e}") from None
+        raise Pocket3DError(ErrorCode.INVALID_DATA_URI, f"the data URI is not valid base64: {e}",
+                            hint=DATA_URI_HINT) from None
     if not data:
         raise Pocket3DError(ErrorCode.EMPTY_UPLOAD, "the data URI holds no data")
     fd, name = tempfile.mkstemp(dir=tmp_dir, prefix="inline-")

@@ -95,7 +95,8 @@ def _submit(store: Store, new: NewJob, *, queue_size: int, max_attempts: int, no
             .where(t.files.c.id.in_(file_ids)).order_by(t.files.c.id).with_for_update())} if file_ids else {}
         if store.count_active_jobs(tx.conn) >= queue_size:
             raise Pocket3DError(ErrorCode.QUEUE_FULL, f"the queue holds {queue_size} jobs; try again later",
-                                {"queue_size": queue_size}, headers={"Retry-After": "30"})
+                                {"queue_size": queue_size}, headers={"Retry-After": "30"},
+                                hint="send it again after the Retry-After seconds")
         missing = [fid for fid in file_ids if fid not in found]
         if missing:  # deleted between validation and now (retention, or another job ending)
             raise Pocket3DError(ErrorCode.FILE_NOT_FOUND, f"file {missing[0]} not found", {"file_id": missing[0]})
@@ -295,7 +296,7 @@ def cancel_job(store: Store, job_id: str, *, release: ReleasePolicy, now: float)
             return status
         if status.is_final:
             raise Pocket3DError(ErrorCode.JOB_NOT_CANCELLABLE, f"job {job_id} already {status.value}",
-                                {"status": status.value})
+                                {"status": status.value}, hint="a job that has ended has nothing left to cancel")
         running = tx.conn.execute(sa.select(sa.func.count()).select_from(t.stages).where(
             S.job_id == job_id, S.status == StageStatus.RUNNING)).scalar()
         if running:

@@ -74,7 +74,9 @@ def plan(registry: Registry, feature: Feature, input_kinds: set[str], mesh_forma
         if model is None or model.spec.feature != feature:
             known = sorted(m.spec.id for m in registry.for_feature(feature))
             raise Pocket3DError(ErrorCode.UNKNOWN_MODEL, f"no model {preference!r} for {feature.value}",
-                                {"model": preference, "models_for_feature": known})
+                                {"model": preference, "models_for_feature": known},
+                                hint=f"GET /api/v1/system/models lists the models; for {feature.value}: "
+                                f"{', '.join(known) or 'none'}. Leave model_preference out to let the server pick")
         candidates = [model]
     else:
         listed = registry.for_feature(feature)
@@ -102,7 +104,9 @@ def plan(registry: Registry, feature: Feature, input_kinds: set[str], mesh_forma
             unavailable[model.spec.id] = reasons
             if preference:
                 raise Pocket3DError(ErrorCode.MODEL_UNAVAILABLE, f"model {preference!r} is unavailable: "
-                                    + "; ".join(reasons), {"model": preference, "reasons": reasons})
+                                    + "; ".join(reasons), {"model": preference, "reasons": reasons},
+                                    hint="leave model_preference out to let the server pick an available model; "
+                                    "GET /api/v1/system/models says which are")
             continue
         params = params_of(model)
         rejected = _rejects(model, images=1 if draws else images, text=None if draws else text, params=params)
@@ -119,10 +123,23 @@ def plan(registry: Registry, feature: Feature, input_kinds: set[str], mesh_forma
     if not unavailable:
         raise Pocket3DError(ErrorCode.NO_MODEL_FOR_REQUEST,
                             f"no {feature.value} model takes inputs {sorted(input_kinds)} and writes "
-                            f"{output_format!r}", {"models": misfits})
+                            f"{output_format!r}", {"models": misfits},
+                            hint=_no_model_hint(registry, feature, output_format))
     raise Pocket3DError(ErrorCode.MODEL_UNAVAILABLE,
                         f"every {feature.value} model that fits this request is unavailable",
-                        {"models": unavailable})
+                        {"models": unavailable}, hint="details.models says why for each; the server's operator can "
+                        "install what is missing (`pocket3d models` lists it)")
+
+
+def _no_model_hint(registry: Registry, feature: Feature, output_format: str) -> str:
+    models = registry.for_feature(feature)
+    writers = sorted({f for m in models for f in m.spec.supported_outputs})
+    if writers and output_format not in writers:
+        return f"{feature.value} models here write {', '.join(writers)}: ask for one of those"
+    takes = sorted({k for m in models for k in m.spec.supported_inputs})
+    if takes:
+        return f"{feature.value} models here take {', '.join(takes)}; GET /api/v1/system/models says which takes what"
+    return "no model for this feature is registered here; GET /api/v1/system/models lists what is"
 
 
 def chain_reasons(registry: Registry, model: RegisteredModel, devices: list[Device],

@@ -162,11 +162,14 @@ class Registry:
             given = sorted(input_kinds | ({mesh_format} if mesh_format else set()))
             raise Pocket3DError(ErrorCode.MODEL_INPUT_MISMATCH,
                                 f"model {spec.id!r} takes {sorted(spec.supported_inputs)}, not {given}",
-                                {"model": spec.id, "supported_inputs": sorted(spec.supported_inputs)})
+                                {"model": spec.id, "supported_inputs": sorted(spec.supported_inputs)},
+                                hint=f"leave model_preference out to let the server pick a model that takes "
+                                f"{given}, or pick one from GET /api/v1/system/models")
         if output_format not in spec.supported_outputs:
             raise Pocket3DError(ErrorCode.UNSUPPORTED_OUTPUT_FORMAT,
                                 f"model {spec.id!r} writes {list(spec.supported_outputs)}, not {output_format!r}",
-                                {"model": spec.id, "supported_outputs": list(spec.supported_outputs)})
+                                {"model": spec.id, "supported_outputs": list(spec.supported_outputs)},
+                                hint=f"ask for one of {', '.join(spec.supported_outputs)}")
 
 
 def _read_models_file(path: Path) -> ModelsFile:

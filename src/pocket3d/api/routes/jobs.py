@@ -7,24 +7,25 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any, TypeVar
 
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Header, Path, Query, Request
 from fastapi.responses import FileResponse, Response
 from sse_starlette import EventSourceResponse
 from starlette.concurrency import run_in_threadpool
 
 from pocket3d.api.deps import NodeDep, PrincipalDep
 from pocket3d.api.keys import Principal
-from pocket3d.api.schemas import ErrorBody, JobPage, JobView
+from pocket3d.api.openapi import error_responses
+from pocket3d.api.schemas import JobFeature, JobPage, JobView
 from pocket3d.api.views import job_view
 from pocket3d.errors import ErrorCode, Pocket3DError
 from pocket3d.jobs import transitions
 from pocket3d.jobs.records import JobRecord, JobStatus
-from pocket3d.models.spec import Feature
 from pocket3d.node import Node
 
 router = APIRouter(tags=["Jobs"])
 T = TypeVar("T")
-NOT_FOUND = {404: {"model": ErrorBody}, 401: {"model": ErrorBody}}
+NOT_FOUND = error_responses(401, 404)
+JobIdPath = Annotated[str, Path(description="the job_id its submission answered", examples=["job_01JD8X4T0M5Q3V7W9Y2B6C8E1F"])]
 
 
 async def _read(node: Node, fn: Callable[..., T], *args: Any) -> T:
@@ -39,7 +40,8 @@ async def _read(node: Node, fn: Callable[..., T], *args: Any) -> T:
 def _visible_job(node: Node, principal: Principal, job_id: str) -> JobRecord:
     job = node.snapshots.get(job_id)
     if job is None or not principal.can_see(job.owner_id):
-        raise Pocket3DError(ErrorCode.JOB_NOT_FOUND, f"job {job_id} not found", {"job_id": job_id})
+        raise Pocket3DError(ErrorCode.JOB_NOT_FOUND, f"job {job_id} not found", {"job_id": job_id},
+                            hint="GET /api/v1/jobs lists your jobs; a job id looks like job_…")
     return job
 
 
@@ -68,12 +70,15 @@ def _job_json(node: Node, principal: Principal, job_id: str) -> Response:
     return Response(body, media_type="application/json")
 
 
-@router.get("/jobs", response_model=JobPage, responses=NOT_FOUND, summary="Your jobs, newest first")
+@router.get("/jobs", response_model=JobPage, responses=error_responses(401, 422), operation_id="listJobs",
+            summary="Your jobs, newest first")
 def list_jobs(node: NodeDep, principal: PrincipalDep,
-              status: Annotated[JobStatus | None, Query()] = None,
-              feature: Annotated[Feature | None, Query()] = None,
+              status: Annotated[JobStatus | None, Query(description="only jobs in this state")] = None,
+              feature: Annotated[JobFeature | None, Query(description="only jobs of this feature")] = None,
               cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
               limit: Annotated[int, Query(ge=1, le=100)] = 20) -> JobPage:
+    """Your jobs (an admin key sees everyone's), newest first, a page at a time: pass `next_cursor` as `cursor`
+    for the next page; it is null on the last."""
     owner = None if principal.is_admin else principal.owner_id
     jobs = node.store.list_jobs(owner, status=status.value if status else None,
                                 feature=feature.value if feature else None, before_id=cursor, limit=limit + 1)
@@ -82,20 +87,28 @@ def list_jobs(node: NodeDep, principal: PrincipalDep,
                    next_cursor=page[-1].id if len(jobs) > limit else None)
 
 
-@router.get("/jobs/{job_id}", response_model=JobView, responses=NOT_FOUND, summary="Status, progress and outputs")
-async def get_job(job_id: str, node: NodeDep, principal: PrincipalDep) -> Response:
+@router.get("/jobs/{job_id}", response_model=JobView, responses=NOT_FOUND, operation_id="getJob",
+            summary="Status, progress and outputs")
+async def get_job(job_id: JobIdPath, node: NodeDep, principal: PrincipalDep) -> Response:
+    """The job as it is now: status, progress (0-100), the current stage, queue position and ETA while it waits,
+    the error when it failed, and the outputs with their download URLs when it succeeded."""
     return await _read(node, _job_json, node, principal, job_id)
 
 
 @router.get("/mesh/status/{job_id}", response_model=JobView, responses=NOT_FOUND, tags=["Mesh Generation"],
-            summary="Alias of GET /jobs/{job_id}, as in the seed design")
-async def mesh_status(job_id: str, node: NodeDep, principal: PrincipalDep) -> Response:
+            operation_id="getMeshJobStatus", summary="The same as GET /jobs/{job_id}")
+async def mesh_status(job_id: JobIdPath, node: NodeDep, principal: PrincipalDep) -> Response:
+    """The same answer as `GET /api/v1/jobs/{job_id}`, at the path clients of mesh-generation APIs often poll."""
     return await _read(node, _job_json, node, principal, job_id)
 
 
-@router.post("/jobs/{job_id}/cancel", response_model=JobView, responses={**NOT_FOUND, 409: {"model": ErrorBody}},
-             summary="Cancel: a waiting job at once, a running one at its next progress report")
-def cancel_job(job_id: str, node: NodeDep, principal: PrincipalDep) -> JobView:
+@router.post("/jobs/{job_id}/cancel", response_model=JobView, responses=error_responses(401, 404, 409),
+             operation_id="cancelJob", summary="Cancel: a waiting job at once, a running one at its next progress "
+             "report")
+def cancel_job(job_id: JobIdPath, node: NodeDep, principal: PrincipalDep) -> JobView:
+    """Cancel a job that has not ended. A queued job is cancelled at once; a running one stops at its model's
+    next progress report (its stage is killed after `scheduler.cancel_grace` seconds). Cancelling a cancelled job
+    again is allowed; a job that succeeded or failed answers 409."""
     _visible_job(node, principal, job_id)
     status = transitions.cancel_job(node.store, job_id, release=node.release, now=time.time())
     if status == JobStatus.RUNNING:
@@ -103,6 +116,7 @@ def cancel_job(job_id: str, node: NodeDep, principal: PrincipalDep) -> JobView:
     return _view(node, _visible_job(node, principal, job_id))
 
 
+EXPIRED_HINT = "outputs are kept for the job's expires_at; submit the job again to make them anew"
 _RANGE = re.compile(r"^bytes=\s*(\d*)-(\d*)\s*(,\s*\d*-\d*\s*)*$")
 
 
@@ -121,35 +135,72 @@ def _check_range(request: Request, size: int) -> None:
                             {"size": size}, headers={"Content-Range": f"bytes */{size}"})
 
 
-@router.get("/jobs/{job_id}/outputs/{name}", responses={**NOT_FOUND, 410: {"model": ErrorBody}},
-            response_class=FileResponse, summary="Download an output (supports Range and If-None-Match)")
-def download_output(job_id: str, name: str, request: Request, node: NodeDep, principal: PrincipalDep,
+_FILE = {"schema": {"type": "string", "format": "binary"}}
+DOWNLOAD_RESPONSES = {
+    200: {"description": "the file; its media type is the output's media_type",
+          "content": {media: _FILE for media in ("model/gltf-binary", "application/zip", "model/vnd.usdz+zip",
+                                                 "application/octet-stream", "application/ply", "model/stl",
+                                                 "application/json", "image/png")},
+          "headers": {"ETag": {"description": "the file's sha256, quoted", "schema": {"type": "string"}}}},
+    206: {"description": "the part a Range header asked for", "content": {"application/octet-stream": _FILE}},
+    304: {"description": "not modified: the If-None-Match ETag is the file's"},
+    **error_responses(401, 404, 410, 416)}
+
+
+@router.get("/jobs/{job_id}/outputs/{name}", responses=DOWNLOAD_RESPONSES, response_class=FileResponse,
+            operation_id="downloadJobOutput", summary="Download an output (supports Range and If-None-Match)")
+def download_output(job_id: JobIdPath,
+                    name: Annotated[str, Path(description="an output's name, as the job lists it",
+                                              examples=["model.glb"])],
+                    request: Request, node: NodeDep, principal: PrincipalDep,
                     if_none_match: Annotated[str | None, Header()] = None) -> Response:
+    """Download one output of a succeeded job (`outputs[].url` in the job). Resumable: `Range` is honoured, and
+    `If-None-Match` with the ETag answers 304. Outputs are deleted at the job's `expires_at` (then 410)."""
     job = _visible_job(node, principal, job_id)
     if job.status != JobStatus.SUCCEEDED:
         raise Pocket3DError(ErrorCode.OUTPUT_NOT_FOUND, f"job {job_id} is {job.status.value}; outputs exist "
-                            "once it has succeeded", {"status": job.status.value})
+                            "once it has succeeded", {"status": job.status.value},
+                            hint=f"wait for status succeeded: poll GET /api/v1/jobs/{job_id} or follow "
+                            f"/api/v1/jobs/{job_id}/events" if not job.status.is_final else
+                            f"the job did not succeed: GET /api/v1/jobs/{job_id} says why (error)")
     if not job.outputs:
-        raise Pocket3DError(ErrorCode.OUTPUT_EXPIRED, f"the outputs of job {job_id} have expired and were deleted")
+        raise Pocket3DError(ErrorCode.OUTPUT_EXPIRED, f"the outputs of job {job_id} have expired and were deleted",
+                            hint=EXPIRED_HINT)
     output = next((o for o in job.outputs if o.public and o.name == name), None)
     if output is None:
-        raise Pocket3DError(ErrorCode.OUTPUT_NOT_FOUND, f"job {job_id} has no output {name!r}",
-                            {"outputs": [o.name for o in job.outputs if o.public]})
+        names = [o.name for o in job.outputs if o.public]
+        raise Pocket3DError(ErrorCode.OUTPUT_NOT_FOUND, f"job {job_id} has no output {name!r}", {"outputs": names},
+                            hint=f"its outputs are {', '.join(names)} (outputs[].url in the job)")
     etag = f'"{output.sha256}"'
     if if_none_match and etag in [t.strip() for t in if_none_match.split(",")]:
         return Response(status_code=304, headers={"ETag": etag})
     path = node.artifacts.path(output.sha256)
     if not path.is_file():
-        raise Pocket3DError(ErrorCode.OUTPUT_EXPIRED, f"output {name!r} of job {job_id} is no longer stored")
+        raise Pocket3DError(ErrorCode.OUTPUT_EXPIRED, f"output {name!r} of job {job_id} is no longer stored",
+                            hint=EXPIRED_HINT)
     _check_range(request, output.size)
     return FileResponse(path, media_type=output.media_type, filename=output.name,
                         headers={"ETag": etag, "Cache-Control": "private, max-age=3600"})
 
 
-@router.get("/jobs/{job_id}/events", responses=NOT_FOUND, response_class=EventSourceResponse,
-            summary="Server-Sent Events: every status and progress change, until a final state")
-async def job_events(job_id: str, request: Request, node: NodeDep, principal: PrincipalDep,
-                     last_event_id: Annotated[str | None, Header()] = None) -> EventSourceResponse:
+EVENTS_RESPONSES = {
+    200: {"description": "`text/event-stream`: an event per change until the job ends, then the stream closes. "
+                         "`event` is `status` (the status or stage changed) or `progress`; `data` is the job as "
+                         "GET /jobs/{job_id} shows it; `id` is the job's version, for `Last-Event-ID`.",
+          "content": {"text/event-stream": {"schema": {"type": "string"}, "example": (
+              'event: status\nid: 3\ndata: {"job_id": "job_01JD8X4T0M5Q3V7W9Y2B6C8E1F", "status": "running", '
+              '"progress": 12.5, …}\n\n')}}},
+    **NOT_FOUND}
+
+
+@router.get("/jobs/{job_id}/events", responses=EVENTS_RESPONSES, response_class=EventSourceResponse,
+            operation_id="streamJobEvents", summary="Server-Sent Events: every status and progress change, until a "
+            "final state")
+async def job_events(job_id: JobIdPath, request: Request, node: NodeDep, principal: PrincipalDep,
+                     last_event_id: Annotated[str | None, Header(description="resume after this event id")] = None
+                     ) -> EventSourceResponse:
+    """Follow a job without polling: `curl -N …/events`. Reconnecting with `Last-Event-ID` sends only what
+    changed since; a job that has already ended sends its final state at once."""
     await run_in_threadpool(_visible_job, node, principal, job_id)
     after = int(last_event_id) if last_event_id and last_event_id.isascii() and last_event_id.isdigit() else 0
 

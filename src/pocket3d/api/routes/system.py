@@ -4,7 +4,8 @@ from fastapi import APIRouter
 
 from pocket3d import __version__, geometry
 from pocket3d.api.deps import NodeDep, PrincipalDep
-from pocket3d.api.schemas import DeviceInfo, ErrorBody, Health, ModelInfo, ModelList, Readiness
+from pocket3d.api.openapi import error_responses
+from pocket3d.api.schemas import DeviceInfo, Health, ModelInfo, ModelList, Readiness
 from pocket3d.errors import ErrorCode, Pocket3DError
 from pocket3d.models import pipeline
 from pocket3d.models.spec import Feature
@@ -14,8 +15,10 @@ from pocket3d.scheduler.devices import read as read_device
 router = APIRouter(prefix="/system", tags=["System"])
 
 
-@router.get("/health", response_model=Health, summary="The process is alive (no dependencies checked)")
+@router.get("/health", response_model=Health, operation_id="getHealth",
+            summary="The process is alive (no dependencies checked)")
 async def health() -> Health:
+    """Liveness, for load balancers and orchestrators: answers 200 while the process serves requests."""
     return Health(status="ok", version=__version__)
 
 
@@ -42,13 +45,16 @@ def readiness(node: Node) -> Readiness:
     return Readiness(ready=not reasons, reasons=reasons)
 
 
-@router.get("/ready", response_model=Readiness, responses={503: {"model": ErrorBody}},
+@router.get("/ready", response_model=Readiness, responses=error_responses(503), operation_id="getReadiness",
             summary="Store reachable, devices found, every feature has an available model")
 def ready(node: NodeDep) -> Readiness:
+    """Readiness: 200 when the store answers, a device was found and every feature has a model that can run
+    here; otherwise 503 `NOT_READY` with the reasons in `details.reasons`."""
     result = readiness(node)
     if not result.ready:
         raise Pocket3DError(ErrorCode.NOT_READY, "not ready: " + "; ".join(result.reasons),
-                            {"reasons": result.reasons})
+                            {"reasons": result.reasons}, hint="GET /api/v1/system/models (or `pocket3d models` on "
+                            "the server) says why each model is unavailable")
     return result
 
 
@@ -75,13 +81,20 @@ def _rounded(value: float | None, digits: int = 0) -> float | None:
     return None if value is None else round(value, digits)
 
 
-@router.get("/models", response_model=ModelList, summary="Every registered model, available or not, and why")
+@router.get("/models", response_model=ModelList, responses=error_responses(401), operation_id="listModels",
+            summary="Every registered model, available or not, and why")
 def models(node: NodeDep, _: PrincipalDep) -> ModelList:
+    """The models of this server by feature: what each takes and writes, whether it can run here (and if not,
+    why), its parameters' JSON schema (for `parameters` in requests) and what was measured of it. The first
+    available model that takes a request's inputs serves it, unless `model_preference` names another."""
     return model_list(node)
 
 
-@router.get("/devices", response_model=list[DeviceInfo], summary="Devices, resident models, running stages")
+@router.get("/devices", response_model=list[DeviceInfo], responses=error_responses(401), operation_id="listDevices",
+            summary="Devices, resident models, running stages")
 def devices(node: NodeDep, _: PrincipalDep) -> list[DeviceInfo]:
+    """The devices the scheduler places work on (GPUs, the CPU, virtual CPU slices): memory, the scheduler's
+    budget, utilisation and temperature where reported, the models loaded there and the stages running."""
     out = []
     for state in node.scheduler.devices():
         d = state.device
