@@ -11,6 +11,7 @@ import trimesh
 from client_helpers import MESHES, SHARED
 from PIL import Image
 
+from pocket3d.geometry import MeshError
 from pocket3d.models.builtin.texturing import (
     ProjectionTextureModel,
     TextureParams,
@@ -233,5 +234,5 @@ def test_unusable_inputs_are_refused(tmp_path) -> None:
         run_model(tmp_path / "c", box)
     flat = tmp_path / "flat.obj"
     flat.write_text("v 0 0 0\nv 1 0 0\nv 2 0 0\nf 1 2 3\n")  # one face, no area
-    with pytest.raises(InputRejected, match="no faces with any area"):
+    with pytest.raises(MeshError, match="zero area"):  # refused where every model loads a mesh
         run_model(tmp_path / "d", flat, text="red")

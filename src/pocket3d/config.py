@@ -114,12 +114,17 @@ class StorageSettings(_Section):
     max_image_pixels: int = Field(4096 * 4096, ge=1, description="larger images are refused, not decoded")
     max_mesh_faces: int = Field(2_000_000, ge=1, description="larger meshes are refused with MESH_TOO_LARGE")
     max_mesh_vertices: int = Field(2_000_000, ge=1)
+    max_mesh_nodes: int = Field(10_000, ge=1, description="scene graph nodes; faces and vertices are counted over "
+                                "every node that places a mesh")
+    max_mesh_coordinate: float = Field(1e7, gt=0, description="meshes reaching farther from the origin are "
+                                       "refused with INVALID_MESH (such values overflow in the models' arithmetic)")
 
     @property
     def mesh_limits(self):  # noqa: ANN201 - geometry.MeshLimits; imported lazily to keep config a leaf
         from pocket3d.geometry import MeshLimits
 
-        return MeshLimits(max_faces=self.max_mesh_faces, max_vertices=self.max_mesh_vertices)
+        return MeshLimits(max_faces=self.max_mesh_faces, max_vertices=self.max_mesh_vertices,
+                          max_nodes=self.max_mesh_nodes, max_coordinate=self.max_mesh_coordinate)
 
 
 class LoggingSettings(_Section):

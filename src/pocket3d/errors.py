@@ -56,6 +56,7 @@ class ErrorCode(StrEnum):
     TIMEOUT = "TIMEOUT"
     # the service
     NOT_READY = "NOT_READY"
+    SERVER_BUSY = "SERVER_BUSY"  # a bounded resource (Blender's processes) stayed busy; retry after Retry-After
     INTERNAL_ERROR = "INTERNAL_ERROR"
 
 
@@ -91,6 +92,7 @@ HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.QUEUE_FULL: 503,
     ErrorCode.IDEMPOTENCY_KEY_REUSED: 409,
     ErrorCode.NOT_READY: 503,
+    ErrorCode.SERVER_BUSY: 503,
     ErrorCode.INTERNAL_ERROR: 500,
 }
 

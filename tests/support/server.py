@@ -39,8 +39,12 @@ def cli(data_dir: Path, *args: str, env: dict[str, str] | None = None, check: bo
 
 class ServerProcess:
     def __init__(self, data_dir: Path, *, env: dict[str, str] | None = None,
-                 config: Path = SUPPORT / "system.yaml", models: Path = SUPPORT / "models.yaml"):
+                 config: Path = SUPPORT / "system.yaml", models: Path = SUPPORT / "models.yaml",
+                 own_group: bool = False):
+        """``own_group``: the server leads a process group of its own, so a test can kill it with every process
+        it started (``kill_group``) without touching the test runner's."""
         self.data_dir, self.env, self.config, self.models = data_dir, env or {}, config, models
+        self.own_group = own_group
         self.port = free_port()
         self.proc: subprocess.Popen | None = None
         data_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -55,7 +59,7 @@ class ServerProcess:
                "serve", "--port", str(self.port)]
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(cmd, env=pocket3d_env(self.data_dir, self.env), cwd=ROOT,
-                                     stdout=self._log, stderr=subprocess.STDOUT)
+                                     stdout=self._log, stderr=subprocess.STDOUT, start_new_session=self.own_group)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -90,6 +94,17 @@ class ServerProcess:
         """SIGKILL: no shutdown handlers, no flushing; what a crash or the OOM killer does."""
         if self.proc and self.proc.poll() is None:
             self.proc.kill()
+            self.proc.wait()
+        self._close_log()
+
+    def kill_group(self) -> None:
+        """SIGKILL to the server's whole process group (it must have been started with ``own_group``)."""
+        assert self.own_group
+        if self.proc and self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
             self.proc.wait()
         self._close_log()
 

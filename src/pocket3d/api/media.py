@@ -9,6 +9,7 @@ from pathlib import Path
 from PIL import Image
 
 from pocket3d import geometry
+from pocket3d.geometry.formats import fbx
 from pocket3d.errors import ErrorCode, Pocket3DError
 
 IMAGE_MEDIA = {"PNG": ("png", "image/png"), "JPEG": ("jpeg", "image/jpeg"), "WEBP": ("webp", "image/webp")}
@@ -75,9 +76,12 @@ def inspect(path: Path, max_image_pixels: int, mesh_limits: geometry.MeshLimits 
     # signature alone, for models that read FBX themselves.
     if fmt in geometry.LOADABLE and not (fmt == "fbx" and geometry.FORMATS["fbx"].unavailable):
         try:
-            geometry.load_scene(path, fmt, mesh_limits)
+            with fbx.for_requests():  # an upload does not wait long for Blender
+                geometry.load_scene(path, fmt, mesh_limits)
         except geometry.MeshError as e:
-            raise Pocket3DError(e.code, str(e), {"format": fmt, **e.details}) from None
+            retry = e.details.get("retry_after")
+            raise Pocket3DError(e.code, str(e), {"format": fmt, **e.details},
+                                headers={"Retry-After": str(retry)} if retry else None) from None
     return Media("mesh", fmt, MESH_MEDIA[fmt])
 
 

@@ -1,5 +1,9 @@
-"""Loading a mesh for use: it must parse, hold triangles, have finite coordinates and in-range indices, and
-stay under the configured size limits. Every model sees only meshes that passed."""
+"""Loading a mesh for use: it must parse, hold triangles with some area, have finite coordinates within a sane
+range and in-range indices, and stay under the configured size limits. Every model sees only meshes that passed.
+
+Sizes are counted as the models will see them: over the scene graph's instances (one 20,000-face mesh placed by
+300 nodes is 6 million faces to every model that flattens the scene), and the coordinates after each node's
+transform."""
 
 from __future__ import annotations
 
@@ -11,13 +15,17 @@ import trimesh
 
 from pocket3d.errors import ErrorCode
 from pocket3d.geometry.errors import MeshError
-from pocket3d.geometry.formats import FORMATS
+from pocket3d.geometry.formats import FORMATS, gltf
 
 
 @dataclass(frozen=True)
 class MeshLimits:
-    max_faces: int = 2_000_000
+    max_faces: int = 2_000_000  # over all instances
     max_vertices: int = 2_000_000
+    max_nodes: int = 10_000  # scene graph nodes
+    # Largest absolute world coordinate. Far beyond any object in metres (or millimetres); what lies beyond it
+    # overflows float32 arithmetic (squares, cross products) in the models.
+    max_coordinate: float = 1e7
 
 
 LOADABLE = frozenset(name for name, f in FORMATS.items() if f.loader is not None)
@@ -27,8 +35,12 @@ def load_scene(path: Path, fmt: str, limits: MeshLimits = MeshLimits()) -> trime
     spec = FORMATS.get(fmt)
     if spec is None or spec.loader is None:
         raise MeshError(f"{fmt.upper()} files cannot be read here")
+    if fmt in ("glb", "gltf"):
+        _check_nodes(gltf.declared_nodes(path, fmt) or 0, limits)
     try:
         scene = spec.loader(path)
+    except MeshError:  # the loader's own verdict (a malformed FBX, a busy Blender), as it said it
+        raise
     except Exception as e:  # trimesh raises many types for malformed files
         raise MeshError(f"the {fmt.upper()} file does not parse: {_short(e)}") from None
     check(scene, limits)
@@ -36,21 +48,83 @@ def load_scene(path: Path, fmt: str, limits: MeshLimits = MeshLimits()) -> trime
 
 
 def check(scene: trimesh.Scene, limits: MeshLimits) -> None:
-    meshes = [g for g in scene.geometry.values() if isinstance(g, trimesh.Trimesh)]
-    faces = sum(len(g.faces) for g in meshes)
-    vertices = sum(len(g.vertices) for g in meshes)
+    _check_nodes(len(scene.graph.nodes), limits)
+    meshes = {name: g for name, g in scene.geometry.items() if isinstance(g, trimesh.Trimesh)}
+    instances = _instances(scene, meshes)
+    faces = sum(len(meshes[name].faces) for _, name in instances)
+    vertices = sum(len(meshes[name].vertices) for _, name in instances)
     if faces == 0:
         raise MeshError("the file holds no triangles")
     if faces > limits.max_faces or vertices > limits.max_vertices:
-        raise MeshError(f"the mesh has {faces} faces and {vertices} vertices; at most {limits.max_faces} faces "
-                        f"and {limits.max_vertices} vertices are accepted", ErrorCode.MESH_TOO_LARGE,
-                        {"faces": faces, "vertices": vertices, "max_faces": limits.max_faces,
-                         "max_vertices": limits.max_vertices})
-    for g in meshes:
+        placed = f" ({len(meshes)} mesh(es) placed {len(instances)} times)" if len(instances) > len(meshes) else ""
+        raise MeshError(f"the mesh has {faces} faces and {vertices} vertices{placed}; at most {limits.max_faces} "
+                        f"faces and {limits.max_vertices} vertices are accepted", ErrorCode.MESH_TOO_LARGE,
+                        {"faces": faces, "vertices": vertices, "instances": len(instances),
+                         "max_faces": limits.max_faces, "max_vertices": limits.max_vertices})
+    for g in meshes.values():
         if not np.isfinite(g.vertices).all():
             raise MeshError("the mesh has non-finite vertex coordinates (NaN or infinity)")
         if len(g.faces) and (g.faces.min() < 0 or g.faces.max() >= len(g.vertices)):
             raise MeshError("face indices point past the vertex list")
+    _check_extent(meshes, instances, limits)
+
+
+def _check_nodes(nodes: int, limits: MeshLimits) -> None:
+    if nodes > limits.max_nodes:
+        raise MeshError(f"the scene has {nodes} nodes; at most {limits.max_nodes} are accepted",
+                        ErrorCode.MESH_TOO_LARGE, {"nodes": nodes, "max_nodes": limits.max_nodes})
+
+
+def _instances(scene: trimesh.Scene, meshes: dict[str, trimesh.Trimesh]) -> list[tuple[np.ndarray, str]]:
+    """(world transform, geometry name) of every placed triangle mesh; a mesh no node places counts once, as the
+    exporters write it."""
+    out: list[tuple[np.ndarray, str]] = []
+    placed: set[str] = set()
+    for node in scene.graph.nodes_geometry:
+        transform, name = scene.graph[node]
+        if name in meshes:
+            out.append((np.asarray(transform, dtype=np.float64), name))
+            placed.add(name)
+    out.extend((np.eye(4), name) for name in meshes.keys() - placed)
+    return out
+
+
+def _check_extent(meshes: dict[str, trimesh.Trimesh], instances: list[tuple[np.ndarray, str]],
+                  limits: MeshLimits) -> None:
+    """Every placed mesh's box in world space within ±max_coordinate, and the whole not a point or all flat
+    slivers: such input overflows, divides by zero or never converges in the models."""
+    lows, highs = [], []
+    with np.errstate(over="ignore", invalid="ignore"):
+        for transform, name in instances:
+            mesh = meshes[name]
+            if not len(mesh.faces):
+                continue
+            if not np.isfinite(transform).all():
+                raise MeshError("a node's transform has non-finite values (NaN or infinity)")
+            corners = trimesh.bounds.corners(mesh.bounds)
+            world = corners @ transform[:3, :3].T + transform[:3, 3]
+            lows.append(world.min(axis=0))
+            highs.append(world.max(axis=0))
+        low, high = np.min(lows, axis=0), np.max(highs, axis=0)
+        largest = float(np.max(np.abs([low, high])))
+    if not np.isfinite(largest) or largest > limits.max_coordinate:
+        raise MeshError(f"the mesh reaches coordinate {largest:.3g}; coordinates beyond ±{limits.max_coordinate:g} "
+                        "are refused (scale the model down, or move it near the origin)",
+                        details={"largest_coordinate": largest if np.isfinite(largest) else None,
+                                 "max_coordinate": limits.max_coordinate})
+    if float(np.max(high - low)) <= 0.0:
+        raise MeshError("the mesh has no extent: all its vertices are at one point")
+    if all(_zero_area(meshes[name]) for name in {name for _, name in instances}):
+        raise MeshError("every face of the mesh has zero area")
+
+
+def _zero_area(mesh: trimesh.Trimesh, chunk: int = 65536) -> bool:
+    """No face with area; in chunks, as almost every mesh answers with its first faces."""
+    for start in range(0, len(mesh.faces), chunk):
+        triangles = mesh.vertices[mesh.faces[start:start + chunk]]
+        if np.any(np.cross(triangles[:, 1] - triangles[:, 0], triangles[:, 2] - triangles[:, 0])):
+            return False
+    return True
 
 
 def _short(e: Exception) -> str:

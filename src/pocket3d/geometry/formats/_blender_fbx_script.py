@@ -1,15 +1,19 @@
 """Run by the Python of the bpy environment (never imported by pocket3d): converts between glTF and FBX, by the
-files' suffixes.
+files' suffixes, within an address-space limit in MB (set before bpy is imported, so all of Blender is under it).
 
-    python -I _blender_fbx_script.py -- in.glb out.fbx
-    python -I _blender_fbx_script.py -- in.fbx out.glb
+    python -I _blender_fbx_script.py -- in.glb out.fbx 6144
+    python -I _blender_fbx_script.py -- in.fbx out.glb 6144
 """
 
+import resource
 import sys
 
-import bpy
+src, dst, memory_mb = sys.argv[sys.argv.index("--") + 1:]
+limit = int(memory_mb) * 1024 * 1024
+resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
-src, dst = sys.argv[sys.argv.index("--") + 1:]
+import bpy  # noqa: E402
+
 bpy.ops.wm.read_factory_settings(use_empty=True)
 if src.lower().endswith(".fbx"):
     bpy.ops.import_scene.fbx(filepath=src)

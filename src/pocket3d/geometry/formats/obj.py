@@ -8,10 +8,12 @@ from pathlib import Path
 import trimesh
 from trimesh.exchange.obj import export_obj
 
+from pocket3d.geometry.formats.resolver import NoOtherFiles
+
 
 def load(path: Path) -> trimesh.Scene:
     # A lone OBJ upload has no MTL beside it; trimesh then keeps the UVs without an image.
-    return trimesh.load(str(path), file_type="obj", force="scene", process=False)
+    return trimesh.load(str(path), file_type="obj", force="scene", process=False, resolver=NoOtherFiles(path.name))
 
 
 def export_zip(scene: trimesh.Scene, dest: Path) -> None:

@@ -69,6 +69,7 @@ from pocket3d.geometry.decimate import decimate_mesh
 from pocket3d.geometry.gltf_writer import Skeleton, write_skinned_glb
 from pocket3d.geometry.meshes import one_mesh, weld
 from pocket3d.geometry.validate import load_scene
+from pocket3d.models.builtin.guards import require_finite
 from pocket3d.models.spec import InputRejected, ModelAdapter, ProgressFn, RunInputs
 
 GRID = {"low": 64, "medium": 96, "high": 128}  # voxels along the longest side, by quality
@@ -110,6 +111,7 @@ class GeometricRiggingModel(ModelAdapter):
         skeleton = choose_skeleton(skeleton_tree(voxels), voxels, up_axes(mesh, fmt, params.up_axis), params)
         progress(0.45, "computing skin weights")
         weights = bone_heat_weights(mesh, skeleton, progress)
+        require_finite("the joints or skin weights", skeleton.heads, weights)
         progress(0.9, "writing the rigged mesh")
         out = inputs.work_dir / "rigged.glb"
         write_skinned_glb(mesh, skeleton, weights, out)

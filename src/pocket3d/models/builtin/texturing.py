@@ -41,13 +41,14 @@ import cv2
 import numpy as np
 import PIL.Image
 import trimesh
-import xatlas
 from pydantic import BaseModel, ConfigDict, Field
 from scipy.spatial import cKDTree
 
 from pocket3d.geometry.decimate import decimate_mesh
 from pocket3d.geometry.meshes import one_mesh, weld
 from pocket3d.geometry.validate import load_scene
+from pocket3d.models.builtin import uv_atlas
+from pocket3d.models.builtin.guards import require_finite
 from pocket3d.models.builtin.image_to_mesh import cut_out, read_image
 from pocket3d.models.builtin.words import Appearance, parse_appearance
 from pocket3d.models.spec import InputRejected, ModelAdapter, ProgressFn, RunInputs
@@ -104,9 +105,11 @@ def camera_axes(azimuth: float, elevation: float = 0.0) -> tuple[np.ndarray, np.
 
 # -- UV atlas ---------------------------------------------------------------------------------------------------
 
-def unwrap(mesh: trimesh.Trimesh, max_faces: int = 30_000, *, texture_size: int = 1024) -> trimesh.Trimesh:
+def unwrap(mesh: trimesh.Trimesh, max_faces: int = 30_000, *, texture_size: int = 1024,
+           timeout: float | None = None, progress: ProgressFn | None = None) -> trimesh.Trimesh:
     """The mesh with a UV atlas from xatlas (vertices split at seams), decimated first when above max_faces.
-    A mesh that already has a usable UV set keeps it (and its exact geometry)."""
+    A mesh that already has a usable UV set keeps it (and its exact geometry). xatlas gets ``timeout`` seconds
+    (default: 30 plus 1 ms a face), then a plain per-face atlas is made instead."""
     if has_usable_uvs(mesh):
         return _with_uv(mesh.vertices, mesh.faces, np.asarray(mesh.visual.uv, dtype=np.float64))
     joined = weld(mesh.vertices, mesh.faces)
@@ -114,17 +117,17 @@ def unwrap(mesh: trimesh.Trimesh, max_faces: int = 30_000, *, texture_size: int 
     if len(faces) > max_faces:
         plain = decimate_mesh(trimesh.Trimesh(vertices, faces, process=False), max_faces)
         vertices, faces = np.asarray(plain.vertices), np.asarray(plain.faces)
-    atlas = xatlas.Atlas()
-    atlas.add_mesh(vertices.astype(np.float32), faces.astype(np.uint32))
-    packing = xatlas.PackOptions()
-    packing.resolution = min(texture_size, BAKE_LIMIT)
-    packing.padding = max(2, packing.resolution // 256)  # texels between charts, so neighbours do not bleed
-    atlas.generate(pack_options=packing)
-    if atlas.atlas_count > 1:  # charts spilled onto a second page, whose UVs would overlap the first's
-        packing.resolution = 0
-        atlas.generate(pack_options=packing)
-    source, new_faces, uv = atlas[0]
-    return _with_uv(vertices[source], new_faces.astype(np.int64), uv.astype(np.float64))
+    resolution = min(texture_size, BAKE_LIMIT)
+    padding = max(2, resolution // 256)  # texels between charts, so neighbours do not bleed
+    seconds = timeout if timeout is not None else 30.0 + len(faces) / 1000
+    made = uv_atlas.atlas(vertices, faces, resolution, padding, seconds)
+    if made is None:
+        if progress is not None:
+            progress(0.25, f"xatlas did not finish in {seconds:g} s (degenerate faces?): one atlas cell a face instead")
+        made = uv_atlas.grid(faces, padding * np.sqrt(len(faces) / 2) / resolution)
+    source, new_faces, uv = made
+    require_finite("the UV atlas", uv)
+    return _with_uv(vertices[source], new_faces, uv)
 
 
 def has_usable_uvs(mesh: trimesh.Trimesh) -> bool:
@@ -173,7 +176,11 @@ class _Surface:
 
 
 def _rasterise(uv: np.ndarray, faces: np.ndarray, size: int) -> _Texels:
-    """The texels whose centres lie in each UV triangle, per triangle (row 0 is the top of the image: v = 1)."""
+    """The texels whose centres lie in each UV triangle, per triangle (row 0 is the top of the image: v = 1).
+
+    Row by row: on each row a triangle covers one span, so the work grows with the texels covered plus the rows
+    crossed, never with a triangle's bounding box (a fan of 5000 slivers across one chart has boxes a
+    thousand times larger than the slivers)."""
     x = (uv[:, 0] * size - 0.5)[faces]  # texel centres sit at integer coordinates
     y = ((1 - uv[:, 1]) * size - 0.5)[faces]
     x0 = np.clip(np.ceil(x.min(axis=1)), 0, size - 1).astype(np.int64)
@@ -183,29 +190,64 @@ def _rasterise(uv: np.ndarray, faces: np.ndarray, size: int) -> _Texels:
     width, height = x1 - x0 + 1, y1 - y0 + 1
     denom = (y[:, 1] - y[:, 2]) * (x[:, 0] - x[:, 2]) + (x[:, 2] - x[:, 1]) * (y[:, 0] - y[:, 2])
     # A bounding box clipped into the image from outside has width <= 0; a flat UV triangle covers nothing.
-    counts = np.where((width > 0) & (height > 0) & (np.abs(denom) > 1e-12), width * height, 0)
-    ends = np.cumsum(counts)
-    steps = np.searchsorted(ends, np.arange(RASTER_CHUNK, ends[-1] if len(ends) else 0, RASTER_CHUNK))
+    rows_of = np.where((width > 0) & (height > 0) & (np.abs(denom) > 1e-12), height, 0)
     indices, face_ids, barys = [], [], []
-    for lo, hi in zip(np.r_[0, steps], np.r_[steps, len(faces)], strict=True):
-        ids = np.repeat(np.arange(lo, hi), counts[lo:hi])
-        if len(ids) == 0:
-            continue
-        starts = np.repeat(ends[lo:hi] - counts[lo:hi], counts[lo:hi])
-        k = np.arange(starts[0], starts[0] + len(ids)) - starts
-        col, row = x0[ids] + k % width[ids], y0[ids] + k // width[ids]
-        xs, ys = x[ids], y[ids]
-        dx, dy = col - xs[:, 2], row - ys[:, 2]
-        b0 = ((ys[:, 1] - ys[:, 2]) * dx + (xs[:, 2] - xs[:, 1]) * dy) / denom[ids]
-        b1 = ((ys[:, 2] - ys[:, 0]) * dx + (xs[:, 0] - xs[:, 2]) * dy) / denom[ids]
-        b2 = 1 - b0 - b1
-        inside = (b0 >= -1e-6) & (b1 >= -1e-6) & (b2 >= -1e-6)
-        indices.append((row * size + col)[inside])
-        face_ids.append(ids[inside])
-        barys.append(np.column_stack([b0, b1, b2])[inside])
+    for lo, hi in _chunks(rows_of):
+        ids = np.repeat(np.arange(lo, hi), rows_of[lo:hi])
+        row = y0[ids] + _ranks(rows_of[lo:hi])
+        left, right = _span(x[ids], y[ids], row)
+        left = np.maximum(np.ceil(left - 1e-3), x0[ids]).astype(np.int64)
+        right = np.minimum(np.floor(right + 1e-3), x1[ids]).astype(np.int64)
+        cols_of = np.maximum(right - left + 1, 0)
+        for a, b in _chunks(cols_of):
+            pick = np.repeat(np.arange(a, b), cols_of[a:b])
+            tri, r = ids[pick], row[pick]
+            col = left[pick] + _ranks(cols_of[a:b])
+            xs, ys = x[tri], y[tri]
+            dx, dy = col - xs[:, 2], r - ys[:, 2]
+            b0 = ((ys[:, 1] - ys[:, 2]) * dx + (xs[:, 2] - xs[:, 1]) * dy) / denom[tri]
+            b1 = ((ys[:, 2] - ys[:, 0]) * dx + (xs[:, 0] - xs[:, 2]) * dy) / denom[tri]
+            b2 = 1 - b0 - b1
+            inside = (b0 >= -1e-6) & (b1 >= -1e-6) & (b2 >= -1e-6)
+            indices.append((r * size + col)[inside])
+            face_ids.append(tri[inside])
+            barys.append(np.column_stack([b0, b1, b2])[inside])
     if not indices:
         return _Texels(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, 3)))
     return _Texels(np.concatenate(indices), np.concatenate(face_ids), np.concatenate(barys))
+
+
+def _chunks(counts: np.ndarray) -> list[tuple[int, int]]:
+    """Ranges of items whose counts sum to about RASTER_CHUNK each, to bound memory."""
+    ends = np.cumsum(counts)
+    if not len(ends) or ends[-1] == 0:
+        return []
+    steps = np.searchsorted(ends, np.arange(RASTER_CHUNK, ends[-1], RASTER_CHUNK))
+    return [(int(lo), int(hi)) for lo, hi in zip(np.r_[0, steps], np.r_[steps, len(counts)], strict=True)
+            if hi > lo]
+
+
+def _ranks(counts: np.ndarray) -> np.ndarray:
+    """0, 1, …, n-1 for each item repeated n times: the position of each repetition within its item."""
+    total = int(counts.sum())
+    starts = np.repeat(np.cumsum(counts) - counts, counts)
+    return np.arange(total) - starts
+
+
+def _span(x: np.ndarray, y: np.ndarray, row: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Where the horizontal line at ``row`` crosses each triangle ((n, 3) corners): the leftmost and rightmost
+    crossing of its three edges."""
+    left = np.full(len(row), np.inf)
+    right = np.full(len(row), -np.inf)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for i, j in ((0, 1), (1, 2), (2, 0)):
+            xa, ya, xb, yb = x[:, i], y[:, i], x[:, j], y[:, j]
+            crosses = (np.minimum(ya, yb) <= row) & (row <= np.maximum(ya, yb))
+            flat = ya == yb
+            at = np.where(flat, xa, xa + (row - ya) * (xb - xa) / np.where(flat, 1.0, yb - ya))
+            left = np.where(crosses, np.minimum(left, np.minimum(at, np.where(flat, xb, at))), left)
+            right = np.where(crosses, np.maximum(right, np.maximum(at, np.where(flat, xb, at))), right)
+    return left, right
 
 
 def _one_per_texel(texels: _Texels, size: int) -> _Texels:
@@ -404,6 +446,7 @@ def _nearest_in_space(points: np.ndarray, colours: np.ndarray, queries: np.ndarr
 def _texture_image(surface: _Surface, colours: np.ndarray, size: int) -> PIL.Image.Image:
     """The texels' colours (0..255) as an image, every texel outside the charts in the nearest chart's colour,
     scaled up to ``size`` when baked smaller."""
+    require_finite("the baked colours", colours)
     baked = surface.size
     image = np.zeros((baked * baked, 3), np.float32)
     known = np.zeros(baked * baked, bool)
@@ -529,6 +572,10 @@ class TextureParams(BaseModel):
                            description="a mesh that needs a new UV atlas is decimated to this many faces first "
                                        "(xatlas takes ~8 s at 47k faces); a mesh with usable UVs is never "
                                        "decimated")
+    unwrap_timeout: float | None = Field(None, gt=0, le=600,
+                                         description="seconds xatlas may take before a plain per-face atlas is "
+                                                     "used instead (default 30 plus 1 ms a face): degenerate "
+                                                     "faces can keep it from ever finishing")
 
 
 class ProjectionTextureModel(ModelAdapter):
@@ -548,7 +595,8 @@ class ProjectionTextureModel(ModelAdapter):
         up = choose_up_axis(mesh, fmt) if params.up_axis == "auto" else params.up_axis
         size = inputs.texture_resolution
         progress(0.05, "keeping the mesh's UV atlas" if has_usable_uvs(mesh) else "unwrapping UVs (xatlas)")
-        textured = unwrap(mesh, params.max_faces, texture_size=size)
+        textured = unwrap(mesh, params.max_faces, texture_size=size, timeout=params.unwrap_timeout,
+                          progress=progress)
         in_view_frame = _y_up(textured, up)
         appearance = parse_appearance(text)
         if inputs.images:

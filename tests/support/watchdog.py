@@ -1,0 +1,63 @@
+"""A memory watchdog for tests that feed a server files meant to blow a child process up.
+
+It samples the server's child processes whose command line names ``marker`` (Blender's conversion script), records
+the peak RSS and how many ran at once, and past ``limit_mb`` kills the server's whole process group, so a
+regression fails the test instead of taking the CI machine down.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+import psutil
+
+
+class ChildWatch:
+    def __init__(self, parent_pid: int, marker: str, limit_mb: float, kill: Callable[[], None],
+                 every: float = 0.02):
+        self.parent_pid, self.marker, self.limit_mb, self.kill, self.every = parent_pid, marker, limit_mb, kill, every
+        self.peak_rss_mb = 0.0
+        self.most_at_once = 0
+        self.seen: set[int] = set()
+        self.killed = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="child-watch", daemon=True)
+
+    def __enter__(self) -> ChildWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def _matching(self) -> list[psutil.Process]:
+        try:
+            children = psutil.Process(self.parent_pid).children(recursive=True)
+        except psutil.Error:
+            return []
+        found = []
+        for child in children:
+            try:
+                if any(self.marker in part for part in child.cmdline()):
+                    found.append(child)
+            except psutil.Error:
+                continue
+        return found
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every):
+            matching = self._matching()
+            self.most_at_once = max(self.most_at_once, len(matching))
+            total = 0.0
+            for child in matching:
+                self.seen.add(child.pid)
+                try:
+                    total += child.memory_info().rss / 2**20
+                except psutil.Error:
+                    continue
+            self.peak_rss_mb = max(self.peak_rss_mb, total)
+            if total > self.limit_mb and not self.killed:
+                self.killed = True
+                self.kill()
