@@ -1,4 +1,5 @@
-"""The ``pocket3d`` command: serve, keys, models, bench."""
+"""The ``pocket3d`` command: serve, keys, models, bench (administration, here) and the client commands
+(``pocket3d.client.cli``)."""
 
 from __future__ import annotations
 
@@ -185,6 +186,12 @@ def bench_scheduler(trace: Path, plot: Path | None, seed: int | None, jobs: int 
     code = _bench_module("scheduler").main(argv)
     if code:
         raise SystemExit(code)
+
+
+from pocket3d.client.cli import COMMANDS  # noqa: E402 (the client commands: generate, texture, segment, rig, jobs)
+
+for _command in COMMANDS:
+    main.add_command(_command)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,265 @@
+"""The asyncio client: :class:`AsyncClient`, its :class:`AsyncJob` handles and the ``jobs`` namespace. It mirrors
+:class:`pocket3d.client.Client` call for call; what they decide is in ``_core``."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Unpack
+
+import httpx
+from httpx_sse import SSEError, aconnect_sse
+
+from pocket3d.api.schemas import FileInfo, Health, JobAccepted, JobPage, JobView, ModelList, OutputInfo
+from pocket3d.client import _core
+from pocket3d.client._core import (
+    FINAL_STATES,
+    AUTO_RIGGING,
+    MESH_GENERATION,
+    SEGMENTATION,
+    TEXTURE_GENERATION,
+    Config,
+    Deadline,
+    JobEvent,
+    MeshFields,
+    MeshInputFields,
+    Page,
+    PartialFile,
+    ProgressCallback,
+    TextureFields,
+    Uploadable,
+    parse,
+)
+from pocket3d.client.errors import APIError, api_error
+
+
+class AsyncClient:
+    """A pocket3d server, for asyncio: the same calls as :class:`pocket3d.client.Client`, awaited."""
+
+    def __init__(self, url: str | None = None, *, api_key: str | None = None, timeout: float = 30.0,
+                 max_retries: int = 3):
+        self.config = Config.from_args(url, api_key, timeout, max_retries)
+        self._http = httpx.AsyncClient(base_url=self.config.api_url, headers=self.config.headers, timeout=timeout)
+        self.jobs = AsyncJobs(self)
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        await self.aclose()
+
+    def __repr__(self) -> str:
+        return f"AsyncClient({self.config.server_url!r})"
+
+    # -- the API ------------------------------------------------------------------------------------------------
+
+    async def upload(self, file: Uploadable, *, filename: str | None = None) -> FileInfo:
+        """Upload an image or a mesh: a path, bytes, a binary file or a PIL image. Pass the result (or its
+        ``file_id``) as ``images`` or ``mesh``."""
+        name, stream, opened = _core.upload_file(file, filename)
+        try:
+            r = await self._send("POST", "/files", safe=False,
+                           files={"file": (name, stream, "application/octet-stream")})
+        finally:
+            if opened:
+                stream.close()
+        return parse(FileInfo, r)
+
+    async def generate_mesh(self, **fields: Unpack[MeshFields]) -> AsyncJob:
+        """Text (``text_prompt``) and/or image(s) (``images``) to a textured mesh."""
+        return await self._submit(MESH_GENERATION, fields)
+
+    async def generate_texture(self, **fields: Unpack[TextureFields]) -> AsyncJob:
+        """A texture for ``mesh``, from ``text_prompt`` and/or ``images``."""
+        return await self._submit(TEXTURE_GENERATION, fields)
+
+    async def segment(self, **fields: Unpack[MeshInputFields]) -> AsyncJob:
+        """Split ``mesh`` into labelled parts."""
+        return await self._submit(SEGMENTATION, fields)
+
+    async def rig(self, **fields: Unpack[MeshInputFields]) -> AsyncJob:
+        """A skeleton and skin weights for ``mesh``."""
+        return await self._submit(AUTO_RIGGING, fields)
+
+    async def models(self) -> ModelList:
+        """Every registered model, whether it is available on the server and if not, why."""
+        return parse(ModelList, await self._send("GET", "/system/models", safe=True))
+
+    async def health(self) -> Health:
+        return parse(Health, await self._send("GET", "/system/health", safe=True))
+
+    # -- the mechanism ------------------------------------------------------------------------------------------
+
+    async def _submit(self, feature: _core.Feature, fields: Mapping[str, Any]) -> AsyncJob:
+        sub = _core.submission(feature, fields)
+        r = await self._send("POST", sub.path, safe=True, json=sub.body, headers=sub.headers)
+        if r.status_code == 200:  # a retried submit: the job the first one made
+            return AsyncJob(self, parse(JobView, r))
+        return await self.jobs.get(parse(JobAccepted, r).job_id)
+
+    async def _send(self, method: str, url: str, *, safe: bool, **kwargs: Any) -> httpx.Response:
+        attempt = 0
+        while True:
+            try:
+                r = await self._http.request(method, url, **kwargs)
+            except httpx.TransportError as e:
+                if attempt < self.config.max_retries and (safe or isinstance(e, _core.NOT_SENT)):
+                    await asyncio.sleep(_core.backoff(attempt))
+                    attempt += 1
+                    continue
+                raise _core.connection_error(self.config, e) from e
+            if r.is_success:
+                return r
+            error = api_error(r)
+            if safe and attempt < self.config.max_retries and _core.is_transient(error):
+                await asyncio.sleep(_core.backoff(attempt, error.retry_after))
+                attempt += 1
+                continue
+            raise error
+
+    async def _follow(self, job: AsyncJob, deadline: Deadline) -> AsyncIterator[JobEvent]:
+        """The job's events until a final state, over SSE; when the stream breaks, one GET, then the stream again
+        from the last event seen (Last-Event-ID)."""
+        last_id: str | None = None
+        seen = job.view
+        failures = 0
+        while True:
+            try:
+                headers = {"Last-Event-ID": last_id} if last_id else {}
+                async with aconnect_sse(self._http, "GET", f"/jobs/{job.id}/events", headers=headers,
+                                 timeout=self.config.stream_timeout(deadline.remaining())) as source:
+                    if not source.response.is_success:
+                        await source.response.aread()
+                        error = api_error(source.response)
+                        if not _core.is_transient(error):
+                            raise error
+                    else:
+                        async for sse in source.aiter_sse():
+                            event = _core.job_event(sse)
+                            if event is None:
+                                continue
+                            last_id, failures = sse.id or last_id, 0
+                            if event.job != seen:  # not already read by a GET while the stream was down
+                                seen = event.job
+                                yield event
+                            if event.is_final:
+                                return
+            except (httpx.TransportError, SSEError):
+                pass
+            deadline.check(seen)
+            seen_before = seen
+            seen = (await self.jobs.get(job.id)).view
+            if seen != seen_before:
+                yield JobEvent("poll", None, seen)
+            if seen.status in FINAL_STATES:
+                return
+            await asyncio.sleep(deadline.cap(_core.backoff(failures)))
+            failures += 1
+
+    async def _download(self, output: OutputInfo, dest: Path) -> Path:
+        part = PartialFile(output, dest)
+        attempt = 0
+        while not part.complete:
+            try:
+                async with self._http.stream("GET", self._http.base_url.join(output.url),
+                                       headers=part.range_headers()) as r:
+                    if not r.is_success:
+                        await r.aread()
+                        raise api_error(r)
+                    with part.open(r.status_code) as f:
+                        async for chunk in r.aiter_bytes():
+                            part.write(f, chunk)
+            except httpx.TransportError as e:  # resumed from where it broke
+                if attempt >= self.config.max_retries:
+                    raise _core.connection_error(self.config, e) from e
+                await asyncio.sleep(_core.backoff(attempt))
+                attempt += 1
+            except APIError as e:
+                if attempt >= self.config.max_retries or not _core.is_transient(e):
+                    raise
+                await asyncio.sleep(_core.backoff(attempt, e.retry_after))
+                attempt += 1
+        return part.finish()
+
+
+class AsyncJobs:
+    """``client.jobs``: jobs by id."""
+
+    def __init__(self, client: AsyncClient):
+        self._client = client
+
+    async def get(self, job_id: str) -> AsyncJob:
+        return AsyncJob(self._client, parse(JobView, await self._client._send("GET", f"/jobs/{job_id}", safe=True)))
+
+    async def cancel(self, job_id: str) -> AsyncJob:
+        """A queued job is cancelled at once, a running one at its next progress report."""
+        return AsyncJob(self._client, parse(JobView, await self._client._send("POST", f"/jobs/{job_id}/cancel", safe=True)))
+
+    async def list(self, *, status: str | None = None, feature: str | None = None, limit: int = 20,
+             cursor: str | None = None) -> Page[AsyncJob]:
+        """Your jobs, newest first; pass ``next_cursor`` as ``cursor`` for the next page."""
+        params = {k: v for k, v in {"status": status, "feature": feature, "limit": limit, "cursor": cursor}.items()
+                  if v is not None}
+        page = parse(JobPage, await self._client._send("GET", "/jobs", safe=True, params=params))
+        return Page([AsyncJob(self._client, view) for view in page.jobs], page.next_cursor)
+
+
+class AsyncJob:
+    """A job on the server. ``view`` is its state as last seen (the server's ``JobView``)."""
+
+    def __init__(self, client: AsyncClient, view: JobView):
+        self._client = client
+        self.view = view
+
+    @property
+    def id(self) -> str:
+        return self.view.job_id
+
+    @property
+    def status(self) -> str:
+        return self.view.status
+
+    def __repr__(self) -> str:
+        return f"AsyncJob({self.id!r}, status={self.status!r}, progress={self.view.progress:g})"
+
+    async def refresh(self) -> JobView:
+        self.view = (await self._client.jobs.get(self.id)).view
+        return self.view
+
+    async def events(self, timeout: float | None = None) -> AsyncIterator[JobEvent]:
+        """Every change from now until a final state (Server-Sent Events, resumed after a broken connection;
+        polling while the stream cannot be had). Raises :class:`WaitTimeout` after ``timeout`` seconds."""
+        if self.view.status in FINAL_STATES:
+            return
+        async for event in self._client._follow(self, Deadline(timeout)):
+            self.view = event.job
+            yield event
+
+    async def wait(self, timeout: float | None = None, *, on_progress: ProgressCallback | None = None) -> JobView:
+        """Block until the job ends; ``on_progress(view)`` hears every change. Returns the succeeded job, or raises
+        :class:`JobFailed` (with the job's code and message), :class:`JobCancelled` or :class:`WaitTimeout`."""
+        async for event in self.events(timeout):
+            if on_progress is not None:
+                on_progress(event.job)
+        return _core.outcome(self.view)
+
+    async def cancel(self) -> JobView:
+        self.view = (await self._client.jobs.cancel(self.id)).view
+        return self.view
+
+    async def download(self, to: str | os.PathLike[str] = ".", *, output: str | None = None) -> dict[str, Path]:
+        """Save the outputs of a succeeded job; returns where each went, by output name. ``to`` a directory (one
+        that exists, or a path without a suffix): every output under its own name, or only ``output``; a file
+        path: that one output, or the model file in the format its suffix names (``chair.glb``). Streams to
+        ``<path>.part``, resumes a broken transfer with Range, and checks size and SHA-256 before renaming."""
+        if self.view.status not in FINAL_STATES:
+            await self.refresh()
+        return {out.name: await self._client._download(out, dest)
+                for out, dest in _core.download_targets(self.view, to, output)}

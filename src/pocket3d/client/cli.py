@@ -1,0 +1,448 @@
+"""The ``pocket3d`` CLI's client commands, on the SDK: generate, texture, segment, rig, and jobs.
+
+They talk to a server over HTTP (``--url`` / ``POCKET3D_URL``, ``--api-key`` / ``POCKET3D_API_KEY``), follow the
+job with a progress bar fed by its events, and download what it made. Exit status: 0 done, 1 the job or the
+request failed (its code and message on stderr), 2 a usage error, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+
+import click
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from pocket3d.client import Client, Job, JobView
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+FORMATS = ["glb", "obj", "ply", "stl", "json", "fbx", "usdz"]
+FILE_SUFFIX = {"obj": "obj.zip"}
+INTERRUPTED = 130  # what a shell reports for a command stopped by Ctrl-C
+
+
+class Failure(click.ClickException):
+    """A request or a job that failed: its message on stderr, exit status 1."""
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"error: {self.format_message()}", err=True)
+
+
+def _reports_errors(fn: Callable[P, R]) -> Callable[P, R]:
+    """The SDK's errors as one line on stderr and exit status 1, not a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        from pocket3d.client import APIError, JobFailed, Pocket3DError
+
+        try:
+            return fn(*args, **kwargs)
+        except JobFailed as e:
+            raise Failure(f"job {e.job.job_id} failed: {e.code}: {e.message}") from None
+        except APIError as e:
+            raise Failure(f"{e.code}: {e.message}" + (f"\nhint: {e.hint}" if e.hint else "")) from None
+        except Pocket3DError as e:
+            raise Failure(str(e)) from None
+
+    return wrapper
+
+
+def _server_options(fn: Callable[P, R]) -> Callable[P, R]:
+    fn = click.option("--json", "as_json", is_flag=True, help="print the result as JSON on stdout")(fn)
+    fn = click.option("--api-key", envvar="POCKET3D_API_KEY", default=None, show_envvar=True,
+                      help="API key, when the server has auth on")(fn)
+    fn = click.option("--url", envvar="POCKET3D_URL", default=None, show_envvar=True,
+                      help="the server [default: http://127.0.0.1:8000]")(fn)
+    return fn
+
+
+Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
+
+
+def _job_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """What every feature command takes besides its inputs."""
+    options: list[Decorator] = [
+        click.option("-o", "--output", "output", type=click.Path(path_type=Path), default=None,
+                     help="where to save the result: a file, or a directory for every output "
+                          "[default: named after the input, here]"),
+        click.option("--format", "output_format", default="glb", show_default=True, metavar="FORMAT",
+                     help=f"output format: {', '.join(FORMATS)}"),
+        click.option("--model", "model_preference", default=None, help="a model id, as GET /api/v1/system/models lists them"),
+        click.option("--quality", type=click.Choice(["low", "medium", "high"]), default=None,
+                     help="the model's quality preset [default: medium]"),
+        click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=None),
+        click.option("--priority", type=click.IntRange(-10, 10), default=None, help="higher runs sooner"),
+        click.option("--param", "params", multiple=True, metavar="KEY=VALUE",
+                     help="a model parameter (repeatable); the value is read as JSON when it parses"),
+        click.option("--no-wait", is_flag=True, help="submit, print the job id and return"),
+        _server_options,
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+# -- feature commands ------------------------------------------------------------------------------------------
+
+@click.command()
+@click.argument("images", nargs=-1, type=click.Path(path_type=Path))
+@click.option("--prompt", "text_prompt", default=None, help="text to make a mesh from (with or without images)")
+@click.option("--target-faces", type=click.IntRange(100, 5_000_000), default=None,
+              help="decimate the result to about this many faces")
+@_job_options
+@_reports_errors
+def generate(images: tuple[Path, ...], text_prompt: str | None, target_faces: int | None, **opts: Any) -> None:
+    """A textured mesh from IMAGES (one, or several views of one object) and/or --prompt.
+
+    \b
+      pocket3d generate chair.png -o chair.glb
+      pocket3d generate --prompt "a red wooden chair" --format fbx
+    """
+    if not images and not text_prompt:
+        raise click.UsageError("give one or more IMAGES, or --prompt TEXT")
+    stem = images[0].stem if images else _slug(text_prompt or "model")
+    _run(opts, stem, lambda p3d: p3d.generate_mesh(
+        images=[_input(p3d, path) for path in images], text_prompt=text_prompt,
+        **_fields(opts, target_faces=target_faces)))
+
+
+@click.command()
+@click.argument("mesh", type=click.Path(path_type=Path))
+@click.option("--image", "images", multiple=True, type=click.Path(path_type=Path),
+              help="a reference image (repeatable)")
+@click.option("--prompt", "text_prompt", default=None, help="what the texture should look like")
+@click.option("--target-faces", type=click.IntRange(100, 5_000_000), default=None)
+@_job_options
+@_reports_errors
+def texture(mesh: Path, images: tuple[Path, ...], text_prompt: str | None, target_faces: int | None,
+            **opts: Any) -> None:
+    """A texture for MESH from --image(s) and/or --prompt."""
+    if not images and not text_prompt:
+        raise click.UsageError("give --image PATH or --prompt TEXT (or both)")
+    _run(opts, f"{mesh.stem}-textured", lambda p3d: p3d.generate_texture(
+        mesh=_input(p3d, mesh), images=[_input(p3d, path) for path in images], text_prompt=text_prompt,
+        **_fields(opts, target_faces=target_faces)))
+
+
+@click.command()
+@click.argument("mesh", type=click.Path(path_type=Path))
+@_job_options
+@_reports_errors
+def segment(mesh: Path, **opts: Any) -> None:
+    """Split MESH into labelled parts."""
+    _run(opts, f"{mesh.stem}-segmented", lambda p3d: p3d.segment(mesh=_input(p3d, mesh), **_fields(opts)))
+
+
+@click.command()
+@click.argument("mesh", type=click.Path(path_type=Path))
+@_job_options
+@_reports_errors
+def rig(mesh: Path, **opts: Any) -> None:
+    """A skeleton and skin weights for MESH."""
+    _run(opts, f"{mesh.stem}-rigged", lambda p3d: p3d.rig(mesh=_input(p3d, mesh), **_fields(opts)))
+
+
+def _input(p3d: Client, path: Path) -> str:
+    """A local file is uploaded; a file id (file_…) passes as it is."""
+    if not path.exists() and re.fullmatch(r"file_[0-9a-f]+", str(path)):
+        return str(path)
+    if not path.is_file():
+        raise click.BadParameter(f"{path}: no such file")
+    return p3d.upload(path).file_id
+
+
+def _fields(opts: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    fields: dict[str, Any] = {k: opts[k] for k in ("model_preference", "quality", "seed", "priority")}
+    formats = [f.strip().lower() for f in opts["output_format"].split(",") if f.strip()]
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown or len(formats) != 1:
+        raise click.BadParameter(f"{opts['output_format']!r}: one of {', '.join(FORMATS)}", param_hint="--format")
+    fields["output_format"] = formats[0]
+    fields["parameters"] = dict(_param(p) for p in opts["params"]) or None
+    fields.update(extra)
+    return {k: v for k, v in fields.items() if v is not None}
+
+
+def _param(text: str) -> tuple[str, Any]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise click.BadParameter(f"{text!r}: expected KEY=VALUE", param_hint="--param")
+    try:
+        return key, json.loads(value)
+    except ValueError:
+        return key, value
+
+
+def _slug(text: str) -> str:
+    return "-".join(re.findall(r"[a-z0-9]+", text.lower())[:6]) or "model"
+
+
+def _run(opts: dict[str, Any], stem: str, submit: Callable[[Client], Job]) -> None:
+    from pocket3d.client import Client
+
+    as_json: bool = opts["as_json"]
+    with Client(opts["url"], api_key=opts["api_key"]) as p3d:
+        job = submit(p3d)
+        if opts["no_wait"]:
+            _emit(as_json, job.view.model_dump(mode="json"), f"{job.id}\t{job.status}")
+            return
+        _follow(job, quiet=as_json)
+        fmt = job.view.outputs[0].format if job.view.outputs else opts["output_format"]
+        files = job.download(opts["output"] or Path(f"{stem}.{FILE_SUFFIX.get(fmt, fmt)}"))
+    _emit(as_json, {"job": job.view.model_dump(mode="json"), "files": {k: str(v) for k, v in files.items()}},
+          "\n".join(f"saved {path}" for path in files.values()))
+
+
+def _emit(as_json: bool, data: Any, text: str) -> None:
+    click.echo(json.dumps(data, indent=2) if as_json else text)
+
+
+# -- following a job -------------------------------------------------------------------------------------------
+
+def _console() -> Console:
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+def _follow(job: Job, *, quiet: bool) -> JobView:
+    """Wait for the job with a progress bar on a terminal (plain lines elsewhere); Ctrl-C asks whether to cancel
+    it or leave it running. Returns the succeeded job; raises the SDK's error for any other end."""
+    console = _console()
+    try:
+        with _progress(console, job, quiet) as on_progress:
+            return job.wait(on_progress=on_progress)
+    except KeyboardInterrupt:
+        pass
+    _interrupted(console, job)
+    raise SystemExit(INTERRUPTED)
+
+
+@contextmanager
+def _progress(console: Console, job: Job, quiet: bool) -> Iterator[Callable[[JobView], None]]:
+    from rich.progress import BarColumn, Progress, SpinnerColumn, TaskProgressColumn, TextColumn
+
+    if quiet and not console.is_terminal:
+        yield lambda view: None
+        return
+    if not console.is_terminal:
+        last: list[str | None] = [None]
+
+        def lines(view: JobView) -> None:
+            state = _state(view)
+            if state != last[0]:
+                last[0] = state
+                console.print(f"{job.id}: {state} {view.progress:.0f}%", highlight=False)
+
+        lines(job.view)
+        yield lines
+        return
+    progress = Progress(SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(), TaskProgressColumn(),
+                        TextColumn("{task.fields[info]}"), console=console)
+    task = progress.add_task(job.id, total=100, info="")
+
+    def update(view: JobView) -> None:
+        progress.update(task, completed=view.progress, description=_state(view), info=_describe(view))
+
+    update(job.view)
+    with progress:
+        yield update
+
+
+def _state(view: JobView) -> str:
+    return (view.current_stage or view.status) if view.status == "running" else view.status
+
+
+def _describe(view: JobView) -> str:
+    parts = []
+    if view.status == "queued" and view.queue_position is not None:
+        parts.append(f"queue position {view.queue_position}")
+    if view.eta_seconds is not None:
+        parts.append(f"ETA {_duration(view.eta_seconds)}")
+    return " · ".join(parts)
+
+
+def _duration(seconds: float) -> str:
+    seconds = round(seconds)
+    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+
+
+def _interrupted(console: Console, job: Job) -> None:
+    """Ask whether to cancel the job on the server; without a terminal to ask on, leave it running."""
+    answer = "leave"
+    if sys.stdin.isatty():
+        try:
+            answer = click.prompt(f"\n{job.id} is {job.status}: cancel it, or leave it running?",
+                                  type=click.Choice(["cancel", "leave"]), default="leave", err=True)
+        except (click.Abort, EOFError):
+            answer = "leave"
+    if answer == "cancel":
+        job.cancel()
+        console.print(f"{job.id}: cancel requested ({job.status})", highlight=False)
+    else:
+        console.print(f"{job.id} keeps running: pocket3d jobs watch {job.id}", highlight=False)
+
+
+# -- jobs ------------------------------------------------------------------------------------------------------
+
+@click.group()
+def jobs() -> None:
+    """List, show, follow, cancel and download jobs on a server."""
+
+
+@jobs.command("list")
+@click.option("--status", type=click.Choice(["queued", "running", "succeeded", "failed", "cancelled"]), default=None)
+@click.option("--feature", type=click.Choice(["mesh_generation", "texture_generation", "segmentation",
+                                              "auto_rigging"]), default=None)
+@click.option("--limit", type=click.IntRange(1, 100), default=20, show_default=True)
+@click.option("--cursor", default=None, help="next_cursor of the previous page")
+@_server_options
+@_reports_errors
+def jobs_list(status: str | None, feature: str | None, limit: int, cursor: str | None, url: str | None,
+              api_key: str | None, as_json: bool) -> None:
+    """Your jobs, newest first."""
+    from rich import box
+    from rich.table import Table
+
+    from pocket3d.client import Client
+
+    with Client(url, api_key=api_key) as p3d:
+        page = p3d.jobs.list(status=status, feature=feature, limit=limit, cursor=cursor)
+    if as_json:
+        _emit(True, {"jobs": [j.view.model_dump(mode="json") for j in page.items], "next_cursor": page.next_cursor},
+              "")
+        return
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+    for name in ("job", "feature", "model", "status", "done", "created"):
+        table.add_column(name, no_wrap=name in ("job", "status"))
+    for job in page.items:
+        v = job.view
+        table.add_row(v.job_id, v.feature, v.model, _status(v), f"{v.progress:.0f}%",
+                      v.created_at[5:16].replace("T", " "))
+    _stdout().print(table)
+    if page.next_cursor:
+        click.echo(f"more: pocket3d jobs list --cursor {page.next_cursor}", err=True)
+
+
+@jobs.command("show")
+@click.argument("job_id")
+@_server_options
+@_reports_errors
+def jobs_show(job_id: str, url: str | None, api_key: str | None, as_json: bool) -> None:
+    """One job: state, stages, outputs."""
+    from pocket3d.client import Client
+
+    with Client(url, api_key=api_key) as p3d:
+        view = p3d.jobs.get(job_id).view
+    if as_json:
+        _emit(True, view.model_dump(mode="json"), "")
+        return
+    _show(view)
+
+
+@jobs.command("watch")
+@click.argument("job_id")
+@_server_options
+@_reports_errors
+def jobs_watch(job_id: str, url: str | None, api_key: str | None, as_json: bool) -> None:
+    """Follow a job until it ends; exit status 1 if it fails."""
+    from pocket3d.client import Client, JobError
+
+    with Client(url, api_key=api_key) as p3d:
+        job = p3d.jobs.get(job_id)
+        try:
+            _follow(job, quiet=as_json)
+        except JobError:
+            if as_json:
+                _emit(True, job.view.model_dump(mode="json"), "")
+            raise
+    _emit(as_json, job.view.model_dump(mode="json"), f"{job.id} {job.status}")
+
+
+@jobs.command("cancel")
+@click.argument("job_id")
+@_server_options
+@_reports_errors
+def jobs_cancel(job_id: str, url: str | None, api_key: str | None, as_json: bool) -> None:
+    """Cancel a job: a queued one at once, a running one at its next progress report."""
+    from pocket3d.client import Client
+
+    with Client(url, api_key=api_key) as p3d:
+        view = p3d.jobs.cancel(job_id).view
+    _emit(as_json, view.model_dump(mode="json"),
+          f"{view.job_id} {view.status}" + (" (cancel requested)" if view.cancel_requested else ""))
+
+
+@jobs.command("download")
+@click.argument("job_id")
+@click.option("-o", "--output", "dest", type=click.Path(path_type=Path), default=Path("."), show_default=True,
+              help="a directory for every output, or a file for one")
+@click.option("--name", default=None, help="only this output (model.glb, preview.png, …)")
+@_server_options
+@_reports_errors
+def jobs_download(job_id: str, dest: Path, name: str | None, url: str | None, api_key: str | None,
+                  as_json: bool) -> None:
+    """Save a succeeded job's outputs."""
+    from pocket3d.client import Client
+
+    with Client(url, api_key=api_key) as p3d:
+        try:
+            files = p3d.jobs.get(job_id).download(dest, output=name)
+        except ValueError as e:
+            raise click.BadParameter(str(e), param_hint="--name") from None
+    _emit(as_json, {"files": {k: str(v) for k, v in files.items()}},
+          "\n".join(f"saved {path}" for path in files.values()))
+
+
+def _stdout() -> Console:
+    from rich.console import Console
+
+    return Console()
+
+
+def _status(view: JobView) -> str:
+    colour = {"succeeded": "green", "failed": "red", "cancelled": "yellow", "running": "cyan"}.get(view.status)
+    return f"[{colour}]{view.status}[/]" if colour else view.status
+
+
+def _show(view: JobView) -> None:
+    from rich.table import Table
+
+    console = _stdout()
+    summary = Table.grid(padding=(0, 2))
+    rows: list[tuple[str, str]] = [
+        ("job", view.job_id), ("status", _status(view)), ("feature", view.feature), ("model", view.model),
+        ("progress", f"{view.progress:.0f}%" + (f" ({view.current_stage})" if view.current_stage else "")),
+        ("created", view.created_at), ("finished", view.finished_at or "")]
+    if view.error:
+        rows.append(("error", f"[red]{view.error.code}[/]: {view.error.message}"))
+    if view.expires_at:
+        rows.append(("expires", view.expires_at))
+    extra = _describe(view)
+    if extra:
+        rows.append(("queue", extra))
+    for key, value in rows:
+        summary.add_row(f"[dim]{key}[/]", value)
+    console.print(summary)
+    stages = Table("stage", "model", "status", "progress", "attempts", title="stages", title_justify="left")
+    for s in view.stages:
+        stages.add_row(s.name, s.model or "", s.status, f"{s.progress:.0f}%", str(s.attempts))
+    console.print(stages)
+    if view.outputs:
+        outputs = Table("output", "format", "size", "sha256", title="outputs", title_justify="left")
+        for o in view.outputs:
+            outputs.add_row(o.name, o.format, f"{o.size:,}", o.sha256[:12])
+        console.print(outputs)
+
+
+COMMANDS = [generate, texture, segment, rig, jobs]

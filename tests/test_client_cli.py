@@ -1,0 +1,140 @@
+"""The CLI's client commands as a person runs them: in a pseudo-terminal (a controlling terminal, so Ctrl-C is
+the terminal's), against a real server on loopback."""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import select
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+from client_helpers import IMAGES, assert_valid_gltf
+from server import ROOT, ServerProcess, free_port
+
+
+class Terminal:
+    """``pocket3d ARGS`` in a new session on a pseudo-terminal (stdin, stdout, and stderr unless ``stderr`` names
+    a file for it), its screen read as it comes."""
+
+    def __init__(self, *args: str, env: dict[str, str], stderr: Path | None = None):
+        full_env = {**{k: v for k, v in os.environ.items() if not k.startswith("POCKET3D_")},
+                    "TERM": "xterm-256color", "COLUMNS": "120", "LINES": "40", **env}
+        argv = [sys.executable, "-m", "pocket3d", *args]
+        self.pid, self.fd = pty.fork()
+        if self.pid == 0:  # the child: the session leader, with the terminal as its controlling terminal
+            try:
+                os.chdir(ROOT)
+                if stderr is not None:
+                    os.dup2(os.open(stderr, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644), 2)
+                os.execve(sys.executable, argv, full_env)
+            finally:
+                os._exit(127)
+        self.screen = b""
+
+    def read_until(self, done: Callable[[bytes], bool], timeout: float = 60) -> bytes:
+        deadline = time.monotonic() + timeout
+        while not done(self.screen):
+            left = deadline - time.monotonic()
+            assert left > 0, f"timed out; the screen so far:\n{self.screen.decode(errors='replace')}"
+            if select.select([self.fd], [], [], min(left, 0.5))[0]:
+                try:
+                    chunk = os.read(self.fd, 65536)
+                except OSError:  # EIO: the child has gone and the terminal closed
+                    chunk = b""
+                if not chunk:
+                    break
+                self.screen += chunk
+        return self.screen
+
+    def type(self, text: bytes) -> None:
+        os.write(self.fd, text)
+
+    def wait(self, timeout: float = 60) -> int:
+        self.read_until(lambda _: False, timeout)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                os.close(self.fd)
+                return os.waitstatus_to_exitcode(status)
+            time.sleep(0.05)
+        os.kill(self.pid, signal.SIGKILL)
+        raise AssertionError("the command did not exit")
+
+
+def _env(server: ServerProcess) -> dict[str, str]:
+    return {"POCKET3D_URL": server.url}
+
+
+def test_generate_in_a_terminal_shows_progress_and_saves_a_valid_glb(server: ServerProcess, tmp_path: Path) -> None:
+    out = tmp_path / "out.glb"
+    term = Terminal("generate", str(IMAGES / "typical_misc_crate.png"), "-o", str(out), "--model",
+                    "test_heightfield", "--param", "delay=1", env=_env(server))
+    assert term.wait() == 0, term.screen.decode(errors="replace")
+    screen = term.screen.decode(errors="replace")
+    assert "generate_mesh" in screen and "100%" in screen, "the progress bar showed the stage and the percent"
+    assert f"saved {out}" in screen
+    assert_valid_gltf(out.read_bytes(), tmp_path)
+
+
+def test_a_failing_model_exits_1_with_its_code_on_stderr(server: ServerProcess, tmp_path: Path) -> None:
+    stderr = tmp_path / "stderr.txt"
+    term = Terminal("generate", "--prompt", "a chair", "--model", "test_failing", env=_env(server), stderr=stderr)
+    assert term.wait() == 1
+    err = stderr.read_text()
+    assert "MODEL_ERROR" in err and "failed on purpose" in err, err
+    assert not list(Path(ROOT).glob("a-chair*")), "nothing saved"
+
+
+def test_json_output_parses(server: ServerProcess, tmp_path: Path) -> None:
+    def pocket3d(*args: str) -> subprocess.CompletedProcess[str]:
+        env = {**{k: v for k, v in os.environ.items() if not k.startswith("POCKET3D_")}, **_env(server)}
+        return subprocess.run([sys.executable, "-m", "pocket3d", *args, "--json"], capture_output=True, text=True,
+                              env=env, cwd=tmp_path, timeout=120)
+
+    run = pocket3d("generate", str(IMAGES / "T.png"), "--model", "test_heightfield")
+    assert run.returncode == 0, run.stderr
+    result = json.loads(run.stdout)
+    assert result["job"]["status"] == "succeeded"
+    assert result["files"] == {"model.glb": "T.glb"} and (tmp_path / "T.glb").is_file()
+    job_id = result["job"]["job_id"]
+
+    listed = json.loads(pocket3d("jobs", "list", "--limit", "5").stdout)
+    assert job_id in [j["job_id"] for j in listed["jobs"]]
+    shown = json.loads(pocket3d("jobs", "show", job_id).stdout)
+    assert shown["outputs"][0]["name"] == "model.glb"
+    saved = json.loads(pocket3d("jobs", "download", job_id, "-o", "outputs").stdout)
+    assert saved["files"] == {"model.glb": "outputs/model.glb", "preview.png": "outputs/preview.png"}
+
+    queued = json.loads(pocket3d("generate", str(IMAGES / "T.png"), "--model", "test_heightfield",
+                                 "--param", "delay=30", "--no-wait").stdout)
+    cancelled = json.loads(pocket3d("jobs", "cancel", queued["job_id"]).stdout)
+    assert cancelled["job_id"] == queued["job_id"]
+
+    missing = pocket3d("jobs", "show", "job_nope")
+    assert missing.returncode == 1 and "JOB_NOT_FOUND" in missing.stderr
+    usage = pocket3d("generate")
+    assert usage.returncode == 2 and "give one or more IMAGES" in usage.stderr
+    nobody = subprocess.run([sys.executable, "-m", "pocket3d", "jobs", "list", "--url",
+                             f"http://127.0.0.1:{free_port()}"], capture_output=True, text=True, timeout=60)
+    assert nobody.returncode == 1 and "pocket3d serve" in nobody.stderr
+
+
+def test_ctrl_c_asks_whether_to_cancel(server: ServerProcess, tmp_path: Path) -> None:
+    term = Terminal("generate", str(IMAGES / "T.png"), "-o", str(tmp_path / "x.glb"), "--model",
+                    "test_heightfield", "--param", "delay=30", "--param", "steps=30", env=_env(server))
+    term.read_until(lambda screen: b"generate_mesh" in screen)  # running
+    term.type(b"\x03")  # the terminal turns it into SIGINT for the command
+    term.read_until(lambda screen: b"leave it running?" in screen)
+    term.type(b"cancel\r")
+    assert term.wait() == 130
+    job_id = next(word for word in term.screen.decode(errors="replace").split() if word.startswith("job_"))
+    job = httpx.get(f"{server.url}/api/v1/jobs/{job_id.rstrip(':')}").json()
+    assert job["status"] == "cancelled" or job["cancel_requested"], job

@@ -1,0 +1,241 @@
+"""pocket3d.client, the Python SDK, against a real server on loopback, directly and through a proxy that loses
+responses and cuts connections the way a bad network does."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+import subprocess
+import sys
+import time
+import typing
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from client_helpers import IMAGES, MESHES, assert_valid_gltf
+from fault_proxy import FaultProxy
+from PIL import Image
+from server import ROOT, ServerProcess, free_port
+
+from pocket3d.api import schemas
+from pocket3d.client import (
+    AsyncClient,
+    Client,
+    IdempotencyKeyReused,
+    JobCancelled,
+    JobFailed,
+    JobNotFinished,
+    NotFound,
+    ServerUnreachable,
+    ServiceUnavailable,
+    ValidationFailed,
+    WaitTimeout,
+)
+from pocket3d.client import _core, errors
+from pocket3d.errors import HTTP_STATUS
+
+SLOW = {"delay": 1.0, "steps": 5}  # the test heightfield model: five progress reports over a second
+
+
+@pytest.fixture
+def p3d(server: ServerProcess) -> Iterator[Client]:
+    with Client(server.url, max_retries=2) as c:
+        yield c
+
+
+@pytest.fixture
+def proxy(server: ServerProcess) -> Iterator[FaultProxy]:
+    p = FaultProxy(server.port).start()
+    yield p
+    p.stop()
+
+
+def test_upload_generate_wait_download(p3d: Client, tmp_path: Path) -> None:
+    image = p3d.upload(IMAGES / "typical_misc_crate.png")
+    assert image.kind == "image" and image.filename == "typical_misc_crate.png"
+    job = p3d.generate_mesh(images=[image], model_preference="test_heightfield", parameters=SLOW)
+    assert job.status in ("queued", "running") and job.view.feature == "mesh_generation"
+
+    percents: set[float] = set()
+    done = job.wait(timeout=60, on_progress=lambda view: percents.add(view.progress))
+    assert done.status == "succeeded" and job.view == done
+    assert len(percents) >= 3 and max(percents) == 100.0, percents
+
+    saved = job.download(tmp_path / "crate.glb")
+    assert saved == {"model.glb": tmp_path / "crate.glb"}
+    data = (tmp_path / "crate.glb").read_bytes()
+    assert hashlib.sha256(data).hexdigest() == done.outputs[0].sha256
+    assert_valid_gltf(data, tmp_path)
+    everything = job.download(tmp_path / "all/")
+    assert sorted(everything) == ["model.glb", "preview.png"]
+    assert (tmp_path / "all" / "model.glb").read_bytes() == data
+    assert not list(tmp_path.rglob("*.part")), "no partial file left"
+
+
+def test_the_async_client_does_the_same(server: ServerProcess, tmp_path: Path) -> None:
+    async def run() -> tuple[set[float], dict[str, Path]]:
+        percents: set[float] = set()
+        async with AsyncClient(server.url) as p3d:
+            with open(IMAGES / "typical_misc_crate.png", "rb") as f:
+                image = await p3d.upload(f)
+            job = await p3d.generate_mesh(images=[image.file_id], model_preference="test_heightfield",
+                                          parameters=SLOW)
+            await job.wait(timeout=60, on_progress=lambda view: percents.add(view.progress))
+            return percents, await job.download(tmp_path)
+
+    percents, saved = asyncio.run(run())
+    assert len(percents) >= 3 and max(percents) == 100.0, percents
+    assert_valid_gltf(saved["model.glb"].read_bytes(), tmp_path)
+
+
+def test_uploads_take_paths_bytes_files_and_images(p3d: Client) -> None:
+    png = (IMAGES / "T.png").read_bytes()
+    by_bytes = p3d.upload(png, filename="t.png")
+    with Image.open(io.BytesIO(png)) as im:
+        by_image = p3d.upload(im)
+    assert by_bytes.sha256 == hashlib.sha256(png).hexdigest() and by_bytes.filename == "t.png"
+    assert by_image.media_type == "image/png" and by_image.filename == "image.png"
+    mesh = p3d.upload(MESHES / "typical_humanoid_goblin.obj")
+    assert mesh.kind == "mesh" and mesh.format == "obj"
+
+
+def test_wait_survives_cut_event_streams(server: ServerProcess, proxy: FaultProxy, tmp_path: Path) -> None:
+    """The proxy resets the first two event streams after two events each: wait reads the job, comes back with
+    Last-Event-ID, and still returns the finished job."""
+    proxy.add("GET", r"/events$", "cut_events", amount=2, times=2)
+    with Client(proxy.url) as p3d:
+        image = p3d.upload(IMAGES / "T.png")
+        job = p3d.generate_mesh(images=[image], model_preference="test_heightfield",
+                                parameters={"delay": 1.5, "steps": 6})
+        kinds: list[str] = []
+        for event in job.events(timeout=60):
+            kinds.append(event.kind)
+        assert job.status == "succeeded"
+        assert job.download(tmp_path / "m.glb")
+    streams = proxy.requests("GET", f"/api/v1/jobs/{job.id}/events")
+    assert [s.action for s in streams[:2]] == ["cut_events", "cut_events"] and len(streams) >= 3
+    assert "last-event-id" not in streams[0].headers
+    assert int(streams[1].headers["last-event-id"]) >= 2, "the stream resumes after the last event seen"
+    assert kinds[-1] in ("status", "poll")
+
+
+def test_a_lost_submit_response_retried_with_its_key_makes_one_job(p3d: Client, proxy: FaultProxy) -> None:
+    image = p3d.upload(IMAGES / "T.png")
+    before = {j.id for j in p3d.jobs.list(limit=100).items}
+    proxy.add("POST", "^/api/v1/mesh/generate$", "drop")
+    with Client(proxy.url) as through_proxy:
+        job = through_proxy.generate_mesh(images=[image], model_preference="test_heightfield")
+    posts = proxy.requests("POST", "/api/v1/mesh/generate")
+    assert [p.action for p in posts] == ["drop", None], "the first answer was lost, the retry got through"
+    assert posts[0].headers["idempotency-key"] == posts[1].headers["idempotency-key"]
+    assert {j.id for j in p3d.jobs.list(limit=100).items} - before == {job.id}, "one job, not two"
+
+    key = posts[0].headers["idempotency-key"]
+    again = p3d.generate_mesh(images=[image], model_preference="test_heightfield", idempotency_key=key)
+    assert again.id == job.id
+    with pytest.raises(IdempotencyKeyReused) as refused:
+        p3d.generate_mesh(images=[image], model_preference="test_heightfield", seed=1, idempotency_key=key)
+    assert refused.value.status == 409 and refused.value.details["job_id"] == job.id
+    assert {j.id for j in p3d.jobs.list(limit=100).items} - before == {job.id}
+
+
+def test_a_download_cut_midway_resumes_with_range(p3d: Client, proxy: FaultProxy, tmp_path: Path) -> None:
+    image = p3d.upload(IMAGES / "typical_vehicle_biplane.png")
+    done = p3d.generate_mesh(images=[image], model_preference="test_heightfield",
+                             parameters={"grid": 96}).wait(timeout=60)
+    model = done.outputs[0]
+    proxy.add("GET", f"{model.url}$", "cut_bytes", amount=model.size // 2)
+    with Client(proxy.url) as through_proxy:
+        saved = through_proxy.jobs.get(done.job_id).download(tmp_path / "plane.glb")
+    data = saved["model.glb"].read_bytes()
+    assert hashlib.sha256(data).hexdigest() == model.sha256
+    first, second = proxy.requests("GET", model.url)
+    assert "range" not in first.headers
+    start = int(second.headers["range"].removeprefix("bytes=").rstrip("-"))
+    assert 0 < start < model.size and second.headers["if-range"] == f'"{model.sha256}"'
+
+
+def test_reads_retry_after_a_busy_answer_as_long_as_it_asks(p3d: Client, proxy: FaultProxy) -> None:
+    job = p3d.generate_mesh(images=[p3d.upload(IMAGES / "T.png")], model_preference="test_heightfield")
+    body = b'{"error_code": "NOT_READY", "message": "starting", "details": {}}'
+    busy = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+    proxy.add("GET", f"/api/v1/jobs/{job.id}$", "respond", times=2, response=busy)
+    with Client(proxy.url, max_retries=3) as through_proxy:
+        start = time.monotonic()
+        assert through_proxy.jobs.get(job.id).id == job.id
+        assert time.monotonic() - start >= 1.8, "Retry-After: 1, twice"
+    proxy.add("GET", f"/api/v1/jobs/{job.id}$", "respond", times=5, response=busy)
+    with Client(proxy.url, max_retries=1) as through_proxy, pytest.raises(ServiceUnavailable) as e:
+        through_proxy.jobs.get(job.id)
+    assert e.value.code == "NOT_READY" and e.value.retry_after == 1.0
+
+
+def test_errors_are_typed(p3d: Client, tmp_path: Path) -> None:
+    with pytest.raises(NotFound) as missing:
+        p3d.jobs.get("job_nope")
+    assert missing.value.code == "JOB_NOT_FOUND" and missing.value.request_id
+    with pytest.raises(ValidationFailed, match="text_prompt or images"):
+        p3d.generate_mesh()  # refused by the server's own request model before anything is sent
+    with pytest.raises(ValidationFailed) as unknown:
+        p3d.generate_mesh(text_prompt="a chair", model_preference="no_such_model")
+    assert unknown.value.code == "UNKNOWN_MODEL" and unknown.value.status == 422
+
+    failing = p3d.generate_mesh(text_prompt="a chair", model_preference="test_failing")
+    with pytest.raises(JobFailed) as failed:
+        failing.wait(timeout=60)
+    assert failed.value.code == "MODEL_ERROR" and "on purpose" in failed.value.message
+    with pytest.raises(JobFailed):
+        failing.download(tmp_path)
+
+    slow = p3d.generate_mesh(images=[p3d.upload(IMAGES / "T.png")], model_preference="test_heightfield",
+                             parameters={"delay": 30, "steps": 30})
+    with pytest.raises(JobNotFinished):
+        slow.download(tmp_path)
+    with pytest.raises(WaitTimeout) as waited:
+        slow.wait(timeout=0.5)
+    assert waited.value.job.status in ("queued", "running")
+    slow.cancel()
+    with pytest.raises(JobCancelled):
+        slow.wait(timeout=60)
+
+    with Client(f"http://127.0.0.1:{free_port()}", max_retries=1) as nobody, pytest.raises(ServerUnreachable) as e:
+        nobody.health()
+    assert "pocket3d serve" in str(e.value)
+
+
+def test_every_error_code_has_its_class() -> None:
+    for code, status in HTTP_STATUS.items():
+        cls = errors.error_class(status, code.value)
+        assert issubclass(cls, errors.STATUS_CLASSES.get(status, errors.APIError)), (code, cls)
+    assert errors.error_class(409, "IDEMPOTENCY_KEY_REUSED") is IdempotencyKeyReused
+    assert errors.error_class(503, "QUEUE_FULL") is errors.QueueFull
+    assert errors.error_class(429, "CONCURRENCY_LIMITED") is errors.RateLimited
+
+
+@pytest.mark.parametrize(("method", "fields", "request_model"), [
+    ("generate_mesh", _core.MeshFields, schemas.MeshGenerationRequest),
+    ("generate_texture", _core.TextureFields, schemas.TextureGenerationRequest),
+    ("segment", _core.MeshInputFields, schemas.SegmentationRequest),
+    ("rig", _core.MeshInputFields, schemas.RiggingRequest),
+])
+def test_each_call_takes_every_field_of_its_request(method: str, fields: type, request_model: type) -> None:
+    """When the server's request model gains a field, the SDK's call must take it too."""
+    assert set(typing.get_type_hints(fields)) - {"idempotency_key"} == set(request_model.model_fields)
+    assert getattr(Client, method) and getattr(AsyncClient, method)
+
+
+def test_the_sdk_imports_without_the_server() -> None:
+    code = ("import sys, pocket3d.client; "
+            "print(sorted(m for m in ('fastapi', 'starlette', 'numpy', 'trimesh', 'sqlalchemy', 'PIL', 'uvicorn') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_the_sdk_passes_mypy_strict() -> None:
+    run = subprocess.run([sys.executable, "-m", "mypy", "--strict", "-p", "pocket3d.client"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout + run.stderr
