@@ -137,7 +137,7 @@ def test_a_lost_submit_response_retried_with_its_key_makes_one_job(p3d: Client, 
     assert again.id == job.id
     with pytest.raises(IdempotencyKeyReused) as refused:
         p3d.generate_mesh(images=[image], model_preference="test_heightfield", seed=1, idempotency_key=key)
-    assert refused.value.status == 409 and refused.value.details["job_id"] == job.id
+    assert refused.value.status == 409 and refused.value.details["job_id"] == job.id and refused.value.hint
     assert {j.id for j in p3d.jobs.list(limit=100).items} - before == {job.id}
 
 

@@ -38,7 +38,7 @@ def test_the_same_key_and_body_return_the_first_job(client: httpx.Client) -> Non
     assert other.status_code == 409, other.text
     err = other.json()
     assert err["error_code"] == "IDEMPOTENCY_KEY_REUSED" and err["details"]["job_id"] == job_id
-    assert "new key" in err["message"]
+    assert "new key" in err["hint"]
     elsewhere = client.post("/segment", json={"mesh": file_id}, headers={"Idempotency-Key": key})
     assert elsewhere.status_code == 409, "a key belongs to one request, whatever the route"
     assert _jobs(client) == before

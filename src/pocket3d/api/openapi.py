@@ -67,7 +67,7 @@ _ERROR_DESCRIPTIONS = {
     400: "the request is malformed (not JSON, a broken upload)",
     401: "an API key is needed, or the one given is not valid",
     404: "no such job, file or output (or it belongs to another owner)",
-    409: "the job is not in a state that allows it",
+    409: "the job is not in a state that allows it, or the Idempotency-Key was used for another request",
     410: "the outputs expired and were deleted",
     413: "too large (the body, the file, the image or the mesh)",
     415: "not a file type the API takes",

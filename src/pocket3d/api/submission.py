@@ -133,9 +133,9 @@ def _earlier_job(node: Node, principal: Principal, key: IdempotencyKey) -> str |
     job_id, fingerprint = found
     if fingerprint != key.fingerprint:
         raise Pocket3DError(ErrorCode.IDEMPOTENCY_KEY_REUSED,
-                            f"Idempotency-Key {key.key!r} was used for another request (job {job_id}); send a new "
-                            "key for a new request, or the same request to get that job back",
-                            {"job_id": job_id})
+                            f"Idempotency-Key {key.key!r} was used for another request (job {job_id})",
+                            {"job_id": job_id}, hint="send a new key (a new UUID) with a new request; the same "
+                            "request with this key returns that job")
     return job_id
 
 
