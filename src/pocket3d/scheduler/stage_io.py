@@ -14,7 +14,7 @@ from pocket3d.errors import ErrorCode
 from pocket3d.jobs.records import EXPORT_STAGE, ClaimedStage, OutputRecord
 from pocket3d.jobs.store import Store
 from pocket3d.models.spec import RunInputs
-from pocket3d.storage.artifacts import LocalArtifactStore
+from pocket3d.storage import ArtifactStore
 
 
 # Output keys a model stage passes on as images to the stages after it: "image", or "image0", "image1", ...
@@ -26,20 +26,24 @@ def is_export(claim: ClaimedStage) -> bool:
     return claim.stage.name == EXPORT_STAGE and claim.stage.model_id is None
 
 
-def materialize(store: Store, artifacts: LocalArtifactStore, claim: ClaimedStage, work: Path) -> RunInputs:
+def materialize(store: Store, artifacts: ArtifactStore, claim: ClaimedStage, work: Path) -> RunInputs:
     """The stage's inputs as paths: the job's uploads, unless a stage before it made a replacement: the newest
     mesh made so far, and the images of the newest stage that passed images on (a drawn view, the cut-outs)."""
     req = claim.job_request
     rows = store.job_inputs(claim.stage.job_id)
-    images = [artifacts.path(r["sha256"]) for r in rows if r["role"] == "image"]
-    mesh = next((artifacts.path(r["sha256"]) for r in rows if r["role"] == "mesh"), None)
-    mesh_format = next((r["format"] for r in rows if r["role"] == "mesh"), None)
-    if claim.stage.index > 0:
-        made, drawn = _made_before(store, claim.stage.job_id, claim.stage.index)
-        if made is not None:
-            mesh, mesh_format = artifacts.path(made.sha256), made.format
-        if drawn:
-            images = [_with_suffix(artifacts.path(o.sha256), o.format, work, f"image-{i}") for i, o in enumerate(drawn)]
+    made, drawn = _made_before(store, claim.stage.job_id, claim.stage.index) if claim.stage.index > 0 else (None, [])
+    # Only what the stage will read is fetched (from a remote store, each is a download).
+    if drawn:
+        images = [_with_suffix(artifacts.local_file(o.sha256, work), o.format, work, f"image-{i}")
+                  for i, o in enumerate(drawn)]
+    else:
+        images = [artifacts.local_file(r["sha256"], work) for r in rows if r["role"] == "image"]
+    if made is not None:
+        mesh, mesh_format = artifacts.local_file(made.sha256, work), made.format
+    else:
+        uploaded = next((r for r in rows if r["role"] == "mesh"), None)
+        mesh = artifacts.local_file(uploaded["sha256"], work) if uploaded is not None else None
+        mesh_format = uploaded["format"] if uploaded is not None else None
     if mesh is not None and mesh_format:
         mesh = _with_suffix(mesh, mesh_format, work, "input")
     return RunInputs(work_dir=work, text=req.get("text_prompt"), images=images, mesh=mesh,
@@ -84,7 +88,7 @@ def _with_suffix(path: Path, fmt: str, work: Path, stem: str) -> Path:
     return linked
 
 
-def store_outputs(artifacts: LocalArtifactStore, claim: ClaimedStage, files: dict[str, Path],
+def store_outputs(artifacts: ArtifactStore, claim: ClaimedStage, files: dict[str, Path],
                   work: Path) -> list[OutputRecord]:
     """Move the stage's files into the artifact store (call under the node's blob lock)."""
     stage = claim.stage

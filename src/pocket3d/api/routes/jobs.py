@@ -12,6 +12,7 @@ from fastapi.responses import FileResponse, Response
 from sse_starlette import EventSourceResponse
 from starlette.concurrency import run_in_threadpool
 
+from pocket3d.api import downloads
 from pocket3d.api.deps import NodeDep, PrincipalDep
 from pocket3d.api.keys import Principal
 from pocket3d.api.openapi import error_responses
@@ -144,7 +145,8 @@ DOWNLOAD_RESPONSES = {
           "headers": {"ETag": {"description": "the file's sha256, quoted", "schema": {"type": "string"}}}},
     206: {"description": "the part a Range header asked for", "content": {"application/octet-stream": _FILE}},
     304: {"description": "not modified: the If-None-Match ETag is the file's"},
-    **error_responses(401, 404, 410, 416)}
+    307: {"description": "a presigned URL of the S3 store (storage.s3.downloads: redirect); ETag as for 200"},
+    **error_responses(401, 404, 410, 416, 503)}
 
 
 @router.get("/jobs/{job_id}/outputs/{name}", responses=DOWNLOAD_RESPONSES, response_class=FileResponse,
@@ -174,13 +176,12 @@ def download_output(job_id: JobIdPath,
     etag = f'"{output.sha256}"'
     if if_none_match and etag in [t.strip() for t in if_none_match.split(",")]:
         return Response(status_code=304, headers={"ETag": etag})
-    path = node.artifacts.path(output.sha256)
-    if not path.is_file():
-        raise Pocket3DError(ErrorCode.OUTPUT_EXPIRED, f"output {name!r} of job {job_id} is no longer stored",
-                            hint=EXPIRED_HINT)
     _check_range(request, output.size)
-    return FileResponse(path, media_type=output.media_type, filename=output.name,
-                        headers={"ETag": etag, "Cache-Control": "private, max-age=3600"})
+    return downloads.artifact_response(
+        node.artifacts, request, sha256=output.sha256, size=output.size, media_type=output.media_type,
+        filename=output.name, headers={"ETag": etag, "Cache-Control": "private, max-age=3600"},
+        missing=Pocket3DError(ErrorCode.OUTPUT_EXPIRED, f"output {name!r} of job {job_id} is no longer stored",
+                              hint=EXPIRED_HINT))
 
 
 EVENTS_RESPONSES = {

@@ -28,6 +28,8 @@ def readiness(node: Node) -> Readiness:
         node.store.ping()
     except Exception as e:
         reasons.append(f"store unreachable: {type(e).__name__}: {e}")
+    if (storage := node.artifacts.problem()) is not None:
+        reasons.append(storage)
     devices = node.scheduler.device_list
     if not devices:
         reasons.append("no device found")
