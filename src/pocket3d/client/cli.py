@@ -43,14 +43,17 @@ def _reports_errors(fn: Callable[P, R]) -> Callable[P, R]:
 
     @functools.wraps(fn)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        from pocket3d.client import APIError, JobFailed, Pocket3DError
+        from pocket3d.client import APIError, JobFailed, Pocket3DError, Unauthorized
 
         try:
             return fn(*args, **kwargs)
         except JobFailed as e:
             raise Failure(f"job {e.job.job_id} failed: {e.code}: {e.message}") from None
         except APIError as e:
-            raise Failure(f"{e.code}: {e.message}" + (f"\nhint: {e.hint}" if e.hint else "")) from None
+            hint = e.hint
+            if isinstance(e, Unauthorized):
+                hint = "pass the key with --api-key or POCKET3D_API_KEY" + (f" ({hint})" if hint else "")
+            raise Failure(f"{e.code}: {e.message}" + (f"\nhint: {hint}" if hint else "")) from None
         except Pocket3DError as e:
             raise Failure(str(e)) from None
 
@@ -321,6 +324,9 @@ def jobs_list(status: str | None, feature: str | None, limit: int, cursor: str |
     if as_json:
         _emit(True, {"jobs": [j.view.model_dump(mode="json") for j in page.items], "next_cursor": page.next_cursor},
               "")
+        return
+    if not page.items:
+        click.echo("no jobs" + (" with these filters" if status or feature or cursor else ""), err=True)
         return
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
     for name in ("job", "feature", "model", "status", "done", "created"):
