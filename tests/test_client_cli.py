@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import pty
+import re
 import select
 import signal
 import subprocess
@@ -135,6 +136,6 @@ def test_ctrl_c_asks_whether_to_cancel(server: ServerProcess, tmp_path: Path) ->
     term.read_until(lambda screen: b"leave it running?" in screen)
     term.type(b"cancel\r")
     assert term.wait() == 130
-    job_id = next(word for word in term.screen.decode(errors="replace").split() if word.startswith("job_"))
-    job = httpx.get(f"{server.url}/api/v1/jobs/{job_id.rstrip(':')}").json()
+    job_id = re.search(r"job_[0-9a-f]+", term.screen.decode(errors="replace")).group()
+    job = httpx.get(f"{server.url}/api/v1/jobs/{job_id}").json()
     assert job["status"] == "cancelled" or job["cancel_requested"], job

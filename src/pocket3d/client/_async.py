@@ -151,6 +151,11 @@ class AsyncClient:
                                 yield event
                             if event.is_final:
                                 return
+                            deadline.check(seen)
+            except httpx.ReadTimeout:
+                if deadline.timeout is not None:  # a quiet stretch, not a dead link: look at the clock, listen again
+                    deadline.check(seen)
+                    continue
             except (httpx.TransportError, SSEError):
                 pass
             deadline.check(seen)

@@ -51,6 +51,7 @@ if TYPE_CHECKING:
 DEFAULT_URL = "http://127.0.0.1:8000"
 API_PREFIX = "/api/v1"
 FINAL_STATES = frozenset({"succeeded", "failed", "cancelled"})
+QUIET_CHECK = 10.0  # seconds of silence on an event stream after which a wait with a deadline looks at the clock
 
 # -- configuration ---------------------------------------------------------------------------------------------
 
@@ -84,11 +85,10 @@ class Config:
         return self.api_url.removesuffix(API_PREFIX)
 
     def stream_timeout(self, remaining: float | None) -> httpx.Timeout:
-        """For an event stream: the server sends a ping every 15 s, so a read that waits longer than this has
-        lost its connection; never longer than what is left of a wait."""
-        read = max(self.timeout, 45.0)
-        if remaining is not None:
-            read = max(0.1, min(read, remaining))
+        """For an event stream. The server sends a ping every 15 s, so without a deadline a read that waits 45 s
+        has lost its connection. With one, a read waits at most QUIET_CHECK seconds (or what is left), because the
+        pings would keep a stream open past the deadline: the caller looks at the clock and listens again."""
+        read = max(self.timeout, 45.0) if remaining is None else max(0.1, min(remaining, QUIET_CHECK))
         return httpx.Timeout(self.timeout, read=read)
 
 
