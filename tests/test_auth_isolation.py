@@ -74,7 +74,8 @@ def test_another_owner_sees_nothing(two_owners) -> None:
             assert r.json()["error_code"] in ("JOB_NOT_FOUND", "FILE_NOT_FOUND")
         r = b.post(f"/jobs/{slow['job_id']}/cancel")
         assert r.status_code == 404 and r.json()["error_code"] == "JOB_NOT_FOUND"
-        assert b.get("/jobs").json()["jobs"] == []
+        assert b.get("/jobs").json()["jobs"] == [] and b.get("/files").json()["files"] == []
+        assert b.delete(f"/files/{slow_file['file_id']}").json()["error_code"] == "FILE_NOT_FOUND"
         # bob cannot use alice's upload as his input either
         r = b.post("/mesh/generate", json={"images": [slow_file["file_id"]]})
         assert r.status_code == 404 and r.json()["error_code"] == "FILE_NOT_FOUND"

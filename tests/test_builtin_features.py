@@ -111,10 +111,10 @@ def test_text_to_a_textured_mesh(shipped: httpx.Client, tmp_path: Path) -> None:
 def test_texture_for_a_given_mesh_from_an_image_and_from_text(shipped: httpx.Client, tmp_path: Path) -> None:
     goblin = MESHES / "typical_humanoid_goblin.obj"
     source = trimesh.load(goblin, force="mesh")
+    mesh_id = upload(shipped, goblin)["file_id"]
     for guide in ({"images": [upload(shipped, MULTIVIEW / "character_2.png")["file_id"]]},
                   {"text_prompt": "green stone"}):
-        # each job its own upload: an upload is deleted when the last job using it ends (storage.keep_inputs)
-        job = _run(shipped, "/texture/generate", {"mesh": upload(shipped, goblin)["file_id"], **guide})
+        job = _run(shipped, "/texture/generate", {"mesh": mesh_id, **guide})
         assert job["model"] == "builtin_projection_paint"
         data, _ = _textured_glb(shipped, job, tmp_path)
         painted = _mesh(data)
@@ -161,7 +161,6 @@ def test_auto_rigging_to_glb_and_fbx(shipped: httpx.Client, tmp_path: Path) -> N
     gltf = pygltflib.GLTF2.load_from_bytes(data)
     (skin,) = gltf.skins
     assert len(skin.joints) >= 5
-    mesh_id = upload(shipped, MESHES / "typical_humanoid_goblin.obj")["file_id"]
     job = _run(shipped, "/rig", {"mesh": mesh_id, "output_format": "fbx"})
     fbx = tmp_path / "rigged.fbx"
     fbx.write_bytes(_download(shipped, job, "model.fbx"))

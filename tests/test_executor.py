@@ -51,7 +51,7 @@ def test_a_full_disk_around_a_stage_is_retried_and_the_worker_lives_on(tmp_path,
         jobs = [tr.submit(node.store, NewJob(owner_id="o", feature="mesh_generation", model_id="test_failing",
                                              stages=[NewStage("generate_mesh", "test_failing"),
                                                      NewStage(EXPORT_STAGE, None, {"format": "glb"})],
-                                             request={}, input_file_ids=[]),
+                                             request={}),
                           queue_size=100, max_attempts=3, now=time.time()) for _ in range(2)]
         node.scheduler.wake()
         deadline = time.monotonic() + 15

@@ -1,4 +1,4 @@
-"""Artifacts: inputs go when their job ends (unless configured to stay), outputs when they expire."""
+"""Artifacts: outputs go when they expire (uploads: test_files.py)."""
 
 from __future__ import annotations
 
@@ -13,30 +13,6 @@ from pocket3d.node import Node
 
 def blobs(data_dir) -> set[str]:
     return {p.name for p in (data_dir / "artifacts").rglob("*") if p.is_file()}
-
-
-def test_uploaded_inputs_are_deleted_when_their_job_ends(make_server, tmp_path) -> None:
-    srv = make_server()
-    with srv.client() as c:
-        info = upload(c, IMAGES / "typical_humanoid_block_robot.png")
-        assert info["sha256"] in blobs(srv.data_dir)
-        job = submit(c, "/mesh/generate?wait=20", {"images": [info["file_id"]]}, expect=200)
-        assert info["sha256"] not in blobs(srv.data_dir)
-        assert job["outputs"][0]["sha256"] in blobs(srv.data_dir)
-        r = c.get(f"/files/{info['file_id']}")
-        assert r.status_code == 404
-        r = c.post("/mesh/generate", json={"images": [info["file_id"]]})
-        assert r.status_code == 404 and r.json()["error_code"] == "FILE_NOT_FOUND"
-
-
-def test_keep_inputs_lets_one_upload_serve_many_jobs(make_server) -> None:
-    srv = make_server(env={"POCKET3D_STORAGE__KEEP_INPUTS": "true"})
-    with srv.client() as c:
-        info = upload(c, IMAGES / "T.png")
-        for _ in range(2):
-            assert submit(c, "/mesh/generate?wait=20", {"images": [info["file_id"]]}, expect=200)["status"] == \
-                "succeeded"
-        assert info["sha256"] in blobs(srv.data_dir)
 
 
 def test_expired_outputs_answer_410_and_are_deleted(make_server, tmp_path) -> None:

@@ -12,6 +12,7 @@ from pocket3d.errors import ErrorCode, Pocket3DError
 from pocket3d.jobs import (
     EXPORT_STAGE,
     IdempotencyKey,
+    JobInput,
     JobStatus,
     NewFile,
     NewJob,
@@ -23,8 +24,7 @@ from pocket3d.jobs import (
 from pocket3d.jobs import schema as t
 from pocket3d.jobs import transitions as tr
 
-KEEP = tr.ReleasePolicy(keep_inputs=True, keep_seconds=60)
-DROP = tr.ReleasePolicy(keep_inputs=False, keep_seconds=60)
+KEEP = tr.ReleasePolicy(keep_seconds=60)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -44,7 +44,7 @@ def new_job(model: str = "m", priority: int = 0, files=()) -> NewJob:
     return NewJob(owner_id="o", feature="mesh_generation", model_id=model, priority=priority,
                   stages=[NewStage("generate_mesh", model, weight=0.9), NewStage(EXPORT_STAGE, None, {"format": "glb"},
                                                                                  weight=0.1)],
-                  request={}, input_file_ids=[(f, "image") for f in files])
+                  request={}, inputs=[JobInput("image", file_id=f) for f in files])
 
 
 def submit(store: Store, job: NewJob | None = None, now: float = 100.0, max_attempts: int = 3, **kw) -> str:
@@ -168,31 +168,78 @@ def test_queue_full(store) -> None:
     assert e.value.code == ErrorCode.QUEUE_FULL and e.value.headers["Retry-After"]
 
 
-def test_inputs_go_with_the_last_job_that_uses_them(store) -> None:
-    f = NewFile(id="file_1", owner_id="o", sha256="c" * 64, size=1, media_type="image/png", kind="image",
-                format="png", filename=None)
-    tr.register_file(store, f, now=1, expires_at=1000)
+def upload(store, file_id: str, sha: str, expires_at: float = 1000) -> None:
+    tr.register_file(store, NewFile(id=file_id, owner_id="o", sha256=sha, size=1, media_type="image/png",
+                                    kind="image", format="png", filename=None), now=1, expires_at=expires_at)
+
+
+def test_an_upload_serves_any_number_of_jobs_until_it_expires(store) -> None:
+    released: set[str] = set()
+    store.add_release_listener(released.update)
+    upload(store, "file_1", "c" * 64, expires_at=1000)
     a = submit(store, new_job(files=["file_1"]))
-    b = submit(store, new_job(files=["file_1"]))
-    assert store.get_file("file_1").expires_at is None, "an input in use does not expire"
-    tr.cancel_job(store, a, release=DROP, now=2)
-    assert store.get_file("file_1") is not None, "job b still needs it"
-    tr.cancel_job(store, b, release=DROP, now=3)
-    assert store.get_file("file_1") is None
+    tr.cancel_job(store, a, release=KEEP, now=200)
+    assert store.get_file("file_1").expires_at == 1000, "a job ending neither deletes nor extends the upload"
+    assert "c" * 64 in released, "the job let go of the blob; the upload's row still holds it"
+    b = submit(store, new_job(files=["file_1"]), now=300)
+    assert store.job_inputs(b)[0]["sha256"] == "c" * 64
+    with pytest.raises(Pocket3DError) as e:
+        submit(store, new_job(files=["file_1"]), now=1000)
+    assert e.value.code == ErrorCode.FILE_EXPIRED and e.value.http_status == 410 and e.value.hint
     with store.read() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(t.job_inputs)).scalar() == 2, "history stays"
 
 
-def test_expire_drops_outputs_and_stale_uploads(store) -> None:
+def test_expire_drops_outputs_and_leaves_tombstones_of_uploads(store) -> None:
     job_id = submit(store)
     for now in (101, 102):
         c = claim(store, now=now)
         tr.complete_stage(store, c, [out(f"o{now}", str(now).rjust(64, "0"))], release=KEEP, now=now)
-    tr.register_file(store, NewFile(id="file_old", owner_id="o", sha256="d" * 64, size=1, media_type="image/png",
-                                    kind="image", format="png", filename=None), now=1, expires_at=50)
+    upload(store, "file_old", "d" * 64, expires_at=50)
+    upload(store, "file_new", "e" * 64, expires_at=5000)
+    in_use = submit(store, new_job(files=["file_old"]), now=40)
     released = tr.expire(store, now=200)
     assert released == {"101".rjust(64, "0"), "102".rjust(64, "0"), "d" * 64}
     assert store.get_job(job_id).outputs == [] and store.get_file("file_old") is None
+    assert store.expired_file_owner("file_old") == "o" and store.expired_file_owner("file_new") is None
+    assert [f.id for f in store.list_files("o", now=200)] == ["file_new"]
+    assert store.get_job(in_use).status == JobStatus.QUEUED, "the job that took it still has its blob (job_inputs)"
+    with pytest.raises(Pocket3DError) as e:
+        submit(store, new_job(files=["file_old"]), now=201)
+    assert e.value.code == ErrorCode.FILE_EXPIRED
+    tr.expire(store, now=50 + tr.TOMBSTONE_SECONDS + 1)
+    assert store.expired_file_owner("file_old") is None, "tombstones are forgotten after a while"
+
+
+def test_a_deleted_upload_is_gone_at_once(store) -> None:
+    released: set[str] = set()
+    store.add_release_listener(released.update)
+    upload(store, "file_d", "f" * 64)
+    tr.delete_file(store, "file_d")
+    assert store.get_file("file_d") is None and store.expired_file_owner("file_d") is None and released == {"f" * 64}
+    for attempt in (lambda: tr.delete_file(store, "file_d"), lambda: submit(store, new_job(files=["file_d"]))):
+        with pytest.raises(Pocket3DError) as e:
+            attempt()
+        assert e.value.code == ErrorCode.FILE_NOT_FOUND
+
+
+def test_a_job_output_as_an_input(store) -> None:
+    source = submit(store)
+    for now in (101, 102):
+        c = claim(store, models=("m",) if now == 101 else (), now=now)
+        name = "model.glb" if now == 102 else "generate_mesh.mesh.glb"
+        tr.complete_stage(store, c, [OutputRecord(name=name, stage_index=c.stage.index, sha256="7" * 64,
+                                                  size=1, media_type="model/gltf-binary", format="glb",
+                                                  public=now == 102)], release=KEEP, now=now)
+    chained = NewJob(owner_id="o", feature="auto_rigging", model_id="m", stages=[NewStage("rig", "m")], request={},
+                     inputs=[JobInput("mesh", job_id=source, output="model.glb")])
+    job_id = submit(store, chained, now=110)
+    assert store.job_inputs(job_id)[0] | {} == {"job_id": job_id, "position": 0, "file_id": source, "role": "mesh",
+                                               "sha256": "7" * 64, "format": "glb"}
+    tr.expire(store, now=102 + 60)
+    with pytest.raises(Pocket3DError) as e:
+        submit(store, chained, now=200)
+    assert e.value.code == ErrorCode.OUTPUT_EXPIRED
 
 
 def test_snapshots_follow_every_commit(store) -> None:
@@ -265,22 +312,19 @@ def test_a_failed_job_releases_what_its_stages_stored(store) -> None:
     assert released == {"f" * 64}
 
 
-def test_kept_inputs_expire_after_their_last_job(store) -> None:
-    f = NewFile(id="file_k", owner_id="o", sha256="9" * 64, size=1, media_type="image/png", kind="image",
-                format="png", filename=None)
-    tr.register_file(store, f, now=1, expires_at=61)
-    job_id = submit(store, new_job(files=["file_k"]))
-    assert store.get_file("file_k").expires_at is None
-    tr.cancel_job(store, job_id, release=KEEP, now=500)
-    assert store.get_file("file_k").expires_at == 560
+def test_a_delete_racing_a_submit_leaves_the_job_its_input(store, tmp_path, monkeypatch) -> None:
+    """The upload is deleted while a job taking it is being submitted: the submit either fails (the file is gone) or
+    wins, and then the job holds the blob although the upload's row is gone."""
+    from pocket3d.node import Retention
+    from pocket3d.storage import LocalArtifactStore
 
-
-def test_a_job_ending_while_another_is_submitted_keeps_their_shared_input(store, monkeypatch) -> None:
-    """Job A ends while job B, using the same upload, is being submitted: B must keep its input."""
-    f = NewFile(id="file_s", owner_id="o", sha256="8" * 64, size=1, media_type="image/png", kind="image",
-                format="png", filename=None)
-    tr.register_file(store, f, now=1, expires_at=1000)
-    job_a = submit(store, new_job(files=["file_s"]))
+    artifacts = LocalArtifactStore(tmp_path / "blobs")
+    blob = tmp_path / "blobs" / "tmp" / "input"
+    blob.write_bytes(b"an image")
+    sha, _ = artifacts.put(blob)
+    retention = Retention(store, artifacts, threading.RLock())
+    store.add_release_listener(retention.collect)
+    upload(store, "file_s", sha)
     locked, go_on = threading.Event(), threading.Event()
     real_count = store.count_active_jobs
 
@@ -294,22 +338,23 @@ def test_a_job_ending_while_another_is_submitted_keeps_their_shared_input(store,
     submitting = threading.Thread(target=lambda: result.update(b=submit(store, new_job(files=["file_s"]))))
     submitting.start()
     assert locked.wait(10)
-    ending = threading.Thread(target=tr.cancel_job, args=(store, job_a), kwargs=dict(release=DROP, now=2))
-    ending.start()
-    ending.join(0.5)
-    assert ending.is_alive(), "ending job A waits for the submit that holds the input"
+    deleting = threading.Thread(target=tr.delete_file, args=(store, "file_s"))
+    deleting.start()
+    deleting.join(0.5)
+    assert deleting.is_alive(), "the delete waits for the submit that holds the upload"
     go_on.set()
     submitting.join(10)
-    ending.join(10)
-    assert store.get_job(job_a).status == JobStatus.CANCELLED
-    assert store.get_job(result["b"]).status == JobStatus.QUEUED
-    assert store.get_file("file_s") is not None, "job B's input survived job A's end"
+    deleting.join(10)
+    assert store.get_file("file_s") is None
+    assert artifacts.exists(sha), "the queued job holds the blob"
+    tr.cancel_job(store, result["b"], release=KEEP, now=200)
+    assert not artifacts.exists(sha), "freed when the job ended"
 
 
 def keyed(key: str, owner: str = "o", fingerprint: str = "f1", expires_at: float = 200.0) -> NewJob:
     job = new_job()
     return NewJob(owner_id=owner, feature=job.feature, model_id=job.model_id, stages=job.stages, request={},
-                  input_file_ids=[], idempotency=IdempotencyKey(key, fingerprint, expires_at))
+                  idempotency=IdempotencyKey(key, fingerprint, expires_at))
 
 
 def test_an_idempotency_key_makes_one_job_per_owner_until_it_expires(store) -> None:

@@ -138,9 +138,12 @@ class S3Settings(_Section):
 class StorageSettings(_Section):
     backend: Literal["local", "s3"] = Field("local", description="local: data_dir/artifacts; s3: the bucket in s3")
     s3: S3Settings = Field(default_factory=S3Settings)
-    cleanup_after: int = Field(86400, ge=60, description="seconds outputs and unused uploads are kept")
+    cleanup_after: int = Field(86400, ge=60, description="seconds the outputs of a succeeded job are kept")
+    file_lifetime: int = Field(86400, ge=1, description="seconds an upload stays usable by its owner's jobs (its "
+                               "expires_at); a job that took it keeps it until that job ends")
     max_file_size: ByteSize = ByteSize(500 * 1024 * 1024)
-    keep_inputs: bool = Field(False, description="keep uploaded inputs after their last job ends")
+    keep_inputs: bool | None = Field(None, description="no longer used (uploads live until their expires_at); "
+                                     "accepted so older configuration files still load, with a warning")
     max_image_pixels: int = Field(4096 * 4096, ge=1, description="larger images are refused, not decoded")
     max_mesh_faces: int = Field(2_000_000, ge=1, description="larger meshes are refused with MESH_TOO_LARGE")
     max_mesh_vertices: int = Field(2_000_000, ge=1)

@@ -31,6 +31,8 @@ class ErrorCode(StrEnum):
     MESH_TOO_LARGE = "MESH_TOO_LARGE"
     INVALID_DATA_URI = "INVALID_DATA_URI"
     FILE_NOT_FOUND = "FILE_NOT_FOUND"
+    FILE_EXPIRED = "FILE_EXPIRED"  # an upload past its expires_at (a deleted one is FILE_NOT_FOUND)
+    INVALID_ARCHIVE = "INVALID_ARCHIVE"  # a zip upload that is unsafe or holds no usable mesh
     # models
     UNKNOWN_MODEL = "UNKNOWN_MODEL"
     MODEL_INPUT_MISMATCH = "MODEL_INPUT_MISMATCH"
@@ -44,6 +46,7 @@ class ErrorCode(StrEnum):
     JOB_NOT_CANCELLABLE = "JOB_NOT_CANCELLABLE"
     OUTPUT_NOT_FOUND = "OUTPUT_NOT_FOUND"
     OUTPUT_EXPIRED = "OUTPUT_EXPIRED"
+    OUTPUT_NOT_READY = "OUTPUT_NOT_READY"  # a job's output named as an input before that job has succeeded
     RANGE_NOT_SATISFIABLE = "RANGE_NOT_SATISFIABLE"
     QUEUE_FULL = "QUEUE_FULL"
     IDEMPOTENCY_KEY_REUSED = "IDEMPOTENCY_KEY_REUSED"  # an Idempotency-Key sent again with another request
@@ -79,6 +82,8 @@ HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.MESH_TOO_LARGE: 413,
     ErrorCode.INVALID_DATA_URI: 422,
     ErrorCode.FILE_NOT_FOUND: 404,
+    ErrorCode.FILE_EXPIRED: 410,
+    ErrorCode.INVALID_ARCHIVE: 422,
     ErrorCode.UNKNOWN_MODEL: 422,
     ErrorCode.MODEL_INPUT_MISMATCH: 422,
     ErrorCode.NO_MODEL_FOR_REQUEST: 422,
@@ -89,6 +94,7 @@ HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.JOB_NOT_CANCELLABLE: 409,
     ErrorCode.OUTPUT_NOT_FOUND: 404,
     ErrorCode.OUTPUT_EXPIRED: 410,
+    ErrorCode.OUTPUT_NOT_READY: 409,
     ErrorCode.RANGE_NOT_SATISFIABLE: 416,
     ErrorCode.QUEUE_FULL: 503,
     ErrorCode.IDEMPOTENCY_KEY_REUSED: 409,

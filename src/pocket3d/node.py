@@ -19,6 +19,7 @@ from pocket3d.config import DEFAULT_MODELS_FILE, ConfigError, Settings
 from pocket3d.jobs import schema as t
 from pocket3d.jobs import transitions
 from pocket3d.jobs.events import EventBus
+from pocket3d.jobs.records import JobStatus
 from pocket3d.jobs.snapshots import JobSnapshots
 from pocket3d.jobs.store import Store
 from pocket3d.models.registry import Registry
@@ -53,7 +54,9 @@ class DataDirLock:
 
 
 class Retention:
-    """Deletes blobs nobody references: inputs of ended jobs, expired outputs, leftovers of a crash."""
+    """Deletes blobs nobody references: deleted and expired uploads once no job holds them, inputs sent inline once
+    their job ended, expired outputs, leftovers of a crash. A blob is referenced by an upload's row, an output's
+    row, or an input of a job that is waiting or running."""
 
     def __init__(self, store: Store, artifacts: ArtifactStore, blob_lock: threading.RLock):
         self.store, self.artifacts, self.blob_lock = store, artifacts, blob_lock
@@ -68,6 +71,10 @@ class Retention:
             referenced: set[str] = set()
             ordered = sorted(candidates)
             with self.store.read() as conn:
+                ji = t.job_inputs.c
+                referenced.update(conn.execute(
+                    sa.select(ji.sha256).join(t.jobs, t.jobs.c.id == ji.job_id)
+                    .where(t.jobs.c.status.in_([JobStatus.QUEUED, JobStatus.RUNNING]))).scalars())
                 for i in range(0, len(ordered), 500):
                     chunk = ordered[i:i + 500]
                     referenced.update(conn.execute(sa.select(t.files.c.sha256).where(t.files.c.sha256.in_(chunk)))
@@ -105,7 +112,10 @@ class Node:
                 registry = Registry.from_config(models_file)
             self.registry = registry
             self.blob_lock = threading.RLock()
-            self.release = transitions.ReleasePolicy(settings.storage.keep_inputs, settings.storage.cleanup_after)
+            self.release = transitions.ReleasePolicy(settings.storage.cleanup_after)
+            if settings.storage.keep_inputs is not None:
+                log.warning("storage.keep_inputs no longer has an effect: an upload is usable by any number of jobs "
+                            "until its expires_at (storage.file_lifetime); remove the key")
             # The snapshot cache listens before the bus, so events and polls read the same fresh state.
             self.snapshots = JobSnapshots(self.store, enabled=self.store.is_sqlite)
             self.bus = EventBus(self.store, self.snapshots)

@@ -59,7 +59,7 @@ def create_app(node: Node, *, manage_node: bool = True) -> FastAPI:
     if settings.server.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.server.cors_origins,
                            allow_credentials=settings.server.cors_allow_credentials,
-                           allow_methods=["GET", "POST", "OPTIONS"],
+                           allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
                            allow_headers=["Authorization", "X-API-Key", "Content-Type", "X-Request-ID",
                                           "Last-Event-ID", "Range", "If-None-Match", "Idempotency-Key"],
                            expose_headers=["X-Request-ID", "ETag", "Location", "Content-Range",

@@ -68,7 +68,7 @@ _ERROR_DESCRIPTIONS = {
     401: "an API key is needed, or the one given is not valid",
     404: "no such job, file or output (or it belongs to another owner)",
     409: "the job is not in a state that allows it, or the Idempotency-Key was used for another request",
-    410: "the outputs expired and were deleted",
+    410: "it expired and was deleted (an upload past its expires_at, a job's outputs past theirs)",
     413: "too large (the body, the file, the image or the mesh)",
     415: "not a file type the API takes",
     416: "the requested range is past the end of the file",

@@ -188,7 +188,13 @@ class FileInfo(BaseModel):
     format: InputFormat
     filename: str | None
     created_at: str
-    expires_at: str | None
+    expires_at: str | None = Field(description="usable by your jobs until then (a job that took it keeps it until "
+                                   "the job ends); afterwards it answers 410 FILE_EXPIRED")
+
+
+class FilePage(BaseModel):
+    files: list[FileInfo]
+    next_cursor: str | None
 
 
 class ModelInfo(BaseModel):

@@ -16,11 +16,12 @@ from pydantic import BaseModel, ValidationError
 
 from pocket3d import geometry
 from pocket3d.api import media, uploads
+from pocket3d.api.files import visible_file
 from pocket3d.api.keys import Principal
 from pocket3d.api.schemas import _FeatureRequest
 from pocket3d.errors import ErrorCode, Pocket3DError
 from pocket3d.jobs import transitions
-from pocket3d.jobs.records import EXPORT_STAGE, IdempotencyKey, NewFile, NewJob, NewStage
+from pocket3d.jobs.records import EXPORT_STAGE, IdempotencyKey, JobInput, NewJob, NewStage
 from pocket3d.jobs.store import new_id
 from pocket3d.models import pipeline
 from pocket3d.models.registry import RegisteredModel
@@ -54,12 +55,10 @@ def _resolve(node: Node, principal: Principal, ref: str, role: str, field: str) 
         raise Pocket3DError(ErrorCode.INVALID_REQUEST, f"{field}: URLs are not fetched", {"field": field},
                             hint=UPLOAD_FIRST)
     else:
-        record = node.store.get_file(ref)
-        if record is None or not principal.can_see(record.owner_id):
-            what = f"{ref!r} is a file name or path, not a file id" if _looks_like_path(ref) \
-                else f"file {ref!r} not found"
-            raise Pocket3DError(ErrorCode.FILE_NOT_FOUND, f"{field}: {what}",
+        if _looks_like_path(ref):
+            raise Pocket3DError(ErrorCode.FILE_NOT_FOUND, f"{field}: {ref!r} is a file name or path, not a file id",
                                 {"field": field, "file_id": ref}, hint=UPLOAD_FIRST)
+        record = visible_file(node, principal, ref, field, not_found_hint=UPLOAD_FIRST)
         inp = _Input(role, record.id, record.format)
         found = media.Media(record.kind, record.format, record.media_type)
     if found.kind != role:
@@ -190,24 +189,24 @@ def _submit(node: Node, principal: Principal, feature: Feature, req: _FeatureReq
     request = req.model_dump(mode="json", exclude={"images", "mesh", "parameters"})
     request["parameters"] = params.model_dump(mode="json")
     now = time.time()
-    new_files: list[NewFile] = []
-    with node.blob_lock:  # blobs enter the store and their rows commit together (see Retention.collect)
+    stored: list[str] = []
+    with node.blob_lock:  # blobs enter the store and the rows that hold them commit together (Retention.collect)
+        job_inputs = []
         for inp in inputs:
             if inp.staged is not None and inp.media is not None:
-                sha, size = node.artifacts.put(inp.staged.path, inp.staged.sha256)
-                new_files.append(NewFile(id=inp.file_id, owner_id=principal.owner_id, sha256=sha, size=size,
-                                         media_type=inp.media.media_type, kind=inp.media.kind,
-                                         format=inp.media.format, filename=None))
+                sha, _ = node.artifacts.put(inp.staged.path, inp.staged.sha256)
+                stored.append(sha)
+                job_inputs.append(JobInput(inp.role, file_id=inp.file_id, sha256=sha, format=inp.media.format))
+            else:
+                job_inputs.append(JobInput(inp.role, file_id=inp.file_id))
         try:
             job_id = transitions.submit(
                 node.store,
                 NewJob(owner_id=principal.owner_id, feature=feature.value, model_id=model.spec.id, stages=stages,
-                       request=request, input_file_ids=[(inp.file_id, inp.role) for inp in inputs],
-                       priority=req.priority, idempotency=key),
-                new_files=new_files, queue_size=settings.scheduler.queue_size,
-                max_attempts=settings.scheduler.max_attempts, now=now)
+                       request=request, inputs=job_inputs, priority=req.priority, idempotency=key),
+                queue_size=settings.scheduler.queue_size, max_attempts=settings.scheduler.max_attempts, now=now)
         except BaseException:
-            node.retention.collect(f.sha256 for f in new_files)
+            node.retention.collect(stored)
             raise
     node.scheduler.wake()
     log.info("job %s submitted by %s: %s on %s, %d input file(s)", job_id, principal.owner_id, feature.value,

@@ -7,6 +7,7 @@ from pocket3d.jobs.records import (
     ClaimedStage,
     FileRecord,
     IdempotencyKey,
+    JobInput,
     JobRecord,
     JobStatus,
     NewFile,
@@ -31,5 +32,5 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["EXPORT_STAGE", "ClaimedStage", "FileRecord", "IdempotencyKey", "JobRecord", "JobStatus", "NewFile",
-           "NewJob", "NewStage", "OutputRecord", "StageRecord", "StageStatus", "Store", "new_id"]
+__all__ = ["EXPORT_STAGE", "ClaimedStage", "FileRecord", "IdempotencyKey", "JobInput", "JobRecord", "JobStatus",
+           "NewFile", "NewJob", "NewStage", "OutputRecord", "StageRecord", "StageStatus", "Store", "new_id"]

@@ -98,7 +98,7 @@ class FileRecord:
     format: str  # png, jpeg, webp, glb, obj, ...
     filename: str | None
     created_at: float
-    expires_at: float | None
+    expires_at: float | None  # usable by its owner's jobs until then; a job that took it keeps it until it ends
 
 
 @dataclass(frozen=True)
@@ -131,13 +131,31 @@ class IdempotencyKey:
 
 
 @dataclass(frozen=True)
+class JobInput:
+    """One input of a new job, as the client named it: an upload (``file_id``), a succeeded job's output
+    (``job_id`` and ``output``), or bytes sent inline and already in the artifact store (``file_id``, a fresh
+    id that names no upload, with ``sha256`` and ``format``)."""
+
+    role: str  # "image" or "mesh"
+    file_id: str | None = None
+    job_id: str | None = None
+    output: str | None = None
+    sha256: str | None = None
+    format: str | None = None
+
+    @property
+    def inline(self) -> bool:
+        return self.sha256 is not None
+
+
+@dataclass(frozen=True)
 class NewJob:
     owner_id: str
     feature: str
     model_id: str
     stages: list[NewStage]
     request: dict[str, Any]
-    input_file_ids: list[tuple[str, str]]  # (file_id, role) in order; role is "image" or "mesh"
+    inputs: list[JobInput] = field(default_factory=list)  # in order
     priority: int = 0
     idempotency: IdempotencyKey | None = None
 

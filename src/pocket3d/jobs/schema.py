@@ -81,11 +81,23 @@ files = sa.Table(
     sa.Index("ix_files_sha256", "sha256"),
 )
 
+# An upload past its expires_at leaves its id here, so it answers 410 FILE_EXPIRED rather than 404 (a deleted one
+# leaves nothing). Pruned after transitions.TOMBSTONE_SECONDS.
+file_tombstones = sa.Table(
+    "file_tombstones", metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("owner_id", sa.String(64), nullable=False),
+    sa.Column("expired_at", sa.Float, nullable=False),
+)
+
+# A job's inputs as it took them. The blob (sha256) is kept while the job waits or runs, whatever happens to the
+# upload meanwhile (deleted, expired); the row stays as history.
 job_inputs = sa.Table(
     "job_inputs", metadata,
     sa.Column("job_id", sa.String(40), sa.ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True),
     sa.Column("position", sa.Integer, primary_key=True),
-    # No foreign key to files: a file is deleted when its last job ends, the row stays as history.
+    # No foreign key: the upload's id, or the source job's id for a job's output, or for bytes sent inline an id
+    # that names no upload.
     sa.Column("file_id", sa.String(40), nullable=False),
     sa.Column("role", sa.String(16), nullable=False),
     sa.Column("sha256", sa.String(64), nullable=False),

@@ -183,6 +183,24 @@ class Store:
             row = conn.execute(sa.select(k.job_id, k.fingerprint).where(
                 k.owner_id == owner_id, k.key == key, k.expires_at >= now)).first()
         return (row.job_id, row.fingerprint) if row else None
+    def list_files(self, owner_id: str | None, *, now: float, before_id: str | None = None,
+                   limit: int = 20) -> list[FileRecord]:
+        """Uploads not yet expired, newest first (``owner_id`` None: every owner's)."""
+        f = t.files.c
+        q = sa.select(t.files).where(sa.or_(f.expires_at.is_(None), f.expires_at > now))
+        if owner_id is not None:
+            q = q.where(f.owner_id == owner_id)
+        if before_id:
+            q = q.where(f.id < before_id)
+        with self.read() as conn:
+            rows = conn.execute(q.order_by(f.id.desc()).limit(limit)).mappings().all()
+        return [_file(r) for r in rows]
+
+    def expired_file_owner(self, file_id: str) -> str | None:
+        """The owner of an upload that expired (its tombstone), or None: never existed, deleted, or forgotten."""
+        with self.read() as conn:
+            return conn.execute(sa.select(t.file_tombstones.c.owner_id)
+                                .where(t.file_tombstones.c.id == file_id)).scalar()
 
     def job_inputs(self, job_id: str) -> list[dict[str, Any]]:
         with self.read() as conn:

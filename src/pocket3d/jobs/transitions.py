@@ -17,6 +17,7 @@ from pocket3d.errors import ErrorCode, Pocket3DError
 from pocket3d.jobs import schema as t
 from pocket3d.jobs.records import (
     ClaimedStage,
+    JobInput,
     JobStatus,
     NewFile,
     NewJob,
@@ -29,12 +30,15 @@ J = t.jobs.c
 S = t.stages.c
 
 
-class ReleasePolicy:
-    """What a job leaves behind when it ends: outputs kept ``keep_seconds`` (storage.cleanup_after), uploaded
-    inputs deleted with their last job unless ``keep_inputs``, then kept as long as outputs are."""
+# How long an expired upload's id is remembered (answering 410 FILE_EXPIRED); after that it answers 404.
+TOMBSTONE_SECONDS = 30 * 86400.0
 
-    def __init__(self, keep_inputs: bool = False, keep_seconds: float = 86400.0):
-        self.keep_inputs = keep_inputs
+
+class ReleasePolicy:
+    """What a job leaves behind when it ends: a succeeded job's outputs, kept ``keep_seconds``
+    (storage.cleanup_after). Its inputs are not its to delete: an upload lives until its own expires_at."""
+
+    def __init__(self, keep_seconds: float = 86400.0):
         self.keep_seconds = keep_seconds
 
 
@@ -46,7 +50,8 @@ def _lock_job(tx: WriteTx, job_id: str) -> Any:
 
 # -- files ---------------------------------------------------------------------------------------------------
 
-def register_file(store: Store, new: NewFile, *, now: float, expires_at: float | None) -> None:
+def register_file(store: Store, new: NewFile, *, now: float, expires_at: float) -> None:
+    """An upload, usable by any number of its owner's jobs until ``expires_at``."""
     with store.write() as tx:
         tx.conn.execute(t.files.insert().values(**_file_row(new, now, expires_at)))
 
@@ -56,6 +61,22 @@ def _file_row(new: NewFile, now: float, expires_at: float | None) -> dict[str, A
                 kind=new.kind, format=new.format, filename=new.filename, created_at=now, expires_at=expires_at)
 
 
+def delete_file(store: Store, file_id: str) -> None:
+    """Its owner deleted an upload: the id answers 404 from now on. The blob goes once no row references it and
+    no waiting or running job took it (Retention.collect)."""
+    with store.write() as tx:
+        # Locked, so a submit taking this file either commits first (its job then holds the blob) or finds it gone.
+        sha = tx.conn.execute(sa.select(t.files.c.sha256).where(t.files.c.id == file_id).with_for_update()).scalar()
+        if sha is None:
+            raise Pocket3DError(ErrorCode.FILE_NOT_FOUND, f"file {file_id} not found", {"file_id": file_id})
+        tx.conn.execute(t.files.delete().where(t.files.c.id == file_id))
+        tx.released.add(sha)
+
+
+def is_expired(expires_at: float | None, now: float) -> bool:
+    return expires_at is not None and expires_at <= now
+
+
 # -- submit --------------------------------------------------------------------------------------------------
 
 class IdempotencyKeyTaken(Exception):
@@ -63,20 +84,21 @@ class IdempotencyKeyTaken(Exception):
     submit); nothing was written. The caller reads that job with ``Store.idempotent_job``."""
 
 
-def submit(store: Store, new: NewJob, *, queue_size: int, max_attempts: int, now: float,
-           new_files: Sequence[NewFile] = ()) -> str:
-    """Persist a job, its stages, its inline inputs and its Idempotency-Key in one transaction; the first stage
-    is queued at once."""
+def submit(store: Store, new: NewJob, *, queue_size: int, max_attempts: int, now: float) -> str:
+    """Persist a job, its stages, its inputs and its Idempotency-Key in one transaction; the first stage is queued
+    at once.
+
+    Each input is checked again here, under a lock, so an upload deleted or expiring (or a source job's outputs
+    expiring) while the request was validated is refused rather than taken without its blob."""
     try:
-        return _submit(store, new, queue_size=queue_size, max_attempts=max_attempts, now=now, new_files=new_files)
+        return _submit(store, new, queue_size=queue_size, max_attempts=max_attempts, now=now)
     except sa.exc.IntegrityError as e:
         if new.idempotency is None:
             raise
         raise IdempotencyKeyTaken(new.idempotency.key) from e  # a concurrent submit with the key committed first
 
 
-def _submit(store: Store, new: NewJob, *, queue_size: int, max_attempts: int, now: float,
-            new_files: Sequence[NewFile]) -> str:
+def _submit(store: Store, new: NewJob, *, queue_size: int, max_attempts: int, now: float) -> str:
     job_id = new_id("job")
     key = new.idempotency
     with store.write() as tx:
@@ -86,20 +108,13 @@ def _submit(store: Store, new: NewJob, *, queue_size: int, max_attempts: int, no
             if tx.conn.execute(sa.select(k.job_id).where(held, k.expires_at >= now)).first() is not None:
                 raise IdempotencyKeyTaken(key.key)
             tx.conn.execute(t.idempotency_keys.delete().where(held, k.expires_at < now))  # expired, not swept yet
-        if new_files:
-            tx.conn.execute(t.files.insert(), [_file_row(f, now, None) for f in new_files])
-        file_ids = [fid for fid, _ in new.input_file_ids]
-        # Locked, so a job ending now cannot delete an input this job is about to use (see _finish_job).
-        found = {r.id: r for r in tx.conn.execute(
-            sa.select(t.files.c.id, t.files.c.sha256, t.files.c.format)
-            .where(t.files.c.id.in_(file_ids)).order_by(t.files.c.id).with_for_update())} if file_ids else {}
+        # Outputs before files, the order expire() deletes them in, so the two never wait on each other.
+        sources = _lock_outputs(tx, [inp for inp in new.inputs if inp.job_id is not None], now)
+        uploads = _lock_files(tx, [inp.file_id for inp in new.inputs if inp.file_id and not inp.inline], now)
         if store.count_active_jobs(tx.conn) >= queue_size:
             raise Pocket3DError(ErrorCode.QUEUE_FULL, f"the queue holds {queue_size} jobs; try again later",
                                 {"queue_size": queue_size}, headers={"Retry-After": "30"},
                                 hint="send it again after the Retry-After seconds")
-        missing = [fid for fid in file_ids if fid not in found]
-        if missing:  # deleted between validation and now (retention, or another job ending)
-            raise Pocket3DError(ErrorCode.FILE_NOT_FOUND, f"file {missing[0]} not found", {"file_id": missing[0]})
         tx.conn.execute(t.jobs.insert().values(
             id=job_id, owner_id=new.owner_id, feature=new.feature, model_id=new.model_id,
             status=JobStatus.QUEUED, progress=0.0, current_stage=0, priority=new.priority,
@@ -110,18 +125,65 @@ def _submit(store: Store, new: NewJob, *, queue_size: int, max_attempts: int, no
                  status=StageStatus.QUEUED if i == 0 else StageStatus.PENDING, progress=0.0, attempts=0,
                  max_attempts=max_attempts, priority=new.priority, queued_at=now if i == 0 else None)
             for i, s in enumerate(new.stages)])
-        if file_ids:
-            tx.conn.execute(t.job_inputs.insert(), [
-                dict(job_id=job_id, position=i, file_id=fid, role=role, sha256=found[fid].sha256,
-                     format=found[fid].format) for i, (fid, role) in enumerate(new.input_file_ids)])
-            # An input in use does not expire; it is released when its last job ends.
-            tx.conn.execute(t.files.update().where(t.files.c.id.in_(file_ids)).values(expires_at=None))
+        rows = []
+        for i, inp in enumerate(new.inputs):
+            if inp.inline:
+                ref, sha, fmt = inp.file_id or new_id("file"), inp.sha256, inp.format
+            elif inp.job_id is not None:
+                ref, (sha, fmt) = inp.job_id, sources[(inp.job_id, inp.output)]
+            else:
+                ref, (sha, fmt) = inp.file_id, uploads[inp.file_id]
+            rows.append(dict(job_id=job_id, position=i, file_id=ref, role=inp.role, sha256=sha, format=fmt))
+        if rows:
+            tx.conn.execute(t.job_inputs.insert(), rows)
         if key is not None:
             tx.conn.execute(t.idempotency_keys.insert().values(
                 owner_id=new.owner_id, key=key.key, fingerprint=key.fingerprint, job_id=job_id, created_at=now,
                 expires_at=key.expires_at))
         tx.touch(job_id)
     return job_id
+
+
+def _lock_files(tx: WriteTx, file_ids: list[str], now: float) -> dict[str, tuple[str, str]]:
+    """(sha256, format) of each upload, locked against delete_file and expire; refused if gone or expired."""
+    if not file_ids:
+        return {}
+    f = t.files.c
+    found = {r.id: r for r in tx.conn.execute(sa.select(f.id, f.sha256, f.format, f.expires_at)
+                                              .where(f.id.in_(file_ids)).order_by(f.id).with_for_update())}
+    for file_id in file_ids:
+        row = found.get(file_id)
+        if row is None:
+            gone = tx.conn.execute(sa.select(t.file_tombstones.c.id).where(t.file_tombstones.c.id == file_id)).first()
+            raise _file_gone(file_id, expired=gone is not None)
+        if is_expired(row.expires_at, now):
+            raise _file_gone(file_id, expired=True)
+    return {r.id: (r.sha256, r.format) for r in found.values()}
+
+
+def _file_gone(file_id: str, *, expired: bool) -> Pocket3DError:
+    if expired:
+        return Pocket3DError(ErrorCode.FILE_EXPIRED, f"file {file_id} has expired", {"file_id": file_id},
+                             hint="upload it again with POST /api/v1/files")
+    return Pocket3DError(ErrorCode.FILE_NOT_FOUND, f"file {file_id} not found", {"file_id": file_id})
+
+
+def _lock_outputs(tx: WriteTx, inputs: list[JobInput], now: float) -> dict[tuple[str, str], tuple[str, str]]:
+    """(sha256, format) of each job output named as an input, locked against expire; refused unless its job
+    succeeded and its outputs have not expired."""
+    out: dict[tuple[str, str], tuple[str, str]] = {}
+    o = t.outputs.c
+    for inp in sorted(inputs, key=lambda i: (i.job_id, i.output)):
+        assert inp.job_id is not None and inp.output is not None
+        row = tx.conn.execute(sa.select(o.sha256, o.format, J.status, J.expires_at)
+                              .join(t.jobs, J.id == o.job_id)
+                              .where(o.job_id == inp.job_id, o.name == inp.output, o.public == sa.true())
+                              .with_for_update(of=t.outputs)).first()
+        if row is None or row.status != JobStatus.SUCCEEDED or is_expired(row.expires_at, now):
+            raise Pocket3DError(ErrorCode.OUTPUT_EXPIRED, f"output {inp.output!r} of job {inp.job_id} is no longer "
+                                "stored", {"job_id": inp.job_id, "output": inp.output})
+        out[(inp.job_id, inp.output)] = (row.sha256, row.format)
+    return out
 
 
 # -- claim and run -------------------------------------------------------------------------------------------
@@ -366,12 +428,14 @@ def recover_lost_stages(store: Store, *, now: float, release: ReleasePolicy, all
 # -- retention -----------------------------------------------------------------------------------------------
 
 def expire(store: Store, *, now: float) -> set[str]:
-    """Drop outputs past their job's expires_at, uploads past theirs and expired Idempotency-Keys; returns hashes
-    that may be unreferenced."""
+    """Drop outputs past their job's expires_at, uploads past theirs (leaving a tombstone) and expired
+    Idempotency-Keys; returns hashes that may be unreferenced now. A waiting or running job keeps the blobs of its
+    inputs (Retention.collect)."""
     released: set[str] = set()
+    f = t.files.c
     with store.write() as tx:
         tx.conn.execute(t.idempotency_keys.delete().where(t.idempotency_keys.c.expires_at < now))
-        expired_jobs = tx.conn.execute(sa.select(J.id).where(J.expires_at < now)).scalars().all()
+        expired_jobs = tx.conn.execute(sa.select(J.id).where(J.expires_at <= now)).scalars().all()
         if expired_jobs:
             released.update(tx.conn.execute(sa.select(t.outputs.c.sha256)
                                             .where(t.outputs.c.job_id.in_(expired_jobs))).scalars())
@@ -380,17 +444,15 @@ def expire(store: Store, *, now: float) -> set[str]:
                                                                                  version=J.version + 1))
             for job_id in expired_jobs:
                 tx.touch(job_id)
-        stale = tx.conn.execute(sa.select(t.files.c.id, t.files.c.sha256).where(
-            t.files.c.expires_at < now, ~_file_in_active_job())).all()
+        stale = tx.conn.execute(sa.select(f.id, f.owner_id, f.sha256, f.expires_at).where(f.expires_at <= now)
+                                .order_by(f.id).with_for_update()).all()
         if stale:
             released.update(r.sha256 for r in stale)
-            tx.conn.execute(t.files.delete().where(t.files.c.id.in_([r.id for r in stale])))
+            tx.conn.execute(t.file_tombstones.insert(), [dict(id=r.id, owner_id=r.owner_id, expired_at=r.expires_at)
+                                                         for r in stale])
+            tx.conn.execute(t.files.delete().where(f.id.in_([r.id for r in stale])))
+        tx.conn.execute(t.file_tombstones.delete().where(t.file_tombstones.c.expired_at < now - TOMBSTONE_SECONDS))
     return released
-
-
-def _file_in_active_job() -> Any:
-    return sa.exists().where(t.job_inputs.c.file_id == t.files.c.id, t.job_inputs.c.job_id == J.id,
-                             J.status.in_([JobStatus.QUEUED, JobStatus.RUNNING]))
 
 
 def _finish_job(tx: WriteTx, job_id: str, status: JobStatus, now: float, release: ReleasePolicy, *,
@@ -405,19 +467,10 @@ def _finish_job(tx: WriteTx, job_id: str, status: JobStatus, now: float, release
         tx.conn.execute(t.outputs.delete().where(out.job_id == job_id))
     tx.conn.execute(t.jobs.update().where(J.id == job_id).values(**values))
     tx.touch(job_id)
-    # Inputs whose last job this was. Locking them first makes this wait for a submit that is taking one of
-    # them (it locks them too), and the statement after the lock sees that submit's job if it committed.
-    mine = sa.select(t.job_inputs.c.file_id).where(t.job_inputs.c.job_id == job_id)
-    candidates = tx.conn.execute(sa.select(t.files.c.id).where(t.files.c.id.in_(mine))
-                                 .order_by(t.files.c.id).with_for_update()).scalars().all()
-    if not candidates:
-        return
-    unused = sa.and_(t.files.c.id.in_(candidates), ~_file_in_active_job())
-    if release.keep_inputs:
-        tx.conn.execute(t.files.update().where(unused).values(expires_at=now + release.keep_seconds))
-    else:
-        tx.released.update(tx.conn.execute(sa.select(t.files.c.sha256).where(unused)).scalars())
-        tx.conn.execute(t.files.delete().where(unused))
+    # The job no longer holds its inputs' blobs. An upload's stays while the upload lives; bytes sent inline, and an
+    # upload deleted or expired while the job ran, go now unless something else references them.
+    tx.released.update(tx.conn.execute(sa.select(t.job_inputs.c.sha256)
+                                       .where(t.job_inputs.c.job_id == job_id)).scalars())
 
 
 def _job_progress(weights: list[float], stage_index: int, fraction: float) -> float:

@@ -1,18 +1,17 @@
 from __future__ import annotations
 
 import time
-
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Request
+from fastapi import APIRouter, Path, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from pocket3d.api import media, uploads
 from pocket3d.api.deps import NodeDep, PrincipalDep
+from pocket3d.api.files import visible_file
 from pocket3d.api.openapi import error_responses
-from pocket3d.api.schemas import FileInfo
+from pocket3d.api.schemas import FileInfo, FilePage
 from pocket3d.api.views import file_view
-from pocket3d.errors import ErrorCode, Pocket3DError
 from pocket3d.jobs import transitions
 from pocket3d.jobs.records import NewFile
 from pocket3d.jobs.store import new_id
@@ -35,7 +34,7 @@ def _store_upload(node: Node, owner_id: str, staged: uploads.StagedFile) -> File
                       media_type=found.media_type, kind=found.kind, format=found.format, filename=staged.filename)
         with node.blob_lock:
             node.artifacts.put(staged.path, staged.sha256)
-            transitions.register_file(node.store, new, now=now, expires_at=now + node.settings.storage.cleanup_after)
+            transitions.register_file(node.store, new, now=now, expires_at=now + node.settings.storage.file_lifetime)
     finally:
         staged.discard()
     record = node.store.get_file(new.id)
@@ -54,14 +53,37 @@ async def upload_file(request: Request, node: NodeDep, principal: PrincipalDep) 
     return await run_in_threadpool(_store_upload, node, principal.owner_id, staged)
 
 
-@router.get("/files/{file_id}", response_model=FileInfo, responses=error_responses(401, 404),
+@router.get("/files", response_model=FilePage, responses=error_responses(401, 422), operation_id="listFiles",
+            summary="Your uploads that have not expired, newest first")
+def list_files(node: NodeDep, principal: PrincipalDep,
+               cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
+               limit: Annotated[int, Query(ge=1, le=100)] = 20) -> FilePage:
+    """Uploads you can still name in a job, newest first, a page at a time: pass the answer's `next_cursor` as
+    `cursor` for the next page (null on the last)."""
+    owner = None if principal.is_admin else principal.owner_id
+    files = node.store.list_files(owner, now=time.time(), before_id=cursor, limit=limit + 1)
+    page = files[:limit]
+    return FilePage(files=[file_view(f) for f in page], next_cursor=page[-1].id if len(files) > limit else None)
+
+
+FileId = Annotated[str, Path(description="the file_id the upload answered",
+                              examples=["file_01JD8X2K9Q4R7T1V3W5Y8Z0A2B"])]
+
+
+@router.get("/files/{file_id}", response_model=FileInfo, responses=error_responses(401, 404, 410),
             operation_id="getFile", summary="An uploaded file's type, size and expiry")
-def get_file(file_id: Annotated[str, Path(description="the file_id the upload answered",
-                                          examples=["file_01JD8X2K9Q4R7T1V3W5Y8Z0A2B"])],
-             node: NodeDep, principal: PrincipalDep) -> FileInfo:
-    """What the server made of an upload: its kind (image or mesh), format, size, sha256 and expiry."""
-    record = node.store.get_file(file_id)
-    if record is None or not principal.can_see(record.owner_id):
-        raise Pocket3DError(ErrorCode.FILE_NOT_FOUND, f"file {file_id} not found",
-                            hint="file ids come from POST /api/v1/files and look like file_…")
-    return file_view(record)
+def get_file(file_id: FileId, node: NodeDep, principal: PrincipalDep) -> FileInfo:
+    """What the server made of an upload: its kind (image or mesh), format, size, sha256 and expiry. Any number
+    of your jobs can use it until `expires_at`; after that it answers 410 FILE_EXPIRED."""
+    return file_view(visible_file(node, principal, file_id,
+                                  not_found_hint="file ids come from POST /api/v1/files and look like file_…"))
+
+
+@router.delete("/files/{file_id}", status_code=204, responses=error_responses(401, 404, 410),
+               operation_id="deleteFile", summary="Delete an upload now")
+def delete_file(file_id: FileId, node: NodeDep, principal: PrincipalDep) -> Response:
+    """The file answers 404 from now on and can no longer be named in a job. A job that already took it keeps it
+    until that job ends."""
+    visible_file(node, principal, file_id)
+    transitions.delete_file(node.store, file_id)
+    return Response(status_code=204)
