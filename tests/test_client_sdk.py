@@ -90,6 +90,21 @@ def test_the_async_client_does_the_same(server: ServerProcess, tmp_path: Path) -
     assert_valid_gltf(saved["model.glb"].read_bytes(), tmp_path)
 
 
+def test_a_server_under_a_path_prefix(server: ServerProcess, tmp_path: Path) -> None:
+    """Behind a reverse proxy that mounts the server at /pocket3d, the links the server returns (download URLs)
+    are followed under the prefix too."""
+    mounted = FaultProxy(server.port, prefix="/pocket3d").start()
+    try:
+        with Client(f"{mounted.url}/pocket3d") as p3d:
+            job = p3d.generate_mesh(images=[p3d.upload(IMAGES / "T.png")], model_preference="test_heightfield")
+            job.wait(timeout=60)
+            saved = job.download(tmp_path / "t.glb")
+    finally:
+        mounted.stop()
+    assert hashlib.sha256(saved["model.glb"].read_bytes()).hexdigest() == job.view.outputs[0].sha256
+    assert all(s.target.startswith("/pocket3d/api/v1/") for s in mounted.seen)
+
+
 def test_uploads_take_paths_bytes_files_and_images(p3d: Client) -> None:
     png = (IMAGES / "T.png").read_bytes()
     by_bytes = p3d.upload(png, filename="t.png")

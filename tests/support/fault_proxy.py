@@ -38,6 +38,7 @@ class Seen:
 @dataclass
 class FaultProxy:
     upstream_port: int
+    prefix: str = ""  # served under this path prefix, stripped before forwarding (a reverse proxy's mount point)
     rules: list[Rule] = field(default_factory=list)
     seen: list[Seen] = field(default_factory=list)
 
@@ -111,6 +112,12 @@ class FaultProxy:
             await writer.drain()
             writer.close()
             return
+        if not target.startswith(self.prefix):
+            writer.write(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            await writer.drain()
+            writer.close()
+            return
+        request_line = f"{method} {target[len(self.prefix):]} {request_line.split(' ', 2)[2]}"
         kept = [line for line in lines if not line.lower().startswith("connection:")]
         upstream_r, upstream_w = await asyncio.open_connection("127.0.0.1", self.upstream_port)
         upstream_w.write("\r\n".join([request_line, *kept, "Connection: close", "", ""]).encode("latin-1") + body)

@@ -173,7 +173,7 @@ class AsyncClient:
         attempt = 0
         while not part.complete:
             try:
-                async with self._http.stream("GET", self._http.base_url.join(output.url),
+                async with self._http.stream("GET", self.config.link(output.url),
                                        headers=part.range_headers()) as r:
                     if not r.is_success:
                         await r.aread()

@@ -80,6 +80,13 @@ class Config:
             headers["Authorization"] = f"Bearer {self.api_key}"
         return headers
 
+    def link(self, url: str) -> str:
+        """A URL the server returned (an output's ``url``): its paths are under /api/v1 from the server's root, so
+        they are taken relative to the configured URL, which may sit under a path prefix behind a proxy."""
+        if url.startswith(API_PREFIX + "/"):
+            return self.api_url + url[len(API_PREFIX):]
+        return url
+
     @property
     def server_url(self) -> str:
         return self.api_url.removesuffix(API_PREFIX)

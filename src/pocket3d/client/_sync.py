@@ -178,7 +178,7 @@ class Client:
         attempt = 0
         while not part.complete:
             try:
-                with self._http.stream("GET", self._http.base_url.join(output.url),
+                with self._http.stream("GET", self.config.link(output.url),
                                        headers=part.range_headers()) as r:
                     if not r.is_success:
                         r.read()
