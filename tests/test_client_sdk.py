@@ -114,6 +114,11 @@ def test_uploads_take_paths_bytes_files_and_images(p3d: Client) -> None:
     assert by_image.media_type == "image/png" and by_image.filename == "image.png"
     mesh = p3d.upload(MESHES / "typical_humanoid_goblin.obj")
     assert mesh.kind == "mesh" and mesh.format == "obj"
+    assert p3d.files.get(mesh.file_id) == mesh
+    assert {by_bytes.file_id, by_image.file_id, mesh.file_id} <= {f.file_id for f in p3d.files.list(limit=100).items}
+    p3d.files.delete(mesh.file_id)
+    with pytest.raises(NotFound):
+        p3d.files.get(mesh.file_id)
 
 
 def test_wait_survives_cut_event_streams(server: ServerProcess, proxy: FaultProxy, tmp_path: Path) -> None:

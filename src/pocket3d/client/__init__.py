@@ -12,15 +12,17 @@ httpx and pydantic, not the server.
 """
 
 from pocket3d.api.schemas import FileInfo, Health, JobView, ModelInfo, ModelList, OutputInfo, StageInfo
-from pocket3d.client._async import AsyncClient, AsyncJob, AsyncJobs
+from pocket3d.client._async import AsyncClient, AsyncFiles, AsyncJob, AsyncJobs
 from pocket3d.client._core import JobEvent, Page
-from pocket3d.client._sync import Client, Job, Jobs
+from pocket3d.client._sync import Client, Files, Job, Jobs
 from pocket3d.client.errors import (
     APIError,
     Conflict,
     ConnectionFailed,
     DownloadFailed,
+    FileExpired,
     Forbidden,
+    Gone,
     IdempotencyKeyReused,
     JobCancelled,
     JobError,
@@ -42,8 +44,8 @@ from pocket3d.client.errors import (
 )
 
 __all__ = [
-    "APIError", "AsyncClient", "AsyncJob", "AsyncJobs", "Client", "Conflict", "ConnectionFailed", "DownloadFailed",
-    "FileInfo", "Forbidden", "Health", "IdempotencyKeyReused", "Job", "JobCancelled", "JobError", "JobEvent",
+    "APIError", "AsyncClient", "AsyncFiles", "AsyncJob", "AsyncJobs", "Client", "Conflict", "ConnectionFailed",
+    "DownloadFailed", "FileExpired", "FileInfo", "Files", "Forbidden", "Gone", "Health", "IdempotencyKeyReused", "Job", "JobCancelled", "JobError", "JobEvent",
     "JobFailed", "JobNotFinished", "JobView", "Jobs", "ModelInfo", "ModelList", "NotFound", "OutputExpired",
     "OutputInfo", "Page", "PayloadTooLarge", "Pocket3DError", "QueueFull", "RateLimited", "ServerError",
     "ServerUnreachable", "ServiceUnavailable", "StageInfo", "Unauthorized", "UnsupportedMediaType",

@@ -13,7 +13,7 @@ from typing import Any, Unpack
 import httpx
 from httpx_sse import SSEError, aconnect_sse
 
-from pocket3d.api.schemas import FileInfo, Health, JobAccepted, JobPage, JobView, ModelList, OutputInfo
+from pocket3d.api.schemas import FileInfo, FilePage, Health, JobAccepted, JobPage, JobView, ModelList, OutputInfo
 from pocket3d.client import _core
 from pocket3d.client._core import (
     FINAL_STATES,
@@ -44,6 +44,7 @@ class AsyncClient:
         self.config = Config.from_args(url, api_key, timeout, max_retries)
         self._http = httpx.AsyncClient(base_url=self.config.api_url, headers=self.config.headers, timeout=timeout)
         self.jobs = AsyncJobs(self)
+        self.files = AsyncFiles(self)
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -214,6 +215,26 @@ class AsyncJobs:
                   if v is not None}
         page = parse(JobPage, await self._client._send("GET", "/jobs", safe=True, params=params))
         return Page([AsyncJob(self._client, view) for view in page.jobs], page.next_cursor)
+
+
+class AsyncFiles:
+    """``client.files``: your uploads (``client.upload`` makes them)."""
+
+    def __init__(self, client: AsyncClient):
+        self._client = client
+
+    async def get(self, file_id: str) -> FileInfo:
+        return parse(FileInfo, await self._client._send("GET", f"/files/{file_id}", safe=True))
+
+    async def delete(self, file_id: str) -> None:
+        """At once: no job can name it afterwards (one that already took it keeps it until it ends)."""
+        await self._client._send("DELETE", f"/files/{file_id}", safe=True)
+
+    async def list(self, *, limit: int = 20, cursor: str | None = None) -> Page[FileInfo]:
+        """Your uploads that have not expired, newest first."""
+        params: dict[str, Any] = {"limit": limit} | ({"cursor": cursor} if cursor else {})
+        page = parse(FilePage, await self._client._send("GET", "/files", safe=True, params=params))
+        return Page(page.files, page.next_cursor)
 
 
 class AsyncJob:

@@ -12,7 +12,7 @@ from typing import Any, Unpack
 import httpx
 from httpx_sse import SSEError, connect_sse
 
-from pocket3d.api.schemas import FileInfo, Health, JobAccepted, JobPage, JobView, ModelList, OutputInfo
+from pocket3d.api.schemas import FileInfo, FilePage, Health, JobAccepted, JobPage, JobView, ModelList, OutputInfo
 from pocket3d.client import _core
 from pocket3d.client._core import (
     FINAL_STATES,
@@ -49,6 +49,7 @@ class Client:
         self.config = Config.from_args(url, api_key, timeout, max_retries)
         self._http = httpx.Client(base_url=self.config.api_url, headers=self.config.headers, timeout=timeout)
         self.jobs = Jobs(self)
+        self.files = Files(self)
 
     def close(self) -> None:
         self._http.close()
@@ -219,6 +220,26 @@ class Jobs:
                   if v is not None}
         page = parse(JobPage, self._client._send("GET", "/jobs", safe=True, params=params))
         return Page([Job(self._client, view) for view in page.jobs], page.next_cursor)
+
+
+class Files:
+    """``client.files``: your uploads (``client.upload`` makes them)."""
+
+    def __init__(self, client: Client):
+        self._client = client
+
+    def get(self, file_id: str) -> FileInfo:
+        return parse(FileInfo, self._client._send("GET", f"/files/{file_id}", safe=True))
+
+    def delete(self, file_id: str) -> None:
+        """At once: no job can name it afterwards (one that already took it keeps it until it ends)."""
+        self._client._send("DELETE", f"/files/{file_id}", safe=True)
+
+    def list(self, *, limit: int = 20, cursor: str | None = None) -> Page[FileInfo]:
+        """Your uploads that have not expired, newest first."""
+        params: dict[str, Any] = {"limit": limit} | ({"cursor": cursor} if cursor else {})
+        page = parse(FilePage, self._client._send("GET", "/files", safe=True, params=params))
+        return Page(page.files, page.next_cursor)
 
 
 class Job:

@@ -79,8 +79,16 @@ class IdempotencyKeyReused(Conflict):
     """The Idempotency-Key was already used for another request; ``details["job_id"]`` is the job it made."""
 
 
-class OutputExpired(APIError):
-    """The job's outputs were deleted after ``expires_at``."""
+class Gone(APIError):
+    """It existed and expired."""
+
+
+class OutputExpired(Gone):
+    """The job's outputs were deleted after its ``expires_at``."""
+
+
+class FileExpired(Gone):
+    """The upload is past its ``expires_at``: upload it again."""
 
 
 class PayloadTooLarge(APIError):
@@ -114,12 +122,13 @@ ERROR_CLASSES: dict[str, type[APIError]] = {
     "RATE_LIMITED": RateLimited,
     "CONCURRENCY_LIMITED": RateLimited,
     "OUTPUT_EXPIRED": OutputExpired,
+    "FILE_EXPIRED": FileExpired,
     "INVALID_JSON": ValidationFailed,
     "EMPTY_UPLOAD": ValidationFailed,
 }
 
 STATUS_CLASSES: dict[int, type[APIError]] = {
-    400: ValidationFailed, 401: Unauthorized, 403: Forbidden, 404: NotFound, 409: Conflict, 410: OutputExpired,
+    400: ValidationFailed, 401: Unauthorized, 403: Forbidden, 404: NotFound, 409: Conflict, 410: Gone,
     413: PayloadTooLarge, 415: UnsupportedMediaType, 422: ValidationFailed, 429: RateLimited,
     500: ServerError, 502: ServiceUnavailable, 503: ServiceUnavailable, 504: ServiceUnavailable,
 }
