@@ -71,16 +71,23 @@ class SubdivideTestModel(ModelAdapter):
         return {"mesh": out}
 
 
+class FailingParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    message: str = Field("the test model failed on purpose", max_length=500, description="what it raises")
+
+
 class FailingTestModel(ModelAdapter):
     """TEST-ONLY: always raises, to show a model's own error ends as a failed job with MODEL_ERROR."""
+
+    Params = FailingParams
 
     def load(self, device: Device) -> None:
         self.device = device
 
-    def run(self, inputs: RunInputs, params: BaseModel, progress: ProgressFn) -> dict[str, Path]:
+    def run(self, inputs: RunInputs, params: FailingParams, progress: ProgressFn) -> dict[str, Path]:
         progress(0.3, None)
         (inputs.work_dir / "half-written.glb").write_bytes(b"glTF partial")
-        raise RuntimeError("the test model failed on purpose")
+        raise RuntimeError(params.message)
 
 
 class PassThroughTestModel(ModelAdapter):

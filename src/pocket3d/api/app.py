@@ -15,6 +15,7 @@ from starlette.concurrency import run_in_threadpool
 
 from pocket3d import __version__
 from pocket3d.api import openapi
+from pocket3d.api.auth import AuthMiddleware
 from pocket3d.api.errors import install_handlers
 from pocket3d.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from pocket3d.api.routes import features, files, jobs, system
@@ -56,6 +57,9 @@ def create_app(node: Node, *, manage_node: bool = True) -> FastAPI:
     async def home() -> RedirectResponse:
         return RedirectResponse(openapi.DOCS_URL)
 
+    # The key is checked from the headers before anything reads a body.
+    app.add_middleware(AuthMiddleware, store=node.store, enabled=settings.auth.enabled)
+    # CORS outside the key check, so a browser sees a 401 as a 401.
     if settings.server.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.server.cors_origins,
                            allow_credentials=settings.server.cors_allow_credentials,

@@ -11,13 +11,14 @@ from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
-from pocket3d.api.keys import LOCAL_PRINCIPAL, Principal, authenticate
+from pocket3d.api import auth
+from pocket3d.api.keys import LOCAL_PRINCIPAL, STATE_KEY, Principal, authenticate
 from pocket3d.config import Settings
 from pocket3d.errors import ErrorCode, Pocket3DError
 from pocket3d.node import Node
 
 
-KEY_HINT = "the server's operator makes keys with `pocket3d keys create --name NAME`"
+KEY_HINT = auth.KEY_HINT
 
 
 async def get_node(request: Request) -> Node:
@@ -38,20 +39,19 @@ API_KEY = APIKeyHeader(name="X-API-Key", auto_error=False, scheme_name="apiKeyHe
 
 async def get_principal(request: Request, _bearer: Annotated[object, Security(BEARER)] = None,
                         _api_key: Annotated[object, Security(API_KEY)] = None) -> Principal:
+    """The caller: found by ``api.auth.AuthMiddleware`` from the headers before the body was read."""
     node: Node = request.app.state.node
     if not node.settings.auth.enabled:
         return LOCAL_PRINCIPAL
-    headers = request.headers
-    token = headers.get("x-api-key")
-    if token is None:
-        scheme, _, value = headers.get("authorization", "").partition(" ")
-        token = value.strip() if scheme.lower() == "bearer" else None
-    if not token:
-        raise Pocket3DError(ErrorCode.UNAUTHORIZED, "an API key is required: 'Authorization: Bearer <key>' "
-                            "or 'X-API-Key: <key>'", headers={"WWW-Authenticate": "Bearer"}, hint=KEY_HINT)
-    principal = await run_in_threadpool(authenticate, node.store, token)
+    found = request.scope.get("state", {}).get(STATE_KEY)
+    if found is not None:
+        return found
+    # Only where the middleware is not installed (an app put together by hand): the same check, here.
+    token = auth.token_from(request.scope["headers"])
+    principal = await run_in_threadpool(authenticate, node.store, token) if token else None
     if principal is None:
-        raise Pocket3DError(ErrorCode.UNAUTHORIZED, "the API key is not valid or was revoked",
+        raise Pocket3DError(ErrorCode.UNAUTHORIZED, "the API key is not valid or was revoked" if token else
+                            "an API key is required: 'Authorization: Bearer <key>' or 'X-API-Key: <key>'",
                             headers={"WWW-Authenticate": "Bearer"}, hint=KEY_HINT)
     return principal
 

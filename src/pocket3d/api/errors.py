@@ -13,6 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from pocket3d.api import redact
 from pocket3d.api.middleware import TOO_LARGE_HINT, BodyTooLarge, current_request_id
 from pocket3d.errors import ErrorCode, Pocket3DError
 
@@ -78,8 +79,11 @@ def _jsonable_errors(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def install_handlers(app: FastAPI) -> None:
     @app.exception_handler(Pocket3DError)
-    async def _pocket3d(_: Request, exc: Pocket3DError) -> JSONResponse:
-        return error_response(exc.http_status, exc.code, exc.message, exc.details, exc.headers, exc.hint)
+    async def _pocket3d(request: Request, exc: Pocket3DError) -> JSONResponse:
+        if redact.sees_everything(request):
+            return error_response(exc.http_status, exc.code, exc.message, exc.details, exc.headers, exc.hint)
+        return error_response(exc.http_status, exc.code, redact.text(exc.message), redact.deep(exc.details),
+                              exc.headers, redact.text(exc.hint) if exc.hint else None)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:

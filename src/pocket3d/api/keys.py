@@ -33,6 +33,7 @@ class Principal:
 
 
 LOCAL_PRINCIPAL = Principal(owner_id=LOCAL_OWNER, role="admin")
+STATE_KEY = "principal"  # where api.auth leaves the caller's Principal in the ASGI scope's state
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,13 @@ def revoke_key(store: Store, key_id: str) -> bool:
         return bool(tx.conn.execute(t.api_keys.update().where(t.api_keys.c.id == key_id,
                                                               t.api_keys.c.revoked_at.is_(None))
                                     .values(revoked_at=time.time())).rowcount)
+
+
+def is_active(store: Store, key_id: str) -> bool:
+    """The key exists and is not revoked (an open event stream asks, now and then)."""
+    with store.read() as conn:
+        row = conn.execute(sa.select(t.api_keys.c.revoked_at).where(t.api_keys.c.id == key_id)).first()
+    return row is not None and row.revoked_at is None
 
 
 def authenticate(store: Store, token: str) -> Principal | None:

@@ -93,6 +93,13 @@ def install(app: FastAPI) -> None:
 def _finish(schema: dict[str, Any]) -> None:
     # FastAPI documents its own validation-error shape for 422; the API answers every error with ErrorBody.
     _replace_refs(schema, "#/components/schemas/HTTPValidationError", "#/components/schemas/ErrorBody")
+    # Every operation that takes a key (its security comes from get_principal) can answer 401, declared or not.
+    for operations in schema.get("paths", {}).values():
+        for operation in operations.values():
+            if isinstance(operation, dict) and operation.get("security"):
+                operation.setdefault("responses", {}).setdefault("401", {
+                    "description": _ERROR_DESCRIPTIONS[401],
+                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}})
     for name in ("HTTPValidationError", "ValidationError"):
         schema.get("components", {}).get("schemas", {}).pop(name, None)
 

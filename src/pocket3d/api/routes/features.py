@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from pocket3d.api import examples
+from pocket3d.api import redact
 from pocket3d.api.deps import NodeDep, PrincipalDep
 from pocket3d.api.keys import Principal
 from pocket3d.api.openapi import error_responses
@@ -60,7 +61,8 @@ async def _accept(node: Node, principal: Principal, feature: Feature, req: _Feat
         job = await run_in_threadpool(node.snapshots.get, job_id) if submitted.replayed else None
     if job is not None and (job.status.is_final or submitted.replayed):
         # Finished in time, or a retried submit: the job itself, as GET /jobs/{id} shows it.
-        view = job_view(job, node.scheduler.estimate(job))
+        shown = job if principal.is_admin else redact.job(job)
+        view = job_view(shown, node.scheduler.estimate(job))
         return JSONResponse(view.model_dump(mode="json"), status_code=200,
                             headers={"Idempotent-Replayed": "true"} if submitted.replayed else None)
     body = JobAccepted(job_id=job_id, status=job.status.value if job else "queued", links=job_links(job_id))

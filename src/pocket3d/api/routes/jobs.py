@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import asyncio
+import json
 import re
 import threading
 import time
@@ -12,7 +14,7 @@ from fastapi.responses import FileResponse, Response
 from sse_starlette import EventSourceResponse
 from starlette.concurrency import run_in_threadpool
 
-from pocket3d.api import downloads
+from pocket3d.api import downloads, keys, redact
 from pocket3d.api.deps import NodeDep, PrincipalDep
 from pocket3d.api.keys import Principal
 from pocket3d.api.openapi import error_responses
@@ -38,12 +40,17 @@ async def _read(node: Node, fn: Callable[..., T], *args: Any) -> T:
     return await run_in_threadpool(fn, *args)
 
 
+def _shown(principal: Principal, job: JobRecord) -> JobRecord:
+    """The job as this caller may see it: server paths in its messages are for admins only."""
+    return job if principal.is_admin else redact.job(job)
+
+
 def _visible_job(node: Node, principal: Principal, job_id: str) -> JobRecord:
     job = node.snapshots.get(job_id)
     if job is None or not principal.can_see(job.owner_id):
         raise Pocket3DError(ErrorCode.JOB_NOT_FOUND, f"job {job_id} not found", {"job_id": job_id},
                             hint="GET /api/v1/jobs lists your jobs; a job id looks like job_…")
-    return job
+    return _shown(principal, job)
 
 
 def _view(node: Node, job: JobRecord) -> JobView:
@@ -60,7 +67,7 @@ def _job_json(node: Node, principal: Principal, job_id: str) -> Response:
     jobs change. Returned as a Response, because FastAPI would validate a returned model a second time."""
     job = _visible_job(node, principal, job_id)
     estimate = node.scheduler.estimate(job)
-    key = (job.id, job.version, estimate)
+    key = (job.id, job.version, estimate, principal.is_admin)
     body = _rendered.get(key)
     if body is None:
         body = job_view(job, estimate).model_dump_json().encode()
@@ -84,7 +91,7 @@ def list_jobs(node: NodeDep, principal: PrincipalDep,
     jobs = node.store.list_jobs(owner, status=status.value if status else None,
                                 feature=feature.value if feature else None, before_id=cursor, limit=limit + 1)
     page = jobs[:limit]
-    return JobPage(jobs=[_view(node, j) for j in page],
+    return JobPage(jobs=[_view(node, _shown(principal, j)) for j in page],
                    next_cursor=page[-1].id if len(jobs) > limit else None)
 
 
@@ -194,6 +201,43 @@ EVENTS_RESPONSES = {
     **NOT_FOUND}
 
 
+KEY_RECHECK_SECONDS = 2.0  # an open stream notices a revoked key within this long
+
+
+async def _while_key_is_valid(node: Node, principal: Principal,
+                              stream: AsyncIterator[JobRecord]) -> AsyncIterator[JobRecord | None]:
+    """The stream's items while the caller's key stays valid (checked every KEY_RECHECK_SECONDS, and before each
+    item); then one None, and the stream ends."""
+    if principal.key_id is None:  # auth off: nothing to revoke
+        async for item in stream:
+            yield item
+        return
+    iterator = aiter(stream)
+    checked = time.monotonic()
+    pending: asyncio.Task | None = None
+    try:
+        while True:
+            if pending is None:
+                pending = asyncio.ensure_future(anext(iterator))
+            done, _ = await asyncio.wait({pending}, timeout=KEY_RECHECK_SECONDS)
+            if time.monotonic() - checked >= KEY_RECHECK_SECONDS or done:
+                if not await run_in_threadpool(keys.is_active, node.store, principal.key_id):
+                    yield None
+                    return
+                checked = time.monotonic()
+            if not done:
+                continue
+            try:
+                item = pending.result()
+            except StopAsyncIteration:
+                return
+            pending = None
+            yield item
+    finally:
+        if pending is not None:
+            pending.cancel()
+
+
 @router.get("/jobs/{job_id}/events", responses=EVENTS_RESPONSES, response_class=EventSourceResponse,
             operation_id="streamJobEvents", summary="Server-Sent Events: every status and progress change, until a "
             "final state")
@@ -207,8 +251,12 @@ async def job_events(job_id: JobIdPath, request: Request, node: NodeDep, princip
 
     async def events() -> AsyncIterator[dict]:
         last_status = None
-        async for job in node.bus.follow(job_id, after_version=after):
-            view = await run_in_threadpool(_view, node, job)
+        async for job in _while_key_is_valid(node, principal, node.bus.follow(job_id, after_version=after)):
+            if job is None:  # the key was revoked while the stream was open
+                yield {"event": "error", "data": json.dumps({"error_code": ErrorCode.UNAUTHORIZED.value,
+                                                             "message": "the API key was revoked"})}
+                return
+            view = await run_in_threadpool(_view, node, _shown(principal, job))
             kind = "status" if (job.status, job.current_stage) != last_status else "progress"
             last_status = (job.status, job.current_stage)
             yield {"event": kind, "id": str(job.version), "data": view.model_dump_json()}

@@ -3,6 +3,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from pocket3d import __version__, geometry
+from pocket3d.api import redact
 from pocket3d.api.deps import NodeDep, PrincipalDep
 from pocket3d.api.openapi import error_responses
 from pocket3d.api.schemas import DeviceInfo, Health, ModelInfo, ModelList, Readiness
@@ -85,18 +86,21 @@ def _rounded(value: float | None, digits: int = 0) -> float | None:
 
 @router.get("/models", response_model=ModelList, responses=error_responses(401), operation_id="listModels",
             summary="Every registered model, available or not, and why")
-def models(node: NodeDep, _: PrincipalDep) -> ModelList:
+def models(node: NodeDep, principal: PrincipalDep) -> ModelList:
     """The models of this server by feature: what each takes and writes, whether it can run here (and if not,
     why), its parameters' JSON schema (for `parameters` in requests) and what was measured of it. The first
-    available model that takes a request's inputs serves it, unless `model_preference` names another."""
-    return model_list(node)
+    available model that takes a request's inputs serves it, unless `model_preference` names another. Server
+    paths in the reasons are shown to admin keys only."""
+    listed = model_list(node)
+    return listed if principal.is_admin else redact.dump(listed)
 
 
 @router.get("/devices", response_model=list[DeviceInfo], responses=error_responses(401), operation_id="listDevices",
             summary="Devices, resident models, running stages")
-def devices(node: NodeDep, _: PrincipalDep) -> list[DeviceInfo]:
+def devices(node: NodeDep, principal: PrincipalDep) -> list[DeviceInfo]:
     """The devices the scheduler places work on (GPUs, the CPU, virtual CPU slices): memory, the scheduler's
-    budget, utilisation and temperature where reported, the models loaded there and the stages running."""
+    budget, utilisation and temperature where reported, the models loaded there; for admin keys also the stages
+    running and the worker process's pid."""
     out = []
     for state in node.scheduler.devices():
         d = state.device
@@ -107,6 +111,7 @@ def devices(node: NodeDep, _: PrincipalDep) -> list[DeviceInfo]:
                               memory_free_mb=max(0, reading.memory_total - used) if d.virtual else reading.memory_free,
                               budget_mb=round(state.budget), scheduled_mb=round(state.memory_used),
                               utilization=reading.utilization, temperature_c=reading.temperature,
-                              resident_models=state.resident_models, running_stages=state.running_stages,
-                              worker_pid=state.worker_pid))
+                              resident_models=state.resident_models,
+                              running_stages=state.running_stages if principal.is_admin else [],
+                              worker_pid=state.worker_pid if principal.is_admin else None))
     return out
