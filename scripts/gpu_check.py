@@ -47,8 +47,8 @@ def inventory(rows: list[Row]) -> dict:
         rows.append(("NVML", f"not available: {type(e).__name__}: {e}", "an NVIDIA driver", verdict(False)))
         return facts
     cuda = pynvml.nvmlSystemGetCudaDriverVersion_v2()
-    rows.append(("NVML driver", f"{_text(pynvml.nvmlSystemGetDriverVersion())}, CUDA {cuda // 1000}.{cuda % 1000 // 10}",
-                 "a driver", verdict(True)))
+    driver = _text(pynvml.nvmlSystemGetDriverVersion())
+    rows.append(("NVML driver", f"{driver}, CUDA {cuda // 1000}.{cuda % 1000 // 10}", "a driver", verdict(True)))
     facts["gpus"] = pynvml.nvmlDeviceGetCount()
     for i in range(facts["gpus"]):
         h = pynvml.nvmlDeviceGetHandleByIndex(i)
