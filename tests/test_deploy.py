@@ -276,7 +276,7 @@ def test_the_keda_queries_count_each_pools_queued_and_running_stages(postgres_ur
                 stages.append(NewStage("paint_texture", painted_by))
             stages.append(NewStage(EXPORT_STAGE, None, {"format": "glb"}))
             return tr.submit(store, NewJob(owner_id="o", feature="mesh_generation", model_id=model, stages=stages,
-                                           request={}, input_file_ids=[]), queue_size=100, max_attempts=3, now=now)
+                                           request={}), queue_size=100, max_attempts=3, now=now)
 
         for _ in range(3):
             job("hunyuan3d-2", painted_by="hunyuan3d-2-paint")
@@ -288,7 +288,7 @@ def test_the_keda_queries_count_each_pools_queued_and_running_stages(postgres_ur
         assert claim is not None
         done = tr.claim_next_stage(store, worker_id="w2", model_ids=["trellis2-4b"], include_export=False,
                                    lease_seconds=30, now=now)
-        tr.complete_stage(store, done, [], release=tr.ReleasePolicy(False, 60), now=now)
+        tr.complete_stage(store, done, [], release=tr.ReleasePolicy(60), now=now)
 
         queries = {d["metadata"]["name"].rsplit("-", 1)[-1]: d["spec"]["triggers"][0]["metadata"]["query"]
                    for d in of_kind(render(production_values()), "ScaledObject")}

@@ -112,7 +112,7 @@ def test_a_job_runs_on_s3_and_downloads_are_proxied_with_range_and_etag(s3_srv, 
         assert job["status"] == "succeeded", job
         in_bucket = stored(s3_server, s3_prefix)
         assert {o["sha256"] for o in job["outputs"]} <= in_bucket, "every output is in the bucket"
-        assert info["sha256"] not in in_bucket, "the input went when its job ended"
+        assert info["sha256"] in in_bucket, "the upload lives on until it expires or is deleted"
         assert local_blobs(s3_srv.data_dir) == set(), "nothing is kept in the local data dir"
         assert not any((s3_srv.data_dir / "tmp").iterdir()), "no temporary file is left"
 
@@ -140,13 +140,15 @@ def test_a_job_runs_on_s3_and_downloads_are_proxied_with_range_and_etag(s3_srv, 
         assert r.status_code == 304
 
 
-def test_a_failed_job_leaves_nothing_in_the_bucket(s3_srv, s3_server, s3_prefix) -> None:
+def test_a_failed_job_leaves_nothing_and_a_deleted_upload_leaves_the_bucket(s3_srv, s3_server, s3_prefix) -> None:
     with s3_srv.client() as c:
         before = stored(s3_server, s3_prefix)
         info = upload(c, IMAGES / "typical_humanoid_block_robot.png")
         job = submit(c, "/mesh/generate?wait=30", {"images": [info["file_id"]], "model_preference": "test_failing"},
                      expect=200)
         assert job["status"] == "failed"
+        assert stored(s3_server, s3_prefix) == before | {info["sha256"]}, "no output, the upload alone stays"
+        assert c.delete(f"/files/{info['file_id']}").status_code in (200, 204)
         assert stored(s3_server, s3_prefix) == before
 
 
