@@ -61,3 +61,29 @@ def test_kill_9_while_jobs_run_then_restart(make_server, tmp_path) -> None:
     stored = {p.name for p in (data_dir / "artifacts").rglob("*") if p.is_file()}
     assert stored == referenced, "no blob is lost and none is left over by the killed attempts"
     assert leftover_temp_files(data_dir) == []
+
+
+def test_three_kill_9s_during_one_short_job_leave_it_succeeded(make_server, tmp_path) -> None:
+    """A server crash is not the stage's doing: it costs no attempt (max_attempts is 3, and it is killed three
+    times while its model runs), and the job view says what happened."""
+    data_dir = tmp_path / "data"
+    srv = make_server(data_dir)
+    with srv.client() as c:
+        file_id = upload(c, IMAGES / "typical_vehicle_biplane.png")["file_id"]
+        job_id = submit(c, "/mesh/generate", {"images": [file_id], "model_preference": "test_heightfield",
+                                              "parameters": {"delay": 2, "steps": 20}})["job_id"]
+    for _ in range(3):
+        with srv.client() as c:
+            deadline = time.monotonic() + 30
+            while (job := c.get(f"/jobs/{job_id}").json())["stages"][0]["status"] != "running":
+                assert time.monotonic() < deadline, job
+                time.sleep(0.05)
+        srv.kill()
+        srv = make_server(data_dir)
+    with srv.client() as c:
+        job = wait_final(c, job_id, timeout=60)
+    assert job["status"] == "succeeded", job["error"]
+    assert job["stages"][0]["attempts"] == 1
+    db = sqlite3.connect(data_dir / "pocket3d.db")
+    assert db.execute("SELECT interruptions FROM stages WHERE job_id = ? AND idx = 0", (job_id,)).fetchone() == (3,)
+    db.close()

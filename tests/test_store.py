@@ -109,7 +109,7 @@ def test_a_lost_lease_makes_the_old_worker_powerless(store) -> None:
     old = claim(store, now=101, lease=5)
     assert tr.recover_lost_stages(store, now=110, release=KEEP) == [job_id]
     new = claim(store, worker="w2", now=111)
-    assert new.stage.attempts == 2
+    assert new.stage.attempts == 1, "a lost node is not the stage's attempt"
     assert tr.report_progress(store, old, 0.9, now=112) is False
     assert tr.complete_stage(store, old, [out("x")], release=KEEP, now=112) is False
     assert tr.fail_stage(store, old, code="MODEL_ERROR", message="late", retry=False, release=KEEP, now=112) is False
@@ -117,15 +117,34 @@ def test_a_lost_lease_makes_the_old_worker_powerless(store) -> None:
     assert tr.complete_stage(store, new, [out("x")], release=KEEP, now=113)
 
 
-def test_worker_lost_after_max_attempts(store) -> None:
+def test_restarts_cost_no_attempt_and_fail_past_max_interruptions(store) -> None:
     job_id = submit(store, max_attempts=2)
-    for attempt, now in ((1, 101), (2, 201)):
+    for now in (101, 201, 301):
         c = claim(store, now=now)
-        assert c.stage.attempts == attempt
-        tr.recover_lost_stages(store, now=now + 1, release=KEEP, all_running=True)
+        assert c.stage.attempts == 1
+        tr.recover_lost_stages(store, now=now + 1, release=KEEP, all_running=True, max_interruptions=3)
+        stage = store.get_job(job_id).stages[0]
+        assert stage.status == StageStatus.QUEUED and "server restarted" in stage.error_message
+    claim(store, now=401)
+    tr.recover_lost_stages(store, now=402, release=KEEP, all_running=True, max_interruptions=3)
     job = store.get_job(job_id)
     assert job.status == JobStatus.FAILED and job.error_code == ErrorCode.WORKER_LOST
-    assert "lost 2 times" in job.error_message
+    assert "server restarted while this stage ran, 4 times" in job.error_message
+
+
+def test_a_column_added_since_the_database_was_made_is_added_in_place(tmp_path) -> None:
+    from pocket3d.jobs.store import Store
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    old = Store(url)
+    old.create_schema()
+    with old.engine.begin() as conn:
+        conn.exec_driver_sql("ALTER TABLE stages DROP COLUMN interruptions")  # as made before the column existed
+    old.dispose()
+    again = Store(url)
+    again.create_schema()
+    assert "interruptions" in {c["name"] for c in sa.inspect(again.engine).get_columns(t.stages.name)}
+    again.dispose()
 
 
 def test_recovery_keeps_the_place_in_the_queue(store) -> None:

@@ -95,7 +95,10 @@ class SchedulerSettings(_Section):
     cleanup_interval: int = Field(300, ge=1, description="seconds between retention sweeps")
     priority_weights: dict[str, float] = Field(default_factory=lambda: {
         "mesh_generation": 1.0, "texture_generation": 0.8, "segmentation": 0.6, "auto_rigging": 0.4})
-    max_attempts: int = Field(3, ge=1, description="tries of one stage before the job fails")
+    max_attempts: int = Field(3, ge=1, description="tries of one stage before the job fails; counts what the stage "
+                              "may have caused (its model failing, its worker dying, a timeout)")
+    max_interruptions: int = Field(10, ge=0, description="times the server may restart (or a node stop) while one "
+                                   "stage runs before the job fails with WORKER_LOST; not counted in max_attempts")
     model_idle_timeout: float = Field(600, ge=0, description="seconds a model may sit unused before it is "
                                       "unloaded (pinned models never are); 0: never for idleness")
     cancel_grace: float = Field(10, gt=0, description="seconds a cancelled stage has to stop before its device "

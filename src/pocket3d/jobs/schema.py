@@ -52,6 +52,8 @@ stages = sa.Table(
     sa.Column("progress", sa.Float, nullable=False, default=0.0),
     sa.Column("attempts", sa.Integer, nullable=False, default=0),
     sa.Column("max_attempts", sa.Integer, nullable=False),
+    # times the node stopped while the stage ran (not counted in attempts); NULL reads as 0
+    sa.Column("interruptions", sa.Integer, nullable=True),
     sa.Column("priority", sa.Integer, nullable=False, default=0),
     sa.Column("queued_at", sa.Float),
     sa.Column("lease_owner", sa.String(255)),

@@ -59,6 +59,7 @@ class Store:
 
     def create_schema(self) -> None:
         t.metadata.create_all(self.engine)
+        self._add_missing_columns()
         with self.write() as tx:
             found = tx.conn.execute(sa.select(sa.func.max(t.schema_info.c.version))).scalar()
             if found is None:
@@ -66,6 +67,18 @@ class Store:
             elif found > t.SCHEMA_VERSION:
                 raise RuntimeError(f"the database has schema version {found}; this pocket3d knows only "
                                    f"{t.SCHEMA_VERSION}: upgrade pocket3d")
+
+    def _add_missing_columns(self) -> None:
+        """Nullable columns added to a table since the database was made (create_all makes only missing
+        tables): added in place, so an existing data directory keeps working until migrations take this over."""
+        inspector = sa.inspect(self.engine)
+        for table in t.metadata.sorted_tables:
+            present = {c["name"] for c in inspector.get_columns(table.name)}
+            for column in table.columns:
+                if column.name not in present and column.nullable:
+                    ddl = sa.schema.CreateColumn(column).compile(dialect=self.engine.dialect)
+                    with self.engine.begin() as conn:
+                        conn.exec_driver_sql(f"ALTER TABLE {table.name} ADD COLUMN {ddl}")
 
     def dispose(self) -> None:
         self.engine.dispose()

@@ -28,6 +28,7 @@ from pocket3d.jobs.store import Store, WriteTx, _stage, new_id
 
 J = t.jobs.c
 S = t.stages.c
+DEFAULT_MAX_INTERRUPTIONS = 10  # scheduler.max_interruptions
 
 
 # How long an expired upload's id is remembered (answering 410 FILE_EXPIRED); after that it answers 404.
@@ -390,36 +391,44 @@ def _cancel_now(tx: WriteTx, job_id: str, now: float, release: ReleasePolicy) ->
 
 # -- recovery ------------------------------------------------------------------------------------------------
 
-def recover_lost_stages(store: Store, *, now: float, release: ReleasePolicy, all_running: bool = False) -> list[str]:
-    """Requeue stages whose worker died (lease expired; or every running stage when the only node restarts).
+def recover_lost_stages(store: Store, *, now: float, release: ReleasePolicy, all_running: bool = False,
+                        max_interruptions: int = DEFAULT_MAX_INTERRUPTIONS) -> list[str]:
+    """Requeue stages whose node stopped (its lease expired; or every running stage when the only node restarts).
 
-    Past ``max_attempts`` the job fails with WORKER_LOST. Returns the ids of the jobs touched.
+    The node stopping is not the stage's doing, so its attempt is given back: ``max_attempts`` counts only what
+    the stage may have caused (its worker dying, its model failing, a timeout). A stage interrupted more than
+    ``max_interruptions`` times (perhaps it is what brings the node down) fails with WORKER_LOST. It keeps its
+    place in the queue: it waited its turn already, and an interruption no longer costs it an attempt. Returns
+    the ids of the jobs touched.
     """
     cond = S.status == StageStatus.RUNNING
     if not all_running:
         cond = sa.and_(cond, S.lease_expires_at < now)
+    what = "the server restarted" if all_running else "the node running it stopped renewing its lease"
     touched: list[str] = []
     with store.write() as tx:
         # Two nodes reaping at once each take different stages (PostgreSQL); SQLite has one writer anyway.
-        rows = tx.conn.execute(sa.select(S.id, S.job_id, S.attempts, S.max_attempts, J.cancel_requested)
+        rows = tx.conn.execute(sa.select(S.id, S.job_id, S.interruptions, J.cancel_requested)
                                .join(t.jobs, J.id == S.job_id).where(cond)
                                .with_for_update(skip_locked=True, of=t.stages)).all()
         for r in rows:
             touched.append(r.job_id)
+            interruptions = (r.interruptions or 0) + 1
             if r.cancel_requested:
                 _cancel_now(tx, r.job_id, now, release)
-            elif r.attempts >= r.max_attempts:
-                msg = f"the worker running this stage was lost {r.attempts} times (max_attempts {r.max_attempts})"
+            elif interruptions > max_interruptions:
+                msg = (f"{what} while this stage ran, {interruptions} times (scheduler.max_interruptions "
+                       f"{max_interruptions}): the stage may be what stops it")
                 tx.conn.execute(t.stages.update().where(S.id == r.id).values(
                     status=StageStatus.FAILED, finished_at=now, lease_owner=None, lease_token=None,
-                    lease_expires_at=None, error_code=ErrorCode.WORKER_LOST, error_message=msg))
+                    lease_expires_at=None, interruptions=interruptions, error_code=ErrorCode.WORKER_LOST,
+                    error_message=msg))
                 _finish_job(tx, r.job_id, JobStatus.FAILED, now, release, code=ErrorCode.WORKER_LOST, message=msg)
             else:
-                # queued_at is kept, so the stage goes back to the head of the queue it was taken from
                 tx.conn.execute(t.stages.update().where(S.id == r.id).values(
-                    status=StageStatus.QUEUED, progress=0.0, lease_owner=None, lease_token=None,
-                    lease_expires_at=None, error_code=ErrorCode.WORKER_LOST,
-                    error_message="the worker running this stage was lost; retrying"))
+                    status=StageStatus.QUEUED, progress=0.0, attempts=S.attempts - 1, interruptions=interruptions,
+                    lease_owner=None, lease_token=None, lease_expires_at=None, error_code=None,
+                    error_message=f"{what} while this stage ran; it runs again (no attempt counted)"))
                 tx.conn.execute(t.jobs.update().where(J.id == r.job_id).values(version=J.version + 1))
             tx.touch(r.job_id)
     return touched

@@ -142,7 +142,8 @@ class NodeScheduler(Scheduler):
 
     def start(self) -> None:
         # This node is the only one on its store (embedded mode): whatever it left running, it lost.
-        lost = transitions.recover_lost_stages(self.store, now=self.clock(), release=self.release, all_running=True)
+        lost = transitions.recover_lost_stages(self.store, now=self.clock(), release=self.release, all_running=True,
+                                               max_interruptions=self.settings.scheduler.max_interruptions)
         if lost:
             log.warning("recovered %d stage(s) left running by a previous process", len(lost))
         for model_id, seconds in self.store.recent_stage_seconds().items():  # run times outlive a restart
@@ -801,7 +802,8 @@ class NodeScheduler(Scheduler):
                                           f"{self.settings.scheduler.cancel_grace:g} s of its cancel")
                         r.stop_asked_at = None
                 transitions.renew_leases(self.store, [r.claim for r in running], lease_seconds=lease, now=now)
-                transitions.recover_lost_stages(self.store, now=now, release=self.release)
+                transitions.recover_lost_stages(self.store, now=now, release=self.release,
+                                                max_interruptions=self.settings.scheduler.max_interruptions)
             except Exception:
                 log.exception("lease keeping failed; retrying")
 
