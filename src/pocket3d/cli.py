@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -67,6 +68,9 @@ def serve(ctx: click.Context, host: str | None, port: int | None) -> None:
                     settings.server.host)
     log.info("data dir %s, store %s, %d model(s) registered", settings.data_dir.resolve(),
              settings.db_url.split("://")[0], len(node.registry.all()))
+    # A write past a file-size limit (RLIMIT_FSIZE) kills the process by default; ignored, it fails with EFBIG
+    # like a full disk, and is answered 503 STORAGE_UNAVAILABLE.
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     uvicorn.run(create_app(node), host=settings.server.host, port=settings.server.port, log_config=None,
                 timeout_graceful_shutdown=10, access_log=False)
 

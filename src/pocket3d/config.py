@@ -150,6 +150,8 @@ class StorageSettings(_Section):
     max_image_pixels: int = Field(4096 * 4096, ge=1, description="larger images are refused, not decoded")
     max_mesh_faces: int = Field(2_000_000, ge=1, description="larger meshes are refused with MESH_TOO_LARGE")
     max_mesh_vertices: int = Field(2_000_000, ge=1)
+    min_free_space: ByteSize = Field(ByteSize(100 * 1024 * 1024), description="less free space than this on the "
+                                     "data directory's disk makes /system/ready answer not ready")
     max_mesh_nodes: int = Field(10_000, ge=1, description="scene graph nodes; faces and vertices are counted over "
                                 "every node that places a mesh")
     max_mesh_coordinate: float = Field(1e7, gt=0, description="meshes reaching farther from the origin are "

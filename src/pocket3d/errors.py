@@ -6,6 +6,9 @@ with a code lives here too, so a code raised deep in a layer maps to the same an
 
 from __future__ import annotations
 
+import errno
+import os
+import sqlite3
 from enum import StrEnum
 from typing import Any
 
@@ -124,3 +127,34 @@ class Pocket3DError(Exception):
     @property
     def http_status(self) -> int:
         return HTTP_STATUS.get(self.code, 400)
+
+
+# errno values that mean "the disk cannot take this write": full, over a size limit or quota, read-only, failing
+_STORAGE_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS, errno.EIO}
+_STORAGE_MESSAGES = ("database or disk is full", "disk i/o error", "no space left on device", "file too large",
+                     "database is locked")
+_STORAGE_SQLSTATES = {"53100", "53000", "58030"}  # PostgreSQL: disk_full, insufficient_resources, io_error
+
+
+def storage_failure(error: BaseException) -> str | None:
+    """Why ``error`` is a failure to write to the disk or the store (full, over a limit, failing), or None.
+
+    Walks the chain of causes (SQLAlchemy wraps the driver's error in ``orig``), so an error raised deep in a
+    layer is recognised wherever it surfaces."""
+    seen: set[int] = set()
+    pending: list[BaseException | None] = [error]
+    while pending:
+        e = pending.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno in _STORAGE_ERRNOS:
+            return e.strerror or os.strerror(e.errno)
+        if getattr(e, "sqlstate", None) in _STORAGE_SQLSTATES or getattr(e, "pgcode", None) in _STORAGE_SQLSTATES:
+            return str(e).splitlines()[0] if str(e) else "the database cannot write"
+        if isinstance(e, sqlite3.Error):
+            text = str(e).lower()
+            if any(m in text for m in _STORAGE_MESSAGES):
+                return str(e)
+        pending.extend([e.__cause__, e.__context__, getattr(e, "orig", None)])
+    return None

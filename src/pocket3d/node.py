@@ -8,6 +8,8 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import shutil
+import tempfile
 import threading
 import time
 from collections.abc import Iterable
@@ -16,6 +18,7 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from pocket3d.config import DEFAULT_MODELS_FILE, ConfigError, Settings
+from pocket3d.errors import storage_failure
 from pocket3d.jobs import schema as t
 from pocket3d.jobs import transitions
 from pocket3d.jobs.events import EventBus
@@ -91,6 +94,56 @@ class Retention:
         return self.collect(self.artifacts.hashes())
 
 
+class StorageHealth:
+    """Whether the data directory's disk and the store take writes, for readiness.
+
+    A write refused for lack of space (or any storage failure: ``errors.storage_failure``) marks it troubled;
+    readiness then probes (a 4 KiB file in tmp, synced, and a one-row write to the store) until a probe passes.
+    Less than ``min_free`` bytes free on the data directory's disk is a problem too, before anything fails."""
+
+    def __init__(self, store: Store, tmp: Path, min_free: int):
+        self.store, self.tmp, self.min_free = store, tmp, min_free
+        self._trouble: str | None = None
+        self._lock = threading.Lock()
+
+    def failed(self, reason: str) -> None:
+        with self._lock:
+            if self._trouble is None:
+                log.warning("storage unavailable: %s; /system/ready says not ready until a write succeeds", reason)
+            self._trouble = reason
+
+    def problem(self) -> str | None:
+        try:
+            free = shutil.disk_usage(self.tmp).free
+        except OSError as e:
+            return f"storage unavailable: the data directory cannot be read: {e.strerror}"
+        if free < self.min_free:
+            return (f"storage unavailable: {free >> 20} MB free on the data directory's disk "
+                    f"(storage.min_free_space is {self.min_free >> 20} MB)")
+        with self._lock:
+            if self._trouble is None:
+                return None
+        failure = self._probe()
+        with self._lock:
+            if failure is None:
+                log.info("storage takes writes again")
+                self._trouble = None
+                return None
+            self._trouble = failure
+        return f"storage unavailable: {failure}"
+
+    def _probe(self) -> str | None:
+        try:
+            with tempfile.NamedTemporaryFile(dir=self.tmp, prefix=".probe-") as f:
+                f.write(b"\0" * 4096)
+                f.flush()
+                os.fsync(f.fileno())
+            self.store.probe_write()
+        except Exception as e:
+            return storage_failure(e) or f"{type(e).__name__}: {e}"
+        return None
+
+
 class Node:
     def __init__(self, settings: Settings, registry: Registry | None = None):
         self.settings = settings
@@ -121,8 +174,10 @@ class Node:
             self.bus = EventBus(self.store, self.snapshots)
             self.retention = Retention(self.store, self.artifacts, self.blob_lock)
             self.store.add_release_listener(self.retention.collect)
+            self.storage_health = StorageHealth(self.store, self.artifacts.tmp, int(settings.storage.min_free_space))
             self.scheduler = NodeScheduler(settings=settings, store=self.store, artifacts=self.artifacts,
-                                           registry=registry, blob_lock=self.blob_lock, release=self.release)
+                                           registry=registry, blob_lock=self.blob_lock, release=self.release,
+                                           on_storage_failure=self.storage_health.failed)
         except BaseException:
             self.lock.release()
             raise
@@ -155,5 +210,9 @@ class Node:
                 deleted = self.retention.sweep(time.time())
                 if deleted:
                     log.info("retention removed %d artifact(s)", deleted)
-            except Exception:
-                log.exception("retention sweep failed")
+            except Exception as e:
+                if (reason := storage_failure(e)) is not None:
+                    self.storage_health.failed(reason)
+                    log.warning("retention sweep failed: storage unavailable: %s", reason)
+                else:
+                    log.exception("retention sweep failed")

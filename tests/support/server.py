@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -40,11 +41,12 @@ def cli(data_dir: Path, *args: str, env: dict[str, str] | None = None, check: bo
 class ServerProcess:
     def __init__(self, data_dir: Path, *, env: dict[str, str] | None = None,
                  config: Path = SUPPORT / "system.yaml", models: Path = SUPPORT / "models.yaml",
-                 own_group: bool = False):
+                 own_group: bool = False, piped_log: bool = False):
         """``own_group``: the server leads a process group of its own, so a test can kill it with every process
-        it started (``kill_group``) without touching the test runner's."""
+        it started (``kill_group``) without touching the test runner's. ``piped_log``: its output reaches the log
+        file through a pipe and this process, so the log survives limits put on the server's own writes."""
         self.data_dir, self.env, self.config, self.models = data_dir, env or {}, config, models
-        self.own_group = own_group
+        self.own_group, self.piped_log = own_group, piped_log
         self.port = free_port()
         self.proc: subprocess.Popen | None = None
         data_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -59,7 +61,10 @@ class ServerProcess:
                "serve", "--port", str(self.port)]
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(cmd, env=pocket3d_env(self.data_dir, self.env), cwd=ROOT,
-                                     stdout=self._log, stderr=subprocess.STDOUT, start_new_session=self.own_group)
+                                     stdout=subprocess.PIPE if self.piped_log else self._log,
+                                     stderr=subprocess.STDOUT, start_new_session=self.own_group)
+        if self.piped_log:
+            threading.Thread(target=self._copy_log, args=(self.proc.stdout, self._log), daemon=True).start()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -72,6 +77,15 @@ class ServerProcess:
             time.sleep(0.1)
         self.kill()
         raise RuntimeError(f"server did not start in {timeout} s:\n{self.log()}")
+
+    @staticmethod
+    def _copy_log(pipe, log) -> None:  # noqa: ANN001 - the child's stdout, the log file
+        try:
+            for line in iter(pipe.readline, b""):
+                log.write(line)
+                log.flush()
+        except (OSError, ValueError):  # the log was closed: the server is being stopped
+            pass
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

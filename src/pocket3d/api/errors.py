@@ -11,11 +11,12 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from pocket3d.api import redact
 from pocket3d.api.middleware import TOO_LARGE_HINT, BodyTooLarge, current_request_id
-from pocket3d.errors import ErrorCode, Pocket3DError
+from pocket3d.errors import ErrorCode, Pocket3DError, storage_failure
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +113,21 @@ def install_handlers(app: FastAPI) -> None:
         elif code == ErrorCode.METHOD_NOT_ALLOWED and headers and headers.get("Allow"):
             hint = f"this path takes {headers['Allow']}"
         return error_response(exc.status_code, code, message, headers=headers, hint=hint)
+
+    async def _storage(request: Request, exc: Exception) -> JSONResponse:
+        """A full or failing disk, or a store that cannot write: 503 with Retry-After, one line in the log, and
+        readiness told; any other such error goes on to the 500 below."""
+        reason = storage_failure(exc)
+        if reason is None:
+            raise exc
+        log.warning("%s %s: storage unavailable: %s", request.method, request.url.path, reason)
+        request.app.state.node.storage_health.failed(reason)
+        message = "the server cannot store anything right now (its disk is full or failing); try again later"
+        return error_response(503, ErrorCode.STORAGE_UNAVAILABLE, message, headers={"Retry-After": "30"},
+                              hint="GET /api/v1/system/ready says when the server is ready again")
+
+    app.add_exception_handler(OSError, _storage)
+    app.add_exception_handler(SQLAlchemyError, _storage)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -18,7 +18,7 @@ from pathlib import Path
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect, Request
 
-from pocket3d.errors import ErrorCode, Pocket3DError
+from pocket3d.errors import ErrorCode, Pocket3DError, storage_failure
 
 FIELD = "file"
 MAX_FIELD_BYTES = 64 * 1024  # other form fields are ignored, but not without bound
@@ -148,8 +148,10 @@ async def receive_upload(request: Request, tmp_dir: Path, limit: int) -> StagedF
     except Pocket3DError:
         sink.path.unlink(missing_ok=True)
         raise
-    except Exception as e:  # the multipart parser's own errors: a malformed body
+    except Exception as e:  # the multipart parser's own errors: a malformed body; or the disk refusing the file
         sink.path.unlink(missing_ok=True)
+        if storage_failure(e) is not None:
+            raise
         raise Pocket3DError(ErrorCode.INVALID_REQUEST, f"malformed multipart body: {e}") from None
     return StagedFile(sink.path, sink.hasher.hexdigest(), sink.size, sink.filename)
 

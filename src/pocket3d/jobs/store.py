@@ -83,6 +83,12 @@ class Store:
     def dispose(self) -> None:
         self.engine.dispose()
 
+    def probe_write(self) -> None:
+        """A write that changes nothing but still reaches the disk (a new WAL frame on SQLite): raises when the
+        store cannot write."""
+        with self.write() as tx:
+            tx.conn.execute(t.schema_info.update().values(version=t.schema_info.c.version))
+
     def ping(self) -> None:
         with self.engine.connect() as conn:
             conn.execute(sa.text("SELECT 1"))

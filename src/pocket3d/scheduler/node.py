@@ -31,7 +31,7 @@ from pathlib import Path
 
 from pocket3d import geometry
 from pocket3d.config import Settings
-from pocket3d.errors import ErrorCode
+from pocket3d.errors import ErrorCode, storage_failure
 from pocket3d.jobs import transitions
 from pocket3d.jobs.records import ClaimedStage, JobRecord, QueuedStage, StageStatus
 from pocket3d.jobs.store import Store
@@ -64,6 +64,7 @@ DEFAULT_LOAD_SECONDS = 5.0  # until a load of the model has been measured
 DEFAULT_RUN_SECONDS = 10.0  # until a run of the model has been measured
 CPU_MODEL_MB = 512  # a CPU model that declares no memory: a guess until it is measured
 MEASURED_MARGIN = 1.15  # measured peaks are padded: the next input may be larger
+STORAGE_PAUSE = 5.0  # seconds without new claims after the disk or the store refused a write
 READING_TTL = 2.0  # seconds an NVML reading of a GPU's free memory is used for its budget
 
 
@@ -108,8 +109,13 @@ class _Learned:
 class NodeScheduler(Scheduler):
     def __init__(self, *, settings: Settings, store: Store, artifacts: ArtifactStore, registry: Registry,
                  blob_lock: threading.RLock, release: transitions.ReleasePolicy, clock: Clock = time.time,
-                 policy: SchedulingPolicy | None = None, worker_env: dict[str, str] | None = None):
+                 policy: SchedulingPolicy | None = None, worker_env: dict[str, str] | None = None,
+                 on_storage_failure: Callable[[str], None] = lambda reason: None):
+        """``on_storage_failure(reason)``: the disk or the store refused a write (readiness then probes)."""
         self.settings, self.store, self.artifacts, self.registry = settings, store, artifacts, registry
+        self._on_storage_failure = on_storage_failure
+        self._storage_pause_until = 0.0  # no new claims before this (monotonic): the disk refused a write
+        self._storage_logged: dict[str, float] = {}
         self.blob_lock, self.release, self.clock = blob_lock, release, clock
         self.policy = policy or pocket3d_policy(settings.scheduler.priority_weights,
                                                 aging_seconds=settings.scheduler.ageing_seconds)
@@ -327,9 +333,11 @@ class NodeScheduler(Scheduler):
     def _dispatch_loop(self) -> None:
         while not self._stop.is_set():
             try:
-                self._dispatch_once()
-            except Exception:
-                log.exception("dispatching failed; retrying")
+                if time.monotonic() >= self._storage_pause_until:
+                    self._dispatch_once()
+            except Exception as e:
+                if not self._storage_failed(e, "dispatching"):
+                    log.exception("dispatching failed; retrying")
             with self._wakeup:
                 self._wakeup.wait(timeout=0.5)
 
@@ -489,8 +497,11 @@ class NodeScheduler(Scheduler):
                 result: StageResult = running.done.result()
                 outcome = self._finish(running, result, work)
         except Exception as e:
-            log.exception("job %s stage %d: the scheduler failed around the model", stage.job_id, stage.index)
-            outcome = (ErrorCode.INTERNAL_ERROR, f"{type(e).__name__}: {e}")
+            if self._storage_failed(e, f"job {stage.job_id} stage {stage.index}"):
+                outcome = (REQUEUE, f"storage unavailable: {storage_failure(e)}")  # not the stage's doing
+            else:
+                log.exception("job %s stage %d: the scheduler failed around the model", stage.job_id, stage.index)
+                outcome = (ErrorCode.INTERNAL_ERROR, f"{type(e).__name__}: {e}")
         finally:
             self._settle(running, outcome)
 
@@ -567,9 +578,11 @@ class NodeScheduler(Scheduler):
         try:
             if outcome is not None:
                 self._record_failure(running, *outcome)
-        except Exception:
-            log.exception("job %s stage %d: recording its end failed; its lease will expire", stage.job_id,
-                          stage.index)
+        except Exception as e:
+            # Its lease expires, and it is queued again without an attempt counted (recover_lost_stages).
+            if not self._storage_failed(e, f"recording the end of job {stage.job_id} stage {stage.index}"):
+                log.exception("job %s stage %d: recording its end failed; its lease will expire", stage.job_id,
+                              stage.index)
         finally:
             running.settled.set()
             if outcome is None:
@@ -580,6 +593,9 @@ class NodeScheduler(Scheduler):
     def _record_failure(self, running: _Running, code: str, message: str) -> None:
         claim, stage = running.claim, running.claim.stage
         now = self.clock()
+        if code == ErrorCode.STORAGE_UNAVAILABLE:  # the model's disk writes failed: not the stage's doing
+            self._storage_failed(OSError(message), f"job {stage.job_id} stage {stage.index}", known=True)
+            code = REQUEUE
         if code == REQUEUE:
             transitions.requeue_stage(self.store, claim, release=self.release, now=now)
             log.info("job %s stage %d queued again: %s", stage.job_id, stage.index, message)
@@ -634,8 +650,11 @@ class NodeScheduler(Scheduler):
                     transitions.complete_stage(self.store, claim, outputs, release=self.release, now=self.clock())
                 self._learn_run(None, self.clock() - running.started)
         except Exception as e:
-            log.exception("job %s: the export stage failed", claim.stage.job_id)
-            outcome = (ErrorCode.EXPORT_FAILED, f"{type(e).__name__}: {e}")
+            if self._storage_failed(e, f"job {claim.stage.job_id}'s export"):
+                outcome = (REQUEUE, f"storage unavailable: {storage_failure(e)}")
+            else:
+                log.exception("job %s: the export stage failed", claim.stage.job_id)
+                outcome = (ErrorCode.EXPORT_FAILED, f"{type(e).__name__}: {e}")
         finally:
             self._settle(running, outcome)
 
@@ -652,8 +671,9 @@ class NodeScheduler(Scheduler):
         running.last_progress_write = now
         try:
             still_ours = transitions.report_progress(self.store, running.claim, fraction, now)
-        except Exception:
-            log.exception("recording progress failed")
+        except Exception as e:
+            if not self._storage_failed(e, "recording progress"):
+                log.exception("recording progress failed")
             return
         if not still_ours:  # cancelled, or the lease was lost: stop working on it
             self._ask_to_stop(running, CANCELLED)
@@ -804,8 +824,25 @@ class NodeScheduler(Scheduler):
                 transitions.renew_leases(self.store, [r.claim for r in running], lease_seconds=lease, now=now)
                 transitions.recover_lost_stages(self.store, now=now, release=self.release,
                                                 max_interruptions=self.settings.scheduler.max_interruptions)
-            except Exception:
-                log.exception("lease keeping failed; retrying")
+            except Exception as e:
+                if not self._storage_failed(e, "lease keeping"):
+                    log.exception("lease keeping failed; retrying")
+
+    def _storage_failed(self, error: BaseException, where: str, *, known: bool = False) -> bool:
+        """When ``error`` is the disk or the store refusing a write: one line in the log (no traceback), readiness
+        told, and no new stage claimed for STORAGE_PAUSE seconds. False for any other error."""
+        reason = str(error) if known else storage_failure(error)
+        if reason is None:
+            return False
+        now = time.monotonic()
+        if now - self._storage_logged.get(where, -1e9) > 10.0:  # a loop that keeps failing says so every 10 s
+            self._storage_logged[where] = now
+            log.warning("%s: storage unavailable: %s; no new stages for %g s", where, reason, STORAGE_PAUSE)
+        if len(self._storage_logged) > 1000:
+            self._storage_logged.clear()
+        self._storage_pause_until = now + STORAGE_PAUSE
+        self._on_storage_failure(reason)
+        return True
 
     def _kill_for(self, running: _Running, why: str) -> bool:
         """Stop a stage that will not stop: kill its worker (a hung model cannot be interrupted otherwise), if

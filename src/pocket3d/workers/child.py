@@ -297,12 +297,15 @@ class ChildWorker:
     # -- errors ----------------------------------------------------------------------------------------------
 
     def _classify(self, error: BaseException, model_id: str, action: str) -> tuple[str, str]:
+        from pocket3d.errors import storage_failure
         from pocket3d.models.spec import InputRejected, StageCancelled
 
         if isinstance(error, StageCancelled):
             return p.CANCELLED, "cancelled"
         if is_out_of_memory(error):
             return p.OUT_OF_MEMORY, self._oom_message(model_id, error, action)
+        if (full := storage_failure(error)) is not None:
+            return p.STORAGE_UNAVAILABLE, f"the disk refused a write while {action} {model_id}: {full}"
         if isinstance(error, InputRejected):
             return p.INVALID_INPUT, str(error)
         if type(error).__name__ == "ValidationError" and type(error).__module__.startswith("pydantic"):

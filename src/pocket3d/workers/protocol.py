@@ -35,6 +35,7 @@ MODEL_ERROR = "MODEL_ERROR"
 OUT_OF_MEMORY = "OUT_OF_MEMORY"
 WORKER_CRASHED = "WORKER_CRASHED"
 TIMEOUT = "TIMEOUT"
+STORAGE_UNAVAILABLE = "STORAGE_UNAVAILABLE"  # a disk write failed (full, over a limit): run it again, uncounted
 
 
 @dataclass(frozen=True)

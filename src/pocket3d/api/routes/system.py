@@ -31,6 +31,8 @@ def readiness(node: Node) -> Readiness:
         reasons.append(f"store unreachable: {type(e).__name__}: {e}")
     if (storage := node.artifacts.problem()) is not None:
         reasons.append(storage)
+    if (disk := node.storage_health.problem()) is not None:
+        reasons.append(disk)
     devices = node.scheduler.device_list
     if not devices:
         reasons.append("no device found")
