@@ -16,7 +16,8 @@ import pytest
 from client_helpers import IMAGES, submit, upload, wait_final
 from server import ServerProcess, cli
 
-AUTH = {"POCKET3D_AUTH__ENABLED": "true", "POCKET3D_BPY_PYTHON": "/opt/hidden-layout/bpy/bin/python"}
+AUTH = {"POCKET3D_AUTH__ENABLED": "true", "POCKET3D_BPY_PYTHON": "/opt/hidden-layout/bpy/bin/python",
+        "POCKET3D_SCHEDULER__MAX_JOBS_PER_OWNER": "3", "POCKET3D_SCHEDULER__QUEUE_SIZE": "6"}
 BODY_ROUTES = ["/mesh/generate", "/texture/generate", "/segment", "/rig", "/jobs/job_x/cancel", "/files"]
 
 
@@ -172,3 +173,28 @@ def test_an_open_event_stream_ends_when_its_key_is_revoked(auth_server, tmp_path
         kind, data = events[-1]
         assert kind == "error" and json.loads(data)["error_code"] == "UNAUTHORIZED"
         admin.post(f"/jobs/{job_id}/cancel")
+
+
+def test_one_owners_flood_gets_429_while_another_owner_gets_in(auth_server) -> None:
+    srv, keys = auth_server
+    dave, erin = keys._create("dave"), keys._create("erin")
+    slow = {"model_preference": "test_heightfield", "parameters": {"delay": 60, "steps": 100}}
+    with srv.client(dave) as d, srv.client(erin) as e:
+        image = upload(d, IMAGES / "T.png")["file_id"]
+        mine = [submit(d, "/mesh/generate", {"images": [image], **slow})["job_id"] for _ in range(3)]
+        try:
+            flood = d.post("/mesh/generate", json={"images": [image], **slow})
+            assert flood.status_code == 429, flood.text
+            assert flood.json()["error_code"] == "CONCURRENCY_LIMITED"
+            assert int(flood.headers["Retry-After"]) > 0
+            theirs = submit(e, "/mesh/generate", {"images": [upload(e, IMAGES / "T.png")["file_id"]], **slow})
+            e.post(f"/jobs/{theirs['job_id']}/cancel")
+            ended = mine.pop()
+            d.post(f"/jobs/{ended}/cancel")
+            assert wait_final(d, ended)["status"] == "cancelled"  # a running job stops at its next report
+            submit(d, "/mesh/generate", {"images": [image], **slow})  # room again, once one of dave's jobs ended
+        finally:
+            for job_id in d.get("/jobs", params={"status": "queued"}).json()["jobs"]:
+                d.post(f"/jobs/{job_id['job_id']}/cancel")
+            for job_id in d.get("/jobs", params={"status": "running"}).json()["jobs"]:
+                d.post(f"/jobs/{job_id['job_id']}/cancel")

@@ -91,6 +91,9 @@ class GpuSettings(_Section):
 
 class SchedulerSettings(_Section):
     queue_size: int = Field(1000, ge=1, description="jobs waiting or running before submit answers QUEUE_FULL")
+    max_jobs_per_owner: int = Field(100, ge=1, description="jobs one owner may have waiting or running before "
+                                    "their submit answers 429 CONCURRENCY_LIMITED, so one key's flood leaves room "
+                                    "in the queue for the others")
     job_timeout: int = Field(1800, ge=1, description="seconds one stage may run")
     cleanup_interval: int = Field(300, ge=1, description="seconds between retention sweeps")
     priority_weights: dict[str, float] = Field(default_factory=lambda: {

@@ -52,6 +52,7 @@ class ErrorCode(StrEnum):
     OUTPUT_NOT_READY = "OUTPUT_NOT_READY"  # a job's output named as an input before that job has succeeded
     RANGE_NOT_SATISFIABLE = "RANGE_NOT_SATISFIABLE"
     QUEUE_FULL = "QUEUE_FULL"
+    CONCURRENCY_LIMITED = "CONCURRENCY_LIMITED"  # this owner has scheduler.max_jobs_per_owner jobs waiting or running
     IDEMPOTENCY_KEY_REUSED = "IDEMPOTENCY_KEY_REUSED"  # an Idempotency-Key sent again with another request
     # why a job failed (job.error.code)
     MODEL_ERROR = "MODEL_ERROR"
@@ -100,6 +101,7 @@ HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.OUTPUT_NOT_READY: 409,
     ErrorCode.RANGE_NOT_SATISFIABLE: 416,
     ErrorCode.QUEUE_FULL: 503,
+    ErrorCode.CONCURRENCY_LIMITED: 429,
     ErrorCode.IDEMPOTENCY_KEY_REUSED: 409,
     ErrorCode.NOT_READY: 503,
     ErrorCode.SERVER_BUSY: 503,

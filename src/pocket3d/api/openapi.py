@@ -73,6 +73,8 @@ _ERROR_DESCRIPTIONS = {
     415: "not a file type the API takes",
     416: "the requested range is past the end of the file",
     422: "the request is well-formed but cannot be served as it is (error_code and hint say why)",
+    429: "you have as many jobs waiting or running as one owner may (scheduler.max_jobs_per_owner); retry after "
+         "Retry-After",
     503: "the queue is full, or no model that fits is available here",
 }
 

@@ -204,7 +204,8 @@ def _submit(node: Node, principal: Principal, feature: Feature, req: _FeatureReq
                 node.store,
                 NewJob(owner_id=principal.owner_id, feature=feature.value, model_id=model.spec.id, stages=stages,
                        request=request, inputs=job_inputs, priority=req.priority, idempotency=key),
-                queue_size=settings.scheduler.queue_size, max_attempts=settings.scheduler.max_attempts, now=now)
+                queue_size=settings.scheduler.queue_size, max_attempts=settings.scheduler.max_attempts, now=now,
+                owner_limit=settings.scheduler.max_jobs_per_owner)
         except BaseException:
             node.retention.collect(stored)
             raise

@@ -184,9 +184,13 @@ class Store:
                             priority=r.priority, submitted_at=r.created_at, queued_at=r.queued_at or r.created_at)
                 for r in rows]
 
-    def count_active_jobs(self, conn: Connection) -> int:
-        return int(conn.execute(sa.select(sa.func.count()).select_from(t.jobs).where(
-            t.jobs.c.status.in_([JobStatus.QUEUED, JobStatus.RUNNING]))).scalar() or 0)
+    def count_active_jobs(self, conn: Connection, owner_id: str | None = None) -> int:
+        """Jobs waiting or running (of one owner, when given)."""
+        q = sa.select(sa.func.count()).select_from(t.jobs).where(t.jobs.c.status.in_([JobStatus.QUEUED,
+                                                                                       JobStatus.RUNNING]))
+        if owner_id is not None:
+            q = q.where(t.jobs.c.owner_id == owner_id)
+        return int(conn.execute(q).scalar() or 0)
 
     def get_file(self, file_id: str, conn: Connection | None = None) -> FileRecord | None:
         if conn is None:

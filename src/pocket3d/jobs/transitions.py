@@ -85,21 +85,23 @@ class IdempotencyKeyTaken(Exception):
     submit); nothing was written. The caller reads that job with ``Store.idempotent_job``."""
 
 
-def submit(store: Store, new: NewJob, *, queue_size: int, max_attempts: int, now: float) -> str:
+def submit(store: Store, new: NewJob, *, queue_size: int, max_attempts: int, now: float,
+           owner_limit: int | None = None) -> str:
     """Persist a job, its stages, its inputs and its Idempotency-Key in one transaction; the first stage is queued
     at once.
 
     Each input is checked again here, under a lock, so an upload deleted or expiring (or a source job's outputs
     expiring) while the request was validated is refused rather than taken without its blob."""
     try:
-        return _submit(store, new, queue_size=queue_size, max_attempts=max_attempts, now=now)
+        return _submit(store, new, queue_size=queue_size, max_attempts=max_attempts, now=now, owner_limit=owner_limit)
     except sa.exc.IntegrityError as e:
         if new.idempotency is None:
             raise
         raise IdempotencyKeyTaken(new.idempotency.key) from e  # a concurrent submit with the key committed first
 
 
-def _submit(store: Store, new: NewJob, *, queue_size: int, max_attempts: int, now: float) -> str:
+def _submit(store: Store, new: NewJob, *, queue_size: int, max_attempts: int, now: float,
+            owner_limit: int | None) -> str:
     job_id = new_id("job")
     key = new.idempotency
     with store.write() as tx:
@@ -112,6 +114,12 @@ def _submit(store: Store, new: NewJob, *, queue_size: int, max_attempts: int, no
         # Outputs before files, the order expire() deletes them in, so the two never wait on each other.
         sources = _lock_outputs(tx, [inp for inp in new.inputs if inp.job_id is not None], now)
         uploads = _lock_files(tx, [inp.file_id for inp in new.inputs if inp.file_id and not inp.inline], now)
+        # The owner's own cap first: when one owner's flood fills the queue, they hear 429, the others still get in.
+        if owner_limit is not None and store.count_active_jobs(tx.conn, new.owner_id) >= owner_limit:
+            raise Pocket3DError(ErrorCode.CONCURRENCY_LIMITED, f"you have {owner_limit} jobs waiting or running, "
+                                "the most one owner may have", {"max_jobs_per_owner": owner_limit},
+                                headers={"Retry-After": "10"},
+                                hint="send it again when one of your jobs has ended (GET /api/v1/jobs?status=queued)")
         if store.count_active_jobs(tx.conn) >= queue_size:
             raise Pocket3DError(ErrorCode.QUEUE_FULL, f"the queue holds {queue_size} jobs; try again later",
                                 {"queue_size": queue_size}, headers={"Retry-After": "30"},

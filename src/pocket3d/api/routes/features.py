@@ -34,7 +34,7 @@ SUBMIT_RESPONSES = {
           "headers": {"Location": {"description": "the job's URL", "schema": {"type": "string"}}}},
     200: {"model": JobView, "description": "finished within ?wait seconds, or the job an earlier submit with the "
           "same Idempotency-Key made (header Idempotent-Replayed: true): the job as GET /jobs/{job_id} shows it"},
-    **error_responses(400, 401, 404, 409, 413, 422, 503)}
+    **error_responses(400, 401, 404, 409, 413, 422, 429, 503)}
 WaitQuery = Annotated[float, Query(ge=0, description="seconds to wait for the job to finish before answering "
                                    "(capped by server.max_wait); 0 answers at once", examples=[30])]
 IdempotencyKeyHeader = Annotated[str | None, Header(
