@@ -17,6 +17,7 @@ from pathlib import Path
 
 import httpx
 from client_helpers import IMAGES, assert_valid_gltf
+from fault_proxy import FaultProxy
 from server import ROOT, ServerProcess, free_port
 
 
@@ -139,3 +140,21 @@ def test_ctrl_c_asks_whether_to_cancel(server: ServerProcess, tmp_path: Path) ->
     job_id = re.search(r"job_[0-9a-f]+", term.screen.decode(errors="replace")).group()
     job = httpx.get(f"{server.url}/api/v1/jobs/{job_id}").json()
     assert job["status"] == "cancelled" or job["cancel_requested"], job
+
+
+def test_a_busy_server_is_retried_out_loud(server: ServerProcess, tmp_path: Path) -> None:
+    body = b'{"error_code": "CONCURRENCY_LIMITED", "message": "100 jobs at once", "details": {}}'
+    busy = (b"HTTP/1.1 429 Too Many Requests\r\nContent-Type: application/json\r\nRetry-After: 1\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+    proxy = FaultProxy(server.port).start()
+    try:
+        proxy.add("POST", "^/api/v1/mesh/generate$", "respond", response=busy)
+        env = {**{k: v for k, v in os.environ.items() if not k.startswith("POCKET3D_")}, "POCKET3D_URL": proxy.url}
+        run = subprocess.run([sys.executable, "-m", "pocket3d", "generate", str(IMAGES / "T.png"), "--model",
+                              "test_heightfield", "-o", str(tmp_path / "t.glb")], capture_output=True, text=True,
+                             env=env, timeout=120)
+    finally:
+        proxy.stop()
+    assert run.returncode == 0, run.stderr
+    assert "CONCURRENCY_LIMITED" in run.stderr and "trying again in 1.0 s" in run.stderr
+    assert [p.action for p in proxy.requests("POST", "^/api/v1/mesh/generate$")] == ["respond", None]

@@ -112,7 +112,7 @@ class AsyncClient:
                 r = await self._http.request(method, url, **kwargs)
             except httpx.TransportError as e:
                 if attempt < self.config.max_retries and (safe or isinstance(e, _core.NOT_SENT)):
-                    await asyncio.sleep(_core.backoff(attempt))
+                    await asyncio.sleep(_core.retrying(method, url, type(e).__name__, attempt))
                     attempt += 1
                     continue
                 raise _core.connection_error(self.config, e) from e
@@ -120,7 +120,7 @@ class AsyncClient:
                 return r
             error = api_error(r)
             if safe and attempt < self.config.max_retries and _core.is_transient(error):
-                await asyncio.sleep(_core.backoff(attempt, error.retry_after))
+                await asyncio.sleep(_core.retrying(method, url, error, attempt, error.retry_after))
                 attempt += 1
                 continue
             raise error

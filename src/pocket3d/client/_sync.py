@@ -117,7 +117,7 @@ class Client:
                 r = self._http.request(method, url, **kwargs)
             except httpx.TransportError as e:
                 if attempt < self.config.max_retries and (safe or isinstance(e, _core.NOT_SENT)):
-                    time.sleep(_core.backoff(attempt))
+                    time.sleep(_core.retrying(method, url, type(e).__name__, attempt))
                     attempt += 1
                     continue
                 raise _core.connection_error(self.config, e) from e
@@ -125,7 +125,7 @@ class Client:
                 return r
             error = api_error(r)
             if safe and attempt < self.config.max_retries and _core.is_transient(error):
-                time.sleep(_core.backoff(attempt, error.retry_after))
+                time.sleep(_core.retrying(method, url, error, attempt, error.retry_after))
                 attempt += 1
                 continue
             raise error

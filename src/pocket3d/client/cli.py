@@ -190,10 +190,25 @@ def _slug(text: str) -> str:
     return "-".join(re.findall(r"[a-z0-9]+", text.lower())[:6]) or "model"
 
 
+def _say_retries(console: Console) -> None:
+    """The SDK's retries (a busy server, a dropped connection) as lines on stderr, so a wait is not silent."""
+    import logging
+
+    class ToConsole(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            console.print(f"[yellow]{record.getMessage()}[/]", highlight=False)
+
+    logger = logging.getLogger("pocket3d.client")
+    if not any(isinstance(h, ToConsole) for h in logger.handlers):
+        logger.addHandler(ToConsole(logging.WARNING))
+        logger.propagate = False
+
+
 def _run(opts: dict[str, Any], stem: str, submit: Callable[[Client], Job]) -> None:
     from pocket3d.client import Client
 
     as_json: bool = opts["as_json"]
+    _say_retries(_console())
     with Client(opts["url"], api_key=opts["api_key"]) as p3d:
         job = submit(p3d)
         if opts["no_wait"]:
@@ -212,10 +227,12 @@ def _emit(as_json: bool, data: Any, text: str) -> None:
 
 # -- following a job -------------------------------------------------------------------------------------------
 
+@functools.cache
 def _console() -> Console:
+    """stderr, shared by the progress bar and everything said beside it."""
     from rich.console import Console
 
-    return Console(stderr=True)
+    return Console(stderr=True, soft_wrap=True)
 
 
 def _follow(job: Job, *, quiet: bool) -> JobView:
