@@ -150,6 +150,11 @@ def test_concurrent_fbx_uploads_share_a_small_pool(hostile_server, c, tmp_path) 
         answers = list(pool.map(lambda i: _upload(c, data, f"ball{i}.fbx"), range(8)))
     assert not watch.killed
     assert watch.most_at_once <= 2, watch.most_at_once
+    tmp = (hostile_server.data_dir / "tmp").resolve()
+    assert watch.command_lines
+    for command in watch.command_lines:  # Blender's work files are under the data directory's tmp/
+        source = Path(command[command.index("--") + 1])
+        assert source.is_relative_to(tmp), command
     codes = sorted(r.status_code for r in answers)
     assert 201 in codes and set(codes) <= {201, 503}, [r.text for r in answers]
     for r in answers:

@@ -20,6 +20,7 @@ class ChildWatch:
         self.peak_rss_mb = 0.0
         self.most_at_once = 0
         self.seen: set[int] = set()
+        self.command_lines: list[list[str]] = []
         self.killed = False
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="child-watch", daemon=True)
@@ -52,6 +53,11 @@ class ChildWatch:
             self.most_at_once = max(self.most_at_once, len(matching))
             total = 0.0
             for child in matching:
+                if child.pid not in self.seen:
+                    try:
+                        self.command_lines.append(child.cmdline())
+                    except psutil.Error:
+                        pass
                 self.seen.add(child.pid)
                 try:
                     total += child.memory_info().rss / 2**20
