@@ -194,7 +194,7 @@ def test_a_5000_sided_polygon_finishes_in_seconds(c, route) -> None:
     file_id = _upload(c, polygon_obj(5000), "ngon.obj").json()["file_id"]
     body = {"mesh": file_id, "output_format": "glb"}
     if route == "/texture/generate":
-        body["text_prompt"] = "a red wooden plate"
+        body.update(text_prompt="a red wooden plate", texture_resolution=512)
     started = time.monotonic()
     job = wait_final(c, submit(c, route, body)["job_id"], timeout=120)
     assert job["status"] in ("succeeded", "failed"), job
