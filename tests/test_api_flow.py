@@ -103,27 +103,65 @@ def test_obj_output_of_a_textured_mesh_carries_its_material_and_texture(client: 
         assert "map_Kd" in z.read("model.mtl").decode()
 
 
-def test_fbx_output(client: httpx.Client, tmp_path) -> None:
-    file_id = upload(client, IMAGES / "typical_creature_elephant.png")["file_id"]
-    job = submit(client, "/mesh/generate?wait=30", {"images": [file_id], "output_format": "fbx"}, expect=200)
-    assert job["status"] == "succeeded", job
-    assert job["outputs"][0]["name"] == "model.fbx"
-    path = tmp_path / "model.fbx"
-    path.write_bytes(client.get(job["outputs"][0]["url"].removeprefix("/api/v1")).content)
-    (mesh,) = read_fbx(path)["meshes"]
-    assert mesh["polygons"] == 2 * 15 * 15
-
-
-def test_usdz_output(client: httpx.Client, tmp_path) -> None:
+def test_one_job_writes_several_formats_from_one_model_run(client: httpx.Client, tmp_path) -> None:
+    from pxr import Usd, UsdGeom
     from test_geometry import usd_faces_and_errors
 
     file_id = upload(client, IMAGES / "typical_creature_elephant.png")["file_id"]
-    job = submit(client, "/mesh/generate?wait=30", {"images": [file_id], "output_format": "usdz"}, expect=200)
-    output = job["outputs"][0]
-    assert output["name"] == "model.usdz" and output["media_type"] == "model/vnd.usdz+zip"
-    path = tmp_path / "model.usdz"
-    path.write_bytes(client.get(output["url"].removeprefix("/api/v1")).content)
-    assert usd_faces_and_errors(path) == (2 * 15 * 15, [])
+    job = submit(client, "/mesh/generate?wait=60", {"images": [file_id], "output_formats": ["glb", "obj", "fbx",
+                                                                                           "usdz"]}, expect=200)
+    assert job["status"] == "succeeded", job
+    assert [(s["name"], s["attempts"]) for s in job["stages"]] == [("generate_mesh", 1), ("export", 1)], \
+        "the model ran once"
+    outputs = {o["name"]: o for o in job["outputs"]}
+    assert {name: o["format"] for name, o in outputs.items()} == {
+        "model.glb": "glb", "model.obj.zip": "obj", "model.fbx": "fbx", "model.usdz": "usdz", "preview.png": "png"}
+    faces = 2 * 15 * 15
+    saved = {}
+    for name, output in outputs.items():
+        r = client.get(output["url"].removeprefix("/api/v1"))
+        assert r.status_code == 200 and len(r.content) == output["size"]
+        saved[name] = tmp_path / name
+        saved[name].write_bytes(r.content)
+    assert len(trimesh.load(saved["model.glb"], force="mesh").faces) == faces
+    with zipfile.ZipFile(saved["model.obj.zip"]) as z:
+        z.extractall(tmp_path / "obj")
+    assert len(trimesh.load(tmp_path / "obj" / "model.obj", force="mesh").faces) == faces
+    (mesh,) = read_fbx(saved["model.fbx"])["meshes"]
+    assert mesh["polygons"] == faces
+    assert usd_faces_and_errors(saved["model.usdz"]) == (faces, [])
+    assert UsdGeom.GetStageUpAxis(Usd.Stage.Open(str(saved["model.usdz"]))) == UsdGeom.Tokens.y
+
+
+def test_each_feature_takes_the_formats_that_keep_its_result(client: httpx.Client, server) -> None:
+    spec = httpx.get(f"{server.url}/openapi.json").json()["components"]["schemas"]
+    assert spec["RiggingRequest"]["properties"]["output_format"]["enum"] == ["glb", "fbx"]
+    assert spec["SegmentationRequest"]["properties"]["output_format"]["enum"] == ["glb", "obj", "fbx", "usdz"]
+    assert len(spec["MeshGenerationRequest"]["properties"]["output_format"]["enum"]) == 7
+    mesh = "data:model/obj;base64," + base64.b64encode(b"v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 3\n").decode()
+    r = client.post("/rig", json={"mesh": mesh, "output_formats": ["glb", "obj"]})
+    assert r.status_code == 422 and "'glb' or 'fbx'" in r.json()["message"], r.text
+    r = client.post("/segment", json={"mesh": mesh, "output_format": "stl"})
+    assert r.status_code == 422 and "'glb', 'obj', 'fbx' or 'usdz'" in r.json()["message"], r.text
+    r = client.post("/rig", json={"mesh": mesh, "output_format": "glb", "output_formats": ["fbx"]})
+    assert r.status_code == 422 and "not both" in r.json()["message"], r.text
+
+
+def test_downloads_are_named_after_the_upload_or_the_job(client: httpx.Client) -> None:
+    file_id = upload(client, IMAGES / "typical_misc_crate.png")["file_id"]
+    job = submit(client, "/mesh/generate?wait=20", {"images": [file_id], "output_formats": ["glb", "obj"]},
+                 expect=200)
+    names = {}
+    for output in job["outputs"]:
+        r = client.get(output["url"].removeprefix("/api/v1"))
+        names[output["name"]] = r.headers["content-disposition"]
+    assert names == {"model.glb": 'attachment; filename="typical_misc_crate.glb"',
+                     "model.obj.zip": 'attachment; filename="typical_misc_crate.obj.zip"',
+                     "preview.png": 'attachment; filename="typical_misc_crate-preview.png"'}
+    image = "data:image/png;base64," + base64.b64encode((IMAGES / "T.png").read_bytes()).decode()
+    inline = submit(client, "/mesh/generate?wait=20", {"images": [image]}, expect=200)
+    r = client.get(inline["outputs"][0]["url"].removeprefix("/api/v1"))
+    assert r.headers["content-disposition"] == f'attachment; filename="{inline["job_id"]}.glb"'
 
 
 def test_fbx_is_refused_up_front_without_the_bpy_environment(make_server) -> None:

@@ -79,6 +79,11 @@ def test_another_owner_sees_nothing(two_owners) -> None:
         # bob cannot use alice's upload as his input either
         r = b.post("/mesh/generate", json={"images": [slow_file["file_id"]]})
         assert r.status_code == 404 and r.json()["error_code"] == "FILE_NOT_FOUND"
+        # nor her job's output, nor convert her job
+        r = b.post("/rig", json={"mesh": f"{done['job_id']}/model.glb"})
+        assert r.status_code == 404 and r.json()["error_code"] == "JOB_NOT_FOUND"
+        r = b.post(f"/jobs/{done['job_id']}/convert", json={"output_formats": ["obj"]})
+        assert r.status_code == 404 and r.json()["error_code"] == "JOB_NOT_FOUND"
 
         # ...while alice still can do all of it
         assert a.get(output_url).status_code == 200

@@ -170,6 +170,29 @@ def test_auto_rigging_to_glb_and_fbx(shipped: httpx.Client, tmp_path: Path) -> N
     assert found["meshes"] and found["meshes"][0]["vertex_groups"], "the mesh is skinned to the bones"
 
 
+def test_generate_then_rig_by_chaining_then_convert_to_fbx(shipped: httpx.Client, tmp_path: Path) -> None:
+    """No download and re-upload between the jobs; the rig converted to FBX afterwards without rigging again."""
+    image = upload(shipped, IMAGES / "typical_humanoid_block_robot.png")["file_id"]
+    made = _run(shipped, "/mesh/generate", {"images": [image]})
+    uploads = len(shipped.get("/files").json()["files"])
+    rigged = _run(shipped, "/rig", {"mesh": f"{made['job_id']}/model.glb"})
+    assert rigged["model"] == "builtin_rigging"
+    assert len(shipped.get("/files").json()["files"]) == uploads
+    data = _download(shipped, rigged, "model.glb")
+    assert assert_valid_gltf(data, tmp_path)["numErrors"] == 0
+    (skin,) = pygltflib.GLTF2.load_from_bytes(data).skins
+
+    converted = submit(shipped, f"/jobs/{rigged['job_id']}/convert?wait=60", {"output_formats": ["fbx"]},
+                       expect=200)
+    assert converted["status"] == "succeeded" and [s["name"] for s in converted["stages"]] == ["export"]
+    fbx = tmp_path / "rigged.fbx"
+    r = shipped.get(converted["outputs"][0]["url"].removeprefix("/api/v1"))
+    assert r.headers["content-disposition"] == 'attachment; filename="typical_humanoid_block_robot-rigged.fbx"'
+    fbx.write_bytes(r.content)
+    (armature,) = read_fbx(fbx)["armatures"]
+    assert len(armature["bones"]) == len(skin.joints), "the same skeleton: the rig was converted, not redone"
+
+
 def test_requests_a_model_would_refuse_are_refused_at_once(shipped: httpx.Client) -> None:
     """422 at submission, not a job that fails later; and nothing queued."""
     views = [upload(shipped, MULTIVIEW / f"character_{i}.png")["file_id"] for i in (1, 2, 3)]
@@ -185,9 +208,9 @@ def test_requests_a_model_would_refuse_are_refused_at_once(shipped: httpx.Client
         # decimating a rig or a segmentation afterwards would drop the skin or the parts
         ("/rig", {"mesh": mesh_id, "target_faces": 3000}, "INVALID_REQUEST", "target_faces"),
         ("/segment", {"mesh": mesh_id, "target_faces": 3000}, "INVALID_REQUEST", "target_faces"),
-        # an OBJ cannot hold a skeleton
+        # an OBJ cannot hold a skeleton: not offered for rigging
         ("/rig", {"mesh": mesh_id, "output_format": "obj", "model_preference": "builtin_rigging"},
-         "UNSUPPORTED_OUTPUT_FORMAT", "'obj'"),
+         "INVALID_REQUEST", "'glb' or 'fbx'"),
     ]
     for route, body, code, words in cases:
         r = shipped.post(route, json=body)

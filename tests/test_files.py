@@ -6,8 +6,12 @@ from __future__ import annotations
 import time
 from datetime import datetime
 
+from pathlib import Path
+
 import httpx
+import numpy as np
 from client_helpers import IMAGES, submit, upload, wait_final
+from PIL import Image
 from test_retention import blobs
 
 
@@ -54,8 +58,17 @@ def test_an_upload_expires_at_its_expires_at_but_not_under_a_running_job(make_se
         assert c.get(f"/files/{used['file_id']}").json()["error_code"] == "FILE_EXPIRED", "the tombstone stays"
 
 
-def test_delete_frees_the_blob_unless_a_job_holds_it(client: httpx.Client, server) -> None:
-    lone = upload(client, IMAGES / "typical_misc_crate.png")
+def _unique_png(tmp_path: Path, name: str) -> Path:
+    """An image no other test uploads: blobs are stored by content, so a shared server's other uploads of the same
+    bytes would keep the blob."""
+    rgb = np.random.default_rng().integers(0, 255, (32, 32, 3), dtype=np.uint8)
+    path = tmp_path / name
+    Image.fromarray(rgb).save(path)
+    return path
+
+
+def test_delete_frees_the_blob_unless_a_job_holds_it(client: httpx.Client, server, tmp_path: Path) -> None:
+    lone = upload(client, _unique_png(tmp_path, "lone.png"))
     assert lone["sha256"] in blobs(server.data_dir)
     r = client.delete(f"/files/{lone['file_id']}")
     assert r.status_code == 204 and r.content == b""
@@ -64,8 +77,8 @@ def test_delete_frees_the_blob_unless_a_job_holds_it(client: httpx.Client, serve
               client.post("/mesh/generate", json={"images": [lone["file_id"]]})):
         assert r.status_code == 404 and r.json()["error_code"] == "FILE_NOT_FOUND", r.text
 
-    held = upload(client, IMAGES / "T.png")
-    twin = upload(client, IMAGES / "T.png")  # the same bytes: one blob, two uploads
+    held = upload(client, _unique_png(tmp_path, "held.png"))
+    twin = upload(client, tmp_path / "held.png")  # the same bytes: one blob, two uploads
     job = submit(client, "/mesh/generate", {"images": [held["file_id"]], "parameters": {"delay": 2}})
     assert client.delete(f"/files/{held['file_id']}").status_code == 204
     assert client.delete(f"/files/{twin['file_id']}").status_code == 204

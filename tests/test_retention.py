@@ -39,6 +39,9 @@ def test_expired_outputs_answer_410_and_are_deleted(make_server, tmp_path) -> No
         r = c.get(job["outputs"][0]["url"].removeprefix("/api/v1"))
         assert r.status_code == 410 and r.json()["error_code"] == "OUTPUT_EXPIRED"
         assert c.get(f"/jobs/{job['job_id']}").json()["status"] == "succeeded", "the record stays"
+        for r in (c.post("/rig", json={"mesh": f"{job['job_id']}/model.glb"}),
+                  c.post(f"/jobs/{job['job_id']}/convert", json={"output_formats": ["obj"]})):
+            assert r.status_code == 410 and r.json()["error_code"] == "OUTPUT_EXPIRED", r.text
 
 
 def test_a_second_server_on_the_same_data_dir_is_refused(make_server, tmp_path) -> None:

@@ -40,7 +40,7 @@ def error_response(status: int, code: str, message: str, details: dict[str, Any]
 _FOREIGN_FIELDS = {"prompt": "text_prompt", "image": "images", "image_url": "images", "image_token": "images",
                    "file_token": "images", "model_url": "mesh", "input": "mesh", "format": "output_format",
                    "model": "model_preference", "model_version": "model_preference", "texture": "text_prompt",
-                   "formats": "output_format"}
+                   "formats": "output_formats"}
 
 
 def _validation_hint(request: Request, errors: list[dict[str, Any]]) -> str | None:
@@ -58,6 +58,9 @@ def _validation_hint(request: Request, errors: list[dict[str, Any]]) -> str | No
         if guess:
             return f"did you mean {guess!r}?" + (f" This request takes: {fields}." if fields else "")
         return f"this request takes: {fields}" if fields else None
+    if first["type"] == "literal_error" and {"output_format", "output_formats"} & set(first["loc"]):
+        return ("ask for the formats the message lists: this feature's result would lose what it is (a rig's "
+                "skeleton, the parts) in the others")
     if first["type"] == "missing" and first["loc"] == ["body"]:
         return "send the request as JSON with Content-Type: application/json; /docs has an example for each route"
     return None

@@ -77,4 +77,16 @@ def rigging() -> dict[str, dict[str, Any]]:
         "inline": _example("Rig a mesh", {"mesh": mesh_data_uri(), "output_format": "glb"}),
         "fbx": _example("Rig an uploaded mesh, as FBX", {"mesh": "file_01JD8X2K9Q4R7T1V3W5Y8Z0A2B",
                                                          "output_format": "fbx"}, UPLOADED),
+        "chained": _example("Rig the mesh another job made, as GLB and FBX",
+                            {"mesh": f"{EXAMPLE_JOB}/model.glb", "output_formats": ["glb", "fbx"]}, CHAINED),
     }
+
+
+EXAMPLE_JOB = "job_01JD8X4T0M5Q3V7W9Y2B6C8E1F"
+CHAINED = ("Name a succeeded job's output (job_id/name from its outputs) instead of downloading and uploading it; "
+           "this example's job exists on no server, so it answers 404 JOB_NOT_FOUND as it is.")
+
+
+def conversion() -> dict[str, dict[str, Any]]:
+    return {"formats": _example("Other formats of a finished job's result", {"output_formats": ["fbx", "usdz"]},
+                                "The job in the path must have succeeded; its model does not run again.")}

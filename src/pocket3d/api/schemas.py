@@ -4,14 +4,25 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
+from pocket3d import formats
 from pocket3d.errors import ErrorCode
 from pocket3d.jobs.records import JobStatus, StageStatus
 
-OutputFormat = Literal["glb", "obj", "ply", "stl", "json", "fbx", "usdz"]
+OutputFormat = Literal["glb", "obj", "ply", "stl", "json", "fbx", "usdz"]  # every format pocket3d writes
+if set(get_args(OutputFormat)) != set(formats.KEEPS):
+    raise ImportError(f"OutputFormat lists {get_args(OutputFormat)}; pocket3d.formats writes {sorted(formats.KEEPS)}")
+# Each feature's request lists the formats that keep what the feature makes (pocket3d.formats.formats_for):
+# segmentation the parts, rigging the skin. Type checkers see every format.
+if TYPE_CHECKING:
+    MeshFormat = SegmentationFormat = RiggingFormat = OutputFormat
+else:
+    MeshFormat = Literal[formats.formats_for("mesh_generation")]
+    SegmentationFormat = Literal[formats.formats_for("segmentation")]
+    RiggingFormat = Literal[formats.formats_for("auto_rigging")]
 InputFormat = Literal["png", "jpeg", "webp", "glb", "gltf", "obj", "ply", "stl", "fbx"]
 
 
@@ -30,7 +41,15 @@ class Quality(StrEnum):
     HIGH = "high"
 
 
-InputRef = str  # a file id from POST /files, or a data URI: data:image/png;base64,...
+# A file id from POST /files, a succeeded job's output ("job_…/model.glb"), or a data URI (data:image/png;base64,…).
+InputRef = Annotated[str, Field(description="a file_id from POST /api/v1/files, a succeeded job's output "
+                                "(job_…/model.glb: its outputs[].name), or a data: URI")]
+
+
+_OUTPUT_FORMAT = Field("glb", description="the format of the result: a shorthand for output_formats with one")
+_OUTPUT_FORMATS = Field(None, min_length=1, max_length=len(formats.KEEPS),
+                        description="the formats of the result, each a download of the job (model.glb, "
+                                    "model.fbx, ...): the model runs once and its result is written in each")
 
 
 class _FeatureRequest(BaseModel):
@@ -38,12 +57,24 @@ class _FeatureRequest(BaseModel):
 
     model_preference: str | None = Field(None, description="a model id from /system/models; default: the first "
                                          "available model of the feature that takes these inputs")
-    output_format: OutputFormat = "glb"
+    output_format: OutputFormat = _OUTPUT_FORMAT
+    output_formats: list[OutputFormat] | None = _OUTPUT_FORMATS
     quality: Quality = Quality.MEDIUM
     texture_resolution: int = Field(1024, ge=128, le=8192)
     seed: int | None = Field(None, ge=0, le=2**32 - 1)
     priority: int = Field(0, ge=-10, le=10, description="higher runs sooner")
     parameters: dict[str, Any] = Field(default_factory=dict, description="model-specific, validated by the model")
+
+    @model_validator(mode="after")
+    def _formats_one_way(self) -> _FeatureRequest:
+        if self.output_formats is not None and "output_format" in self.model_fields_set:
+            raise ValueError("give output_format or output_formats, not both")
+        return self
+
+    @property
+    def formats(self) -> list[str]:
+        """The asked formats, in order, each once."""
+        return list(dict.fromkeys(self.output_formats or [self.output_format]))
 
 
 def _blank_to_none(v: str | None) -> str | None:
@@ -57,6 +88,8 @@ TextPrompt = Annotated[Annotated[str, Field(min_length=1, max_length=4000)] | No
 
 
 class MeshGenerationRequest(_FeatureRequest):
+    output_format: MeshFormat = _OUTPUT_FORMAT
+    output_formats: list[MeshFormat] | None = _OUTPUT_FORMATS
     text_prompt: TextPrompt = None
     images: list[InputRef] = Field(default_factory=list, max_length=8)
     target_faces: TargetFaces = None
@@ -69,6 +102,8 @@ class MeshGenerationRequest(_FeatureRequest):
 
 
 class TextureGenerationRequest(_FeatureRequest):
+    output_format: MeshFormat = _OUTPUT_FORMAT
+    output_formats: list[MeshFormat] | None = _OUTPUT_FORMATS
     mesh: InputRef
     text_prompt: TextPrompt = None
     images: list[InputRef] = Field(default_factory=list, max_length=8)
@@ -82,11 +117,28 @@ class TextureGenerationRequest(_FeatureRequest):
 
 
 class SegmentationRequest(_FeatureRequest):
+    output_format: SegmentationFormat = _OUTPUT_FORMAT
+    output_formats: list[SegmentationFormat] | None = _OUTPUT_FORMATS
     mesh: InputRef
 
 
 class RiggingRequest(_FeatureRequest):
+    output_format: RiggingFormat = _OUTPUT_FORMAT
+    output_formats: list[RiggingFormat] | None = _OUTPUT_FORMATS
     mesh: InputRef
+
+
+class ConvertRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"output_formats": ["fbx", "usdz"]}]})
+
+    output_formats: list[OutputFormat] = Field(min_length=1, max_length=len(formats.KEEPS),
+                                               description="the formats to write the job's result in: those its "
+                                               "feature's requests offer (a rig: glb, fbx; parts: glb, obj, fbx, "
+                                               "usdz)")
+
+    @property
+    def formats(self) -> list[str]:
+        return list(dict.fromkeys(self.output_formats))
 
 
 # -- responses --------------------------------------------------------------------------------------------------

@@ -9,16 +9,18 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from pydantic import BaseModel, ValidationError
 
-from pocket3d import geometry
+from pocket3d import formats, geometry
 from pocket3d.api import media, uploads
-from pocket3d.api.files import visible_file
+from pocket3d.api.inputs import converted_mesh, visible_file, visible_job, visible_output
 from pocket3d.api.keys import Principal
-from pocket3d.api.schemas import _FeatureRequest
+from pocket3d.api.schemas import ConvertRequest, _FeatureRequest
 from pocket3d.errors import ErrorCode, Pocket3DError
 from pocket3d.jobs import transitions
 from pocket3d.jobs.records import EXPORT_STAGE, IdempotencyKey, JobInput, NewJob, NewStage
@@ -34,10 +36,15 @@ log = logging.getLogger(__name__)
 @dataclass
 class _Input:
     role: str  # image | mesh
-    file_id: str
+    file_id: str  # an upload's id, a source job's id (with ``output``), or a fresh id for inline bytes
     format: str
     staged: uploads.StagedFile | None = None
     media: media.Media | None = None
+    output: str | None = None  # a source job's output, by name
+    stem: str | None = None  # what downloads made from it are named after (the upload's file name)
+
+
+_OUTPUT_REF = re.compile(r"(job_[0-9A-Za-z]+)/([\w.-]+)")
 
 
 def _resolve(node: Node, principal: Principal, ref: str, role: str, field: str) -> _Input:
@@ -54,20 +61,64 @@ def _resolve(node: Node, principal: Principal, ref: str, role: str, field: str) 
     elif ref.startswith(("http://", "https://")):
         raise Pocket3DError(ErrorCode.INVALID_REQUEST, f"{field}: URLs are not fetched", {"field": field},
                             hint=UPLOAD_FIRST)
+    elif m := _OUTPUT_REF.fullmatch(ref):
+        job, output = visible_output(node, principal, m.group(1), m.group(2), field)
+        kind = "image" if output.media_type.startswith("image/") else \
+            "mesh" if output.format in geometry.LOADABLE else output.format
+        inp = _Input(role, job.id, output.format, output=output.name, stem=job.request.get("download_name"))
+        found = media.Media(kind, output.format, output.media_type)
+    elif ref.startswith("job_"):
+        raise Pocket3DError(ErrorCode.INVALID_REQUEST, f"{field}: {ref!r} names a job; name one of its outputs",
+                            {"field": field}, hint=f"for example {ref.split('/')[0]}/model.glb: the job's "
+                            "outputs[].name lists them (GET /api/v1/jobs/{job_id})")
     else:
         if _looks_like_path(ref):
             raise Pocket3DError(ErrorCode.FILE_NOT_FOUND, f"{field}: {ref!r} is a file name or path, not a file id",
                                 {"field": field, "file_id": ref}, hint=UPLOAD_FIRST)
         record = visible_file(node, principal, ref, field, not_found_hint=UPLOAD_FIRST)
-        inp = _Input(role, record.id, record.format)
+        inp = _Input(role, record.id, record.format, stem=download_stem(record.filename))
         found = media.Media(record.kind, record.format, record.media_type)
     if found.kind != role:
         if inp.staged:
             inp.staged.discard()
+        if inp.output is not None and found.kind not in ("image", "mesh"):
+            raise Pocket3DError(ErrorCode.INVALID_REQUEST, f"{field}: {ref} is {found.format.upper()}, which cannot "
+                                f"be read as {_a(role)} here", {"field": field},
+                                hint=f"name the job's model.glb instead (POST /api/v1/jobs/{inp.file_id}/convert "
+                                "writes it if the job has none)")
         raise Pocket3DError(ErrorCode.INVALID_REQUEST, f"{field}: expected {_a(role)}, got {_a(found.kind)} "
                             f"({found.format})", {"field": field},
                             hint="images go in images, a mesh in mesh" if role in ("image", "mesh") else None)
     return inp
+
+
+# The suffixes of what users upload, taken off a file name to name what is made from it.
+_UPLOAD_SUFFIXES = {".zip", ".png", ".jpg", ".jpeg", ".webp", ".glb", ".gltf", ".obj", ".ply", ".stl", ".fbx"}
+
+
+def download_stem(filename: str | None) -> str | None:
+    """``goblin`` from ``goblin.obj`` (or ``goblin.obj.zip``), safe in a Content-Disposition; None without a name."""
+    if not filename:
+        return None
+    stem = filename
+    while (dot := stem.rfind(".")) > 0 and stem[dot:].lower() in _UPLOAD_SUFFIXES:
+        stem = stem[:dot]
+    stem = re.sub(r"[^\w-]+", "_", stem).strip("_")[:64]
+    return stem or None
+
+
+# What a feature adds to the name of the input it worked on: goblin-rigged.fbx.
+_MADE = {Feature.TEXTURE_GENERATION: "textured", Feature.SEGMENTATION: "segmented", Feature.AUTO_RIGGING: "rigged"}
+
+
+def _download_name(feature: Feature, inputs: list[_Input]) -> str | None:
+    """Downloads of the job are named after its subject (the mesh it worked on, or the first image), when that
+    was an upload with a name or another job's output; else after the job (the download route's default)."""
+    subject = next((inp for inp in inputs if inp.role == "mesh"), inputs[0] if inputs else None)
+    if subject is None or subject.stem is None:
+        return None
+    made = _MADE.get(feature)
+    return subject.stem if made is None or subject.stem.endswith(f"-{made}") else f"{subject.stem}-{made}"
 
 
 UPLOAD_FIRST = "upload it with POST /api/v1/files and pass the file_id it answers, or send a data: URI"
@@ -91,36 +142,51 @@ class Submitted:
 
 def submit_request(node: Node, principal: Principal, feature: Feature, req: _FeatureRequest,
                    idempotency_key: str | None = None) -> Submitted:
+    def make(key: IdempotencyKey | None) -> str:
+        inputs: list[_Input] = []
+        try:
+            for i, ref in enumerate(getattr(req, "images", [])):
+                inputs.append(_resolve(node, principal, ref, "image", f"images[{i}]"))
+            mesh_ref = getattr(req, "mesh", None)
+            if mesh_ref is not None:
+                inputs.append(_resolve(node, principal, mesh_ref, "mesh", "mesh"))
+            return _submit(node, principal, feature, req, inputs, key)
+        finally:
+            for inp in inputs:
+                if inp.staged is not None:
+                    inp.staged.discard()  # moved into the store by now, unless something failed
+
+    return _once(node, principal, idempotency_key, _fingerprint(feature.value, req), make)
+
+
+def submit_conversion(node: Node, principal: Principal, job_id: str, req: ConvertRequest,
+                      idempotency_key: str | None = None) -> Submitted:
+    return _once(node, principal, idempotency_key, _fingerprint(f"convert {job_id}", req),
+                 lambda key: _convert(node, principal, job_id, req, key))
+
+
+def _once(node: Node, principal: Principal, idempotency_key: str | None, fingerprint: str,
+          make: Callable[[IdempotencyKey | None], str]) -> Submitted:
+    """``make`` the job, unless an earlier submit with this Idempotency-Key made it already."""
     key = None
     if idempotency_key is not None:
-        key = IdempotencyKey(idempotency_key, _fingerprint(feature, req),
-                             time.time() + node.settings.server.idempotency_ttl)
+        key = IdempotencyKey(idempotency_key, fingerprint, time.time() + node.settings.server.idempotency_ttl)
         earlier = _earlier_job(node, principal, key)
         if earlier is not None:  # a retry: answered before any input is read
             return Submitted(earlier, replayed=True)
-    inputs: list[_Input] = []
     try:
-        for i, ref in enumerate(getattr(req, "images", [])):
-            inputs.append(_resolve(node, principal, ref, "image", f"images[{i}]"))
-        mesh_ref = getattr(req, "mesh", None)
-        if mesh_ref is not None:
-            inputs.append(_resolve(node, principal, mesh_ref, "mesh", "mesh"))
-        return Submitted(_submit(node, principal, feature, req, inputs, key), replayed=False)
+        return Submitted(make(key), replayed=False)
     except transitions.IdempotencyKeyTaken:
         assert key is not None
         earlier = _earlier_job(node, principal, key)  # a concurrent submit with the key won the race
         if earlier is None:
             raise
         return Submitted(earlier, replayed=True)
-    finally:
-        for inp in inputs:
-            if inp.staged is not None:
-                inp.staged.discard()  # moved into the store by now, unless something failed
 
 
-def _fingerprint(feature: Feature, req: _FeatureRequest) -> str:
+def _fingerprint(what: str, req: BaseModel) -> str:
     """The request as validated (defaults filled in), so two bodies that mean the same job match."""
-    canonical = json.dumps({"feature": feature.value, "request": req.model_dump(mode="json")}, sort_keys=True,
+    canonical = json.dumps({"feature": what, "request": req.model_dump(mode="json")}, sort_keys=True,
                            separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 
@@ -164,30 +230,67 @@ def _stage(planned: pipeline.PlannedStage, params: object, alone: bool) -> NewSt
 
 def _submit(node: Node, principal: Principal, feature: Feature, req: _FeatureRequest, inputs: list[_Input],
             key: IdempotencyKey | None) -> str:
-    settings = node.settings
     kinds = {inp.role for inp in inputs}
     if sum(inp.role == "image" for inp in inputs) > 1:
         kinds = (kinds - {"image"}) | {"multiview"}
     if getattr(req, "text_prompt", None):
         kinds.add("text")
     mesh_format = next((inp.format for inp in inputs if inp.role == "mesh"), None)
-    plan = pipeline.plan(node.registry, feature, kinds, mesh_format, req.output_format, req.model_preference,
+    plan = pipeline.plan(node.registry, feature, kinds, mesh_format, req.formats, req.model_preference,
                          node.scheduler.device_list, node.scheduler.budget_of,
                          images=sum(inp.role == "image" for inp in inputs), text=getattr(req, "text_prompt", None),
                          params_of=lambda model: _params(model, req.parameters))
     model, params = plan.model, plan.params
-    unavailable = geometry.FORMATS[req.output_format].unavailable
-    if unavailable:
-        others = [f for f in model.spec.supported_outputs
-                  if f in geometry.FORMATS and not geometry.FORMATS[f].unavailable]
-        raise Pocket3DError(ErrorCode.FORMAT_UNAVAILABLE, f"output_format {req.output_format!r}: {unavailable}",
-                            {"output_format": req.output_format},
-                            hint=f"ask for one of {', '.join(others)}" if others else None)
-    export = {"format": req.output_format, "target_faces": getattr(req, "target_faces", None)}
+    _check_writable(req.formats, model.spec.supported_outputs)
+    export = {"formats": req.formats, "target_faces": getattr(req, "target_faces", None)}
     stages = [_stage(planned, params, alone=len(plan.stages) == 1) for planned in plan.stages]
     stages.append(NewStage(EXPORT_STAGE, None, export, weight=0.1 if len(stages) == 1 else 0.05))
-    request = req.model_dump(mode="json", exclude={"images", "mesh", "parameters"})
+    request = req.model_dump(mode="json", exclude={"images", "mesh", "parameters", "output_format",
+                                                   "output_formats"})
+    request["output_formats"] = req.formats
     request["parameters"] = params.model_dump(mode="json")
+    if name := _download_name(feature, inputs):
+        request["download_name"] = name
+    return _persist(node, principal, feature, model.spec.id, stages, request, inputs, req.priority, key)
+
+
+def _check_writable(asked: list[str], offered: tuple[str, ...] | list[str]) -> None:
+    """Refuse up front a format that cannot be written here (FBX without Blender's environment, ...)."""
+    for fmt in asked:
+        unavailable = geometry.FORMATS[fmt].unavailable
+        if unavailable:
+            others = [f for f in offered if f in geometry.FORMATS and not geometry.FORMATS[f].unavailable]
+            raise Pocket3DError(ErrorCode.FORMAT_UNAVAILABLE, f"output format {fmt!r}: {unavailable}",
+                                {"output_format": fmt}, hint=f"ask for one of {', '.join(others)}" if others else None)
+
+
+def _convert(node: Node, principal: Principal, job_id: str, req: ConvertRequest, key: IdempotencyKey | None) -> str:
+    """An export-only job: the result of a succeeded job (its model's mesh, before any format was written) in other
+    formats, the same way its own export stage wrote them; the model does not run again."""
+    source, mesh = converted_mesh(node, principal, visible_job(node, principal, job_id))
+    feature = Feature(source.feature)
+    offered = formats.formats_for(feature.value)
+    model = node.registry.get(source.model_id) if source.model_id in node.registry else None
+    if model is not None:
+        offered = tuple(f for f in offered if f in model.spec.supported_outputs)
+    refused = [f for f in req.formats if f not in offered]
+    if refused:
+        raise Pocket3DError(ErrorCode.UNSUPPORTED_OUTPUT_FORMAT, f"a {feature.value} result cannot be written as "
+                            f"{refused[0]!r} without losing what the job made", {"supported_outputs": list(offered)},
+                            hint=f"ask for one of {', '.join(offered)}")
+    _check_writable(req.formats, offered)
+    export = next(s for s in source.stages if s.name == EXPORT_STAGE).params
+    stage = NewStage(EXPORT_STAGE, None, {**export, "formats": req.formats}, weight=1.0)
+    request = {"convert_of": source.id, "output_formats": req.formats}
+    if source.request.get("download_name"):
+        request["download_name"] = source.request["download_name"]
+    inp = _Input("mesh", source.id, mesh.format, output=mesh.name)
+    return _persist(node, principal, feature, source.model_id, [stage], request, [inp], 0, key)
+
+
+def _persist(node: Node, principal: Principal, feature: Feature, model_id: str, stages: list[NewStage],
+             request: dict, inputs: list[_Input], priority: int, key: IdempotencyKey | None) -> str:
+    settings = node.settings
     now = time.time()
     stored: list[str] = []
     with node.blob_lock:  # blobs enter the store and the rows that hold them commit together (Retention.collect)
@@ -197,13 +300,15 @@ def _submit(node: Node, principal: Principal, feature: Feature, req: _FeatureReq
                 sha, _ = node.artifacts.put(inp.staged.path, inp.staged.sha256)
                 stored.append(sha)
                 job_inputs.append(JobInput(inp.role, file_id=inp.file_id, sha256=sha, format=inp.media.format))
+            elif inp.output is not None:
+                job_inputs.append(JobInput(inp.role, job_id=inp.file_id, output=inp.output))
             else:
                 job_inputs.append(JobInput(inp.role, file_id=inp.file_id))
         try:
             job_id = transitions.submit(
                 node.store,
-                NewJob(owner_id=principal.owner_id, feature=feature.value, model_id=model.spec.id, stages=stages,
-                       request=request, inputs=job_inputs, priority=req.priority, idempotency=key),
+                NewJob(owner_id=principal.owner_id, feature=feature.value, model_id=model_id, stages=stages,
+                       request=request, inputs=job_inputs, priority=priority, idempotency=key),
                 queue_size=settings.scheduler.queue_size, max_attempts=settings.scheduler.max_attempts, now=now,
                 owner_limit=settings.scheduler.max_jobs_per_owner)
         except BaseException:
@@ -211,5 +316,5 @@ def _submit(node: Node, principal: Principal, feature: Feature, req: _FeatureReq
             raise
     node.scheduler.wake()
     log.info("job %s submitted by %s: %s on %s, %d input file(s)", job_id, principal.owner_id, feature.value,
-             model.spec.id, len(inputs))
+             model_id, len(inputs))
     return job_id

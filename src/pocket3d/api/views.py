@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pocket3d.api.schemas import FileInfo, JobError, JobLinks, JobView, OutputInfo, StageInfo, iso
-from pocket3d.jobs.records import FileRecord, JobRecord
+from pocket3d.jobs.records import FileRecord, JobRecord, OutputRecord
 from pocket3d.scheduler.base import Estimate
 
 API = "/api/v1"
@@ -35,3 +35,13 @@ def job_view(job: JobRecord, estimate: Estimate) -> JobView:
 def file_view(f: FileRecord) -> FileInfo:
     return FileInfo(file_id=f.id, sha256=f.sha256, size=f.size, media_type=f.media_type, kind=f.kind,
                     format=f.format, filename=f.filename, created_at=iso(f.created_at), expires_at=iso(f.expires_at))
+
+
+def download_filename(job: JobRecord, output: OutputRecord) -> str:
+    """What a download is saved as: the job's subject (the upload's or source job's name, with what the job did:
+    goblin-rigged.fbx), else the job's id (job_….glb); outputs other than the model get their own name after it
+    (goblin-rigged-preview.png)."""
+    base = job.request.get("download_name") or job.id
+    if output.name.startswith("model."):
+        return base + output.name.removeprefix("model")
+    return f"{base}-{output.name}"

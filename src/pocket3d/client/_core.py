@@ -146,6 +146,7 @@ FileRef: TypeAlias = str | FileInfo  # a file id (or a data URI), or what upload
 class _CommonFields(TypedDict, total=False):
     model_preference: str | None
     output_format: OutputFormat
+    output_formats: Sequence[OutputFormat]  # several at once (the model runs once); instead of output_format
     quality: Quality | Literal["low", "medium", "high"]
     texture_resolution: int
     seed: int | None

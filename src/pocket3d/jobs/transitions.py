@@ -186,7 +186,7 @@ def _lock_outputs(tx: WriteTx, inputs: list[JobInput], now: float) -> dict[tuple
         assert inp.job_id is not None and inp.output is not None
         row = tx.conn.execute(sa.select(o.sha256, o.format, J.status, J.expires_at)
                               .join(t.jobs, J.id == o.job_id)
-                              .where(o.job_id == inp.job_id, o.name == inp.output, o.public == sa.true())
+                              .where(o.job_id == inp.job_id, o.name == inp.output)
                               .with_for_update(of=t.outputs)).first()
         if row is None or row.status != JobStatus.SUCCEEDED or is_expired(row.expires_at, now):
             raise Pocket3DError(ErrorCode.OUTPUT_EXPIRED, f"output {inp.output!r} of job {inp.job_id} is no longer "

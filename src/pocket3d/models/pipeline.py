@@ -18,7 +18,7 @@ cut-out) to the next stages that take images (``scheduler.stage_io.materialize``
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from pydantic import BaseModel
@@ -59,16 +59,19 @@ class Plan:
 ParamsOf = Callable[[RegisteredModel], BaseModel]
 
 
-def plan(registry: Registry, feature: Feature, input_kinds: set[str], mesh_format: str | None, output_format: str,
-         preference: str | None, devices: list[Device], budget_of: Callable[[Device], float],
-         images: int = 0, text: str | None = None, params_of: ParamsOf | None = None) -> Plan:
-    """The stages for a request, or the 4xx/503 that says why no model can serve it.
+def plan(registry: Registry, feature: Feature, input_kinds: set[str], mesh_format: str | None,
+         output_formats: str | Sequence[str], preference: str | None, devices: list[Device],
+         budget_of: Callable[[Device], float], images: int = 0, text: str | None = None,
+         params_of: ParamsOf | None = None) -> Plan:
+    """The stages for a request, or the 4xx/503 that says why no model can serve it. ``output_formats``: the
+    formats its result is to be written in (the main model must list each in its supported_outputs).
 
     Models that take the inputs as they are come first, in models.yaml's order; then those that need the prompt
     drawn. Each stage's ``check_request`` sees what that stage will get (the images it will be handed, a prompt
     only if it takes text), so a chain that is sure to fail is never queued: the next model is tried, and when
     none serves the request, the first refusal is the 422."""
     params_of = params_of or _default_params
+    formats = [output_formats] if isinstance(output_formats, str) else list(output_formats)
     if preference:
         model = registry.get(preference) if preference in registry else None
         if model is None or model.spec.feature != feature:
@@ -90,7 +93,7 @@ def plan(registry: Registry, feature: Feature, input_kinds: set[str], mesh_forma
         draws = _draws_text(model, input_kinds, registry)
         kinds = (input_kinds - {"text"}) | {"image"} if draws else input_kinds
         try:
-            Registry._check_fit(model, kinds, mesh_format, output_format)
+            Registry._check_fit(model, kinds, mesh_format, formats)
         except Pocket3DError as e:
             if preference:
                 raise
@@ -123,18 +126,18 @@ def plan(registry: Registry, feature: Feature, input_kinds: set[str], mesh_forma
     if not unavailable:
         raise Pocket3DError(ErrorCode.NO_MODEL_FOR_REQUEST,
                             f"no {feature.value} model takes inputs {sorted(input_kinds)} and writes "
-                            f"{output_format!r}", {"models": misfits},
-                            hint=_no_model_hint(registry, feature, output_format))
+                            f"{', '.join(map(repr, formats))}", {"models": misfits},
+                            hint=_no_model_hint(registry, feature, formats))
     raise Pocket3DError(ErrorCode.MODEL_UNAVAILABLE,
                         f"every {feature.value} model that fits this request is unavailable",
                         {"models": unavailable}, hint="details.models says why for each; the server's operator can "
                         "install what is missing (`pocket3d models` lists it)")
 
 
-def _no_model_hint(registry: Registry, feature: Feature, output_format: str) -> str:
+def _no_model_hint(registry: Registry, feature: Feature, formats: list[str]) -> str:
     models = registry.for_feature(feature)
     writers = sorted({f for m in models for f in m.spec.supported_outputs})
-    if writers and output_format not in writers:
+    if writers and not set(formats) <= set(writers):
         return f"{feature.value} models here write {', '.join(writers)}: ask for one of those"
     takes = sorted({k for m in models for k in m.spec.supported_inputs})
     if takes:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import importlib
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -146,17 +146,19 @@ class Registry:
                            "to the scheduler (gpu.max_utilization, less gpu.memory_buffer)")
         return reasons
 
-    def choose(self, feature: Feature, input_kinds: set[str], mesh_format: str | None, output_format: str,
+    def choose(self, feature: Feature, input_kinds: set[str], mesh_format: str | None,
+               output_formats: str | Sequence[str],
                preference: str | None, devices: list[Device],
                budget_of: Callable[[Device], float]) -> RegisteredModel:
         """Pick the model for a request, or raise the 4xx/503 that tells the client why none fits (the main model
         of ``pipeline.plan``, which also finds the helper stages it needs)."""
         from pocket3d.models.pipeline import plan
 
-        return plan(self, feature, input_kinds, mesh_format, output_format, preference, devices, budget_of).model
+        return plan(self, feature, input_kinds, mesh_format, output_formats, preference, devices, budget_of).model
 
     @staticmethod
-    def _check_fit(model: RegisteredModel, input_kinds: set[str], mesh_format: str | None, output_format: str) -> None:
+    def _check_fit(model: RegisteredModel, input_kinds: set[str], mesh_format: str | None,
+                   output_formats: str | Sequence[str]) -> None:
         spec = model.spec
         if not spec.accepts(input_kinds, mesh_format):
             given = sorted(input_kinds | ({mesh_format} if mesh_format else set()))
@@ -165,9 +167,11 @@ class Registry:
                                 {"model": spec.id, "supported_inputs": sorted(spec.supported_inputs)},
                                 hint=f"leave model_preference out to let the server pick a model that takes "
                                 f"{given}, or pick one from GET /api/v1/system/models")
-        if output_format not in spec.supported_outputs:
+        wanted = [output_formats] if isinstance(output_formats, str) else list(output_formats)
+        missing = [f for f in wanted if f not in spec.supported_outputs]
+        if missing:
             raise Pocket3DError(ErrorCode.UNSUPPORTED_OUTPUT_FORMAT,
-                                f"model {spec.id!r} writes {list(spec.supported_outputs)}, not {output_format!r}",
+                                f"model {spec.id!r} writes {list(spec.supported_outputs)}, not {missing[0]!r}",
                                 {"model": spec.id, "supported_outputs": list(spec.supported_outputs)},
                                 hint=f"ask for one of {', '.join(spec.supported_outputs)}")
 

@@ -123,28 +123,34 @@ def store_outputs(artifacts: ArtifactStore, claim: ClaimedStage, files: dict[str
 
 
 def export(inputs: RunInputs, params: dict, work: Path, limits: geometry.MeshLimits) -> dict[str, Path]:
-    """The last stage: the mesh in the asked format (decimated if asked), and a PNG preview."""
+    """The last stage: the mesh in each asked format (decimated first if asked), and a PNG preview.
+
+    ``params``: ``formats`` (``format``, one, in jobs queued before there could be several) and ``target_faces``."""
     if inputs.mesh is None:
         raise geometry.MeshError("the export stage found no mesh from the stage before it")
-    fmt, target = params.get("format", "glb"), params.get("target_faces")
-    dest = work / f"model{geometry.FORMATS[fmt].suffix}"
+    formats, target = params.get("formats") or [params.get("format", "glb")], params.get("target_faces")
     scene = geometry.load_scene(inputs.mesh, inputs.mesh.suffix.lstrip("."), limits)
     decimated = False
     if target:
         smaller = geometry.decimate_scene(scene, target)  # the same scene when it is small enough already
         scene, decimated = smaller, smaller is not scene
-    spec = geometry.FORMATS[fmt]
-    if inputs.mesh.suffix == spec.suffix and not decimated:
-        # Already in the asked format: pass it through, so what trimesh cannot write (skins, part nodes, extras)
-        # survives.
-        shutil.copyfile(inputs.mesh, dest)
-    elif spec.convert_glb is not None and inputs.mesh.suffix == ".glb" and not decimated:
-        spec.convert_glb(inputs.mesh, dest)  # from the file itself, for the same reason
-    else:
-        geometry.export_scene(scene, fmt, dest)
+    files: dict[str, Path] = {}
+    for fmt in formats:
+        spec = geometry.FORMATS[fmt]
+        dest = work / f"model{spec.suffix}"
+        if inputs.mesh.suffix == spec.suffix and not decimated:
+            # Already in the asked format: pass it through, so what trimesh cannot write (skins, part nodes,
+            # extras) survives.
+            shutil.copyfile(inputs.mesh, dest)
+        elif spec.convert_glb is not None and inputs.mesh.suffix == ".glb" and not decimated:
+            spec.convert_glb(inputs.mesh, dest)  # from the file itself, for the same reason
+        else:
+            geometry.export_scene(scene, fmt, dest)
+        files[dest.name] = dest
     preview = work / "preview.png"
     geometry.render_preview(scene, preview)
-    return {"model": dest, "preview": preview}
+    files[preview.name] = preview
+    return files
 
 
 def error_of(e: Exception) -> tuple[str, str] | None:

@@ -22,7 +22,7 @@ from pocket3d.api.schemas import (
     TextureGenerationRequest,
     _FeatureRequest,
 )
-from pocket3d.api.submission import submit_request
+from pocket3d.api.submission import Submitted, submit_request
 from pocket3d.api.views import job_links, job_view
 from pocket3d.errors import ErrorCode, Pocket3DError
 from pocket3d.models.spec import Feature
@@ -43,7 +43,7 @@ IdempotencyKeyHeader = Annotated[str | None, Header(
     "key with another body answers 409 IDEMPOTENCY_KEY_REUSED")]
 
 
-def _check_key(key: str | None) -> str | None:
+def check_key(key: str | None) -> str | None:
     if key is not None and not (0 < len(key) <= 255 and key.isascii() and key.isprintable()):
         raise Pocket3DError(ErrorCode.INVALID_REQUEST, "Idempotency-Key: 1 to 255 printable ASCII characters "
                             "(a UUID will do)", {"field": "Idempotency-Key"})
@@ -52,7 +52,13 @@ def _check_key(key: str | None) -> str | None:
 
 async def _accept(node: Node, principal: Principal, feature: Feature, req: _FeatureRequest,
                   wait: float, idempotency_key: str | None) -> JSONResponse:
-    submitted = await run_in_threadpool(submit_request, node, principal, feature, req, _check_key(idempotency_key))
+    submitted = await run_in_threadpool(submit_request, node, principal, feature, req, check_key(idempotency_key))
+    return await answer(node, submitted, wait)
+
+
+async def answer(node: Node, submitted: Submitted, wait: float) -> JSONResponse:
+    """A submit's answer: 202 with the job's links, or the job itself when it finished within ``wait`` seconds
+    or an earlier submit with the same Idempotency-Key made it."""
     job_id = submitted.job_id
     wait = min(wait, node.settings.server.max_wait)
     if wait > 0:

@@ -8,7 +8,7 @@ from starlette.concurrency import run_in_threadpool
 
 from pocket3d.api import media, uploads
 from pocket3d.api.deps import NodeDep, PrincipalDep
-from pocket3d.api.files import visible_file
+from pocket3d.api.inputs import visible_file
 from pocket3d.api.openapi import error_responses
 from pocket3d.api.schemas import FileInfo, FilePage
 from pocket3d.api.views import file_view

@@ -9,17 +9,20 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any, TypeVar
 
-from fastapi import APIRouter, Header, Path, Query, Request
-from fastapi.responses import FileResponse, Response
+from fastapi import APIRouter, Body, Header, Path, Query, Request
+from fastapi.responses import FileResponse, JSONResponse, Response
 from sse_starlette import EventSourceResponse
 from starlette.concurrency import run_in_threadpool
 
-from pocket3d.api import downloads, keys, redact
+from pocket3d.api import downloads, examples, keys, redact
 from pocket3d.api.deps import NodeDep, PrincipalDep
+from pocket3d.api.inputs import visible_job
 from pocket3d.api.keys import Principal
 from pocket3d.api.openapi import error_responses
-from pocket3d.api.schemas import JobFeature, JobPage, JobView
-from pocket3d.api.views import job_view
+from pocket3d.api.routes.features import SUBMIT_RESPONSES, IdempotencyKeyHeader, WaitQuery, answer, check_key
+from pocket3d.api.schemas import ConvertRequest, JobFeature, JobPage, JobView
+from pocket3d.api.submission import submit_conversion
+from pocket3d.api.views import download_filename, job_view
 from pocket3d.errors import ErrorCode, Pocket3DError
 from pocket3d.jobs import transitions
 from pocket3d.jobs.records import JobRecord, JobStatus
@@ -46,11 +49,7 @@ def _shown(principal: Principal, job: JobRecord) -> JobRecord:
 
 
 def _visible_job(node: Node, principal: Principal, job_id: str) -> JobRecord:
-    job = node.snapshots.get(job_id)
-    if job is None or not principal.can_see(job.owner_id):
-        raise Pocket3DError(ErrorCode.JOB_NOT_FOUND, f"job {job_id} not found", {"job_id": job_id},
-                            hint="GET /api/v1/jobs lists your jobs; a job id looks like job_…")
-    return _shown(principal, job)
+    return _shown(principal, visible_job(node, principal, job_id))
 
 
 def _view(node: Node, job: JobRecord) -> JobView:
@@ -124,6 +123,20 @@ def cancel_job(job_id: JobIdPath, node: NodeDep, principal: PrincipalDep) -> Job
     return _view(node, _visible_job(node, principal, job_id))
 
 
+@router.post("/jobs/{job_id}/convert", status_code=202, responses=SUBMIT_RESPONSES, operation_id="convertJob",
+             summary="A succeeded job's result in other formats, without running the model again")
+async def convert_job(job_id: JobIdPath,
+                      req: Annotated[ConvertRequest, Body(openapi_examples=examples.conversion())],
+                      node: NodeDep, principal: PrincipalDep, wait: WaitQuery = 0,
+                      idempotency_key: IdempotencyKeyHeader = None) -> JSONResponse:
+    """Makes a new job that writes the job's result in the asked formats, from the mesh its model made (with the
+    same decimation), and answers like a submit: 202 with the new job's links, or the finished job with `?wait`.
+    The new job's outputs are its own (`model.fbx`, …) and expire with it; the source job is left as it is. The
+    formats are those of the job's feature (a rig: glb, fbx). Works while the source job's outputs are kept."""
+    submitted = await run_in_threadpool(submit_conversion, node, principal, job_id, req, check_key(idempotency_key))
+    return await answer(node, submitted, wait)
+
+
 EXPIRED_HINT = "outputs are kept for the job's expires_at; submit the job again to make them anew"
 _RANGE = re.compile(r"^bytes=\s*(\d*)-(\d*)\s*(,\s*\d*-\d*\s*)*$")
 
@@ -186,7 +199,7 @@ def download_output(job_id: JobIdPath,
     _check_range(request, output.size)
     return downloads.artifact_response(
         node.artifacts, request, sha256=output.sha256, size=output.size, media_type=output.media_type,
-        filename=output.name, headers={"ETag": etag, "Cache-Control": "private, max-age=3600"},
+        filename=download_filename(job, output), headers={"ETag": etag, "Cache-Control": "private, max-age=3600"},
         missing=Pocket3DError(ErrorCode.OUTPUT_EXPIRED, f"output {name!r} of job {job_id} is no longer stored",
                               hint=EXPIRED_HINT))
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import trimesh
 
+from pocket3d.formats import KEEPS
 from pocket3d.geometry.formats import fbx, gltf, json, obj, ply, stl, usdz
 
 Loader = Callable[[Path], trimesh.Scene]
@@ -48,6 +49,13 @@ FORMATS: dict[str, MeshFormat] = {
                       fbx.convert_glb),
     "usdz": MeshFormat("usdz", ".usdz", "model/vnd.usdz+zip", None, usdz.export, usdz.unavailable_reason),
 }
+
+
+# What each writer keeps of a result is declared in pocket3d.formats (the API's schemas read it there); it must
+# name exactly the formats that have a writer here.
+if {name for name, f in FORMATS.items() if f.exporter is not None} != set(KEEPS):
+    raise ImportError(f"pocket3d.formats.KEEPS names {sorted(KEEPS)}; the writers here are "
+                      f"{sorted(name for name, f in FORMATS.items() if f.exporter is not None)}")
 
 
 def format_of(path: Path) -> MeshFormat | None:
