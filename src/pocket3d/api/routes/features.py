@@ -53,10 +53,10 @@ def check_key(key: str | None) -> str | None:
 async def _accept(node: Node, principal: Principal, feature: Feature, req: _FeatureRequest,
                   wait: float, idempotency_key: str | None) -> JSONResponse:
     submitted = await run_in_threadpool(submit_request, node, principal, feature, req, check_key(idempotency_key))
-    return await answer(node, submitted, wait)
+    return await answer(node, principal, submitted, wait)
 
 
-async def answer(node: Node, submitted: Submitted, wait: float) -> JSONResponse:
+async def answer(node: Node, principal: Principal, submitted: Submitted, wait: float) -> JSONResponse:
     """A submit's answer: 202 with the job's links, or the job itself when it finished within ``wait`` seconds
     or an earlier submit with the same Idempotency-Key made it."""
     job_id = submitted.job_id

@@ -134,7 +134,7 @@ async def convert_job(job_id: JobIdPath,
     The new job's outputs are its own (`model.fbx`, …) and expire with it; the source job is left as it is. The
     formats are those of the job's feature (a rig: glb, fbx). Works while the source job's outputs are kept."""
     submitted = await run_in_threadpool(submit_conversion, node, principal, job_id, req, check_key(idempotency_key))
-    return await answer(node, submitted, wait)
+    return await answer(node, principal, submitted, wait)
 
 
 EXPIRED_HINT = "outputs are kept for the job's expires_at; submit the job again to make them anew"
