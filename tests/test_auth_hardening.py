@@ -198,3 +198,16 @@ def test_one_owners_flood_gets_429_while_another_owner_gets_in(auth_server) -> N
                 d.post(f"/jobs/{job_id['job_id']}/cancel")
             for job_id in d.get("/jobs", params={"status": "running"}).json()["jobs"]:
                 d.post(f"/jobs/{job_id['job_id']}/cancel")
+
+
+def test_without_blender_an_fbx_upload_is_still_walked_before_any_model_reads_it(auth_server) -> None:
+    """This server has no bpy environment (POCKET3D_BPY_PYTHON points nowhere): an FBX is kept for models that
+    read FBX themselves, but only once its records add up; ASCII FBX passes on its signature."""
+    from hostile_files import ascii_fbx, garbage_binary_fbx
+
+    srv, keys = auth_server
+    with srv.client(keys.alice) as alice:
+        garbage = alice.post("/files", files={"file": ("g.fbx", garbage_binary_fbx(), "application/octet-stream")})
+        assert garbage.status_code == 422 and "malformed" in garbage.json()["message"], garbage.text
+        text = alice.post("/files", files={"file": ("a.fbx", ascii_fbx(), "application/octet-stream")})
+        assert text.status_code == 201, text.text

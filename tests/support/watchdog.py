@@ -1,7 +1,7 @@
 """A memory watchdog for tests that feed a server files meant to blow a child process up.
 
 It samples the server's child processes whose command line names ``marker`` (Blender's conversion script), records
-the peak RSS and how many ran at once, and past ``limit_mb`` kills the server's whole process group, so a
+the peak RSS of them all (and their own children) and how many the server ran at once, and past ``limit_mb`` kills the server's whole process group, so a
 regression fails the test instead of taking the CI machine down.
 """
 
@@ -20,7 +20,7 @@ class ChildWatch:
         self.peak_rss_mb = 0.0
         self.most_at_once = 0
         self.seen: set[int] = set()
-        self.command_lines: list[list[str]] = []
+        self.command_lines: list[list[str]] = []  # of the processes the watched process started itself
         self.killed = False
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="child-watch", daemon=True)
@@ -33,9 +33,9 @@ class ChildWatch:
         self._stop.set()
         self._thread.join(5)
 
-    def _matching(self) -> list[psutil.Process]:
+    def _matching(self, recursive: bool = True) -> list[psutil.Process]:
         try:
-            children = psutil.Process(self.parent_pid).children(recursive=True)
+            children = psutil.Process(self.parent_pid).children(recursive=recursive)
         except psutil.Error:
             return []
         found = []
@@ -50,14 +50,17 @@ class ChildWatch:
     def _run(self) -> None:
         while not self._stop.wait(self.every):
             matching = self._matching()
-            self.most_at_once = max(self.most_at_once, len(matching))
-            total = 0.0
-            for child in matching:
+            # started by the watched process itself: a helper a child forks shares its command line
+            direct = self._matching(recursive=False)
+            self.most_at_once = max(self.most_at_once, len(direct))
+            for child in direct:
                 if child.pid not in self.seen:
                     try:
                         self.command_lines.append(child.cmdline())
                     except psutil.Error:
                         pass
+            total = 0.0
+            for child in matching:
                 self.seen.add(child.pid)
                 try:
                     total += child.memory_info().rss / 2**20

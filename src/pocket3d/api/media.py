@@ -9,7 +9,7 @@ from pathlib import Path
 from PIL import Image
 
 from pocket3d import geometry
-from pocket3d.geometry.formats import fbx
+from pocket3d.geometry.formats import fbx, fbx_check
 from pocket3d.errors import ErrorCode, Pocket3DError
 
 IMAGE_MEDIA = {"PNG": ("png", "image/png"), "JPEG": ("jpeg", "image/jpeg"), "WEBP": ("webp", "image/webp")}
@@ -72,16 +72,18 @@ def inspect(path: Path, max_image_pixels: int, mesh_limits: geometry.MeshLimits 
     kind, fmt = found
     if kind == "image":
         return _check_image(path, max_image_pixels)
-    # Checked by loading it, where a reader is installed here; FBX without Blender's environment passes on its
-    # signature alone, for models that read FBX themselves.
-    if fmt in geometry.LOADABLE and not (fmt == "fbx" and geometry.FORMATS["fbx"].unavailable):
-        try:
+    # Checked by loading it, where a reader is installed here; FBX without Blender's environment, for models that
+    # read FBX themselves, passes on its records' structure alone (ASCII FBX on its signature).
+    try:
+        if fmt in geometry.LOADABLE and not (fmt == "fbx" and geometry.FORMATS["fbx"].unavailable):
             with fbx.for_requests():  # an upload does not wait long for Blender
                 geometry.load_scene(path, fmt, mesh_limits)
-        except geometry.MeshError as e:
-            retry = e.details.get("retry_after")
-            raise Pocket3DError(e.code, str(e), {"format": fmt, **e.details},
-                                headers={"Retry-After": str(retry)} if retry else None) from None
+        elif fmt == "fbx":
+            fbx_check.check(path, ascii_ok=True)
+    except geometry.MeshError as e:
+        retry = e.details.get("retry_after")
+        raise Pocket3DError(e.code, str(e), {"format": fmt, **e.details},
+                            headers={"Retry-After": str(retry)} if retry else None) from None
     return Media("mesh", fmt, MESH_MEDIA[fmt])
 
 

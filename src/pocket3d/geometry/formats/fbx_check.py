@@ -36,13 +36,16 @@ class _Malformed(Exception):
         super().__init__(f"{what} (at byte {at})")
 
 
-def check(path: Path) -> None:
-    """Raise MeshError (INVALID_MESH, or UNSUPPORTED_MEDIA_TYPE for ASCII FBX) unless the records add up."""
+def check(path: Path, *, ascii_ok: bool = False) -> None:
+    """Raise MeshError (INVALID_MESH, or UNSUPPORTED_MEDIA_TYPE for ASCII FBX) unless the records add up.
+    ``ascii_ok``: an ASCII FBX passes (for readers other than Blender)."""
     size = path.stat().st_size
     with open(path, "rb") as f:
         head = f.read(len(MAGIC) + 4)
         if not head.startswith(MAGIC):
             if head.lstrip().startswith(b";"):
+                if ascii_ok:
+                    return
                 raise MeshError("ASCII FBX cannot be read here (Blender reads binary FBX only); save it as binary FBX",
                                 ErrorCode.UNSUPPORTED_MEDIA_TYPE)
             raise MeshError("the FBX file does not start with the binary FBX header")
