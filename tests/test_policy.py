@@ -9,8 +9,8 @@ import pytest
 
 from pocket3d.scheduler.policy import (
     Assignment, DeviceView, LruEviction, ModelProfile, PendingStage, PlacementPolicy, ReloadCostEviction,
-    ResidentModel, SchedulingPolicy, UsageStats, WeightedAgeingOrdering, idle_unloads, plan, pocket3d_policy,
-    serial_fifo_policy, static_pinning_policy)
+    RemainingWorkOrdering, ResidentModel, SchedulingPolicy, UsageStats, WeightedAgeingOrdering, idle_unloads, plan,
+    pocket3d_policy, serial_fifo_policy, shortest_remaining_work_policy, static_pinning_policy)
 from pocket3d.scheduler.simulator import SimDevice, SimJob, SimStage, Simulator
 
 WEIGHTS = {"mesh_generation": 1.0, "texture_generation": 0.8, "segmentation": 0.6, "auto_rigging": 0.4}
@@ -35,18 +35,14 @@ def device(device_id: str, budget_mb: float, *resident: ResidentModel, slots: in
 
 
 def stage(stage_id: int, model_id: str, *, feature: str = "mesh_generation", priority: int = 0,
-          submitted_at: float = NOW, ready_at: float | None = None) -> PendingStage:
-    return PendingStage(stage_id, f"job{stage_id}", model_id, feature, priority, submitted_at, ready_at)
+          submitted_at: float = NOW, ready_at: float | None = None, later: tuple[str, ...] = ()) -> PendingStage:
+    return PendingStage(stage_id, f"job{stage_id}", model_id, feature, priority, submitted_at, ready_at, later)
 
 
 def apply_checked(devices: list[DeviceView], models: dict[str, ModelProfile], assignments: list[Assignment]) -> None:
     """Replays assignments the way a mechanism would, asserting every invariant plan() promises."""
     state = {d.id: dict(d.resident) for d in devices}
     budget = {d.id: d.budget_mb for d in devices}
-    running = Counter()
-    for d in devices:
-        for r in d.resident.values():
-            running[r.model_id] += r.running
     seen = set()
     for a in assignments:
         assert a.stage.stage_id not in seen, "a stage assigned twice"
@@ -63,20 +59,17 @@ def apply_checked(devices: list[DeviceView], models: dict[str, ModelProfile], as
         else:
             assert m.id in resident and not resident[m.id].loading, "ran where not loaded"
             r = resident[m.id]
-            assert m.stages_per_instance is None or r.running < m.stages_per_instance, "instance over capacity"
+            assert r.running < m.max_concurrent, f"{m.id}'s copy on {a.device_id} over max_concurrent"
             resident[m.id] = ResidentModel(m.id, r.memory_mb, r.running + 1, r.last_used, r.loaded_at)
         used = sum(r.memory_mb for r in resident.values())
         assert used <= budget[a.device_id] + 1e-6, f"{a.device_id} oversubscribed: {used} > {budget[a.device_id]}"
-        running[m.id] += 1
-        assert running[m.id] <= m.max_concurrent, f"{m.id} over max_concurrent"
 
 
 def random_state(rng: random.Random) -> tuple[list[DeviceView], dict[str, ModelProfile], list[PendingStage]]:
     models = {}
     for i in range(rng.randint(3, 8)):
         models[f"m{i}"] = profile(f"m{i}", rng.choice([500, 2000, 6000, 12000, 20000]), rng.uniform(1, 60),
-                                  rng.uniform(1, 90), max_concurrent=rng.randint(1, 3), pinned=rng.random() < 0.15,
-                                  stages_per_instance=rng.choice([None, 1]))
+                                  rng.uniform(1, 90), max_concurrent=rng.randint(1, 3), pinned=rng.random() < 0.15)
     devices = []
     for j in range(rng.randint(1, 4)):
         budget = rng.choice([8000, 16000, 24000, 48000])
@@ -93,13 +86,9 @@ def random_state(rng: random.Random) -> tuple[list[DeviceView], dict[str, ModelP
             else:
                 resident.append(idle(m.id, m.memory_mb, last_used=NOW - rng.uniform(0, 3000)))
         devices.append(device(f"cuda:{j}", budget, *resident, slots=rng.choice([1, 2, None])))
-    running = Counter(r.model_id for d in devices for r in d.resident.values() for _ in range(r.running))
-    for m in models.values():  # states beyond max_concurrent cannot come from a mechanism that obeys plan()
-        if running[m.id] > m.max_concurrent:
-            models[m.id] = profile(m.id, m.memory_mb, m.load_seconds, m.run_seconds, max_concurrent=running[m.id],
-                                   pinned=m.pinned, stages_per_instance=m.stages_per_instance)
     pending = [stage(k, rng.choice(list(models)), feature=rng.choice(list(WEIGHTS)),
-                     priority=rng.randint(-10, 10), submitted_at=NOW - rng.uniform(0, 2000))
+                     priority=rng.randint(-10, 10), submitted_at=NOW - rng.uniform(0, 2000),
+                     later=tuple(rng.sample(list(models), rng.randint(0, 2))))
                for k in range(rng.randint(0, 30))]
     return devices, models, pending
 
@@ -113,7 +102,8 @@ def test_plan_never_oversubscribes_evicts_busy_or_pinned_models_or_exceeds_max_c
         stats = UsageStats()
         for s in pending:
             stats.record_request(s.model_id, s.submitted_at)
-        policies = [pocket3d_policy(WEIGHTS, starvation_seconds=rng.choice([0.0, 600.0])), serial_fifo_policy(),
+        policies = [pocket3d_policy(WEIGHTS, max_wait=rng.choice([1.0, 600.0])), shortest_remaining_work_policy(),
+                    serial_fifo_policy(),
                     static_pinning_policy(models, [device(d.id, d.budget_mb) for d in devices])
                     if sum(m.memory_mb for m in models.values()) <= min(d.budget_mb for d in devices) else None]
         for policy in filter(None, policies):
@@ -129,8 +119,7 @@ def test_random_traces_run_to_completion_under_the_simulators_checks() -> None:
     rng = random.Random(7)
     for trial in range(6):
         models = {f"m{i}": profile(f"m{i}", rng.choice([1000, 4000, 8000, 14000]), rng.uniform(1, 20),
-                                   rng.uniform(1, 30), max_concurrent=rng.randint(1, 3),
-                                   stages_per_instance=rng.choice([None, 1])) for i in range(5)}
+                                   rng.uniform(1, 30), max_concurrent=rng.randint(1, 3)) for i in range(5)}
         devices = [SimDevice(f"cuda:{j}", "cuda", rng.choice([16000, 24000]), slots=rng.choice([1, 2, None]))
                    for j in range(rng.randint(1, 3))]
         jobs = [SimJob(f"j{k}", rng.choice(list(WEIGHTS)),
@@ -156,7 +145,7 @@ def test_a_resident_model_is_reused_rather_than_loaded_again() -> None:
 
 
 def test_a_stage_waits_for_its_busy_instance_when_that_is_sooner_than_loading_another() -> None:
-    models = {"paint": profile("paint", 16000, load=30.0, run=85.0, max_concurrent=2)}
+    models = {"paint": profile("paint", 16000, load=30.0, run=85.0)}
     almost_done = [device("cuda:0", 24000, busy("paint", 16000, since=NOW - 80)), device("cuda:1", 24000)]
     assert plan([stage(1, "paint")], almost_done, models, UsageStats(), NOW, pocket3d_policy(WEIGHTS)) == []
 
@@ -207,25 +196,40 @@ def test_pinned_and_running_models_are_never_evicted_even_for_a_starving_stage()
     assert LruEviction().victims(dev, 8000, models, UsageStats(), NOW) is None
 
 
-def test_max_concurrent_counts_stages_running_on_every_device() -> None:
-    models = {"m": profile("m", 1000, max_concurrent=3)}
-    devices = [device(f"cuda:{i}", 24000, slots=None) for i in range(4)]
+def test_max_concurrent_is_per_copy_and_a_flooded_model_gets_a_copy_on_every_device() -> None:
+    models = {"m": profile("m", 1000, max_concurrent=2)}
+    devices = [device(f"cuda:{i}", 24000, slots=None) for i in range(3)]
     pending = [stage(k, "m") for k in range(10)]
-    assert len(plan(pending, devices, models, UsageStats(), NOW, pocket3d_policy(WEIGHTS))) == 3
+    out = plan(pending, devices, models, UsageStats(), NOW, pocket3d_policy(WEIGHTS))
+    # one load per device (one copy each), and no stage beyond a copy's two
+    assert sorted(a.device_id for a in out if a.load) == ["cuda:0", "cuda:1", "cuda:2"]
+    devices = [device(f"cuda:{i}", 24000, idle("m", 1000), slots=None) for i in range(3)]
     devices[2] = device("cuda:2", 24000, busy("m", 1000), slots=None)
-    assert len(plan(pending, devices, models, UsageStats(), NOW, pocket3d_policy(WEIGHTS))) == 2
+    out = plan(pending, devices, models, UsageStats(), NOW, pocket3d_policy(WEIGHTS))
+    assert Counter(a.device_id for a in out) == {"cuda:0": 2, "cuda:1": 2, "cuda:2": 1}
+    apply_checked(devices, models, out)
 
 
-def test_one_stage_per_instance_sends_the_second_stage_to_a_replica() -> None:
-    models = {"cpu-model": profile("cpu-model", 1000, run=100.0, max_concurrent=4, stages_per_instance=1,
-                                   device_kinds=("cpu",))}
+def test_a_busy_copy_sends_the_next_stage_to_a_replica_unless_it_frees_sooner_than_a_load() -> None:
+    models = {"cpu-model": profile("cpu-model", 1000, run=100.0, device_kinds=("cpu",))}
     devices = [DeviceView("cpu:0", "cpu", 8000, {"cpu-model": busy("cpu-model", 1000, since=NOW - 1)}),
                DeviceView("cpu:1", "cpu", 8000, {})]
     [a] = plan([stage(1, "cpu-model")], devices, models, UsageStats(), NOW, pocket3d_policy(WEIGHTS))
     assert (a.device_id, a.load) == ("cpu:1", True)
-    # Its instance ends within the load time of another: the stage waits for it rather than loading.
+    # Its copy ends within the load time of another: the stage waits for it rather than loading.
     devices[0] = DeviceView("cpu:0", "cpu", 8000, {"cpu-model": busy("cpu-model", 1000, since=NOW - 95)})
     assert plan([stage(1, "cpu-model")], devices, models, UsageStats(), NOW, pocket3d_policy(WEIGHTS)) == []
+
+
+def test_a_flooded_model_runs_on_both_devices_under_the_simulator_within_their_memory() -> None:
+    models = {"paint": profile("paint", 16000, load=30.0, run=60.0), "shape": profile("shape", 6000, load=20.0)}
+    jobs = [SimJob(f"j{k}", "texture_generation", (SimStage("paint", 60.0),)) for k in range(20)]
+    devices = [SimDevice("cuda:0", "cuda", 24000), SimDevice("cuda:1", "cuda", 24000)]
+    result = Simulator(devices, models, pocket3d_policy(WEIGHTS)).run(jobs)
+    assert {s.device_id for s in result.stages} == {"cuda:0", "cuda:1"}
+    assert result.makespan < 20 * 60 / 2 + 2 * 30 + 1  # the two copies shared the work evenly
+    for d in devices:
+        assert max(used for _, used in result.memory[d.id]) <= d.budget_mb
 
 
 def test_order_follows_feature_weight_and_priority_and_ageing_lets_the_old_overtake() -> None:
@@ -238,19 +242,64 @@ def test_order_follows_feature_weight_and_priority_and_ageing_lets_the_old_overt
     assert ordering.order([mesh, old_rig], NOW)[0] is old_rig
 
 
-def test_a_large_low_priority_stage_runs_under_a_steady_stream_of_small_high_priority_ones() -> None:
-    # Two small stages always overlap on the device and their model holds memory the large one needs, so the
-    # large one can only start if the policy stops feeding the small ones for a moment.
-    models = {"small": profile("small", 12000, load=5.0, run=10.0, max_concurrent=2),
-              "large": profile("large", 16000, load=5.0, run=10.0)}
-    stream = [SimJob(f"s{k}", "mesh_generation", (SimStage("small", 10.0),), submitted_at=k * 6.0, priority=10)
-              for k in range(700)]
-    large = SimJob("large", "auto_rigging", (SimStage("large", 10.0),), submitted_at=1.0, priority=-10)
-    policy = pocket3d_policy(WEIGHTS, starvation_seconds=300.0)
-    result = Simulator([SimDevice("gpu", "cuda", 20000, slots=2)], models, policy).run(stream + [large])
-    last_arrival = stream[-1].submitted_at
-    assert result.finished["large"] < last_arrival / 2, "the large stage waited for the stream to end"
+def test_the_size_aware_order_puts_the_job_closest_to_done_first_and_keeps_priorities_and_the_bound() -> None:
+    models = {"rembg": profile("rembg", 1000, run=1.0), "shape": profile("shape", 6000, run=17.0),
+              "paint": profile("paint", 16000, run=85.0), "rig": profile("rig", 8000, run=10.0)}
+    ordering = RemainingWorkOrdering(WEIGHTS, ageing_seconds=120, urgent_after=600)
+    textured = stage(1, "rembg", later=("shape", "paint"))  # 103 s to go
+    rig = stage(2, "rig", feature="segmentation")  # 10 s to go, weight 0.6
+    painting = stage(3, "paint")  # 85 s to go
+    assert [s.stage_id for s in ordering.order([textured, rig, painting], NOW, models)] == [2, 3, 1]
+    # a priority step of 5 doubles a stage's claim; ten of them outweigh an 8x larger job
+    urgent_textured = stage(4, "rembg", priority=10, later=("shape", "paint"))
+    assert ordering.order([painting, urgent_textured], NOW, models)[0] is urgent_textured
+    # ageing lets the old overtake the new...
+    old_textured = stage(5, "rembg", submitted_at=NOW - 500, later=("shape", "paint"))
+    assert ordering.order([painting, old_textured], NOW, models)[0] is old_textured
+    # ...and past the bound, the longest wait goes first whatever its size and priority
+    overdue = stage(6, "paint", feature="auto_rigging", priority=-10, submitted_at=NOW - 700, ready_at=NOW - 650)
+    assert ordering.order([rig, urgent_textured, overdue], NOW, models)[0] is overdue
+
+
+def test_a_low_priority_job_under_a_stream_of_high_priority_short_jobs_starts_within_the_bound() -> None:
+    # One GPU that holds one model at a time. Short high-priority stages arrive every 4 s for 40 minutes (a
+    # 5 s stage: the small model always has stages waiting). Without the bound the large low-priority stage
+    # waits for the stream to end: by remaining work and priority it ranks last at every tick, and the
+    # device never runs out of small work to batch.
+    models = {"small": profile("small", 12000, load=5.0, run=5.0), "large": profile("large", 16000, load=5.0, run=60.0)}
+    stream = [SimJob(f"s{k}", "mesh_generation", (SimStage("small", 5.0),), submitted_at=k * 4.0, priority=10)
+              for k in range(600)]
+    large = SimJob("large", "auto_rigging", (SimStage("large", 60.0),), submitted_at=30.0, priority=-10)
+    bound = 300.0
+    result = Simulator([SimDevice("gpu", "cuda", 20000)], models, pocket3d_policy(WEIGHTS, max_wait=bound)).run(
+        stream + [large])
+    [record] = [s for s in result.stages if s.job_id == "large"]
+    # it goes first once it has waited `bound`; then the small stage running there ends and the large loads
+    assert record.compute_start - record.ready_at <= bound + 5.0 + 5.0 + 1.0
     assert len(result.finished) == len(stream) + 1
+    # without the bound it waits far longer (what the bound is for)
+    unbounded = Simulator([SimDevice("gpu", "cuda", 20000)], models, pocket3d_policy(WEIGHTS, max_wait=1e9)).run(
+        stream + [large])
+    [late] = [s for s in unbounded.stages if s.job_id == "large"]
+    assert late.compute_start - late.ready_at > 3 * bound
+
+
+def test_a_device_finishes_its_batch_before_switching_models_even_when_every_stage_is_old() -> None:
+    # Two 24 GB cards, three models that never fit beside each other, every job queued at once and waiting far
+    # past max_wait: stages of all three models are old, yet a card switches only after a batch that pays its
+    # load back many times, so loading stays a small share of the device time.
+    models = {"shape": profile("shape", 10240, load=25.0, run=30.0), "paint": profile("paint", 21504, load=35.0, run=60.0),
+              "trellis2": profile("trellis2", 24576, load=40.0, run=17.0)}
+    rng = random.Random(3)
+    jobs = []
+    for k in range(120):
+        kind = rng.choice(["textured", "textured", "trellis2"])
+        stages = (SimStage("shape", 30.0), SimStage("paint", 60.0)) if kind == "textured" else (SimStage("trellis2", 17.0),)
+        jobs.append(SimJob(f"j{k}", "mesh_generation", stages))
+    devices = [SimDevice("cuda:0", "cuda", 24576), SimDevice("cuda:1", "cuda", 24576)]
+    result = Simulator(devices, models, pocket3d_policy(WEIGHTS, max_wait=300.0)).run(jobs)
+    assert result.loading_share() < 0.10, (result.loads, result.loading_share())
+    assert result.loads < 15
 
 
 def test_idle_unloads_honour_the_timeout_and_never_touch_pinned_running_or_loading_models() -> None:

@@ -183,16 +183,20 @@ def _bench_module(name: str):  # noqa: ANN202 (a module loaded from bench/)
 
 
 @bench.command("scheduler")
-@click.option("--trace", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="trace YAML: devices, model profiles, job mix (bench/scheduler/reference.yaml)")
+@click.option("--trace", "traces", multiple=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="trace YAML: devices, model profiles, job mix, seeds, goals (repeatable; default: every trace "
+                   "in bench/scheduler/)")
 @click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="write a PNG of device memory and busy time (needs matplotlib: pocket3d[bench])")
-@click.option("--seed", type=int, default=None, help="seed of the job draw (default: the trace's)")
+@click.option("--seed", type=int, default=None, help="one seed of the job draw (default: the trace's seeds)")
+@click.option("--seeds", default=None, help="seeds, comma-separated (default: the trace's)")
 @click.option("--jobs", type=click.IntRange(min=1), default=None, help="number of jobs (default: the trace's)")
-def bench_scheduler(trace: Path, plot: Path | None, seed: int | None, jobs: int | None) -> None:
-    """Replay a trace through the scheduling policy and two baselines under simulated time; print the table."""
-    argv = ["--trace", str(trace)]
-    for flag, value in (("--plot", plot), ("--seed", seed), ("--jobs", jobs)):
+def bench_scheduler(traces: tuple[Path, ...], plot: Path | None, seed: int | None, seeds: str | None,
+                    jobs: int | None) -> None:
+    """Replay traces through the scheduling policy and the baselines under simulated time; print the tables
+    and each trace's goals, met or not, per seed."""
+    argv = [arg for trace in traces for arg in ("--trace", str(trace))]
+    for flag, value in (("--plot", plot), ("--seed", seed), ("--seeds", seeds), ("--jobs", jobs)):
         if value is not None:
             argv += [flag, str(value)]
     code = _bench_module("scheduler").main(argv)

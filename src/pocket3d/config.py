@@ -106,8 +106,11 @@ class SchedulerSettings(_Section):
                                       "unloaded (pinned models never are); 0: never for idleness")
     cancel_grace: float = Field(10, gt=0, description="seconds a cancelled stage has to stop before its device "
                                 "worker is killed (a model that never reports progress cannot be stopped otherwise)")
-    ageing_seconds: float = Field(120, gt=0, description="a waiting stage gains one priority step per this "
-                                  "many seconds, so low-priority work cannot starve")
+    ageing_seconds: float = Field(120, gt=0, description="a waiting stage's claim on the devices grows by its "
+                                  "initial value every this many seconds, so low-priority work cannot starve")
+    max_wait: float = Field(600, gt=0, description="seconds a runnable stage may wait before it goes ahead of every "
+                            "other and may take a device from another model's finished batch (a bound that holds "
+                            "while the node keeps up with what arrives)")
     lease_seconds: float = Field(30.0, gt=0, description="a running stage's lease; renewed while it runs")
     concurrency: int = Field(2, ge=1, le=256, description="stages computed at once on a CPU device (a GPU computes "
                              "one at a time)")

@@ -182,3 +182,4 @@ class QueuedStage:
     priority: int
     submitted_at: float  # the job's
     queued_at: float  # the stage's: when the stage before it finished
+    later: tuple[str | None, ...] = ()  # model ids of the job's stages after this one (None: export)

@@ -180,8 +180,15 @@ class Store:
                 sa.select(s.id, s.job_id, s.idx, s.model_id, j.feature, j.priority, j.created_at, s.queued_at)
                 .join(t.jobs, j.id == s.job_id).where(s.status == StageStatus.QUEUED)
                 .order_by(s.queued_at, s.id).limit(limit)).all()
+            # the stages after each queued one (a job has one queued stage at a time; the rest are pending)
+            waiting = conn.execute(sa.select(s.job_id, s.model_id).where(s.status == StageStatus.PENDING)
+                                   .order_by(s.job_id, s.idx)).all() if rows else []
+        later: dict[str, list[str | None]] = {}
+        for w in waiting:
+            later.setdefault(w.job_id, []).append(w.model_id)
         return [QueuedStage(stage_id=r.id, job_id=r.job_id, index=r.idx, model_id=r.model_id, feature=r.feature,
-                            priority=r.priority, submitted_at=r.created_at, queued_at=r.queued_at or r.created_at)
+                            priority=r.priority, submitted_at=r.created_at, queued_at=r.queued_at or r.created_at,
+                            later=tuple(later.get(r.job_id, ())))
                 for r in rows]
 
     def count_active_jobs(self, conn: Connection, owner_id: str | None = None) -> int:

@@ -118,7 +118,8 @@ class NodeScheduler(Scheduler):
         self._storage_logged: dict[str, float] = {}
         self.blob_lock, self.release, self.clock = blob_lock, release, clock
         self.policy = policy or pocket3d_policy(settings.scheduler.priority_weights,
-                                                aging_seconds=settings.scheduler.ageing_seconds)
+                                                ageing_seconds=settings.scheduler.ageing_seconds,
+                                                max_wait=settings.scheduler.max_wait)
         self.worker_id = f"{socket.gethostname()[:40]}-{os.getpid()}-{id(self) & 0xFFFF:04x}"
         self._devices = inventory.discover(settings.gpu)
         self._device_by_id = {d.id: d for d in self._devices}
@@ -356,21 +357,23 @@ class NodeScheduler(Scheduler):
                 continue  # a model no longer registered: left queued, visible as waiting
             profiles[q.model_id] = profile
             pending.append(PendingStage(stage_id=q.stage_id, job_id=q.job_id, model_id=q.model_id, feature=q.feature,
-                                        priority=q.priority, submitted_at=q.submitted_at, ready_at=q.queued_at))
+                                        priority=q.priority, submitted_at=q.submitted_at, ready_at=q.queued_at,
+                                        later=tuple(m for m in q.later if m is not None)))
             if q.stage_id not in self._seen:
                 self._seen.add(q.stage_id)
                 self.stats.record_request(q.model_id, now)
         if len(self._seen) > 100_000:
             self._seen = {q.stage_id for q in queued}
         with self._lock:
-            # running models count against max_concurrent, and resident ones need a profile for eviction
+            # running and resident models need a profile: their copies' concurrency, and eviction
             known = {r.model_id for r in self._running.values() if r.model_id}
             known |= {m for device_models in self._resident.values() for m in device_models}
+        known |= {m for p in pending for m in p.later}  # the size-aware order needs their run times
         for model_id in known - profiles.keys():
             if (profile := self._profile(model_id)) is not None:
                 profiles[model_id] = profile
         pending = [p for p in pending if self._fits_somewhere(p, profiles[p.model_id])]
-        ordered = self.policy.ordering.order(pending, now)
+        ordered = self.policy.ordering.order(pending, now, profiles)
         queue, ahead = {}, 0.0
         for rank, p in enumerate(ordered, 1):
             queue[p.stage_id] = (rank, ahead)

@@ -76,14 +76,13 @@ class ModelProfile:
     memory_mb: float  # estimate while loaded and running: vram_requirement, corrected by measured peaks
     load_seconds: float  # estimate (measured loads, else a default)
     run_seconds: float  # mean run time estimate of one stage
-    max_concurrent: int = 1  # stages of it running at once on the whole node
+    max_concurrent: int = 1  # stages one loaded copy runs at once (the adapter's word); copies: one per device
     pinned: bool = False  # never evicted
     device_kinds: tuple[str, ...] = ("cuda",)  # device kinds it can run on: "cuda", "cpu"
-    stages_per_instance: int | None = None  # stages one loaded instance runs at once; None: max_concurrent
 
     def room_in(self, resident: ResidentModel) -> bool:
-        """Whether the loaded instance can take one more stage now."""
-        return self.stages_per_instance is None or resident.running < self.stages_per_instance
+        """Whether the loaded copy can take one more stage now."""
+        return resident.running < self.max_concurrent
 
 
 @dataclass(frozen=True)
@@ -140,10 +139,15 @@ class PendingStage:
     priority: int  # per-request, -10..10
     submitted_at: float  # when the job was submitted (ageing counts from here)
     ready_at: float | None = None  # when this stage became runnable (starvation counts from here)
+    later: tuple[str, ...] = ()  # model ids of the job's stages after this one (for the size-aware order)
 
     @property
     def ready(self) -> float:
         return self.submitted_at if self.ready_at is None else self.ready_at
+
+    def remaining_seconds(self, models: Mapping[str, ModelProfile]) -> float:
+        """Expected run seconds of this stage and every later one of its job (unknown models count zero)."""
+        return sum(_run_seconds(models, m) for m in (self.model_id, *self.later))
 
 
 @dataclass(frozen=True)
@@ -195,7 +199,9 @@ class PlanContext:
 
 class OrderingPolicy(ABC):
     @abstractmethod
-    def order(self, pending: Sequence[PendingStage], now: float) -> list[PendingStage]: ...
+    def order(self, pending: Sequence[PendingStage], now: float,
+              models: Mapping[str, ModelProfile] | None = None) -> list[PendingStage]:
+        """Best first. ``models`` gives the expected run times a size-aware order needs."""
 
 
 class EvictionPolicy(ABC):
@@ -234,7 +240,8 @@ def evictable(resident: ResidentModel, models: Mapping[str, ModelProfile]) -> bo
 
 
 class FifoOrdering(OrderingPolicy):
-    def order(self, pending: Sequence[PendingStage], now: float) -> list[PendingStage]:
+    def order(self, pending: Sequence[PendingStage], now: float,
+              models: Mapping[str, ModelProfile] | None = None) -> list[PendingStage]:
         return sorted(pending, key=lambda s: (s.submitted_at, s.stage_id))
 
 
@@ -253,8 +260,47 @@ class WeightedAgeingOrdering(OrderingPolicy):
         age = max(0.0, now - stage.submitted_at)
         return weight * 2.0 ** (priority / 5.0) * (1.0 + age / self.aging_seconds)
 
-    def order(self, pending: Sequence[PendingStage], now: float) -> list[PendingStage]:
+    def order(self, pending: Sequence[PendingStage], now: float,
+              models: Mapping[str, ModelProfile] | None = None) -> list[PendingStage]:
         return sorted(pending, key=lambda s: (-self.score(s, now), s.submitted_at, s.stage_id))
+
+
+class RemainingWorkOrdering(OrderingPolicy):
+    """Size-aware: weight x 2^(priority/5) x (1 + age/ageing_seconds) / the job's expected remaining seconds.
+
+    A job close to done goes first (shortest remaining work minimises the mean time in the system); a
+    priority step of 5 doubles a stage's claim, the feature weight scales it, and ageing grows it linearly
+    with the time since submission. A stage that has waited ``urgent_after`` seconds since it became ready
+    goes ahead of every other, the longest-waiting first: that, with the placement's reservation, bounds the
+    wait whatever the sizes and priorities of what keeps arriving. ``weights=None`` ignores features and
+    priorities (the plain shortest-remaining-work baseline)."""
+
+    def __init__(self, priority_weights: Mapping[str, float] | None, ageing_seconds: float = 120.0,
+                 urgent_after: float | None = None, default_weight: float = 1.0, min_seconds: float = 1.0):
+        self.weights = None if priority_weights is None else dict(priority_weights)
+        self.ageing_seconds = ageing_seconds
+        self.urgent_after = urgent_after
+        self.default_weight = default_weight
+        self.min_seconds = min_seconds
+
+    def score(self, stage: PendingStage, now: float, models: Mapping[str, ModelProfile]) -> float:
+        claim = 1.0
+        if self.weights is not None:
+            claim = self.weights.get(stage.feature, self.default_weight) * 2.0 ** (max(-10, min(10, stage.priority))
+                                                                                   / 5.0)
+        age = max(0.0, now - stage.submitted_at)
+        return claim * (1.0 + age / self.ageing_seconds) / max(self.min_seconds, stage.remaining_seconds(models))
+
+    def urgent(self, stage: PendingStage, now: float) -> bool:
+        return self.urgent_after is not None and now - stage.ready >= self.urgent_after
+
+    def order(self, pending: Sequence[PendingStage], now: float,
+              models: Mapping[str, ModelProfile] | None = None) -> list[PendingStage]:
+        models = models or {}
+        urgent = sorted((s for s in pending if self.urgent(s, now)), key=lambda s: (s.ready, s.stage_id))
+        rest = sorted((s for s in pending if not self.urgent(s, now)),
+                      key=lambda s: (-self.score(s, now, models), s.submitted_at, s.stage_id))
+        return urgent + rest
 
 
 # -- eviction -----------------------------------------------------------------------------------------------
@@ -275,11 +321,22 @@ class ReloadCostEviction(EvictionPolicy):
 
     Expected reuse of a model = (its waiting stages + rate x horizon) / its instances on the node, so a
     replica is cheaper to drop than the last copy. ``only_idle_demand`` restricts victims to models with no
-    waiting stage (the normal case); a starving stage lifts that.
+    waiting stage (the normal case: a device finishes its batch before it switches); a starving stage lifts
+    that, but not for a model loaded less than ``min_batch`` of its load times ago with stages still waiting:
+    a batch that paid a load runs long enough to pay it back, so that old stages of several models cannot
+    take turns switching a device after every stage.
     """
 
-    def __init__(self, horizon: float = 300.0):
+    def __init__(self, horizon: float = 300.0, min_batch: float = 10.0):
         self.horizon = horizon
+        self.min_batch = min_batch
+
+    def protected(self, resident: ResidentModel, models: Mapping[str, ModelProfile], now: float,
+                  pending: Mapping[str, int] | None) -> bool:
+        """A batch that must not be cut short: stages of it wait, and it was loaded less than min_batch loads ago."""
+        profile = models.get(resident.model_id)
+        return (profile is not None and bool((pending or {}).get(resident.model_id))
+                and now - resident.loaded_at < self.min_batch * profile.load_seconds)
 
     def keep_value(self, resident: ResidentModel, models: Mapping[str, ModelProfile], stats: UsageStats, now: float,
                    pending: Mapping[str, int] | None, instances: int = 1) -> float:
@@ -294,6 +351,8 @@ class ReloadCostEviction(EvictionPolicy):
         candidates = [r for r in device.resident.values() if evictable(r, models)]
         if only_idle_demand and pending is not None:
             candidates = [r for r in candidates if not pending.get(r.model_id)]
+        else:
+            candidates = [r for r in candidates if not self.protected(r, models, now, pending)]
         inst = instances or {}
         candidates.sort(key=lambda r: (self.keep_value(r, models, stats, now, pending, inst.get(r.model_id, 1)),
                                        r.last_used, r.model_id))
@@ -410,7 +469,7 @@ def _check(a: Assignment, profile: ModelProfile, work: _Working, models: Mapping
     elif present is None or present.loading:
         return f"runs {profile.id} on {d.id} without loading it, but it is not loaded there"
     elif not profile.room_in(present):
-        return f"runs a stage of {profile.id} on {d.id} beyond its {profile.stages_per_instance} per instance"
+        return f"runs a stage of {profile.id} on {d.id} beyond its max_concurrent={profile.max_concurrent} per copy"
     return None
 
 
@@ -426,7 +485,7 @@ def plan(pending: Sequence[PendingStage], devices: Sequence[DeviceView], models:
     for d in devices:
         for r in d.resident.values():
             running[r.model_id] += r.running
-    ranked = policy.ordering.order(pending, now)
+    ranked = policy.ordering.order(pending, now, models)
     context = PlanContext(ranked=ranked, pending_by_model=Counter(s.model_id for s in pending), running=running)
     policy.placement.prepare(devices, models, stats, now, context)
     out: list[Assignment] = []
@@ -434,7 +493,7 @@ def plan(pending: Sequence[PendingStage], devices: Sequence[DeviceView], models:
         if context.done:
             break
         profile = models.get(stage.model_id)
-        if profile is None or running[stage.model_id] >= profile.max_concurrent:
+        if profile is None:
             continue
         context.position = i
         a = policy.placement.place(stage, profile, work.views, models, stats, now, context=context)
@@ -572,7 +631,7 @@ class MemoryAwarePlacement(PlacementPolicy):
                     at = max(at, _load_done_at(r, models) + model.run_seconds)
                 elif not model.room_in(r):
                     ends = sorted(max(t + model.run_seconds, now) for t in r.running_since) or [now + model.run_seconds]
-                    at = max(at, ends[min(len(ends), r.running - model.stages_per_instance + 1) - 1])
+                    at = max(at, ends[min(len(ends), r.running - model.max_concurrent + 1) - 1])
                 free.append(at)
             heapq.heapify(free)
             queues[model.id] = free
@@ -629,8 +688,7 @@ class MemoryAwarePlacement(PlacementPolicy):
             left = d.free_mb + sum(d.resident[v].memory_mb for v in victims) - model.memory_mb
             own = sum(ctx.pending_by_model.get(m, 0) * models[m].run_seconds / instances[m]
                       for m, r in d.resident.items()
-                      if m in models and m not in victims and not r.loading
-                      and ctx.running.get(m, 0) < models[m].max_concurrent)
+                      if m in models and m not in victims and not r.loading)
             options.append(_LoadOption(d, tuple(victims), destroyed, left, own))
         memo["options"][key] = options
         return options
@@ -661,29 +719,31 @@ class MemoryAwarePlacement(PlacementPolicy):
         instances = Counter(m for d in devices for m in d.resident)
         for stage in context.ranked:
             model = models.get(stage.model_id)
-            if model is None or instances[model.id] or context.running.get(model.id, 0) >= model.max_concurrent:
+            if model is None or instances[model.id]:
                 continue
             if now - stage.ready < self.starvation_seconds:
                 return
-            device = self._device_to_hold(model, devices, models, now)
+            device = self._device_to_hold(model, devices, models, now, context.pending_by_model)
             if device is not None:
                 context.scratch["starving"] = stage.stage_id
                 context.reserved[device.id] = stage.stage_id
             return
 
     def _device_to_hold(self, model: ModelProfile, devices: Sequence[DeviceView], models: Mapping[str, ModelProfile],
-                        now: float) -> DeviceView | None:
-        """A device that holds the model once what runs there ends; one where it fits now first."""
-        def pinned_mb(d: DeviceView) -> float:
+                        now: float, pending: Mapping[str, int]) -> DeviceView | None:
+        """A device that holds the model once what runs there ends, without cutting a protected batch short
+        (holding one that cannot be freed yet would only idle it); one where it fits now first."""
+        def kept_mb(d: DeviceView) -> float:
             return sum(r.memory_mb for r in d.resident.values()
-                       if (p := models.get(r.model_id)) is not None and p.pinned)
+                       if ((p := models.get(r.model_id)) is not None and p.pinned)
+                       or self.eviction.protected(r, models, now, pending))
 
         def fits_now(d: DeviceView) -> bool:
             return d.free_mb + sum(r.memory_mb for r in d.resident.values() if evictable(r, models)) >= \
                 model.memory_mb
 
         fits = [d for d in devices if d.kind in model.device_kinds
-                and d.budget_mb - d.reserved_mb - pinned_mb(d) >= model.memory_mb]
+                and d.budget_mb - d.reserved_mb - kept_mb(d) >= model.memory_mb]
         if not fits:
             return None
         return min(fits, key=lambda d: (not fits_now(d), compute_free_at(d, models, now), -d.free_mb, d.id))
@@ -740,6 +800,27 @@ class PinnedPlacement(PlacementPolicy):
         return Assignment(stage, d.id, (), load=True) if d.free_mb >= model.memory_mb - _EPS_MB else None
 
 
+class AnySlotPlacement(PlacementPolicy):
+    """The floor of the benchmark: a stage starts on any device of its kind with a free compute slot. Given
+    profiles with no memory and no load time (as the benchmark does), that is a node where every model is
+    resident on every device: what no placement can beat at the same order."""
+
+    def place(self, stage: PendingStage, model: ModelProfile, devices: Sequence[DeviceView],
+              models: Mapping[str, ModelProfile], stats: UsageStats, now: float,
+              context: PlanContext | None = None) -> Assignment | None:
+        for d in devices:
+            if d.kind not in model.device_kinds or (d.slots is not None and d.computing + len(d.loading) >= d.slots):
+                continue
+            r = d.resident.get(model.id)
+            if r is None:
+                victims = LruEviction().victims(d, model.memory_mb - d.free_mb, models, stats, now)
+                if victims is not None:
+                    return Assignment(stage, d.id, tuple(victims), load=True)
+            elif not r.loading and model.room_in(r):
+                return Assignment(stage, d.id, (), load=False)
+        return None
+
+
 def pin_models(models: Mapping[str, ModelProfile], devices: Sequence[DeviceView]) -> dict[str, str]:
     """Fix each model to one device up front: largest model first, onto the device with the least expected
     work (sum of its models' run_seconds) where it fits beside those already pinned, then the most room."""
@@ -761,12 +842,27 @@ def pin_models(models: Mapping[str, ModelProfile], devices: Sequence[DeviceView]
 # -- the policies -------------------------------------------------------------------------------------------
 
 
-def pocket3d_policy(priority_weights: Mapping[str, float], *, aging_seconds: float = 120.0,
-                    starvation_seconds: float = 600.0, reuse_horizon: float = 300.0,
-                    switch_factor: float = 1.0) -> SchedulingPolicy:
-    eviction = ReloadCostEviction(horizon=reuse_horizon)
-    return SchedulingPolicy("pocket3d", WeightedAgeingOrdering(priority_weights, aging_seconds),
-                            MemoryAwarePlacement(eviction, starvation_seconds, switch_factor), eviction)
+def pocket3d_policy(priority_weights: Mapping[str, float], *, ageing_seconds: float = 120.0,
+                    max_wait: float = 600.0, reuse_horizon: float = 300.0, switch_factor: float = 1.0,
+                    min_batch: float = 10.0) -> SchedulingPolicy:
+    """The node's policy: size-aware order with weights, priorities, ageing and the ``max_wait`` bound;
+    memory-aware placement that batches; eviction by reload cost (see the module docstring)."""
+    eviction = ReloadCostEviction(horizon=reuse_horizon, min_batch=min_batch)
+    return SchedulingPolicy("pocket3d", RemainingWorkOrdering(priority_weights, ageing_seconds, urgent_after=max_wait),
+                            MemoryAwarePlacement(eviction, max_wait, switch_factor), eviction)
+
+
+def shortest_remaining_work_policy(*, ageing_seconds: float = 120.0) -> SchedulingPolicy:
+    """Shortest expected remaining work of the whole job first, with ageing, on pocket3d's placement; no feature
+    weights, priorities or wait bound (a baseline)."""
+    eviction = ReloadCostEviction()
+    return SchedulingPolicy("shortest work", RemainingWorkOrdering(None, ageing_seconds),
+                            MemoryAwarePlacement(eviction), eviction)
+
+
+def fifo_floor_policy() -> SchedulingPolicy:
+    """FIFO on any free device (see :class:`AnySlotPlacement`): with memory and loads taken away, the floor."""
+    return SchedulingPolicy("FIFO floor", FifoOrdering(), AnySlotPlacement(), LruEviction(), unload_idle=False)
 
 
 def serial_fifo_policy() -> SchedulingPolicy:

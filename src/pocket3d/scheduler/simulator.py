@@ -87,6 +87,7 @@ class SimResult:
     stages: list[StageRecord]
     memory: dict[str, list[tuple[float, float]]]  # device id -> (time, MB in use) at every change
     busy: dict[str, list[tuple[float, float]]]  # device id -> intervals with at least one stage computing
+    loading: dict[str, list[tuple[float, float]]]  # device id -> intervals with a load in flight
     loads: int
     evictions: int
     idle_unloads: int
@@ -110,6 +111,13 @@ class SimResult:
         if not devices or self.makespan <= 0:
             return 0.0
         return sum(self.busy_seconds(d.id) for d in devices) / (len(devices) * self.makespan)
+
+    def loading_share(self, kind: str | None = None) -> float:
+        """Share of device time with a load in flight (one load at a time per device)."""
+        devices = [d for d in self.devices if kind is None or d.kind == kind]
+        if not devices or self.makespan <= 0:
+            return 0.0
+        return sum(min(b, self.end) - a for d in devices for a, b in self.loading[d.id]) / (len(devices) * self.makespan)
 
 
 @dataclass
@@ -163,6 +171,7 @@ class Simulator:
         self._finished: dict[str, float] = {}
         self._memory: dict[str, list[tuple[float, float]]] = {d.id: [(0.0, 0.0)] for d in devices}
         self._busy: dict[str, list[tuple[float, float]]] = {d.id: [] for d in devices}
+        self._loading: dict[str, list[tuple[float, float]]] = {d.id: [] for d in devices}
         self._next_idle_check: float | None = None
         self.loads = self.evictions = self.idle_unload_count = self.plan_calls = 0
         self.now = 0.0
@@ -202,7 +211,8 @@ class Simulator:
             self._record_memory(d)
         end = max(self._finished.values(), default=start)
         return SimResult(self.policy.name, [d.spec for d in self.devices.values()], {j.id: j for j in jobs},
-                         dict(self._finished), self._records, self._memory, self._busy, self.loads, self.evictions,
+                         dict(self._finished), self._records, self._memory, self._busy, self._loading, self.loads,
+                         self.evictions,
                          self.idle_unload_count, self.plan_calls, start, end)
 
     def views(self) -> list[DeviceView]:
@@ -259,7 +269,8 @@ class Simulator:
         self._records.append(StageRecord(stage_id, job.id, stage.model_id, ready_at=self.now))
         self._job_of[stage_id] = (job, index)
         self._pending[stage_id] = PendingStage(stage_id, job.id, stage.model_id, job.feature, job.priority,
-                                               job.submitted_at, ready_at=self.now)
+                                               job.submitted_at, ready_at=self.now,
+                                               later=tuple(s.model_id for s in job.stages[index + 1:]))
         self.stats.record_request(stage.model_id, self.now)
 
     def _start_compute(self, d: _DeviceState, stage_id: int) -> None:
@@ -323,8 +334,6 @@ class Simulator:
         profile = self.models[stage.model_id]
         if d.spec.kind not in profile.device_kinds:
             raise SimulationError(f"{profile.id} placed on a {d.spec.kind} device")
-        if self._running_by_model[profile.id] >= profile.max_concurrent:
-            raise SimulationError(f"{profile.id}: more than max_concurrent={profile.max_concurrent} stages")
         self._progress(d)
         for victim in a.evict:
             r = d.resident.get(victim)
@@ -346,13 +355,14 @@ class Simulator:
                                                last_used=self.now, stages=[stage.stage_id])
             record.loaded = True
             self.loads += 1
+            self._loading[d.spec.id].append((self.now, self.now + profile.load_seconds))
             self._push(self.now + profile.load_seconds, "loaded", (d.spec.id, profile.id))
         else:
             if r is None or r.loading:
                 raise SimulationError(f"{profile.id} run on {d.spec.id} where it is not loaded")
-            if profile.stages_per_instance is not None and len(r.stages) >= profile.stages_per_instance:
-                raise SimulationError(f"{profile.id} on {d.spec.id}: more than {profile.stages_per_instance} "
-                                      "stage(s) in one instance")
+            if len(r.stages) >= profile.max_concurrent:
+                raise SimulationError(f"{profile.id} on {d.spec.id}: more than max_concurrent="
+                                      f"{profile.max_concurrent} stage(s) on one copy")
             r.stages.append(stage.stage_id)
             self._start_compute(d, stage.stage_id)
         self._running_by_model[profile.id] += 1
