@@ -9,7 +9,7 @@ import pytest
 
 from pocket3d.scheduler.policy import (
     Assignment, DeviceView, LruEviction, ModelProfile, PendingStage, PlacementPolicy, ReloadCostEviction,
-    RemainingWorkOrdering, ResidentModel, SchedulingPolicy, UsageStats, WeightedAgeingOrdering, idle_unloads, plan,
+    RemainingWorkOrdering, ResidentModel, SchedulingPolicy, UsageStats, idle_unloads, plan,
     pocket3d_policy, serial_fifo_policy, shortest_remaining_work_policy, static_pinning_policy)
 from pocket3d.scheduler.simulator import SimDevice, SimJob, SimStage, Simulator
 
@@ -232,16 +232,6 @@ def test_a_flooded_model_runs_on_both_devices_under_the_simulator_within_their_m
         assert max(used for _, used in result.memory[d.id]) <= d.budget_mb
 
 
-def test_order_follows_feature_weight_and_priority_and_ageing_lets_the_old_overtake() -> None:
-    ordering = WeightedAgeingOrdering(WEIGHTS, aging_seconds=120)
-    rig = stage(1, "unirig", feature="auto_rigging", submitted_at=NOW)
-    mesh = stage(2, "shape", feature="mesh_generation", submitted_at=NOW)
-    urgent_rig = stage(3, "unirig", feature="auto_rigging", priority=10, submitted_at=NOW)
-    assert [s.stage_id for s in ordering.order([rig, mesh, urgent_rig], NOW)] == [3, 2, 1]
-    old_rig = stage(4, "unirig", feature="auto_rigging", submitted_at=NOW - 600)
-    assert ordering.order([mesh, old_rig], NOW)[0] is old_rig
-
-
 def test_the_size_aware_order_puts_the_job_closest_to_done_first_and_keeps_priorities_and_the_bound() -> None:
     models = {"rembg": profile("rembg", 1000, run=1.0), "shape": profile("shape", 6000, run=17.0),
               "paint": profile("paint", 16000, run=85.0), "rig": profile("rig", 8000, run=10.0)}
@@ -318,7 +308,7 @@ def test_plan_refuses_an_assignment_that_would_oversubscribe_whatever_the_placem
             return Assignment(stage, devices[0].id, (), load=True)
 
     models = {"a": profile("a", 10000), "b": profile("b", 10000)}
-    policy = SchedulingPolicy("greedy", WeightedAgeingOrdering(WEIGHTS), Greedy(), LruEviction())
+    policy = SchedulingPolicy("greedy", RemainingWorkOrdering(WEIGHTS), Greedy(), LruEviction())
     assignments = plan([stage(1, "a"), stage(2, "b")], [device("cuda:0", 16000)], models, UsageStats(), NOW, policy)
     assert [a.stage.model_id for a in assignments] == ["a"]
 

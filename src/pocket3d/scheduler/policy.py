@@ -8,46 +8,54 @@ the code that runs.
 :func:`plan` is the mechanism-independent frame. It ranks the pending stages (an :class:`OrderingPolicy`),
 asks a :class:`PlacementPolicy` for a place for each in rank order, and applies each accepted assignment to a
 working copy of the devices so that two assignments of one call never promise the same memory or compute
-slot. It enforces the invariants whatever the placement policy says: ``max_concurrent`` per model across all
-devices, a device's budget after the evictions listed, no eviction of a model that is running, loading or
-pinned, one instance of a model per device. An assignment that breaks one is refused and logged (a policy
-bug, never a crash of the node loop).
+slot. It enforces the invariants whatever the placement policy says: ``max_concurrent`` stages per loaded copy
+(a model may have a copy on every device: replicas), a device's budget after the evictions listed, no
+eviction of a model that is running, loading or pinned, one copy of a model per device. An assignment that
+breaks one is refused and logged (a policy bug, never a crash of the node loop).
 
 The pocket3d policy (:func:`pocket3d_policy`):
 
-* **Order**: feature weight x 2^(priority/5) x (1 + age/aging_seconds), age counted from the job's
-  submission. Ageing is multiplicative, so an old stage of a low weight overtakes any fresh one after a
-  bounded wait (weight ratio x aging_seconds).
+* **Order** (:class:`RemainingWorkOrdering`): feature weight x 2^(priority/5) x (1 + age/ageing_seconds) /
+  the job's expected remaining run seconds (this stage and every later one, from the measured means), age
+  counted from the job's submission. The job closest to done goes first (shortest remaining work keeps the
+  fewest jobs waiting); a priority step of 5 doubles a claim; ageing grows it linearly. A stage that has
+  waited ``max_wait`` since it became ready goes ahead of every other, the longest wait first.
 * **Place**, in rank order, taking the first option that exists:
   1. *run now* on a device where the model is loaded and a compute slot is free (a slot may also be used
      while a load is in flight there when the stage is expected to end before that load does: backfill);
-  2. *wait* for an instance that is resident already when it is expected to come free within the model's
-     load time (the expected wait queues this call's earlier waiters of the same model on its instances);
-  3. *load* it on a device with no load in flight whose compute is free by the time the load ends (loads
-     overlap runs: they are disk and bus bound), evicting only models with no waiting stage. A load is
-     skipped when a resident instance comes free before the load plus the reloads its evictions cause
-     later would have paid back (``switch_factor`` x that), and on a device that has waiting work of its
-     own when that work, per instance, exceeds this model's waiting work per instance after the load: a
-     device is switched to another model only to balance backlogs, which is what keeps a backlog from
-     churning the memory. Among the devices left, prefer one without work of its own, then the least reload
-     cost destroyed, then the tightest fit, which keeps the large devices open for the large models.
-  The best-ranked stage of a model resident nowhere, once it has waited ``starvation_seconds`` since it became ready,
-  may also evict models with waiting stages; if no device can take it even so, it *reserves* one that could
-  hold it: no other stage starts there until it has drained and the stage is placed. Without this a large
-  model starves behind a stream of small ones that always hold part of the memory; ageing brings every
-  stage to the head of the order in bounded time.
+  2. *wait* for a copy that is resident already when it is expected to come free within the model's load
+     time (the expected wait queues this call's earlier waiters of the same model on its copies);
+  3. *load* a copy on a device with no load in flight whose compute is free by the time the load ends (loads
+     overlap runs: they are disk and bus bound), evicting only models with no waiting stage: a device
+     finishes its batch (the stages queued for what it holds) before it switches. A load is skipped when a
+     resident copy comes free before the load plus the reloads its evictions cause later would have paid
+     back (``switch_factor`` x that), and on a device that has waiting work of its own when that work, per
+     copy, exceeds this model's waiting work per copy after the load: a device is switched to another model
+     only to balance backlogs, which is what keeps a backlog from churning the memory and what adds a replica
+     of a model whose queue dominates. Among the devices left, prefer one without work of its own, then the
+     least reload cost destroyed, then the tightest fit, which keeps the large devices open for the large
+     models.
+  The best-ranked stage of a model resident nowhere, once it has waited ``max_wait`` since it became ready,
+  may also evict models with waiting stages, except a batch loaded less than ``min_batch`` of its load times
+  ago (so old stages of several models cannot switch a device after every stage); if no device can take it
+  even so, it *reserves* one that could hold it once its running stages end and no protected batch is in the
+  way: no other stage starts there until the stage is placed. Without this a large model starves behind a
+  stream of small ones that always hold part of the memory. The bound holds while the node keeps up with what
+  arrives; under overload no order can keep every stage within it.
 * **Evict** the resident models with the lowest ``load_seconds x expected reuse / memory_mb`` first, where
   expected reuse is waiting stages plus the decayed request rate over a horizon, shared among the model's
-  instances: a model slow to load and often asked for stays; plain LRU would evict it first when it was
-  used longest ago.
+  copies: a model slow to load and often asked for stays; plain LRU would evict it first when it was used
+  longest ago.
 
 Baselines for the benchmark: :func:`serial_fifo_policy` (one stage in flight on the node, on the largest
-device, FIFO, LRU eviction: the seed design's queue loop) and :func:`static_pinning_policy` (each model
-fixed up front to one device, FIFO per device, nothing evicted: the ProtoScale seed).
+device, FIFO, LRU eviction: the seed design's queue loop), :func:`static_pinning_policy` (each model fixed up
+front to one device, FIFO per device, nothing evicted: the ProtoScale seed), :func:`shortest_remaining_work_policy`
+(the size-aware order without weights, priorities or bound, on the same placement) and :func:`fifo_floor_policy`
+(FIFO on any free device; with memory and loads taken away by the benchmark, the floor no placement beats).
 
-Limits: estimates are means (``run_seconds``, ``load_seconds``); the policy has no knowledge of a job's later
-stages; a device's compute is modelled as ``slots`` stages at once (GPU: one, the stages are compute bound);
-memory of several concurrent stages in one loaded instance is taken to be the instance's ``memory_mb``.
+Limits: estimates are means (``run_seconds``, ``load_seconds``); a device's compute is modelled as ``slots``
+stages at once (GPU: one, the stages are compute bound); memory of several concurrent stages in one loaded
+copy is taken to be the copy's ``memory_mb``; nothing is loaded ahead of a stage that is not yet runnable.
 """
 
 from __future__ import annotations
@@ -243,26 +251,6 @@ class FifoOrdering(OrderingPolicy):
     def order(self, pending: Sequence[PendingStage], now: float,
               models: Mapping[str, ModelProfile] | None = None) -> list[PendingStage]:
         return sorted(pending, key=lambda s: (s.submitted_at, s.stage_id))
-
-
-class WeightedAgeingOrdering(OrderingPolicy):
-    """Feature weight x 2^(priority/5) x (1 + age/aging_seconds); ties go to the older job, then stage."""
-
-    def __init__(self, priority_weights: Mapping[str, float], aging_seconds: float = 120.0,
-                 default_weight: float = 1.0):
-        self.weights = dict(priority_weights)
-        self.aging_seconds = aging_seconds
-        self.default_weight = default_weight
-
-    def score(self, stage: PendingStage, now: float) -> float:
-        weight = self.weights.get(stage.feature, self.default_weight)
-        priority = max(-10, min(10, stage.priority))
-        age = max(0.0, now - stage.submitted_at)
-        return weight * 2.0 ** (priority / 5.0) * (1.0 + age / self.aging_seconds)
-
-    def order(self, pending: Sequence[PendingStage], now: float,
-              models: Mapping[str, ModelProfile] | None = None) -> list[PendingStage]:
-        return sorted(pending, key=lambda s: (-self.score(s, now), s.submitted_at, s.stage_id))
 
 
 class RemainingWorkOrdering(OrderingPolicy):
