@@ -88,6 +88,37 @@ def test_placement_keeps_every_device_within_its_budget_and_reuses_resident_mode
         assert len(loads) < len(served) / 2, "most stages ran on a model already resident"
 
 
+def test_a_flooded_model_gets_a_copy_on_each_device_within_their_memory(scheduler_server) -> None:
+    """Replicas: two devices of 400 MB, one model of 300 MB (max_concurrent 2 per copy) asked for 12 times at
+    once. Both devices load a copy and run its stages, two at a time each; neither device ever holds more than its
+    budget, by the scheduler's books or by the worker's real memory."""
+    srv = scheduler_server([400, 400])
+    with srv.client() as c:
+        jobs = [_job(c, "alloc_a", seconds=1.0) for _ in range(12)]
+        peaks: dict[str, float] = {}
+        copies: set[str] = set()
+        most_running = 0
+
+        def check() -> None:
+            nonlocal most_running
+            devices = c.get("/system/devices").json()
+            for d in devices:
+                assert d["scheduled_mb"] <= d["budget_mb"], d
+                assert len(d["running_stages"]) <= 2, d  # max_concurrent is per copy
+                peaks[d["id"]] = max(peaks.get(d["id"], 0.0), _worker_rss_mb(d["worker_pid"]))
+                if "alloc_a" in d["resident_models"]:
+                    copies.add(d["id"])
+            most_running = max(most_running, sum(len(d["running_stages"]) for d in devices))
+
+        finals = _finish_all(c, jobs, timeout=120, each=check)
+        assert all(j["status"] == "succeeded" for j in finals), [j["error"] for j in finals]
+        assert copies == {"vcpu0", "vcpu1"}, "a copy on each device"
+        assert len({_served(c, j)["pid"] for j in jobs}) == 2, "both devices' workers ran stages"
+        assert most_running > 2, "two copies ran more stages at once than one copy's max_concurrent"
+        # The worker process itself (interpreter, numpy) takes ~40 MB on top of what the model holds.
+        assert all(peak <= 400 + 80 for peak in peaks.values()), peaks
+
+
 def test_eviction_weighs_reuse_not_recency(scheduler_server) -> None:
     """One device of 800 MB holds two of the three models. alloc_a is asked for often, alloc_c once and more
     recently; when alloc_b needs room, least-recently-used would evict alloc_a; pocket3d evicts alloc_c, which is
