@@ -287,9 +287,10 @@ class DeviceInfo(BaseModel):
     scheduled_mb: int = Field(description="what the scheduler accounts to the models resident there")
     utilization: float | None = Field(None, description="compute, 0-1, where the device reports it")
     temperature_c: float | None = None
-    resident_models: list[str]
+    resident_models: list[str] = Field(description="loaded there, or being loaded (those are also in loading_models)")
+    loading_models: list[str] = Field(default_factory=list, description="being loaded there now")
     running_stages: list[int]
-    worker_pid: int | None = Field(None, description="the device worker process (started on first use)")
+    worker_pid: int | None = Field(None, description="the device worker process (started with the server)")
 
 
 class Health(BaseModel):
@@ -299,4 +300,7 @@ class Health(BaseModel):
 
 class Readiness(BaseModel):
     ready: bool
+    status: Literal["ready", "warming", "not_ready"] = Field(
+        "ready", description="warming: the models marked preload (or pinned) are still loading; not_ready: see "
+        "reasons")
     reasons: list[str]

@@ -51,7 +51,8 @@ class ModelEntry(BaseModel):
     max_concurrent: int | None = Field(None, ge=1)
     devices: list[str] | None = None
     description: str | None = None
-    pinned: bool = False  # once loaded, never evicted or unloaded for idleness
+    pinned: bool = False  # loaded at start, never evicted or unloaded for idleness
+    preload: bool = False  # loaded in the background at start (GET /system/ready says warming until it is)
     textured: bool | None = None  # mesh generation: False when its meshes need a paint stage after it
     cutout: bool | None = None  # True when its images must have their background removed first
     paint_with: str | None = None  # the texture model that paints its meshes (default: the first that fits)
@@ -253,6 +254,7 @@ def _from_entry(model_id: str, feature: Feature, entry: ModelEntry,
         devices=tuple(pick(entry.devices, "devices", ["cpu"])),
         description=pick(entry.description, "description", ""),
         pinned=entry.pinned,
+        preload=entry.preload,
         textured=pick(entry.textured, "textured", True),
         cutout=pick(entry.cutout, "cutout", False),
         paint_with=entry.paint_with if entry.paint_with is not None else (base.paint_with if base else None),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -50,7 +51,8 @@ class ModelSpec:
     max_concurrent: int = 1
     devices: tuple[str, ...] = ("cpu",)  # device kinds it runs on: cpu, cuda
     description: str = ""
-    pinned: bool = False  # the scheduler never evicts it once loaded
+    pinned: bool = False  # the scheduler never evicts it once loaded (and loads it at start, as preload)
+    preload: bool = False  # loaded in the background when the server starts: the first request finds it warm
     # How a job around the model is composed (pocket3d.models.pipeline):
     textured: bool = True  # its mesh has a texture; an untextured shape is followed by a paint stage
     cutout: bool = False  # wants its images with the background removed: a background-removal stage goes first
@@ -125,6 +127,8 @@ class ModelAdapter(ABC):
     requires: ClassVar[tuple[str, ...]] = ()
     # A plugin found through the entry-point group declares its own spec; models.yaml may override it.
     default_spec: ClassVar[ModelSpec | None] = None
+    # Modules a load imports beyond ``requires`` (a library's submodules its top level leaves out).
+    warm_modules: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, spec: ModelSpec):
         self.spec = spec
@@ -142,6 +146,17 @@ class ModelAdapter(ABC):
             if not path.exists():
                 reasons.append(f"weights not found at {path}")
         return reasons
+
+    @classmethod
+    def warm(cls, spec: ModelSpec) -> None:
+        """Import what a load of this model imports (``requires``, ``warm_modules``). A device worker calls it for
+        every model it may host as soon as it spawns, so the first stage does not pay for the imports; one that
+        fails is skipped (the load, if it is ever asked for, says why)."""
+        for name in (*cls.requires, *cls.warm_modules):
+            try:
+                importlib.import_module(name)
+            except Exception:  # noqa: BLE001, S112 - see the docstring
+                continue
 
     @classmethod
     def check_request(cls, *, images: int, text: str | None, params: BaseModel) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pocket3d.jobs.records import JobRecord
 from pocket3d.models.spec import Device
@@ -23,6 +23,7 @@ class DeviceState:
     memory_used: float = 0.0  # MB the scheduler accounts to the resident models
     budget: float = 0.0  # MB it may fill
     worker_pid: int | None = None  # the device worker process, while one runs
+    loading_models: list[str] = field(default_factory=list)  # resident_models still being loaded
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,10 @@ class Scheduler(ABC):
 
     def measured(self, model_id: str) -> Measured:
         return Measured()
+
+    def warming(self) -> list[str]:
+        """Models still being loaded at start ("model on device"): the node is not ready until they are."""
+        return []
 
     @abstractmethod
     def budget_of(self, device: Device) -> float:

@@ -51,6 +51,7 @@ from pocket3d.scheduler.policy import (
     idle_unloads,
     plan,
     pocket3d_policy,
+    preload_placement,
 )
 from pocket3d.storage import ArtifactStore
 from pocket3d.workers.supervisor import DeviceWorker, StageRequest, StageResult, WorkerUnavailable
@@ -144,6 +145,7 @@ class NodeScheduler(Scheduler):
         self._readings: dict[str, tuple[float, inventory.DeviceReading]] = {}
         self._killing: dict[str, str] = {}  # device id -> the stage its worker is being killed to stop
         self._unloading: set[tuple[str, str]] = set()  # (device id, model id) being unloaded now
+        self._warming: set[tuple[str, str]] = set()  # (device id, model id) preloads not finished yet
 
     # -- lifecycle ------------------------------------------------------------------------------------------
 
@@ -159,6 +161,7 @@ class NodeScheduler(Scheduler):
                          threading.Thread(target=self._lease_loop, name="lease-keeper", daemon=True)]
         for th in self._threads:
             th.start()
+        self._warm_up()
 
     def stop(self, timeout: float = 10.0) -> None:
         """Give running stages back to the queue (their attempt uncounted) and stop the workers."""
@@ -189,6 +192,76 @@ class NodeScheduler(Scheduler):
         with self._wakeup:
             self._wakeup.notify_all()
 
+    # -- warm starts ----------------------------------------------------------------------------------------
+
+    def warming(self) -> list[str]:
+        with self._lock:
+            return [f"{model_id} on {device_id}" for device_id, model_id in sorted(self._warming)]
+
+    def _warm_up(self) -> None:
+        """Start every device's worker (each imports the libraries of the models it may host as it comes up) and
+        load the models marked ``preload`` or ``pinned``, in the background, where the policy's
+        :func:`preload_placement` puts them; :meth:`warming` names those still on their way."""
+        wanted = [m for m in self.registry.all() if (m.spec.preload or m.spec.pinned) and m.adapter_cls is not None
+                  and not self.registry.unavailable_reasons(m, self._devices, self.budget_of)]
+        profiles = [p for m in wanted if (p := self._profile(m.spec.id)) is not None]
+        placement = preload_placement(profiles, self._views())
+        with self._lock:
+            self._warming = set(placement)
+        for device in self._devices:
+            models = [m for d, m in placement if d == device.id]
+            threading.Thread(target=self._warm_device, args=(device.id, models), name=f"warm-{device.id}",
+                             daemon=True).start()
+
+    def _warm_device(self, device_id: str, models: list[str]) -> None:
+        try:
+            self._worker(device_id)
+            for model_id in models:
+                self._warm_load(device_id, model_id, "preload")
+        except Exception:
+            log.exception("warming %s failed; its models load with their first stage", device_id)
+        finally:
+            with self._lock:
+                self._warming -= {(device_id, m) for m in models}
+
+    def _warm_load(self, device_id: str, model_id: str, why: str) -> None:
+        """Load a model ahead of any stage (a preload at start, a re-warm after a worker restart). It is booked as
+        loading from the start, so the policy neither promises its memory twice nor runs a stage on it early."""
+        if self._stop.is_set():
+            return
+        registered = self.registry.get(model_id)
+        device = self._device_by_id[device_id]
+        estimate = self._memory_estimate(model_id)
+        now = self.clock()
+        with self._lock:
+            books = self._resident[device_id]
+            if model_id in books:
+                return  # a stage loaded it meanwhile
+            if sum(r.memory_mb for r in books.values()) + estimate > self.budget_of(device):
+                log.info("not loading %s on %s (%s): it no longer fits", model_id, device_id, why)
+                return
+            books[model_id] = _Resident(estimate, now, now, loading=True)
+        log.info("loading %s on %s (%s)", model_id, device_id, why)
+        try:
+            loaded = self._worker(device_id).load(model_id, adapter_path(registered.adapter_cls), registered.spec,
+                                                  timeout=self.settings.scheduler.job_timeout)
+        except Exception as e:  # a worker that will not start: the model loads with its first stage instead
+            loaded = None
+            log.warning("loading %s on %s (%s) failed: %s", model_id, device_id, why, e)
+        with self._lock:
+            entry = self._resident[device_id].get(model_id)
+            if loaded is not None and loaded.ok and entry is not None:
+                entry.loading = False
+                entry.memory_mb = max(entry.memory_mb, loaded.memory_mb or 0.0)
+                entry.loaded_at = entry.last_used = self.clock()
+            elif entry is not None and entry.loading and entry.running == 0:
+                del self._resident[device_id][model_id]  # failed, or a crash took it: nothing is there
+        if loaded is not None and loaded.ok and loaded.seconds:
+            self._learn_load(model_id, loaded.seconds, loaded.memory_mb)
+        elif loaded is not None and not loaded.ok:
+            log.warning("loading %s on %s (%s) failed: %s", model_id, device_id, why, loaded.message)
+        self.wake()
+
     def cancel(self, job_id: str) -> None:
         with self._lock:
             running = [r for r in self._running.values() if r.claim.stage.job_id == job_id]
@@ -209,7 +282,9 @@ class NodeScheduler(Scheduler):
                 worker = self._workers.get(d.id)
                 out.append(DeviceState(d, sorted(self._resident[d.id]), running,
                                        memory_used=sum(m.memory_mb for m in self._resident[d.id].values()),
-                                       budget=self.budget_of(d), worker_pid=worker.pid if worker else None))
+                                       budget=self.budget_of(d), worker_pid=worker.pid if worker else None,
+                                       loading_models=sorted(m for m, r in self._resident[d.id].items()
+                                                             if r.loading)))
             return out
 
     def measured(self, model_id: str) -> Measured:
@@ -447,7 +522,7 @@ class NodeScheduler(Scheduler):
             if worker is None:
                 device = self._device_by_id[device_id]
                 worker = DeviceWorker(
-                    device, budget_mb=self.budget_of(device), env=self._worker_env,
+                    device, budget_mb=self.budget_of(device), env=self._worker_env, warm=self._hosted_here(device),
                     on_progress=self._on_progress, on_result=self._on_result,
                     on_crash=lambda reason, stage_ids, d=device_id: self._on_crash(d, reason, stage_ids))
                 self._workers[device_id] = worker
@@ -455,6 +530,11 @@ class NodeScheduler(Scheduler):
         # while the child runs; after a crash, a fresh child.
         worker.start()
         return worker
+
+    def _hosted_here(self, device: Device) -> list[tuple[str, ModelSpec]]:
+        """The models a device may host: its worker imports their libraries when it spawns."""
+        return [(adapter_path(m.adapter_cls), m.spec) for m in self.registry.all()
+                if m.adapter_cls is not None and not m.static_reasons and device.kind in m.spec.devices]
 
     def _run_stage(self, running: _Running, a: Assignment) -> None:
         stage, model_id = running.claim.stage, a.stage.model_id
@@ -701,8 +781,9 @@ class NodeScheduler(Scheduler):
         lost = set(stage_ids)
         with self._lock:
             # Nothing of the dead child is resident; stages on their way to this device load their model into
-            # the next child, and are booked as loading it.
+            # the next child, and are booked as loading it. What was loaded and idle is loaded again below.
             books = self._resident[device_id]
+            rewarm = [m for m, r in books.items() if not r.loading and r.running == 0]
             books.clear()
             for r in self._running.values():
                 if r.device_id != device_id or r.claim.stage.id in lost or r.done.done():
@@ -729,6 +810,9 @@ class NodeScheduler(Scheduler):
                 worker.start()
             except Exception:
                 log.exception("restarting the worker for %s failed", device_id)
+            else:
+                for model_id in rewarm:
+                    self._stages.submit(self._warm_load, device_id, model_id, "re-warming after a worker restart")
         self.wake()
 
     # -- memory ---------------------------------------------------------------------------------------------

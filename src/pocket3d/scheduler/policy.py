@@ -400,7 +400,8 @@ def compute_free_at(device: DeviceView, models: Mapping[str, ModelProfile], now:
         return now
     ends = _compute_ends(device, models, now)
     for r in device.loading:
-        ends.append(max(_load_done_at(r, models), now) + _run_seconds(models, r.model_id))
+        if r.running:  # a load ahead of any stage (a preload) keeps no compute slot
+            ends.append(max(_load_done_at(r, models), now) + _run_seconds(models, r.model_id))
     ends.sort()
     if len(ends) < device.slots:
         return now
@@ -495,6 +496,23 @@ def plan(pending: Sequence[PendingStage], devices: Sequence[DeviceView], models:
         running[stage.model_id] += 1
         context.version += 1
         out.append(a)
+    return out
+
+
+def preload_placement(wanted: Sequence[ModelProfile], devices: Sequence[DeviceView]) -> list[tuple[str, str]]:
+    """(device id, model id) for the models to load when the node starts (preload, pinned): the largest first,
+    each once, on the device of its kind with the most room left where it fits beside those placed before it
+    and what is resident already; a model that fits nowhere is left out (its first stage loads it)."""
+    room = {d.id: d.free_mb for d in devices}
+    out = []
+    for m in sorted(wanted, key=lambda m: (-m.memory_mb, m.id)):
+        if any(m.id in d.resident for d in devices):
+            continue
+        fits = [d for d in devices if d.kind in m.device_kinds and room[d.id] >= m.memory_mb - _EPS_MB]
+        if fits:
+            d = max(fits, key=lambda d: (room[d.id], d.id))
+            room[d.id] -= m.memory_mb
+            out.append((d.id, m.id))
     return out
 
 
@@ -616,7 +634,7 @@ class MemoryAwarePlacement(PlacementPolicy):
                 r = d.resident[model.id]
                 at = compute_free_at(d, models, now)
                 if r.loading:
-                    at = max(at, _load_done_at(r, models) + model.run_seconds)
+                    at = max(at, _load_done_at(r, models) + (model.run_seconds if r.running else 0.0))
                 elif not model.room_in(r):
                     ends = sorted(max(t + model.run_seconds, now) for t in r.running_since) or [now + model.run_seconds]
                     at = max(at, ends[min(len(ends), r.running - model.max_concurrent + 1) - 1])

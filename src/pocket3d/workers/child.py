@@ -100,6 +100,25 @@ class ChildWorker:
         self._hosted: dict[str, _Hosted] = {}
         self._model_locks: dict[str, threading.Lock] = {}
         self._stages: dict[int, _Stage] = {}
+        self._warm = hello.warm
+        self._imported = threading.Event()  # the libraries of the models this device may host are imported
+
+    def warm_imports(self) -> None:
+        """Import the libraries of every model this device may host (``Hello.warm``), before the first load needs
+        them. A load waits for this first: its memory is measured from after the imports, which no unload could
+        give back anyway."""
+        started = time.monotonic()
+        try:
+            for adapter_name, spec in self._warm:
+                try:
+                    resolve_adapter(adapter_name).warm(spec)
+                except Exception as e:  # noqa: BLE001 - the load says why, if it is ever asked for
+                    log.debug("warming %s's libraries failed: %s", adapter_name, e)
+            if self._warm:
+                log.info("imported the libraries of %d model(s) in %.2f s", len(self._warm),
+                         time.monotonic() - started)
+        finally:
+            self._imported.set()
 
     # -- the command loop -------------------------------------------------------------------------------------
 
@@ -180,6 +199,7 @@ class ChildWorker:
             hosted = self._hosted.get(model_id)
         if hosted is not None:
             return hosted, p.LoadResult(True, 0.0, hosted.memory_mb, message="already resident"), False
+        self._imported.wait()
         started = time.monotonic()
         failure: tuple[str, str] | None = None
         try:
@@ -416,6 +436,7 @@ def main(argv: list[str] | None = None) -> None:
     probe = probe_for(hello.device)
     worker = ChildWorker(conn, hello, probe)
     conn.send(p.Ready(os.getpid(), _rss_mb()))
+    _thread("warm-imports", worker.warm_imports)
     worker.serve()
 
 

@@ -4,7 +4,7 @@ They travel pickled over one duplex pipe (``multiprocessing.connection.Connectio
 frozen dataclass: file *paths*, never file contents, so a message stays a few hundred bytes.
 
 Parent -> child                                 Child -> parent
-  Hello(device, budget_mb, log_level)             Ready(pid, memory_mb)                 once, after Hello
+  Hello(device, budget_mb, log_level, warm)       Ready(pid, memory_mb)                 once, after Hello
   Load(request_id, model_id, adapter, spec)       LoadDone(request_id, LoadResult, resident)
   Unload(request_id, model_id)                    UnloadDone(request_id, UnloadResult, resident)
   RunStage(StageRequest)                          Progress(stage_id, fraction, message)  rate-limited
@@ -93,6 +93,9 @@ class Hello:
     device: dict[str, Any]  # pocket3d.models.spec.Device fields, as a dict so start-up needs no pocket3d.models
     budget_mb: float  # what the scheduler may fill on this device: named in out-of-memory messages
     log_level: int
+    # (adapter, spec) of the models this device may host: their libraries are imported in the background as soon
+    # as the child is up, so the first load does not pay for them
+    warm: tuple[tuple[str, ModelSpec], ...] = ()
 
 
 @dataclass(frozen=True)

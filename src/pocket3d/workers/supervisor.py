@@ -37,7 +37,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import asdict, dataclass, field, replace
@@ -114,8 +114,10 @@ class DeviceWorker:
 
     def __init__(self, device: Device, *, on_progress: Callable[[int, float, str | None], None],
                  on_result: Callable[[StageResult], None], on_crash: Callable[[str, list[int]], None],
-                 env: dict[str, str] | None = None, budget_mb: float | None = None, start_timeout: float = 60.0):
+                 env: dict[str, str] | None = None, budget_mb: float | None = None, start_timeout: float = 60.0,
+                 warm: Sequence[tuple[str, ModelSpec]] = ()):
         self.device = device
+        self.warm = tuple(warm)  # (adapter, spec) whose libraries each child imports as soon as it is up
         self.budget_mb = float(budget_mb if budget_mb is not None else device.memory_total)
         self.start_timeout = start_timeout
         self.startup_seconds: float | None = None  # the last start's spawn-to-ready time
@@ -313,7 +315,7 @@ class DeviceWorker:
             theirs.close()
         try:
             log_level = logging.getLogger("pocket3d").getEffectiveLevel()
-            ours.send(Hello(_device_dict(self.device), self.budget_mb, log_level))
+            ours.send(Hello(_device_dict(self.device), self.budget_mb, log_level, self.warm))
             if not ours.poll(self.start_timeout):
                 raise WorkerStartError(f"the worker for device {self.device.id} (pid {proc.pid}) was not ready "
                                        f"within {self.start_timeout:g} s")

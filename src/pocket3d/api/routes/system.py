@@ -47,19 +47,30 @@ def readiness(node: Node) -> Readiness:
         elif all(why.values()):
             reasons.append(f"no available model for {feature.value}: "
                            + "; ".join(f"{model_id}: {', '.join(r)}" for model_id, r in why.items()))
-    return Readiness(ready=not reasons, reasons=reasons)
+    if reasons:
+        return Readiness(ready=False, status="not_ready", reasons=reasons)
+    warming = node.scheduler.warming()
+    if warming:
+        return Readiness(ready=False, status="warming", reasons=[f"warming: loading {w}" for w in warming])
+    return Readiness(ready=True, status="ready", reasons=[])
 
 
 @router.get("/ready", response_model=Readiness, responses=error_responses(503), operation_id="getReadiness",
-            summary="Store reachable, devices found, every feature has an available model")
+            summary="Store reachable, devices found, every feature has an available model, preloads loaded")
 def ready(node: NodeDep) -> Readiness:
-    """Readiness: 200 when the store answers, a device was found and every feature has a model that can run
-    here; otherwise 503 `NOT_READY` with the reasons in `details.reasons`."""
+    """Readiness: 200 when the store answers, a device was found, every feature has a model that can run here
+    and the models marked `preload` (or `pinned`) are loaded; otherwise 503 `NOT_READY` with `details.status`
+    (`warming` while those models load, else `not_ready`) and the reasons in `details.reasons`."""
     result = readiness(node)
+    if result.status == "warming":
+        raise Pocket3DError(ErrorCode.NOT_READY, "warming up: " + "; ".join(result.reasons),
+                            {"status": result.status, "reasons": result.reasons},
+                            hint="the models marked preload are loading; jobs submitted now wait for them")
     if not result.ready:
         raise Pocket3DError(ErrorCode.NOT_READY, "not ready: " + "; ".join(result.reasons),
-                            {"reasons": result.reasons}, hint="GET /api/v1/system/models (or `pocket3d models` on "
-                            "the server) says why each model is unavailable")
+                            {"status": result.status, "reasons": result.reasons},
+                            hint="GET /api/v1/system/models (or `pocket3d models` on the server) says why each "
+                            "model is unavailable")
     return result
 
 
@@ -113,7 +124,7 @@ def devices(node: NodeDep, principal: PrincipalDep) -> list[DeviceInfo]:
                               memory_free_mb=max(0, reading.memory_total - used) if d.virtual else reading.memory_free,
                               budget_mb=round(state.budget), scheduled_mb=round(state.memory_used),
                               utilization=reading.utilization, temperature_c=reading.temperature,
-                              resident_models=state.resident_models,
+                              resident_models=state.resident_models, loading_models=state.loading_models,
                               running_stages=state.running_stages if principal.is_admin else [],
                               worker_pid=state.worker_pid if principal.is_admin else None))
     return out

@@ -76,6 +76,11 @@ class WeightedModel(ModelAdapter):
         self._call_lock = threading.Lock()
         add_source_paths(spec)
 
+    @classmethod
+    def warm(cls, spec: ModelSpec) -> None:
+        add_source_paths(spec)  # as the constructor will: a checkout's packages import from there
+        super().warm(spec)
+
     # -- availability -----------------------------------------------------------------------------------------
 
     @classmethod

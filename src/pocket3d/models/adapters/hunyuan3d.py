@@ -58,6 +58,7 @@ class Hunyuan3DShapeModel(WeightedModel):
     Params = Hunyuan3DShapeParams
     requires: ClassVar[tuple[str, ...]] = ("torch", "torchvision", "hy3dgen", "diffusers", "transformers",
                                            "pymeshlab")
+    warm_modules: ClassVar[tuple[str, ...]] = ("hy3dgen.shapegen",)  # what build() imports; hy3dgen alone does not
     default_weights = "tencent/Hunyuan3D-2"
     presets: ClassVar[dict[str, dict[str, Any]]] = SHAPE_PRESETS
 
