@@ -10,7 +10,7 @@ import pytest
 from pocket3d.scheduler.policy import (
     Assignment, DeviceView, LruEviction, ModelProfile, PendingStage, PlacementPolicy, ReloadCostEviction,
     RemainingWorkOrdering, ResidentModel, SchedulingPolicy, UsageStats, idle_unloads, plan,
-    pocket3d_policy, serial_fifo_policy, shortest_remaining_work_policy, static_pinning_policy)
+    pocket3d_policy, preload_placement, serial_fifo_policy, shortest_remaining_work_policy, static_pinning_policy)
 from pocket3d.scheduler.simulator import SimDevice, SimJob, SimStage, Simulator
 
 WEIGHTS = {"mesh_generation": 1.0, "texture_generation": 0.8, "segmentation": 0.6, "auto_rigging": 0.4}
@@ -326,3 +326,15 @@ def test_baselines_keep_to_their_rules() -> None:
     assert len({a.device_id for a in out}) == 2 and len(out) == 2
     with pytest.raises(ValueError, match="fits on no device"):
         static_pinning_policy({"huge": profile("huge", 30000)}, devices)
+
+
+def test_preloads_go_largest_first_where_most_room_is_left_and_skip_what_fits_nowhere() -> None:
+    wanted = [profile("paint", 16000), profile("shape", 6000), profile("rembg", 1000, device_kinds=("cuda", "cpu")),
+              profile("huge", 90000), profile("resident", 2000)]
+    devices = [device("cuda:0", 24000), device("cuda:1", 48000, idle("resident", 2000)),
+               DeviceView("cpu", "cpu", 8000, {})]
+    placed = preload_placement(wanted, devices)
+    assert placed == [("cuda:1", "paint"), ("cuda:1", "shape"), ("cuda:0", "rembg")]
+    # nothing promised beyond a budget, nothing loaded twice
+    for d in devices:
+        assert sum(m.memory_mb for m in wanted if (d.id, m.id) in placed) <= d.free_mb

@@ -107,6 +107,7 @@ class Trace:
     offered_load: float
     burst_size: int = 1  # jobs arriving together at each arrival instant (1: Poisson arrivals)
     goals: tuple[Goal, ...] = ()
+    switch_factor: float = 1.0  # pocket3d's (see policy.MemoryAwarePlacement): --switch-factor, to show the trade
 
 
 def load_trace(path: Path) -> Trace:
@@ -250,7 +251,7 @@ def device_views(devices: Sequence[SimDevice]) -> list[DeviceView]:
 
 def policies(trace: Trace) -> list[SchedulingPolicy]:
     """pocket3d and the baselines; static pinning only where every model fits beside the others."""
-    out = [pocket3d_policy(trace.priority_weights), shortest_remaining_work_policy()]
+    out = [pocket3d_policy(trace.priority_weights, switch_factor=trace.switch_factor), shortest_remaining_work_policy()]
     try:
         out.append(static_pinning_policy(trace.models, device_views(trace.devices)))
     except ValueError:
@@ -446,12 +447,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=None, help="one seed of the job draw (default: the trace's)")
     parser.add_argument("--seeds", type=_seeds, default=None, help="seeds, comma-separated (default: the trace's)")
     parser.add_argument("--jobs", type=int, default=None, help="number of jobs (default: the trace's)")
+    parser.add_argument("--switch-factor", type=float, default=1.0,
+                        help="pocket3d's switch_factor: a copy is loaded only where a busy one would come free later "
+                             "than this x (its load + the reloads its evictions cause); higher: fewer loads")
+    parser.add_argument("--load-scale", type=float, default=1.0,
+                        help="multiply every model's load time (0: loads take no time; what memory alone costs)")
     args = parser.parse_args(argv)
     try:
         traces = [load_trace(p) for p in (args.trace or shipped_traces())]
     except TraceError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if args.switch_factor <= 0 or args.load_scale < 0:
+        print("error: --switch-factor must be positive and --load-scale not negative", file=sys.stderr)
+        return 2
+    traces = [replace(t, switch_factor=args.switch_factor,
+                      models={k: replace(m, load_seconds=m.load_seconds * args.load_scale) for k, m in t.models.items()})
+              for t in traces]
     if args.jobs is not None and args.jobs < 1:
         print("error: --jobs must be at least 1", file=sys.stderr)
         return 2

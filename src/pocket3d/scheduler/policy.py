@@ -510,7 +510,7 @@ def preload_placement(wanted: Sequence[ModelProfile], devices: Sequence[DeviceVi
             continue
         fits = [d for d in devices if d.kind in m.device_kinds and room[d.id] >= m.memory_mb - _EPS_MB]
         if fits:
-            d = max(fits, key=lambda d: (room[d.id], d.id))
+            d = max(fits, key=lambda d: room[d.id])  # the first of equals
             room[d.id] -= m.memory_mb
             out.append((d.id, m.id))
     return out
