@@ -44,7 +44,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/api_overhead.py
 	$(BIN)/python bench/builtin_models.py
 	$(BIN)/python bench/adapters_cpu.py
-	$(BIN)/pocket3d bench scheduler --trace bench/scheduler/reference.yaml --plot bench/scheduler/reference.png
+	$(BIN)/pocket3d bench scheduler --plot bench/scheduler/reference.png
 
 clean:
 	rm -rf $(VENV) $(BPY_VENV) .pytest_cache
