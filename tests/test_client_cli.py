@@ -113,7 +113,16 @@ def test_json_output_parses(server: ServerProcess, tmp_path: Path) -> None:
     shown = json.loads(pocket3d("jobs", "show", job_id).stdout)
     assert shown["outputs"][0]["name"] == "model.glb"
     saved = json.loads(pocket3d("jobs", "download", job_id, "-o", "outputs").stdout)
-    assert saved["files"] == {"model.glb": "outputs/model.glb", "preview.png": "outputs/preview.png"}
+    assert saved["files"] == {"model.glb": "outputs/T.glb", "preview.png": "outputs/T-preview.png"}
+
+    both = json.loads(pocket3d("generate", str(IMAGES / "T.png"), "--model", "test_heightfield", "--format",
+                               "glb,ply", "-o", "two/t.glb").stdout)
+    assert both["files"] == {"model.glb": "two/t.glb", "model.ply": "two/t.ply"}
+    chained = json.loads(pocket3d("texture", f"{job_id}/model.glb", "--prompt", "red", "--model",
+                                  "test_subdivide_texture").stdout)
+    assert chained["files"] == {"model.glb": "T-textured.glb"}, "another job's output as the input"
+    converted = json.loads(pocket3d("jobs", "convert", chained["job"]["job_id"], "--format", "obj").stdout)
+    assert converted["files"] == {"model.obj.zip": "T-textured.obj.zip"}
 
     queued = json.loads(pocket3d("generate", str(IMAGES / "T.png"), "--model", "test_heightfield",
                                  "--param", "delay=30", "--no-wait").stdout)

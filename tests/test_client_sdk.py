@@ -68,9 +68,11 @@ def test_upload_generate_wait_download(p3d: Client, tmp_path: Path) -> None:
     data = (tmp_path / "crate.glb").read_bytes()
     assert hashlib.sha256(data).hexdigest() == done.outputs[0].sha256
     assert_valid_gltf(data, tmp_path)
-    everything = job.download(tmp_path / "all/")
-    assert sorted(everything) == ["model.glb", "preview.png"]
-    assert (tmp_path / "all" / "model.glb").read_bytes() == data
+    everything = job.download(tmp_path / "all")
+    assert everything == {"model.glb": tmp_path / "all" / "typical_misc_crate.glb",
+                          "preview.png": tmp_path / "all" / "typical_misc_crate-preview.png"}, \
+        "a directory takes every output under the name the server gives it"
+    assert everything["model.glb"].read_bytes() == data
     assert not list(tmp_path.rglob("*.part")), "no partial file left"
 
 
@@ -119,6 +121,25 @@ def test_uploads_take_paths_bytes_files_and_images(p3d: Client) -> None:
     p3d.files.delete(mesh.file_id)
     with pytest.raises(NotFound):
         p3d.files.get(mesh.file_id)
+
+
+def test_formats_chaining_and_conversion(p3d: Client, tmp_path: Path) -> None:
+    made = p3d.generate_mesh(images=[p3d.upload(IMAGES / "T.png")], model_preference="test_heightfield",
+                             output_formats=["glb", "ply"])
+    made.wait(timeout=60)
+    saved = made.download(tmp_path)
+    assert saved["model.glb"] == tmp_path / "T.glb" and saved["model.ply"] == tmp_path / "T.ply"
+    assert made.download(tmp_path / "picked.ply") == {"model.ply": tmp_path / "picked.ply"}, "the suffix picks"
+
+    textured = p3d.generate_texture(mesh=made, text_prompt="red", model_preference="test_subdivide_texture")
+    textured.wait(timeout=60)  # a job as an input stands for its model file
+    assert textured.download(tmp_path)["model.glb"] == tmp_path / "T-textured.glb"
+
+    as_obj = textured.convert(["obj"])
+    assert as_obj.id != textured.id and as_obj.wait(timeout=60).outputs[0].name == "model.obj.zip"
+    assert as_obj.download(tmp_path / "t.obj.zip")["model.obj.zip"].stat().st_size == as_obj.view.outputs[0].size
+    with pytest.raises(ValidationFailed):
+        textured.convert(["gltf"])  # type: ignore[list-item]  # refused before it is sent
 
 
 def test_wait_survives_cut_event_streams(server: ServerProcess, proxy: FaultProxy, tmp_path: Path) -> None:
@@ -224,6 +245,19 @@ def test_errors_are_typed(p3d: Client, tmp_path: Path) -> None:
     with Client(f"http://127.0.0.1:{free_port()}", max_retries=1) as nobody, pytest.raises(ServerUnreachable) as e:
         nobody.health()
     assert "pocket3d serve" in str(e.value)
+
+
+def test_a_download_name_from_the_server_stays_in_its_directory() -> None:
+    import httpx
+
+    def named(value: str) -> str | None:
+        return _core.attachment_name(httpx.Response(200, headers={"content-disposition": value}))
+
+    assert named('attachment; filename="chair-rigged.fbx"') == "chair-rigged.fbx"
+    assert named("attachment; filename*=utf-8''ch%C3%A4ir.glb") == "ch\u00e4ir.glb"
+    assert named('attachment; filename="../../etc/passwd"') == "passwd"
+    assert named('attachment; filename="..\\..\\boot.ini"') == "boot.ini"
+    assert named('attachment; filename=".bashrc"') is None and named("inline") is None
 
 
 def test_every_error_code_has_its_class() -> None:

@@ -5,6 +5,7 @@ The two clients differ only in their I/O loops; everything those loops decide is
 
 from __future__ import annotations
 
+import email.message
 import hashlib
 import io
 import logging
@@ -15,13 +16,14 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, Generic, Literal, Required, TypeAlias, TypedDict, TypeVar, cast
+from typing import IO, TYPE_CHECKING, Any, Generic, Literal, Required, Protocol, TypeAlias, TypedDict, TypeVar, cast
 
 import httpx
 from httpx_sse import ServerSentEvent
 from pydantic import BaseModel, ValidationError
 
 from pocket3d.api.schemas import (
+    ConvertRequest,
     FileInfo,
     JobView,
     MeshGenerationRequest,
@@ -140,7 +142,14 @@ def connection_error(config: Config, error: httpx.TransportError) -> ConnectionF
 
 # -- requests --------------------------------------------------------------------------------------------------
 
-FileRef: TypeAlias = str | FileInfo  # a file id (or a data URI), or what upload() returned
+class _HasJob(Protocol):
+    @property
+    def view(self) -> JobView: ...
+
+
+# An input: a file id, a data URI or "job_…/model.glb" as the API takes them; what upload() returned; an output of
+# a job; or a job (a Job, or its JobView), which stands for its model file.
+FileRef: TypeAlias = "str | FileInfo | OutputInfo | JobView | _HasJob"
 
 
 class _CommonFields(TypedDict, total=False):
@@ -185,7 +194,23 @@ AUTO_RIGGING = Feature("/rig", RiggingRequest)
 
 
 def _ref(value: FileRef) -> str:
-    return value.file_id if isinstance(value, FileInfo) else value
+    if isinstance(value, str):
+        return value
+    if isinstance(value, FileInfo):
+        return value.file_id
+    if isinstance(value, OutputInfo):  # its url: /api/v1/jobs/{job_id}/outputs/{name}
+        job_id, _, name = value.url.rsplit("/jobs/", 1)[-1].partition("/outputs/")
+        return f"{job_id}/{name}"
+    job = value if isinstance(value, JobView) else value.view
+    return f"{job.job_id}/{main_output(job).name}"
+
+
+def main_output(job: JobView) -> OutputInfo:
+    """The job's model file: model.glb when it made one, else its first model file, else its first output."""
+    if not job.outputs:
+        raise ValueError(f"job {job.job_id} has no outputs (it is {job.status})")
+    models = [o for o in job.outputs if o.name.startswith("model.")] or job.outputs
+    return next((o for o in models if o.format == "glb"), models[0])
 
 
 @dataclass(frozen=True)
@@ -193,6 +218,10 @@ class Submission:
     path: str
     body: dict[str, Any]
     headers: dict[str, str]
+
+
+def conversion(job_id: str, fields: Mapping[str, Any]) -> Submission:
+    return submission(Feature(f"/jobs/{job_id}/convert", ConvertRequest), fields)
 
 
 def submission(feature: Feature, fields: Mapping[str, Any]) -> Submission:
@@ -306,10 +335,18 @@ class Page(Generic[J]):
 
 # -- downloads -------------------------------------------------------------------------------------------------
 
-def download_targets(job: JobView, to: str | os.PathLike[str], output: str | None) -> list[tuple[OutputInfo, Path]]:
+@dataclass(frozen=True)
+class Target:
+    output: OutputInfo
+    dest: Path  # where it goes; in a directory, the name the server gives the download replaces this one's
+    in_directory: bool
+
+
+def download_targets(job: JobView, to: str | os.PathLike[str], output: str | None) -> list[Target]:
     """Where each output goes. A directory (one that exists, or a path with no suffix or ending in a separator)
-    takes every output under its own name, or only ``output``; a file path takes one: ``output``, else the model
-    file in the format its suffix names, else the first model file."""
+    takes every output, or only ``output``, under the name the server gives it (``chair.glb``,
+    ``chair-preview.png``: after the upload the job worked on, else the job); a file path takes one: ``output``,
+    else the model file in the format its suffix names, else the job's model file."""
     outputs = outcome(job).outputs
     dest = Path(to)
     chosen = outputs
@@ -318,21 +355,34 @@ def download_targets(job: JobView, to: str | os.PathLike[str], output: str | Non
         if not chosen:
             raise ValueError(f"job {job.job_id} has no output {output!r}; it has {[o.name for o in outputs]}")
     if dest.is_dir() or not dest.suffix or str(to).endswith((os.sep, "/")):
-        return [(o, dest / o.name) for o in chosen]
+        return [Target(o, dest / o.name, True) for o in chosen]
     if output is None:
-        models = [o for o in outputs if o.name.startswith("model.")] or outputs
         suffix = dest.suffix.lower().lstrip(".")
-        chosen = [next((o for o in models if o.format == suffix or o.name.endswith(f".{suffix}")), models[0])]
-    return [(chosen[0], dest)]
+        models = [o for o in outputs if o.name.startswith("model.")]
+        chosen = [next((o for o in models if o.format == suffix or o.name.endswith(f".{suffix}")), main_output(job))]
+    return [Target(chosen[0], dest, False)]
+
+
+def attachment_name(response: httpx.Response) -> str | None:
+    """The file name a response's Content-Disposition gives (RFC 6266, RFC 2231's filename* too), reduced to a
+    plain name: nothing the server sends can point outside the directory."""
+    value = response.headers.get("content-disposition")
+    if not value:
+        return None
+    message = email.message.Message()
+    message["content-disposition"] = value
+    name = Path((message.get_filename() or "").replace("\\", "/")).name
+    return name if name and not name.startswith(".") else None
 
 
 class PartialFile:
     """A download in ``<dest>.part``, hashed as it grows, that becomes ``dest`` only when it is whole."""
 
-    def __init__(self, output: OutputInfo, dest: Path):
-        self.output, self.dest = output, dest
-        self.part = dest.with_name(dest.name + ".part")
-        dest.parent.mkdir(parents=True, exist_ok=True)
+    def __init__(self, target: Target):
+        self.output, self.dest, self.in_directory = target.output, target.dest, target.in_directory
+        self.part = self.dest.with_name(self.dest.name + ".part")
+        self.dest.parent.mkdir(parents=True, exist_ok=True)
+        output = self.output
         self.sha = hashlib.sha256()
         self.size = 0
         if self.part.exists():  # a download an earlier process left: resumed if it is a prefix of this output
@@ -357,9 +407,11 @@ class PartialFile:
         self.part.write_bytes(b"")
         self.sha, self.size = hashlib.sha256(), 0
 
-    def open(self, status: int) -> IO[bytes]:
-        """The file to append to, after an answer with this status (206: the rest; 200: all of it)."""
-        if status != 206:
+    def open(self, response: httpx.Response) -> IO[bytes]:
+        """The file to append to, after this answer (206: the rest; 200: all of it)."""
+        if self.in_directory:
+            self.dest = self.dest.with_name(attachment_name(response) or self.output.name)
+        if response.status_code != 206:
             self.restart()
         return open(self.part, "ab")
 

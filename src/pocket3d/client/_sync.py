@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Unpack
@@ -12,7 +12,7 @@ from typing import Any, Unpack
 import httpx
 from httpx_sse import SSEError, connect_sse
 
-from pocket3d.api.schemas import FileInfo, FilePage, Health, JobAccepted, JobPage, JobView, ModelList, OutputInfo
+from pocket3d.api.schemas import FileInfo, FilePage, Health, JobAccepted, JobPage, JobView, ModelList, OutputFormat
 from pocket3d.client import _core
 from pocket3d.client._core import (
     FINAL_STATES,
@@ -105,8 +105,12 @@ class Client:
 
     def _submit(self, feature: _core.Feature, fields: Mapping[str, Any]) -> Job:
         sub = _core.submission(feature, fields)
-        r = self._send("POST", sub.path, safe=True, json=sub.body, headers=sub.headers)
-        if r.status_code == 200:  # a retried submit: the job the first one made
+        return self._answered(self._send("POST", sub.path, safe=True, json=sub.body, headers=sub.headers))
+
+    def _answered(self, r: httpx.Response) -> Job:
+        """The job a submit answered with: 200 carries it (a retried submit's, or finished within ?wait), 202 its
+        id."""
+        if r.status_code == 200:
             return Job(self, parse(JobView, r))
         return self.jobs.get(parse(JobAccepted, r).job_id)
 
@@ -174,8 +178,9 @@ class Client:
             time.sleep(deadline.cap(_core.backoff(failures)))
             failures += 1
 
-    def _download(self, output: OutputInfo, dest: Path) -> Path:
-        part = PartialFile(output, dest)
+    def _download(self, target: _core.Target) -> Path:
+        output = target.output
+        part = PartialFile(target)
         attempt = 0
         while not part.complete:
             try:
@@ -184,7 +189,7 @@ class Client:
                     if not r.is_success:
                         r.read()
                         raise api_error(r)
-                    with part.open(r.status_code) as f:
+                    with part.open(r) as f:
                         for chunk in r.iter_bytes():
                             part.write(f, chunk)
             except httpx.TransportError as e:  # resumed from where it broke
@@ -212,6 +217,17 @@ class Jobs:
     def cancel(self, job_id: str) -> Job:
         """A queued job is cancelled at once, a running one at its next progress report."""
         return Job(self._client, parse(JobView, self._client._send("POST", f"/jobs/{job_id}/cancel", safe=True)))
+
+    def convert(self, job_id: str, output_formats: Sequence[OutputFormat], *,
+                idempotency_key: str | None = None) -> Job:
+        """A new job that writes a succeeded job's result in other formats, without running its model again
+        (formats its feature offers: a rig glb or fbx)."""
+        fields: dict[str, Any] = {"output_formats": list(output_formats)}
+        if idempotency_key:
+            fields["idempotency_key"] = idempotency_key
+        sub = _core.conversion(job_id, fields)
+        r = self._client._send("POST", sub.path, safe=True, json=sub.body, headers=sub.headers)
+        return self._client._answered(r)
 
     def list(self, *, status: str | None = None, feature: str | None = None, limit: int = 20,
              cursor: str | None = None) -> Page[Job]:
@@ -285,12 +301,17 @@ class Job:
         self.view = self._client.jobs.cancel(self.id).view
         return self.view
 
+    def convert(self, output_formats: Sequence[OutputFormat], *, idempotency_key: str | None = None) -> Job:
+        """A new job with this one's result in other formats (see ``client.jobs.convert``)."""
+        return self._client.jobs.convert(self.id, output_formats, idempotency_key=idempotency_key)
+
     def download(self, to: str | os.PathLike[str] = ".", *, output: str | None = None) -> dict[str, Path]:
         """Save the outputs of a succeeded job; returns where each went, by output name. ``to`` a directory (one
-        that exists, or a path without a suffix): every output under its own name, or only ``output``; a file
-        path: that one output, or the model file in the format its suffix names (``chair.glb``). Streams to
-        ``<path>.part``, resumes a broken transfer with Range, and checks size and SHA-256 before renaming."""
+        that exists, or a path without a suffix): every output, or only ``output``, under the name the server
+        gives it (``chair.glb``, ``chair-preview.png``); a file path: that one output, or the model file in the
+        format its suffix names (``chair.glb``). Streams to ``<path>.part``, resumes a broken transfer with Range,
+        and checks size and SHA-256 before renaming."""
         if self.view.status not in FINAL_STATES:
             self.refresh()
-        return {out.name: self._client._download(out, dest)
-                for out, dest in _core.download_targets(self.view, to, output)}
+        return {target.output.name: self._client._download(target)
+                for target in _core.download_targets(self.view, to, output)}

@@ -9,25 +9,28 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import re
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
 
 import click
+
+from pocket3d import formats
 
 if TYPE_CHECKING:
     from rich.console import Console
 
+    from pocket3d.api.schemas import OutputFormat
     from pocket3d.client import Client, Job, JobView
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
-FORMATS = ["glb", "obj", "ply", "stl", "json", "fbx", "usdz"]
-FILE_SUFFIX = {"obj": "obj.zip"}
+FORMATS = list(formats.KEEPS)
 INTERRUPTED = 130  # what a shell reports for a command stopped by Ctrl-C
 
 
@@ -76,11 +79,12 @@ def _job_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     """What every feature command takes besides its inputs."""
     options: list[Decorator] = [
         click.option("-o", "--output", "output", type=click.Path(path_type=Path), default=None,
-                     help="where to save the result: a file, or a directory for every output "
-                          "[default: named after the input, here]"),
-        click.option("--format", "output_format", default="glb", show_default=True, metavar="FORMAT",
-                     help=f"output format: {', '.join(FORMATS)}"),
-        click.option("--model", "model_preference", default=None, help="a model id, as GET /api/v1/system/models lists them"),
+                     help="where to save the result: a file (one per format, the suffix swapped), or a directory "
+                          "for every output [default: here, named after the input: chair.png -> chair.glb]"),
+        click.option("--format", "output_format", default="glb", show_default=True, metavar="FORMAT[,FORMAT…]",
+                     help=f"output format(s), the model runs once: {', '.join(FORMATS)}"),
+        click.option("--model", "model_preference", default=None,
+                     help="a model id, as GET /api/v1/system/models lists them"),
         click.option("--quality", type=click.Choice(["low", "medium", "high"]), default=None,
                      help="the model's quality preset [default: medium]"),
         click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=None),
@@ -113,8 +117,7 @@ def generate(images: tuple[Path, ...], text_prompt: str | None, target_faces: in
     """
     if not images and not text_prompt:
         raise click.UsageError("give one or more IMAGES, or --prompt TEXT")
-    stem = images[0].stem if images else _slug(text_prompt or "model")
-    _run(opts, stem, lambda p3d: p3d.generate_mesh(
+    _run(opts, lambda p3d: p3d.generate_mesh(
         images=[_input(p3d, path) for path in images], text_prompt=text_prompt,
         **_fields(opts, target_faces=target_faces)))
 
@@ -132,7 +135,7 @@ def texture(mesh: Path, images: tuple[Path, ...], text_prompt: str | None, targe
     """A texture for MESH from --image(s) and/or --prompt."""
     if not images and not text_prompt:
         raise click.UsageError("give --image PATH or --prompt TEXT (or both)")
-    _run(opts, f"{mesh.stem}-textured", lambda p3d: p3d.generate_texture(
+    _run(opts, lambda p3d: p3d.generate_texture(
         mesh=_input(p3d, mesh), images=[_input(p3d, path) for path in images], text_prompt=text_prompt,
         **_fields(opts, target_faces=target_faces)))
 
@@ -143,7 +146,7 @@ def texture(mesh: Path, images: tuple[Path, ...], text_prompt: str | None, targe
 @_reports_errors
 def segment(mesh: Path, **opts: Any) -> None:
     """Split MESH into labelled parts."""
-    _run(opts, f"{mesh.stem}-segmented", lambda p3d: p3d.segment(mesh=_input(p3d, mesh), **_fields(opts)))
+    _run(opts, lambda p3d: p3d.segment(mesh=_input(p3d, mesh), **_fields(opts)))
 
 
 @click.command()
@@ -152,12 +155,12 @@ def segment(mesh: Path, **opts: Any) -> None:
 @_reports_errors
 def rig(mesh: Path, **opts: Any) -> None:
     """A skeleton and skin weights for MESH."""
-    _run(opts, f"{mesh.stem}-rigged", lambda p3d: p3d.rig(mesh=_input(p3d, mesh), **_fields(opts)))
+    _run(opts, lambda p3d: p3d.rig(mesh=_input(p3d, mesh), **_fields(opts)))
 
 
 def _input(p3d: Client, path: Path) -> str:
-    """A local file is uploaded; a file id (file_…) passes as it is."""
-    if not path.exists() and re.fullmatch(r"file_[0-9a-f]+", str(path)):
+    """A local file is uploaded; a file id (file_…) or another job's output (job_…/model.glb) passes as it is."""
+    if not path.exists() and re.fullmatch(r"file_[0-9a-f]+|job_[0-9a-f]+/[\w.-]+", str(path)):
         return str(path)
     if not path.is_file():
         raise click.BadParameter(f"{path}: no such file")
@@ -166,11 +169,8 @@ def _input(p3d: Client, path: Path) -> str:
 
 def _fields(opts: dict[str, Any], **extra: Any) -> dict[str, Any]:
     fields: dict[str, Any] = {k: opts[k] for k in ("model_preference", "quality", "seed", "priority")}
-    formats = [f.strip().lower() for f in opts["output_format"].split(",") if f.strip()]
-    unknown = [f for f in formats if f not in FORMATS]
-    if unknown or len(formats) != 1:
-        raise click.BadParameter(f"{opts['output_format']!r}: one of {', '.join(FORMATS)}", param_hint="--format")
-    fields["output_format"] = formats[0]
+    asked = _formats(opts["output_format"])
+    fields["output_format" if len(asked) == 1 else "output_formats"] = asked[0] if len(asked) == 1 else asked
     fields["parameters"] = dict(_param(p) for p in opts["params"]) or None
     fields.update(extra)
     return {k: v for k, v in fields.items() if v is not None}
@@ -186,8 +186,12 @@ def _param(text: str) -> tuple[str, Any]:
         return key, value
 
 
-def _slug(text: str) -> str:
-    return "-".join(re.findall(r"[a-z0-9]+", text.lower())[:6]) or "model"
+def _formats(text: str) -> list[OutputFormat]:
+    asked = list(dict.fromkeys(f.strip().lower() for f in text.split(",") if f.strip()))
+    if not asked or any(f not in FORMATS for f in asked):
+        raise click.BadParameter(f"{text!r}: one or more of {', '.join(FORMATS)}, comma-separated",
+                                 param_hint="--format")
+    return cast("list[OutputFormat]", asked)
 
 
 def _say_retries(console: Console) -> None:
@@ -204,7 +208,7 @@ def _say_retries(console: Console) -> None:
         logger.propagate = False
 
 
-def _run(opts: dict[str, Any], stem: str, submit: Callable[[Client], Job]) -> None:
+def _run(opts: dict[str, Any], submit: Callable[[Client], Job]) -> None:
     from pocket3d.client import Client
 
     as_json: bool = opts["as_json"]
@@ -215,10 +219,28 @@ def _run(opts: dict[str, Any], stem: str, submit: Callable[[Client], Job]) -> No
             _emit(as_json, job.view.model_dump(mode="json"), f"{job.id}\t{job.status}")
             return
         _follow(job, quiet=as_json)
-        fmt = job.view.outputs[0].format if job.view.outputs else opts["output_format"]
-        files = job.download(opts["output"] or Path(f"{stem}.{FILE_SUFFIX.get(fmt, fmt)}"))
+        files = _save(job, opts["output"])
     _emit(as_json, {"job": job.view.model_dump(mode="json"), "files": {k: str(v) for k, v in files.items()}},
           "\n".join(f"saved {path}" for path in files.values()))
+
+
+def _save(job: Job, dest: Path | None) -> dict[str, Path]:
+    """The job's model files, one per format: by default here, under the names the server gives them; to -o, a
+    directory takes every output, a file path the model file (the suffix swapped for each further format)."""
+    if dest is not None and (dest.is_dir() or not dest.suffix or str(dest).endswith(("/", os.sep))):
+        return job.download(dest)
+    models = [o.name for o in job.view.outputs if o.name.startswith("model.")] or [job.view.outputs[0].name]
+    saved: dict[str, Path] = {}
+    for name in models:
+        if dest is None:
+            to = Path(".")
+        elif len(models) == 1:
+            to = dest
+        else:
+            base = dest.name.removesuffix(".obj.zip") if dest.name.endswith(".obj.zip") else dest.stem
+            to = dest.with_name(base + name.removeprefix("model"))
+        saved |= job.download(to, output=name)
+    return saved
 
 
 def _emit(as_json: bool, data: Any, text: str) -> None:
@@ -404,6 +426,21 @@ def jobs_cancel(job_id: str, url: str | None, api_key: str | None, as_json: bool
         view = p3d.jobs.cancel(job_id).view
     _emit(as_json, view.model_dump(mode="json"),
           f"{view.job_id} {view.status}" + (" (cancel requested)" if view.cancel_requested else ""))
+
+
+@jobs.command("convert")
+@click.argument("job_id")
+@click.option("--format", "output_format", required=True, metavar="FORMAT[,FORMAT…]",
+              help="the formats to write the result in (those the job's feature offers)")
+@click.option("-o", "--output", "output", type=click.Path(path_type=Path), default=None,
+              help="a file, or a directory for every output [default: here, under the server's names]")
+@click.option("--no-wait", is_flag=True, help="submit, print the new job and return")
+@_server_options
+@_reports_errors
+def jobs_convert(job_id: str, output_format: str, **opts: Any) -> None:
+    """A succeeded job's result in other formats, as a new job: the model does not run again."""
+    asked = _formats(output_format)
+    _run(opts, lambda p3d: p3d.jobs.convert(job_id, asked))
 
 
 @jobs.command("download")
