@@ -18,7 +18,17 @@ import pygltflib
 import pytest
 import trimesh
 from PIL import Image
-from client_helpers import IMAGES, MESHES, SHARED, assert_valid_gltf, is_closed, read_fbx, submit, upload
+from client_helpers import (
+    IMAGES,
+    MESHES,
+    SHARED,
+    assert_valid_gltf,
+    is_closed,
+    read_fbx,
+    submit,
+    textured_goblin_zip,
+    upload,
+)
 from server import ROOT, ServerProcess
 
 from pocket3d.geometry.preview import PART_COLOURS
@@ -191,6 +201,33 @@ def test_generate_then_rig_by_chaining_then_convert_to_fbx(shipped: httpx.Client
     fbx.write_bytes(r.content)
     (armature,) = read_fbx(fbx)["armatures"]
     assert len(armature["bones"]) == len(skin.joints), "the same skeleton: the rig was converted, not redone"
+
+
+def _texture_colours(data: bytes) -> set[tuple[int, int, int]]:
+    """The colours that cover most of the base-colour texture(s) in a GLB."""
+    scene = trimesh.load(io.BytesIO(data), file_type="glb", force="scene")
+    found = set()
+    for geometry in scene.geometry.values():
+        image = getattr(geometry.visual.material, "baseColorTexture", None)
+        assert image is not None, "the texture survived"
+        counts = image.convert("RGB").getcolors(maxcolors=1 << 16) or []
+        found |= {c for n, c in counts if n > 0.1 * image.width * image.height}
+    return found
+
+
+def test_a_textured_obj_zip_keeps_its_texture_through_the_builtin_models(shipped: httpx.Client,
+                                                                          tmp_path: Path) -> None:
+    """The goblin uploaded with its MTL and texture as one zip: segmented and rigged, the GLBs carry that
+    texture; a job's OBJ output (a zip with its texture) feeds the next job the same way."""
+    mesh_id = upload(shipped, textured_goblin_zip(tmp_path / "goblin.zip"))["file_id"]
+    uploaded = {(200, 30, 30), (30, 30, 200)}
+    segmented = _run(shipped, "/segment", {"mesh": mesh_id, "output_formats": ["glb", "obj"]})
+    assert _texture_colours(_download(shipped, segmented, "model.glb")) == uploaded
+    rigged = _run(shipped, "/rig", {"mesh": f"{segmented['job_id']}/model.obj.zip"})
+    data = _download(shipped, rigged, "model.glb")
+    assert assert_valid_gltf(data, tmp_path)["numErrors"] == 0
+    assert _texture_colours(data) == uploaded
+    assert len(pygltflib.GLTF2.load_from_bytes(data).skins) == 1
 
 
 def test_requests_a_model_would_refuse_are_refused_at_once(shipped: httpx.Client) -> None:

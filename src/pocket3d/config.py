@@ -174,7 +174,8 @@ class StorageSettings(_Section):
         from pocket3d.geometry import MeshLimits
 
         return MeshLimits(max_faces=self.max_mesh_faces, max_vertices=self.max_mesh_vertices,
-                          max_nodes=self.max_mesh_nodes, max_coordinate=self.max_mesh_coordinate)
+                          max_nodes=self.max_mesh_nodes, max_coordinate=self.max_mesh_coordinate,
+                          max_unpacked_bytes=int(self.max_file_size))  # a zip holds no more than an upload
 
 
 class LoggingSettings(_Section):

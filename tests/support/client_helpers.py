@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -108,3 +109,23 @@ def is_closed(mesh: trimesh.Trimesh) -> bool:
     vertices onto one point, and merging by position then joins surfaces that only touch."""
     edges = np.sort(weld(mesh.vertices, mesh.faces).mesh().edges, axis=1)
     return bool((np.unique(edges, axis=0, return_counts=True)[1] > 1).all())
+
+
+def textured_goblin_zip(dest: Path, colours: tuple = ((200, 30, 30), (30, 30, 200)), **extra: bytes) -> Path:
+    """The goblin OBJ (it has UVs and names material.mtl) zipped with that MTL and a texture in a sub-folder: the
+    left half of the image one colour, the right half another. ``extra``: more entries, name to bytes."""
+    import zipfile
+
+    from PIL import Image
+
+    image = Image.new("RGB", (64, 64), colours[0])
+    image.paste(colours[1], (32, 0, 64, 64))
+    png = io.BytesIO()
+    image.save(png, "PNG")
+    with zipfile.ZipFile(dest, "w", zipfile.ZIP_DEFLATED) as z:
+        z.write(MESHES / "typical_humanoid_goblin.obj", "goblin/typical_humanoid_goblin.obj")
+        z.writestr("goblin/material.mtl", "newmtl material_0\nKd 1 1 1\nmap_Kd textures/skin.png\n")
+        z.writestr("goblin/textures/skin.png", png.getvalue())
+        for name, data in extra.items():
+            z.writestr(name, data)
+    return dest

@@ -63,7 +63,10 @@ class SubdivideTestModel(ModelAdapter):
 
     def run(self, inputs: RunInputs, params: BaseModel, progress: ProgressFn) -> dict[str, Path]:
         assert inputs.mesh is not None
-        mesh = trimesh.load(str(inputs.mesh), force="mesh", process=False)
+        from pocket3d.geometry import load_scene  # what adapters read a mesh input with (it may be a mesh zip)
+        from pocket3d.geometry.meshes import one_mesh
+
+        mesh = one_mesh(load_scene(inputs.mesh, inputs.mesh.suffix.lstrip(".")))
         progress(0.5, "subdividing")
         mesh = mesh.subdivide()
         out = inputs.work_dir / "mesh.glb"

@@ -64,10 +64,13 @@ def inspect(path: Path, max_image_pixels: int, mesh_limits: geometry.MeshLimits 
         raise Pocket3DError(ErrorCode.EMPTY_UPLOAD, "the file is empty")
     with open(path, "rb") as f:
         head = f.read(4096)
+    if head.startswith(ZIP):
+        return _check_mesh_zip(path, mesh_limits)
     found = sniff(head, size)
     if found is None:
         raise Pocket3DError(ErrorCode.UNSUPPORTED_MEDIA_TYPE,
-                            "not an image (PNG, JPEG, WebP) or a mesh (GLB, glTF, OBJ, PLY, STL, FBX)",
+                            "not an image (PNG, JPEG, WebP), a mesh (GLB, glTF, OBJ, PLY, STL, FBX) or a zip of an "
+                            "OBJ or glTF with its files",
                             hint="convert it to PNG (an image) or GLB (a mesh) and send it again")
     kind, fmt = found
     if kind == "image":
@@ -82,9 +85,29 @@ def inspect(path: Path, max_image_pixels: int, mesh_limits: geometry.MeshLimits 
             fbx_check.check(path, ascii_ok=True)
     except geometry.MeshError as e:
         retry = e.details.get("retry_after")
-        raise Pocket3DError(e.code, str(e), {"format": fmt, **e.details},
+        raise Pocket3DError(e.code, str(e), {"format": fmt, **e.details}, hint=e.hint or _alone_hint(fmt, e),
                             headers={"Retry-After": str(retry)} if retry else None) from None
     return Media("mesh", fmt, MESH_MEDIA[fmt])
+
+
+ZIP = b"PK\x03\x04"
+
+
+def _check_mesh_zip(path: Path, limits: geometry.MeshLimits) -> Media:
+    """An OBJ or glTF with the files it names, in one zip: checked as the models will read it."""
+    try:
+        fmt = geometry.zip_format(path, limits)
+        geometry.load_scene(path, fmt, limits)
+    except geometry.MeshError as e:
+        raise Pocket3DError(e.code, str(e), {"format": "zip", **e.details}, hint=e.hint) from None
+    return Media("mesh", fmt, "application/zip")
+
+
+def _alone_hint(fmt: str, e: geometry.MeshError) -> str | None:
+    """A glTF or OBJ that names files of its own: they come with it in a zip."""
+    if fmt in ("gltf", "obj") and "refers to another file" in str(e):
+        return f"upload the {fmt.upper()} and the files it names as one zip"
+    return None
 
 
 def _check_image(path: Path, max_pixels: int) -> Media:

@@ -7,7 +7,7 @@ from pocket3d.geometry.formats import FORMATS, MeshFormat, format_of, unavailabl
 from pocket3d.geometry.meshes import only_triangles
 from pocket3d.geometry.gltf_writer import Skeleton, write_face_labels, write_segmented_glb, write_skinned_glb
 from pocket3d.geometry.preview import render_preview
-from pocket3d.geometry.validate import LOADABLE, MeshLimits, check, load_scene
+from pocket3d.geometry.validate import LOADABLE, MeshLimits, check, load_scene, zip_format
 
 
 def export_scene(scene, fmt: str, dest) -> None:  # noqa: ANN001 - trimesh.Scene, Path
@@ -20,4 +20,4 @@ def export_scene(scene, fmt: str, dest) -> None:  # noqa: ANN001 - trimesh.Scene
 
 __all__ = ["FORMATS", "LOADABLE", "MeshError", "MeshFormat", "MeshLimits", "Skeleton", "check", "decimate_mesh",
            "decimate_scene", "export_scene", "format_of", "load_scene", "render_preview", "unavailable_formats",
-           "write_face_labels", "write_segmented_glb", "write_skinned_glb"]
+           "write_face_labels", "write_segmented_glb", "write_skinned_glb", "zip_format"]

@@ -7,6 +7,7 @@ transform."""
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import trimesh
 
 from pocket3d.errors import ErrorCode
 from pocket3d.geometry.errors import MeshError
-from pocket3d.geometry.formats import FORMATS, gltf
+from pocket3d.geometry.formats import FORMATS, gltf, zipped
 
 
 @dataclass(frozen=True)
@@ -26,15 +27,21 @@ class MeshLimits:
     # Largest absolute world coordinate. Far beyond any object in metres (or millimetres); what lies beyond it
     # overflows float32 arithmetic (squares, cross products) in the models.
     max_coordinate: float = 1e7
+    # A mesh zip (formats.zipped): its entries, and the bytes they unpack to.
+    max_zip_entries: int = 256
+    max_unpacked_bytes: int = 500 * 1024 * 1024
 
 
 LOADABLE = frozenset(name for name, f in FORMATS.items() if f.loader is not None)
 
 
 def load_scene(path: Path, fmt: str, limits: MeshLimits = MeshLimits()) -> trimesh.Scene:
+    """The mesh file at ``path`` (``fmt``: its format; an OBJ or glTF may come as a zip with its files), checked."""
     spec = FORMATS.get(fmt)
     if spec is None or spec.loader is None:
         raise MeshError(f"{fmt.upper()} files cannot be read here")
+    if fmt in zipped.MESH_SUFFIXES.values() and zipped.is_zip(path):
+        return _load_zip(path, limits)
     if fmt in ("glb", "gltf"):
         _check_nodes(gltf.declared_nodes(path, fmt) or 0, limits)
     try:
@@ -43,6 +50,26 @@ def load_scene(path: Path, fmt: str, limits: MeshLimits = MeshLimits()) -> trime
         raise
     except Exception as e:  # trimesh raises many types for malformed files
         raise MeshError(f"the {fmt.upper()} file does not parse: {_short(e)}") from None
+    check(scene, limits)
+    return scene
+
+
+def zip_format(path: Path, limits: MeshLimits = MeshLimits()) -> str:
+    """The format of the mesh in a mesh zip (raises MeshError if the zip is refused)."""
+    with zipped.opened(path, limits.max_zip_entries, limits.max_unpacked_bytes) as bundle:
+        return bundle.format
+
+
+def _load_zip(path: Path, limits: MeshLimits) -> trimesh.Scene:
+    with zipped.opened(path, limits.max_zip_entries, limits.max_unpacked_bytes) as bundle:
+        if bundle.format in ("glb", "gltf"):
+            _check_nodes(gltf.declared_nodes(io.BytesIO(bundle.read(bundle.main)), bundle.format) or 0, limits)
+        try:
+            scene = bundle.load()
+        except MeshError:
+            raise
+        except Exception as e:
+            raise MeshError(f"{bundle.main} in the zip does not parse: {_short(e)}") from None
     check(scene, limits)
     return scene
 

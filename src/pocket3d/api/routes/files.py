@@ -22,8 +22,9 @@ router = APIRouter(tags=["Files"])
 UPLOAD_BODY = {"required": True, "content": {"multipart/form-data": {"schema": {
     "type": "object", "required": ["file"],
     "properties": {"file": {"type": "string", "contentMediaType": "application/octet-stream",
-                            "description": "an image (PNG, JPEG, WebP) or a mesh (GLB, glTF, OBJ, PLY, STL, FBX); "
-                                           "the type is read from the content, not the name"}}}}}}
+                            "description": "an image (PNG, JPEG, WebP), a mesh (GLB, glTF, OBJ, PLY, STL, FBX), or a "
+                                           "zip of one OBJ or glTF with the files it names (MTL, textures, "
+                                           "buffers); the type is read from the content, not the name"}}}}}}
 
 
 def _store_upload(node: Node, owner_id: str, staged: uploads.StagedFile) -> FileInfo:
