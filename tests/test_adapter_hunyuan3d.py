@@ -52,6 +52,7 @@ def weights(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 def registry(weights: dict[str, Path], hunyuan_weights: Path | None = None) -> str:
     return f"""
+entry_points: false  # only the models listed here, not the installed built-ins
 models:
   mesh_generation:
     hunyuan3d-2:

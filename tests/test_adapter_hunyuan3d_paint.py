@@ -112,6 +112,7 @@ def models_yaml(tmp: Path, *, h3d2: Path, shape21: Path, checkout: Path, dino: P
     adapters = "pocket3d.models.adapters"
     cpu = 'devices: ["cpu"]\n      vram_requirement: 0\n      supported_outputs: ["glb", "obj"]'
     return f"""
+entry_points: false  # only the models listed here, not the installed built-ins
 models:
   mesh_generation:
     hunyuan3d-2.1:

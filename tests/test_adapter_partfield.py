@@ -118,6 +118,7 @@ def _standins_importable() -> Iterator[None]:
 def registry(f: dict[str, Path]) -> str:
     common = 'vram_requirement: 0\n      devices: ["cpu"]\n      supported_outputs: ["glb"]'
     return f"""
+entry_points: false  # only the models listed here, not the installed built-ins
 models:
   segmentation:
     partfield:

@@ -53,6 +53,7 @@ def registry(tmp: Path) -> Path:
       devices: ["cpu"]
       cutout: true"""
     return write_models(tmp, f"""
+entry_points: false  # only the models listed here, not the installed built-ins
 models:
   mesh_generation:
     sam3d-objects:{entry}

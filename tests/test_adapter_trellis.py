@@ -57,6 +57,7 @@ def _weights(root: Path) -> dict[str, Path]:
 
 
 REGISTRY = """
+entry_points: false  # only the models listed here, not the installed built-ins
 models:
   mesh_generation:
     trellis-image-large:

@@ -127,6 +127,7 @@ def registry(tmp: Path) -> Path:
       supported_outputs: ["glb", "fbx"]
       devices: ["cpu"]"""
     return write_models(tmp, f"""
+entry_points: false  # only the models listed here, not the installed built-ins
 models:
   auto_rigging:
     unirig:{entry}

@@ -306,6 +306,7 @@ def test_system_endpoints_and_request_ids(client: httpx.Client, server) -> None:
 def test_ready_is_503_with_reasons_when_a_feature_has_no_model(make_server, tmp_path) -> None:
     only_mesh = tmp_path / "models.yaml"
     only_mesh.write_text("""
+entry_points: false  # only the models listed here, not the installed built-ins
 models:
   mesh_generation:
     test_heightfield:

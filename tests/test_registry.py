@@ -117,7 +117,8 @@ def test_a_plugin_package_adds_a_model_through_its_entry_point(tmp_path) -> None
     out = cli(tmp_path / "data", "models", "--json", models=empty,
               env={"PYTHONPATH": f"{site}:{Path(__file__).parent / 'support'}"})
     listing = json.loads(out.stdout)
-    (acme,) = listing["models"]
+    acme, *builtins = listing["models"]  # another package's models before pocket3d's own built-ins
     assert acme["id"] == "acme-seg" and acme["feature"] == "segmentation"
+    assert builtins and all(m["id"].startswith("builtin_") for m in builtins)
     assert acme["available"] is False and acme["reasons"] == ["python package 'acme_cuda_kernels' is not installed"]
     assert any("broken" in p and "not a ModelAdapter" in p for p in listing["problems"])

@@ -25,9 +25,14 @@ def test_a_skinned_result_keeps_its_skin_through_export(client, tmp_path) -> Non
     job = submit(client, "/rig?wait=30", {"mesh": mesh_id, "model_preference": "test_skinned_tube",
                                           "output_format": "fbx"}, expect=200)
     fbx = tmp_path / "rig.fbx"
-    fbx.write_bytes(client.get(job["outputs"][0]["url"].removeprefix("/api/v1")).content)
+    fbx.write_bytes(client.get(_model_url(job)).content)
     (armature,) = read_fbx(fbx)["armatures"]
     assert armature["bones"] == ["root", "mid", "tip"]
+
+
+def _model_url(job: dict) -> str:
+    """The mesh among the outputs (the cut-out stage's image comes first)."""
+    return next(o["url"] for o in job["outputs"] if o["name"].startswith("model.")).removeprefix("/api/v1")
 
 
 def test_silhouette_material_is_matte_white_with_a_texture_and_no_black_fringe(client, tmp_path) -> None:
@@ -35,7 +40,7 @@ def test_silhouette_material_is_matte_white_with_a_texture_and_no_black_fringe(c
     job = submit(client, "/mesh/generate?wait=30", {"images": [file_id], "model_preference": "builtin_silhouette"},
                  expect=200)
     glb = tmp_path / "m.glb"
-    glb.write_bytes(client.get(job["outputs"][0]["url"].removeprefix("/api/v1")).content)
+    glb.write_bytes(client.get(_model_url(job)).content)
     gltf = pygltflib.GLTF2().load(str(glb))
     (material,) = gltf.materials
     pbr = material.pbrMetallicRoughness
@@ -48,7 +53,7 @@ def test_silhouette_material_is_matte_white_with_a_texture_and_no_black_fringe(c
     job = submit(client, "/mesh/generate?wait=30", {"images": [file_id], "model_preference": "builtin_silhouette",
                                                     "output_format": "fbx"}, expect=200)
     fbx = tmp_path / "m.fbx"
-    fbx.write_bytes(client.get(job["outputs"][0]["url"].removeprefix("/api/v1")).content)
+    fbx.write_bytes(client.get(_model_url(job)).content)
     assert read_fbx(fbx)["meshes"][0]["images"] >= 1
 
 

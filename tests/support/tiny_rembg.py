@@ -1,6 +1,6 @@
 """A tiny ONNX "segmentation model" in rembg's model folder, built by the tests themselves.
 
-TEST DOUBLE for rembg's downloaded u2net.onnx, which cannot be fetched here: one graph with u2net's interface
+TEST DOUBLE for the u2netp.onnx rembg uses (pocket3d weights fetch is not run for these tests): one graph with its interface
 (an image [1, 3, 320, 320] in, a saliency map [1, 1, 320, 320] first out) that scores each pixel by how dark it
 is, plus a centred disk (objects are framed in the middle, and the random pictures of the tiny text-to-image
 double have no object of their own to find). rembg's own session, normalisation, mask post-processing and
@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 
-def build(folder: Path, name: str = "u2net") -> Path:
+def build(folder: Path, name: str = "u2netp") -> Path:
     import numpy as np
     import onnx
     from onnx import TensorProto, helper, numpy_helper

@@ -53,7 +53,7 @@ def create_app(node: Node, *, manage_node: bool = True) -> FastAPI:
         app.include_router(router, prefix="/api/v1")
 
     # The web app takes "/" over when there is one; until then "/" leads to the docs.
-    @app.get("/", include_in_schema=False)
+    @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
     async def home() -> RedirectResponse:
         return RedirectResponse(openapi.DOCS_URL)
 

@@ -18,6 +18,7 @@ cut-out) to the next stages that take images (``scheduler.stage_io.materialize``
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -76,9 +77,11 @@ def plan(registry: Registry, feature: Feature, input_kinds: set[str], mesh_forma
         model = registry.get(preference) if preference in registry else None
         if model is None or model.spec.feature != feature:
             known = sorted(m.spec.id for m in registry.for_feature(feature))
+            close = difflib.get_close_matches(preference, known, n=1, cutoff=0.7)
             raise Pocket3DError(ErrorCode.UNKNOWN_MODEL, f"no model {preference!r} for {feature.value}",
                                 {"model": preference, "models_for_feature": known},
-                                hint=f"GET /api/v1/system/models lists the models; for {feature.value}: "
+                                hint=(f"did you mean {close[0]!r}? " if close else "") +
+                                f"GET /api/v1/system/models lists the models; for {feature.value}: "
                                 f"{', '.join(known) or 'none'}. Leave model_preference out to let the server pick")
         candidates = [model]
     else:

@@ -14,7 +14,10 @@ models.yaml keeps the seed design's shape, models grouped by feature::
           options: {weights: /srv/weights/my_model}   # optional, handed to the adapter
 
 A plugin package that declares ``default_spec`` on its adapter class is registered without any YAML; a YAML
-entry with the same id overrides it, and ``enabled: false`` turns a model off.
+entry with the same id overrides it, and ``enabled: false`` turns a model off. pocket3d's own built-in models
+register the same way, so an installed pocket3d offers them with no models.yaml at all. Models the file does not
+list come after those it lists: other packages' first, then pocket3d's built-ins, the fallback of last resort.
+``entry_points: false`` at the top of the file offers only the models it lists.
 """
 
 from __future__ import annotations
@@ -78,6 +81,8 @@ class ModelEntry(BaseModel):
 
 class ModelsFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
+    # False: only the models listed here (a `class` may still name an entry point)
+    entry_points: bool = True
     models: dict[Feature, dict[str, ModelEntry]] = Field(default_factory=dict)
 
 
@@ -104,6 +109,7 @@ class Registry:
     def from_config(cls, models_file: Path | None, use_entry_points: bool = True) -> Registry:
         plugins, problems = _load_entry_points() if use_entry_points else ({}, [])
         entries = _read_models_file(models_file) if models_file is not None else ModelsFile()
+        unlisted = plugins if entries.entry_points else {}
         models: list[RegisteredModel] = []
         seen: set[str] = set()
         for feature, group in entries.models.items():
@@ -113,7 +119,10 @@ class Registry:
                 seen.add(model_id)
                 if entry.enabled:
                     models.append(_from_entry(model_id, feature, entry, plugins, models_file))
-        for name, adapter in plugins.items():
+        # Other packages' models before pocket3d's own built-ins (they are there to be used), the built-ins in
+        # their order of preference (entry points come in no useful order).
+        ordered = sorted(unlisted.items(), key=lambda item: _offer_order(*item))
+        for name, adapter in ordered:
             spec = getattr(adapter, "default_spec", None)
             if isinstance(spec, ModelSpec) and spec.id not in seen:
                 seen.add(spec.id)
@@ -206,6 +215,13 @@ def _load_entry_points() -> tuple[dict[str, type[ModelAdapter]], list[str]]:
     for p in problems:
         log.warning(p)
     return plugins, problems
+
+
+def _offer_order(name: str, adapter: type[ModelAdapter]) -> tuple[bool, int]:
+    from pocket3d.models.builtin import PREFERENCE
+
+    own = adapter.__module__.startswith("pocket3d.")
+    return own, PREFERENCE.index(name) if own and name in PREFERENCE else len(PREFERENCE)
 
 
 def _resolve_class(name: str, plugins: dict[str, type[ModelAdapter]]) -> type[ModelAdapter]:

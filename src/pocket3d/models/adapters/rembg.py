@@ -2,8 +2,10 @@
 object cut out (``cutout: true``).
 
 ``rembg.new_session(model_name)`` loads ``<model_name>.onnx`` from rembg's model folder, which
-``options.weights`` names (it becomes ``U2NET_HOME`` in the worker); rembg downloads the file there on the first
-load when it is missing and the machine is online. The stage writes the cut-out as an RGBA PNG: a downloadable
+``options.weights`` names (it becomes ``U2NET_HOME`` in the worker). By default that is pocket3d's weights folder
+and the session ``u2netp``: the file ``pocket3d weights fetch`` puts there (byte-identical to the one rembg would
+download), which the built-in ``builtin_u2netp`` uses too. For another session (``options.session``) rembg
+downloads the file on the first load when it is missing and the machine is online. The stage writes the cut-out as an RGBA PNG: a downloadable
 output of the job (``remove_background.png``) and the image the next stage gets.
 """
 
@@ -15,6 +17,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from pocket3d.models import weights as known_weights
 from pocket3d.models.adapters.base import WeightedModel, has_alpha_cutout, hub_offline, rgba_image
 from pocket3d.models.spec import InputRejected, ModelSpec, ProgressFn, RunInputs
 
@@ -37,6 +40,8 @@ class RembgModel(WeightedModel):
         onnx = folder / f"{_session_name(spec)}.onnx"
         if onnx.exists():
             return []
+        if "weights" not in spec.options and _session_name(spec) in known_weights.KNOWN:
+            return [known_weights.missing_reason(_session_name(spec)) or f"{onnx} is missing"]
         if "weights" in spec.options and not folder.exists():
             return [f"weights not found at {folder}"]
         if hub_offline():
@@ -44,8 +49,7 @@ class RembgModel(WeightedModel):
         return []
 
     def build(self) -> Any:
-        if "weights" in self.spec.options:
-            os.environ["U2NET_HOME"] = str(_model_dir(self.spec))  # rembg reads it when the session is made
+        os.environ["U2NET_HOME"] = str(_model_dir(self.spec))  # rembg reads it when the session is made
         import rembg
 
         providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if self.torch_device.startswith("cuda") \
@@ -74,11 +78,10 @@ class RembgModel(WeightedModel):
 
 
 def _session_name(spec: ModelSpec) -> str:
-    return str(spec.options.get("session", "u2net"))
+    return str(spec.options.get("session", "u2netp"))
 
 
 def _model_dir(spec: ModelSpec) -> Path:
     if "weights" in spec.options:
         return Path(str(spec.options["weights"])).expanduser()
-    home = os.environ.get("U2NET_HOME") or os.path.join(os.environ.get("XDG_DATA_HOME", "~"), ".u2net")
-    return Path(home).expanduser()
+    return known_weights.weights_dir()

@@ -22,7 +22,8 @@ from PIL import Image, ImageOps
 from scipy import ndimage
 from pydantic import BaseModel, ConfigDict, Field
 
-from pocket3d.models.spec import InputRejected, ModelAdapter, ProgressFn, RunInputs
+from pocket3d.models.builtin import MESH_OUTPUTS, builtin_spec
+from pocket3d.models.spec import Feature, InputRejected, ModelAdapter, ProgressFn, RunInputs
 
 GRID = {"low": 96, "medium": 160, "high": 256}  # mesh grid, longest side, by quality
 
@@ -37,6 +38,10 @@ class SilhouetteInflationModel(ModelAdapter):
     """Built-in CPU image → mesh (silhouette inflation); no weights."""
 
     Params = SilhouetteParams
+    default_spec = builtin_spec(
+        "builtin_silhouette", Feature.MESH_GENERATION, {"image"}, MESH_OUTPUTS,
+        "Built-in CPU baseline: the image's silhouette inflated into a closed mesh, the image as texture",
+        cutout=True)
 
     def run(self, inputs: RunInputs, params: SilhouetteParams, progress: ProgressFn) -> dict[str, Path]:
         if not inputs.images:

@@ -28,7 +28,8 @@ from skimage.measure import marching_cubes
 from pocket3d.geometry.decimate import decimate_mesh
 from pocket3d.models.builtin.image_to_mesh import cut_out, read_image
 from pocket3d.models.builtin.texturing import AZIMUTHS_HELP, MAX_VIEWS, View, bake_views, default_azimuths, unwrap
-from pocket3d.models.spec import InputRejected, ModelAdapter, ProgressFn, RunInputs
+from pocket3d.models.builtin import MESH_OUTPUTS, builtin_spec
+from pocket3d.models.spec import Feature, InputRejected, ModelAdapter, ProgressFn, RunInputs
 
 GRID = {"low": 64, "medium": 112, "high": 160}  # voxels along the object's height, by quality
 MAX_VOXELS = 8_000_000  # about 8 MB of occupancy and 40 MB for the smoothed field, whatever the object's shape
@@ -47,6 +48,9 @@ class VisualHullModel(ModelAdapter):
     """Built-in CPU multi-image → mesh (visual hull, texture projected from the views); no weights."""
 
     Params = MultiViewParams
+    default_spec = builtin_spec(
+        "builtin_visual_hull", Feature.MESH_GENERATION, {"multiview"}, MESH_OUTPUTS,
+        "Built-in CPU baseline: the visual hull of 2-4 views, textured by projecting the views", cutout=True)
 
     @classmethod
     def check_request(cls, *, images: int, text: str | None, params: MultiViewParams) -> None:

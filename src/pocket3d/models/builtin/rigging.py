@@ -69,8 +69,10 @@ from pocket3d.geometry.decimate import decimate_mesh
 from pocket3d.geometry.gltf_writer import Skeleton, write_skinned_glb
 from pocket3d.geometry.meshes import one_mesh, weld
 from pocket3d.geometry.validate import load_scene
+from pocket3d.formats import formats_for
+from pocket3d.models.builtin import builtin_spec
 from pocket3d.models.builtin.guards import require_finite
-from pocket3d.models.spec import InputRejected, ModelAdapter, ProgressFn, RunInputs
+from pocket3d.models.spec import Feature, InputRejected, ModelAdapter, ProgressFn, RunInputs
 
 GRID = {"low": 64, "medium": 96, "high": 128}  # voxels along the longest side, by quality
 COVER_SCALE = 2.0  # TEASAR: a path covers the voxels within this many times its distance to the surface
@@ -97,6 +99,9 @@ class GeometricRiggingModel(ModelAdapter):
     """Built-in CPU auto-rigging (medial-axis skeleton, bone-heat weights); no weights to download."""
 
     Params = RiggingParams
+    default_spec = builtin_spec(
+        "builtin_rigging", Feature.AUTO_RIGGING, {"mesh"}, formats_for(Feature.AUTO_RIGGING),
+        "Built-in CPU baseline: skeleton from the voxelised shape's medial axis, bone-heat skin weights")
 
     def run(self, inputs: RunInputs, params: RiggingParams, progress: ProgressFn) -> dict[str, Path]:
         if inputs.mesh is None:

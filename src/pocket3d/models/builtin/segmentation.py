@@ -60,7 +60,9 @@ from skimage.morphology import skeletonize
 from pocket3d.geometry.gltf_writer import write_face_labels, write_segmented_glb
 from pocket3d.geometry.meshes import one_mesh, weld
 from pocket3d.geometry.validate import load_scene
-from pocket3d.models.spec import InputRejected, ModelAdapter, ProgressFn, RunInputs
+from pocket3d.formats import formats_for
+from pocket3d.models.builtin import builtin_spec
+from pocket3d.models.spec import Feature, InputRejected, ModelAdapter, ProgressFn, RunInputs
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +96,10 @@ class GeometricSegmentationModel(ModelAdapter):
     """Built-in CPU part segmentation (components, sharp edges, curvature, skeleton); no weights."""
 
     Params = SegmentationParams
+    default_spec = builtin_spec(
+        "builtin_segmentation", Feature.SEGMENTATION, {"mesh"}, formats_for(Feature.SEGMENTATION),
+        "Built-in CPU baseline: connected components, then sharp concave edges or curvature regions or skeleton "
+        "branches")
 
     def run(self, inputs: RunInputs, params: SegmentationParams, progress: ProgressFn) -> dict[str, Path]:
         if inputs.mesh is None:

@@ -44,7 +44,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from scipy.interpolate import PchipInterpolator
 
 from pocket3d.models.builtin.words import MATERIALS, RGB, Appearance, parse_appearance
-from pocket3d.models.spec import InputRejected, ModelAdapter, ProgressFn, RunInputs
+from pocket3d.models.builtin import MESH_OUTPUTS, builtin_spec
+from pocket3d.models.spec import Feature, InputRejected, ModelAdapter, ProgressFn, RunInputs
 
 # Tessellation by quality: sections around a revolved part, icosphere subdivisions, points along a profile.
 TESSELLATION = {"low": (16, 2, 8), "medium": (32, 3, 16), "high": (64, 4, 32)}
@@ -73,6 +74,9 @@ class ProceduralTextModel(ModelAdapter):
     """Built-in CPU text → mesh (a procedural library of object classes); no weights."""
 
     Params = ProceduralTextParams
+    default_spec = builtin_spec(
+        "builtin_procedural", Feature.MESH_GENERATION, {"text"}, MESH_OUTPUTS,
+        "Built-in CPU baseline: a procedural object from a fixed library, picked and coloured by the prompt's words")
 
     def run(self, inputs: RunInputs, params: ProceduralTextParams, progress: ProgressFn) -> dict[str, Path]:
         text = (inputs.text or "").strip()

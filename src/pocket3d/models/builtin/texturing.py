@@ -51,7 +51,8 @@ from pocket3d.models.builtin import uv_atlas
 from pocket3d.models.builtin.guards import require_finite
 from pocket3d.models.builtin.image_to_mesh import cut_out, read_image
 from pocket3d.models.builtin.words import Appearance, parse_appearance
-from pocket3d.models.spec import InputRejected, ModelAdapter, ProgressFn, RunInputs
+from pocket3d.models.builtin import MESH_OUTPUTS, builtin_spec
+from pocket3d.models.spec import Feature, InputRejected, ModelAdapter, ProgressFn, RunInputs
 
 RGB = tuple[float, float, float]
 NEUTRAL_GREY: RGB = (0.7, 0.7, 0.7)
@@ -582,6 +583,10 @@ class ProjectionTextureModel(ModelAdapter):
     """Built-in CPU texturing: xatlas UVs, colours projected from reference images or taken from the prompt."""
 
     Params = TextureParams
+    default_spec = builtin_spec(
+        "builtin_projection_paint", Feature.TEXTURE_GENERATION, {"mesh", "text", "image", "multiview"}, MESH_OUTPUTS,
+        "Built-in CPU baseline: xatlas UVs, texture baked from 1-4 reference images by projection, or coloured "
+        "from the prompt's words", cutout=True)
 
     @classmethod
     def check_request(cls, *, images: int, text: str | None, params: TextureParams) -> None:
