@@ -93,3 +93,13 @@ def test_the_pipeline_uses_u2netp_when_fetched_and_grabcut_otherwise(monkeypatch
         (tmp_path / "u2netp.onnx").unlink()
         (tmp_path / "u2netp.onnx").symlink_to(fetched)
         assert _cutout_model(monkeypatch, tmp_path) == "builtin_u2netp"
+
+
+def test_quality_high_says_when_u2net_is_not_fetched(u2netp: U2NetCutoutModel) -> None:
+    if weights.missing_reason("u2net") is None:
+        pytest.skip("U²-Net is fetched here: quality high uses it")
+    rgb, truth = _noisy("typical_misc_crate.png")
+    messages: list[str | None] = []
+    alpha = u2netp.mask(rgb, "high", lambda _, message=None: messages.append(message))
+    assert any("pocket3d weights fetch u2net" in (m or "") for m in messages), messages
+    assert _iou(alpha > 127, truth) > 0.9, "and cuts out with U²-Netp meanwhile"
