@@ -44,8 +44,10 @@ def main(ctx: click.Context, config: Path | None, data_dir: Path | None, models:
 @main.command()
 @click.option("--host", default=None, help="bind address (server.host; default 127.0.0.1)")
 @click.option("--port", type=int, default=None, help="port (server.port; default 8000)")
+@click.option("--log-format", type=click.Choice(["text", "json"]), default=None,
+              help="text for people, json (one object a line) for a log shipper (logging.format; default text)")
 @click.pass_context
-def serve(ctx: click.Context, host: str | None, port: int | None) -> None:
+def serve(ctx: click.Context, host: str | None, port: int | None, log_format: str | None) -> None:
     """Run the API, the scheduler and the workers in this process."""
     import uvicorn
 
@@ -58,7 +60,7 @@ def serve(ctx: click.Context, host: str | None, port: int | None) -> None:
         settings.check_can_serve()
     except ConfigError as e:
         raise click.ClickException(str(e)) from None
-    logs.configure(settings)
+    logs.configure(settings, log_format)
     try:
         node = Node(settings)
     except ConfigError as e:

@@ -178,9 +178,40 @@ class StorageSettings(_Section):
                           max_unpacked_bytes=int(self.max_file_size))  # a zip holds no more than an upload
 
 
+class WebhookSettings(_Section):
+    allow_hosts: list[str] = Field(default_factory=list, description="host names, addresses or networks (CIDR) "
+                                   "that deliveries may reach although they are loopback, private, link-local or "
+                                   "cloud metadata; everything else of that kind is refused")
+    timeout: float = Field(10.0, gt=0, le=300, description="seconds one attempt may take, answer included")
+    max_response_size: ByteSize = Field(ByteSize(64 * 1024), description="more of an answer is not read")
+    max_redirects: int = Field(3, ge=0, le=10, description="307/308 redirects followed, each checked again")
+    retry_base: float = Field(5.0, gt=0, description="seconds before the first retry; doubled at each retry, "
+                              "with jitter")
+    retry_max_delay: float = Field(3600.0, gt=0, description="the longest wait between two attempts")
+    retry_for: float = Field(86400.0, gt=0, description="seconds after which a delivery that never got a 2xx "
+                             "is marked failed")
+    progress_interval: float = Field(10.0, ge=0, description="at most one job.progress event a job per this many "
+                                     "seconds")
+    max_endpoints: int = Field(5, ge=0, le=100, description="registered endpoints per owner")
+    concurrency: int = Field(4, ge=1, le=64, description="deliveries in flight at once")
+
+
+class MetricsSettings(_Section):
+    enabled: bool = True
+    port: int | None = Field(None, ge=1, le=65535, description="also serve /metrics on this port, without auth "
+                             "(for a scraper inside the network); on the API port it needs an admin key")
+    host: str = Field("127.0.0.1", description="address of metrics.port")
+
+
+LogFormat = Literal["text", "json"]
+TEXT_LOG_PATTERN = "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"
+
+
 class LoggingSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
-    format: str = "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"
+    format: LogFormat = Field("text", description="text: one line for people (text_pattern); json: one JSON "
+                              "object a line, for a log shipper")
+    text_pattern: str = TEXT_LOG_PATTERN
     file: Path | None = Field(None, description="relative paths are under data_dir; unset logs to stderr only")
     max_size: ByteSize = ByteSize(10 * 1024 * 1024)
     backup_count: int = Field(5, ge=0)
@@ -189,6 +220,14 @@ class LoggingSettings(_Section):
     @classmethod
     def _upper(cls, v: Any) -> Any:
         return v.upper() if isinstance(v, str) else v
+
+    @model_validator(mode="before")
+    @classmethod
+    def _pattern_in_format(cls, data: Any) -> Any:
+        # Before "json" existed, `format` held the text pattern: such a file keeps working.
+        if isinstance(data, dict) and isinstance(data.get("format"), str) and "%(" in data["format"]:
+            data = {**data, "text_pattern": data["format"], "format": "text"}
+        return data
 
 
 class Settings(BaseSettings):
@@ -203,6 +242,8 @@ class Settings(BaseSettings):
     scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
     storage: StorageSettings = Field(default_factory=StorageSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
+    webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
 
     @property
     def db_url(self) -> str:

@@ -54,6 +54,11 @@ class ErrorCode(StrEnum):
     QUEUE_FULL = "QUEUE_FULL"
     CONCURRENCY_LIMITED = "CONCURRENCY_LIMITED"  # this owner has scheduler.max_jobs_per_owner jobs waiting or running
     IDEMPOTENCY_KEY_REUSED = "IDEMPOTENCY_KEY_REUSED"  # an Idempotency-Key sent again with another request
+    # webhooks
+    WEBHOOK_URL_INVALID = "WEBHOOK_URL_INVALID"  # not an http(s) URL with a host that resolves
+    WEBHOOK_URL_FORBIDDEN = "WEBHOOK_URL_FORBIDDEN"  # resolves to a loopback, private or metadata address
+    WEBHOOK_NOT_FOUND = "WEBHOOK_NOT_FOUND"
+    WEBHOOK_LIMIT_REACHED = "WEBHOOK_LIMIT_REACHED"  # the owner has webhooks.max_endpoints already
     # why a job failed (job.error.code)
     MODEL_ERROR = "MODEL_ERROR"
     INVALID_INPUT = "INVALID_INPUT"
@@ -103,6 +108,10 @@ HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.QUEUE_FULL: 503,
     ErrorCode.CONCURRENCY_LIMITED: 429,
     ErrorCode.IDEMPOTENCY_KEY_REUSED: 409,
+    ErrorCode.WEBHOOK_URL_INVALID: 422,
+    ErrorCode.WEBHOOK_URL_FORBIDDEN: 422,
+    ErrorCode.WEBHOOK_NOT_FOUND: 404,
+    ErrorCode.WEBHOOK_LIMIT_REACHED: 409,
     ErrorCode.NOT_READY: 503,
     ErrorCode.SERVER_BUSY: 503,
     ErrorCode.STORAGE_UNAVAILABLE: 503,

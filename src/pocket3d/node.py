@@ -1,4 +1,5 @@
-"""One pocket3d node: the store, artifacts, registry, event bus, scheduler and retention, wired together.
+"""One pocket3d node: the store, artifacts, registry, event bus, scheduler, retention, webhook sender and
+metrics, wired together.
 
 ``pocket3d serve`` builds one Node and hands it to the API. Tests build Nodes too, on temporary data dirs.
 """
@@ -25,7 +26,10 @@ from pocket3d.jobs.events import EventBus
 from pocket3d.jobs.records import JobStatus
 from pocket3d.jobs.snapshots import JobSnapshots
 from pocket3d.jobs.store import Store
+from pocket3d.metrics import Metrics
 from pocket3d.models.registry import Registry
+from pocket3d.outbound.guard import AddressGuard, Resolver
+from pocket3d.outbound.webhooks import WebhookSender
 from pocket3d.scheduler.node import NodeScheduler
 from pocket3d.storage import ArtifactStore, StorageUnavailable, open_store
 
@@ -145,7 +149,8 @@ class StorageHealth:
 
 
 class Node:
-    def __init__(self, settings: Settings, registry: Registry | None = None):
+    def __init__(self, settings: Settings, registry: Registry | None = None, *, resolver: Resolver | None = None):
+        """``resolver``: how outbound requests resolve host names (tests stub it; default the system's)."""
         self.settings = settings
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.lock = DataDirLock(settings.data_dir)
@@ -175,9 +180,15 @@ class Node:
             self.retention = Retention(self.store, self.artifacts, self.blob_lock)
             self.store.add_release_listener(self.retention.collect)
             self.storage_health = StorageHealth(self.store, self.artifacts.tmp, int(settings.storage.min_free_space))
+            self.metrics = Metrics(self.store)
             self.scheduler = NodeScheduler(settings=settings, store=self.store, artifacts=self.artifacts,
                                            registry=registry, blob_lock=self.blob_lock, release=self.release,
-                                           on_storage_failure=self.storage_health.failed)
+                                           on_storage_failure=self.storage_health.failed, observer=self.metrics)
+            self.metrics.watch(self.scheduler)
+            self.guard = AddressGuard(settings.webhooks.allow_hosts, resolver)
+            self.webhooks = WebhookSender(self.store, settings.webhooks, self.guard,
+                                          on_attempt=self.metrics.webhook_attempt,
+                                          on_outcome=self.metrics.webhook_outcome)
         except BaseException:
             self.lock.release()
             raise
@@ -189,6 +200,10 @@ class Node:
         if removed:
             log.warning("removed %d temporary file(s) left by a previous process", removed)
         self.scheduler.start()
+        # Embedded (SQLite under the data-dir lock), this is the only sender: what it had in flight is due now.
+        self.webhooks.start(only_sender=self.store.is_sqlite)
+        if self.settings.metrics.enabled and self.settings.metrics.port is not None:
+            self.metrics.serve(self.settings.metrics.host, self.settings.metrics.port)
         try:
             self.retention.sweep(time.time())
         except StorageUnavailable as e:  # an S3 store that is down: start anyway, not ready until it is back
@@ -199,6 +214,8 @@ class Node:
     def stop(self) -> None:
         self._stop.set()
         self.scheduler.stop()
+        self.webhooks.stop()
+        self.metrics.stop_serving()
         if self._sweeper is not None:
             self._sweeper.join(5)
         self.store.dispose()

@@ -1,12 +1,15 @@
-"""The FastAPI application: routes under /api/v1, one error format, request ids, CORS from config, the docs."""
+"""The FastAPI application: routes under /api/v1, /metrics, one error format, request ids and access lines,
+CORS from config, the docs."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from asgi_correlation_id import CorrelationIdMiddleware
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import RedirectResponse
@@ -17,8 +20,8 @@ from pocket3d import __version__
 from pocket3d.api import openapi
 from pocket3d.api.auth import AuthMiddleware
 from pocket3d.api.errors import install_handlers
-from pocket3d.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
-from pocket3d.api.routes import features, files, jobs, system
+from pocket3d.api.middleware import AccessLogMiddleware, BodyLimitMiddleware, valid_request_id
+from pocket3d.api.routes import features, files, jobs, metrics, system, webhooks
 from pocket3d.models.spec import Feature
 from pocket3d.node import Node
 
@@ -49,8 +52,10 @@ def create_app(node: Node, *, manage_node: bool = True) -> FastAPI:
     install_handlers(app)
     openapi.install(app)
 
-    for router in (features.router, jobs.router, system.router, files.router):
+    for router in (features.router, jobs.router, system.router, files.router, webhooks.router):
         app.include_router(router, prefix="/api/v1")
+    if settings.metrics.enabled:
+        app.include_router(metrics.router)
 
     # The web app takes "/" over when there is one; until then "/" leads to the docs.
     @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
@@ -70,7 +75,10 @@ def create_app(node: Node, *, manage_node: bool = True) -> FastAPI:
                                            "Idempotent-Replayed"])
     # Uploads stream to disk under storage.max_file_size (api.uploads); everything else is JSON.
     app.add_middleware(BodyLimitMiddleware, limit=int(settings.server.max_request_size), exempt=("/api/v1/files",))
-    app.add_middleware(RequestIdMiddleware)
+    app.add_middleware(AccessLogMiddleware, observe=node.metrics.observe_request)
+    # Ids are not secrets, only unique: random.getrandbits avoids a getrandom() syscall per request.
+    app.add_middleware(CorrelationIdMiddleware, header_name="X-Request-ID", validator=valid_request_id,
+                       generator=lambda: f"{random.getrandbits(128):032x}")
     return app
 
 

@@ -53,9 +53,17 @@ async def get_principal(request: Request, _bearer: Annotated[object, Security(BE
         raise Pocket3DError(ErrorCode.UNAUTHORIZED, "the API key is not valid or was revoked" if token else
                             "an API key is required: 'Authorization: Bearer <key>' or 'X-API-Key: <key>'",
                             headers={"WWW-Authenticate": "Bearer"}, hint=KEY_HINT)
+    request.state.key_id = principal.key_id  # for the access line: the key's id, never the key
+    return principal
+
+
+async def get_admin(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
+    if not principal.is_admin:
+        raise Pocket3DError(ErrorCode.FORBIDDEN, "this needs an admin key")
     return principal
 
 
 NodeDep = Annotated[Node, Depends(get_node)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
+AdminDep = Annotated[Principal, Depends(get_admin)]

@@ -1,73 +1,83 @@
-"""Request ids and body limits, as pure ASGI middleware (no per-request task, unlike BaseHTTPMiddleware)."""
+"""The access line, the 500 answer and body limits, as pure ASGI middleware (no per-request task, unlike
+BaseHTTPMiddleware). The request id itself is asgi-correlation-id's (``X-Request-ID``, taken from the client when
+it is sane, else made; returned on every answer)."""
 
 from __future__ import annotations
 
-import contextvars
 import logging
 import re
-import random
+import time
+from collections.abc import Callable
 
+from asgi_correlation_id import correlation_id
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 log = logging.getLogger(__name__)
-_request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
+access_log = logging.getLogger("pocket3d.access")
 _VALID_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+CLIENT_GONE = 499  # the status an access line gives a request whose client left first (nginx's convention)
 
 
 def current_request_id() -> str:
-    return _request_id.get()
+    return correlation_id.get() or "-"
 
 
-class RequestIdLogFilter(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        record.request_id = _request_id.get()
-        return True
+def valid_request_id(value: str) -> bool:
+    """A client's X-Request-ID is kept when it is short and plain; otherwise the request gets a fresh one."""
+    return bool(_VALID_ID.match(value))
 
 
-class RequestIdMiddleware:
-    """Takes ``X-Request-ID`` from the client when it is sane, else makes one; returns it on every answer."""
+def route_template(scope: Scope) -> str:
+    """``/api/v1/jobs/{job_id}`` rather than the path itself, so metrics and logs group by route."""
+    route = scope.get("route")
+    return getattr(route, "path_format", None) or getattr(route, "path", None) or "unmatched"
 
-    def __init__(self, app: ASGIApp):
-        self.app = app
+
+class AccessLogMiddleware:
+    """One access line per HTTP request (method, route template, status, seconds, key id: never the key) and its
+    duration for the metrics; an unhandled error becomes the 500 error body here, while the request id is known
+    (the app's outermost handler runs after the id is gone)."""
+
+    def __init__(self, app: ASGIApp, observe: Callable[[str, str, int, float], None] | None = None):
+        self.app, self.observe = app, observe
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        given = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"x-request-id"), "")
-        # Not a secret, only unique: random.getrandbits avoids a getrandom() syscall per request.
-        rid = given if _VALID_ID.match(given) else f"{random.getrandbits(128):032x}"
-        token = _request_id.set(rid)
-
-        async def send_with_id(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                message.setdefault("headers", [])
-                message["headers"] = list(message["headers"]) + [(b"x-request-id", rid.encode())]
-            await send(message)
-
+        started_at = time.perf_counter()
+        status = 500
         started = False
 
         async def send_tracked(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send_with_id(message)
+            nonlocal started, status
+            if message["type"] == "http.response.start":
+                started, status = True, message["status"]
+            await send(message)
 
         try:
             await self.app(scope, receive, send_tracked)
         except ClientDisconnect:
+            status = CLIENT_GONE
             log.info("client went away before the request was read")
         except Exception:
-            # Answered here rather than by the app's outermost handler, which runs after the id is gone.
             log.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))
             if not started:
                 from pocket3d.api.errors import error_response  # errors imports this module
 
                 await error_response(500, "INTERNAL_ERROR", "internal error; quote the request_id when "
-                                     "reporting it")(scope, receive, send_with_id)
+                                     "reporting it")(scope, receive, send_tracked)
         finally:
-            _request_id.reset(token)
+            seconds = time.perf_counter() - started_at
+            method, route = scope.get("method", "?"), route_template(scope)
+            key_id = (scope.get("state") or {}).get("key_id")
+            access_log.info("%s %s %d %.3fs key=%s", method, route, status, seconds, key_id or "-",
+                            extra={"method": method, "route": route, "status": status,
+                                   "seconds": round(seconds, 6), "key_id": key_id})
+            if self.observe is not None:
+                self.observe(method, route, status, seconds)
 
 
 TOO_LARGE_HINT = ("send large inputs as files: upload each with POST /api/v1/files (multipart, a larger limit) and "

@@ -52,6 +52,10 @@ _OUTPUT_FORMATS = Field(None, min_length=1, max_length=len(formats.KEEPS),
                                     "model.fbx, ...): the model runs once and its result is written in each")
 
 
+WebhookEventName = Literal["job.succeeded", "job.failed", "job.cancelled", "job.progress"]
+WebhookUrl = Annotated[str, Field(min_length=1, max_length=2048, examples=["https://example.com/hooks/pocket3d"])]
+
+
 class _FeatureRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -64,6 +68,11 @@ class _FeatureRequest(BaseModel):
     seed: int | None = Field(None, ge=0, le=2**32 - 1)
     priority: int = Field(0, ge=-10, le=10, description="higher runs sooner")
     parameters: dict[str, Any] = Field(default_factory=dict, description="model-specific, validated by the model")
+    webhook_url: WebhookUrl | None = Field(None, description="POST the job's events here, signed by the Standard "
+                                           "Webhooks scheme with your secret (GET /webhooks/secret)")
+    webhook_events: list[WebhookEventName] | None = Field(
+        None, min_length=1, description="events sent to webhook_url; default job.succeeded, job.failed, "
+        "job.cancelled")
 
     @model_validator(mode="after")
     def _formats_one_way(self) -> _FeatureRequest:
@@ -304,3 +313,58 @@ class Readiness(BaseModel):
         "ready", description="warming: the models marked preload (or pinned) are still loading; not_ready: see "
         "reasons")
     reasons: list[str]
+
+
+# -- webhooks ---------------------------------------------------------------------------------------------------
+
+class WebhookEndpointCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    url: WebhookUrl
+    events: list[WebhookEventName] = Field(min_length=1, examples=[["job.succeeded", "job.failed"]])
+    description: str | None = Field(None, max_length=255)
+
+
+class WebhookEndpointView(BaseModel):
+    id: str
+    url: str
+    events: list[str]
+    description: str | None
+    created_at: str
+
+
+class WebhookEndpointCreated(WebhookEndpointView):
+    secret: str = Field(description="whsec_...: verifies this endpoint's deliveries; shown only in this answer")
+
+
+class WebhookEndpointList(BaseModel):
+    endpoints: list[WebhookEndpointView]
+
+
+class WebhookSecret(BaseModel):
+    secret: str = Field(description="whsec_...: verifies deliveries to the webhook_url of your requests")
+
+
+class DeliveryAttemptView(BaseModel):
+    at: str
+    seconds: float
+    status_code: int | None = Field(description="the receiver's answer; null when none came (timeout, refused "
+                                    "address, connection error)")
+    error: str | None
+
+
+class DeliveryView(BaseModel):
+    id: str = Field(description="the webhook-id header, the same on every attempt")
+    event: str
+    url: str
+    endpoint_id: str | None = Field(description="the registered endpoint; null for the request's webhook_url")
+    status: str = Field(description="pending, sending, succeeded, failed or superseded (a job.progress message "
+                        "replaced by a newer one before it went out)")
+    attempts: list[DeliveryAttemptView]
+    next_attempt_at: str | None
+    created_at: str
+    finished_at: str | None
+
+
+class DeliveryList(BaseModel):
+    deliveries: list[DeliveryView]

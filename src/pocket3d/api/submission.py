@@ -143,6 +143,8 @@ class Submitted:
 def submit_request(node: Node, principal: Principal, feature: Feature, req: _FeatureRequest,
                    idempotency_key: str | None = None) -> Submitted:
     def make(key: IdempotencyKey | None) -> str:
+        if req.webhook_url is not None:  # before any input is staged: a refused URL costs nothing
+            node.webhooks.check_url(req.webhook_url)
         inputs: list[_Input] = []
         try:
             for i, ref in enumerate(getattr(req, "images", [])):

@@ -183,3 +183,80 @@ class QueuedStage:
     submitted_at: float  # the job's
     queued_at: float  # the stage's: when the stage before it finished
     later: tuple[str | None, ...] = ()  # model ids of the job's stages after this one (None: export)
+
+
+@dataclass(frozen=True)
+class JobEvent:
+    """A fact about a job that a committed write established, for after-commit listeners (metrics)."""
+
+    kind: str  # "submitted" or "finished"
+    job_id: str
+    feature: str
+    status: JobStatus
+    error_code: str | None = None
+
+
+# -- webhooks ------------------------------------------------------------------------------------------------
+
+
+class WebhookEvent(StrEnum):
+    JOB_SUCCEEDED = "job.succeeded"
+    JOB_FAILED = "job.failed"
+    JOB_CANCELLED = "job.cancelled"
+    JOB_PROGRESS = "job.progress"  # at most one a job per webhooks.progress_interval
+
+
+FINAL_EVENTS = {JobStatus.SUCCEEDED: WebhookEvent.JOB_SUCCEEDED, JobStatus.FAILED: WebhookEvent.JOB_FAILED,
+                JobStatus.CANCELLED: WebhookEvent.JOB_CANCELLED}
+DEFAULT_REQUEST_EVENTS = (WebhookEvent.JOB_SUCCEEDED, WebhookEvent.JOB_FAILED, WebhookEvent.JOB_CANCELLED)
+
+
+class DeliveryStatus(StrEnum):
+    PENDING = "pending"  # waits for its next attempt (next_attempt_at)
+    SENDING = "sending"  # an attempt is in flight under a lease; pending again if the sender dies meanwhile
+    SUCCEEDED = "succeeded"  # the receiver answered 2xx
+    FAILED = "failed"  # no 2xx within webhooks.retry_for, or its endpoint was deleted
+    SUPERSEDED = "superseded"  # a job.progress message that a newer message of the job replaced before it went out
+
+
+@dataclass(frozen=True)
+class WebhookEndpoint:
+    id: str
+    owner_id: str
+    url: str
+    events: list[str]
+    description: str | None
+    created_at: float
+
+
+@dataclass(frozen=True)
+class DeliveryAttempt:
+    started_at: float
+    seconds: float
+    status_code: int | None
+    error: str | None
+
+
+@dataclass(frozen=True)
+class Delivery:
+    id: str
+    job_id: str
+    owner_id: str
+    endpoint_id: str | None
+    url: str
+    event: str
+    payload: dict[str, Any]
+    status: DeliveryStatus
+    attempts: int
+    next_attempt_at: float | None
+    created_at: float
+    finished_at: float | None
+    history: list[DeliveryAttempt] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ClaimedDelivery:
+    """A delivery the sender holds for one attempt, with the secret that signs it."""
+
+    delivery: Delivery
+    secret: str | None  # None: its endpoint was deleted meanwhile

@@ -142,3 +142,58 @@ api_keys = sa.Table(
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("revoked_at", sa.Float),
 )
+
+# -- webhooks (the outbox) ---------------------------------------------------------------------------------------
+
+webhook_endpoints = sa.Table(
+    "webhook_endpoints", metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("owner_id", sa.String(64), nullable=False),
+    sa.Column("url", sa.Text, nullable=False),
+    sa.Column("events", sa.JSON, nullable=False),
+    sa.Column("description", sa.String(255)),
+    # Kept as given: signing needs the secret itself (a hash would not do); it is shown to the owner once.
+    sa.Column("secret", sa.String(128), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Index("ix_webhook_endpoints_owner_id", "owner_id"),
+)
+
+# The secret that signs deliveries to a request's own webhook_url, one per owner, made on first use.
+webhook_secrets = sa.Table(
+    "webhook_secrets", metadata,
+    sa.Column("owner_id", sa.String(64), primary_key=True),
+    sa.Column("secret", sa.String(128), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+
+# One row a message to one URL, written in the transaction of the state change it reports.
+webhook_deliveries = sa.Table(
+    "webhook_deliveries", metadata,
+    sa.Column("id", sa.String(40), primary_key=True),  # the webhook-id header: the same on every retry
+    sa.Column("job_id", sa.String(40), sa.ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("owner_id", sa.String(64), nullable=False),
+    sa.Column("endpoint_id", sa.String(40)),  # None: the job's own webhook_url
+    sa.Column("url", sa.Text, nullable=False),
+    sa.Column("event", sa.String(32), nullable=False),
+    sa.Column("payload", sa.JSON, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("next_attempt_at", sa.Float),
+    sa.Column("lease_expires_at", sa.Float),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("finished_at", sa.Float),
+    sa.Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),
+    sa.Index("ix_webhook_deliveries_job_id", "job_id"),
+)
+
+webhook_attempts = sa.Table(
+    "webhook_attempts", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("delivery_id", sa.String(40), sa.ForeignKey("webhook_deliveries.id", ondelete="CASCADE"),
+              nullable=False),
+    sa.Column("started_at", sa.Float, nullable=False),
+    sa.Column("seconds", sa.Float, nullable=False),
+    sa.Column("status_code", sa.Integer),  # None: no answer (timeout, refused address, connection error)
+    sa.Column("error", sa.Text),
+    sa.Index("ix_webhook_attempts_delivery_id", "delivery_id"),
+)

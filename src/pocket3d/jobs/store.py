@@ -21,6 +21,7 @@ from sqlalchemy.engine import Connection, Engine
 from pocket3d.jobs import schema as t
 from pocket3d.jobs.records import (
     FileRecord,
+    JobEvent,
     JobRecord,
     JobStatus,
     OutputRecord,
@@ -42,6 +43,8 @@ class WriteTx:
     conn: Connection
     changed_jobs: set[str] = field(default_factory=set)
     released: set[str] = field(default_factory=set)  # artifact hashes this write stopped referencing
+    events: list[JobEvent] = field(default_factory=list)  # jobs submitted or finished by this write
+    outbox: int = 0  # webhook deliveries this write made due
 
     def touch(self, job_id: str) -> None:
         self.changed_jobs.add(job_id)
@@ -54,6 +57,8 @@ class Store:
         self.engine: Engine = _create_engine(url, echo)
         self._listeners: list[Callable[[set[str]], None]] = []
         self._release_listeners: list[Callable[[set[str]], None]] = []
+        self._event_listeners: list[Callable[[list[JobEvent]], None]] = []
+        self._outbox_listeners: list[Callable[[], None]] = []
 
     # -- lifecycle ----------------------------------------------------------------------------------------
 
@@ -110,7 +115,8 @@ class Store:
                 yield tx
         # Released artifacts are announced first (clean-up), then every change (events): a client that hears
         # "succeeded" finds the job's inputs already deleted.
-        for items, listeners in ((tx.released, self._release_listeners), (tx.changed_jobs, self._listeners)):
+        for items, listeners in ((tx.released, self._release_listeners), (tx.changed_jobs, self._listeners),
+                                 (tx.events, self._event_listeners)):
             if not items:
                 continue
             for listener in list(listeners):
@@ -118,6 +124,9 @@ class Store:
                     listener(items)
                 except Exception:  # a listener must never undo or fail a committed write
                     log.exception("store listener failed")
+        if tx.outbox:
+            for wake in list(self._outbox_listeners):
+                wake()
 
     def add_listener(self, fn: Callable[[set[str]], None]) -> None:
         """``fn(job_ids)`` after every write that changed those jobs."""
@@ -126,6 +135,14 @@ class Store:
     def add_release_listener(self, fn: Callable[[set[str]], None]) -> None:
         """``fn(sha256s)`` after a write that dropped references to those artifacts, before change listeners."""
         self._release_listeners.append(fn)
+
+    def add_event_listener(self, fn: Callable[[list[JobEvent]], None]) -> None:
+        """``fn(events)`` after a write that submitted or finished jobs."""
+        self._event_listeners.append(fn)
+
+    def add_outbox_listener(self, fn: Callable[[], None]) -> None:
+        """``fn()`` after a write that made webhook deliveries due (the sender wakes up)."""
+        self._outbox_listeners.append(fn)
 
     # -- reads --------------------------------------------------------------------------------------------
 
@@ -190,6 +207,14 @@ class Store:
                             priority=r.priority, submitted_at=r.created_at, queued_at=r.queued_at or r.created_at,
                             later=tuple(later.get(r.job_id, ())))
                 for r in rows]
+
+    def queue_depth(self) -> list[tuple[str, int, int]]:
+        """(feature, priority, stages) of the stages waiting for a device, by their job's feature and priority."""
+        s, j = t.stages.c, t.jobs.c
+        with self.read() as conn:
+            rows = conn.execute(sa.select(j.feature, j.priority, sa.func.count()).join(t.jobs, j.id == s.job_id)
+                                .where(s.status == StageStatus.QUEUED).group_by(j.feature, j.priority)).all()
+        return [(feature, priority, n) for feature, priority, n in rows]
 
     def count_active_jobs(self, conn: Connection, owner_id: str | None = None) -> int:
         """Jobs waiting or running (of one owner, when given)."""

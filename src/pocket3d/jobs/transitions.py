@@ -14,10 +14,13 @@ from typing import Any
 import sqlalchemy as sa
 
 from pocket3d.errors import ErrorCode, Pocket3DError
+from pocket3d.jobs import outbox
 from pocket3d.jobs import schema as t
 from pocket3d.jobs.records import (
+    FINAL_EVENTS,
     ClaimedStage,
     JobInput,
+    JobEvent,
     JobStatus,
     NewFile,
     NewJob,
@@ -150,6 +153,7 @@ def _submit(store: Store, new: NewJob, *, queue_size: int, max_attempts: int, no
                 owner_id=new.owner_id, key=key.key, fingerprint=key.fingerprint, job_id=job_id, created_at=now,
                 expires_at=key.expires_at))
         tx.touch(job_id)
+        tx.events.append(JobEvent("submitted", job_id, new.feature, JobStatus.QUEUED))
     return job_id
 
 
@@ -253,8 +257,11 @@ def renew_leases(store: Store, claims: Sequence[ClaimedStage], *, lease_seconds:
         return renewed
 
 
-def report_progress(store: Store, claim: ClaimedStage, fraction: float, now: float) -> bool:
-    """Record a stage's progress; returns False when the worker should stop (job cancelled, lease lost)."""
+def report_progress(store: Store, claim: ClaimedStage, fraction: float, now: float, *,
+                    webhook_interval: float = 10.0) -> bool:
+    """Record a stage's progress; returns False when the worker should stop (job cancelled, lease lost).
+
+    A job.progress webhook goes to those who asked for one, at most every ``webhook_interval`` seconds."""
     fraction = min(max(fraction, 0.0), 1.0)
     with store.write() as tx:
         owned = tx.conn.execute(t.stages.update().where(S.id == claim.stage.id, S.lease_token == claim.lease_token,
@@ -266,6 +273,8 @@ def report_progress(store: Store, claim: ClaimedStage, fraction: float, now: flo
         tx.conn.execute(t.jobs.update().where(J.id == claim.stage.job_id).values(
             progress=_job_progress(job.stage_weights, claim.stage.index, fraction), version=J.version + 1))
         tx.touch(claim.stage.job_id)
+        if not job.cancel_requested:
+            outbox.enqueue_progress(tx, claim.stage.job_id, now, webhook_interval)
         return not job.cancel_requested
 
 
@@ -484,6 +493,10 @@ def _finish_job(tx: WriteTx, job_id: str, status: JobStatus, now: float, release
         tx.conn.execute(t.outputs.delete().where(out.job_id == job_id))
     tx.conn.execute(t.jobs.update().where(J.id == job_id).values(**values))
     tx.touch(job_id)
+    # The webhooks that report this end commit with it, or not at all.
+    outbox.enqueue_job_event(tx, job_id, FINAL_EVENTS[status], now)
+    feature = tx.conn.execute(sa.select(J.feature).where(J.id == job_id)).scalar()
+    tx.events.append(JobEvent("finished", job_id, feature, status, code))
     # The job no longer holds its inputs' blobs. An upload's stays while the upload lives; bytes sent inline, and an
     # upload deleted or expired while the job ran, go now unless something else references them.
     tx.released.update(tx.conn.execute(sa.select(t.job_inputs.c.sha256)

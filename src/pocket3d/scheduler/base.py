@@ -71,3 +71,20 @@ class Scheduler(ABC):
     @abstractmethod
     def device_list(self) -> list[Device]:
         """The devices of this node, for the registry's "is there a device large enough" check."""
+
+
+class SchedulerObserver:
+    """What a scheduler reports of its work as it happens (the metrics listen). Calls come from the scheduler's
+    threads and must return at once; every method does nothing here."""
+
+    def stage_finished(self, model_id: str | None, device_id: str | None, seconds: float) -> None:
+        """A stage succeeded after ``seconds`` of running; ``model_id``/``device_id`` None for the export stage."""
+
+    def model_loaded(self, model_id: str, device_id: str, seconds: float) -> None: ...
+
+    def model_unloaded(self, model_id: str, device_id: str, reason: str) -> None:
+        """``reason``: idle, evicted (to make room), out_of_memory (after an out-of-memory error), or other."""
+
+    def worker_restarted(self, device_id: str, cause: str) -> None:
+        """``cause``: crashed (it died), killed (pocket3d killed it to stop a stage), or memory_retained (restarted
+        because an unload did not give the memory back)."""

@@ -29,6 +29,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from structlog.contextvars import bound_contextvars
+
 from pocket3d import geometry
 from pocket3d.config import Settings
 from pocket3d.errors import ErrorCode, storage_failure
@@ -39,7 +41,7 @@ from pocket3d.models.registry import Registry
 from pocket3d.models.spec import Device, InputRejected, ModelSpec
 from pocket3d.scheduler import devices as inventory
 from pocket3d.scheduler import stage_io
-from pocket3d.scheduler.base import DeviceState, Estimate, Measured, Scheduler
+from pocket3d.scheduler.base import DeviceState, Estimate, Measured, Scheduler, SchedulerObserver
 from pocket3d.scheduler.policy import (
     Assignment,
     DeviceView,
@@ -67,6 +69,7 @@ CPU_MODEL_MB = 512  # a CPU model that declares no memory: a guess until it is m
 MEASURED_MARGIN = 1.15  # measured peaks are padded: the next input may be larger
 STORAGE_PAUSE = 5.0  # seconds without new claims after the disk or the store refused a write
 READING_TTL = 2.0  # seconds an NVML reading of a GPU's free memory is used for its budget
+UNLOAD_REASONS = {"idle": "idle", "making room": "evicted", "out of memory on the device": "out_of_memory"}
 
 
 @dataclass
@@ -111,9 +114,12 @@ class NodeScheduler(Scheduler):
     def __init__(self, *, settings: Settings, store: Store, artifacts: ArtifactStore, registry: Registry,
                  blob_lock: threading.RLock, release: transitions.ReleasePolicy, clock: Clock = time.time,
                  policy: SchedulingPolicy | None = None, worker_env: dict[str, str] | None = None,
-                 on_storage_failure: Callable[[str], None] = lambda reason: None):
-        """``on_storage_failure(reason)``: the disk or the store refused a write (readiness then probes)."""
+                 on_storage_failure: Callable[[str], None] = lambda reason: None,
+                 observer: SchedulerObserver | None = None):
+        """``on_storage_failure(reason)``: the disk or the store refused a write (readiness then probes).
+        ``observer``: told of stages, loads, unloads and worker restarts as they happen (the metrics)."""
         self.settings, self.store, self.artifacts, self.registry = settings, store, artifacts, registry
+        self.observer = observer or SchedulerObserver()
         self._on_storage_failure = on_storage_failure
         self._storage_pause_until = 0.0  # no new claims before this (monotonic): the disk refused a write
         self._storage_logged: dict[str, float] = {}
@@ -490,7 +496,7 @@ class NodeScheduler(Scheduler):
         running = _Running(claim, None, None, self.clock() + self.settings.scheduler.job_timeout, self.clock())
         with self._lock:
             self._running[claim.stage.id] = running
-        self._exports.submit(self._run_export, running)
+        self._exports.submit(self._in_log_context, self._run_export, running)
 
     def _start_stage(self, a: Assignment, profile: ModelProfile) -> None:
         claim = transitions.claim_stage(self.store, a.stage.stage_id, worker_id=self.worker_id,
@@ -512,9 +518,18 @@ class NodeScheduler(Scheduler):
             if entry is None:
                 entry = resident[a.stage.model_id] = _Resident(profile.memory_mb, now, now, loading=True)
             entry.running += 1
-        self._stages.submit(self._run_stage, running, a)
+        self._stages.submit(self._in_log_context, self._run_stage, running, a)
 
     # -- one stage on a device ------------------------------------------------------------------------------
+
+    @staticmethod
+    def _in_log_context(fn: Callable[..., None], running: _Running, *args: object) -> None:
+        """Run a stage's task with its job, stage, model and device on every log line it writes."""
+        stage = running.claim.stage
+        fields = {"job_id": stage.job_id, "stage": stage.name, "model": running.model_id,
+                  "device": running.device_id}
+        with bound_contextvars(**{k: v for k, v in fields.items() if v is not None}):
+            fn(running, *args)
 
     def _worker(self, device_id: str) -> DeviceWorker:
         with self._lock:
@@ -602,6 +617,7 @@ class NodeScheduler(Scheduler):
             measured_mb = None if running.shared else loaded.memory_mb
             if loaded.seconds:  # 0: it was there already (another stage loaded it)
                 self._learn_load(model_id, loaded.seconds, measured_mb)
+                self.observer.model_loaded(model_id, device_id, loaded.seconds)
             with self._lock:
                 entry = self._resident[device_id].get(model_id)
                 if entry is None:  # a crash cleared the books meanwhile; the model is in the new child now
@@ -634,10 +650,13 @@ class NodeScheduler(Scheduler):
         if result.error_code is None and running.stop_reason != ErrorCode.TIMEOUT:
             # finished, even if asked to stop meanwhile: complete_stage still honours a cancel of the job
             self._learn_run(model_id, result.seconds)
+            self.observer.stage_finished(model_id, running.device_id, result.seconds)
             with self.blob_lock:
                 outputs = stage_io.store_outputs(self.artifacts, running.claim, result.files or {}, work)
                 transitions.complete_stage(self.store, running.claim, outputs, release=self.release,
                                            now=self.clock())
+            log.info("job %s stage %d (%s) done on %s in %.2f s", running.claim.stage.job_id,
+                     running.claim.stage.index, model_id, running.device_id, result.seconds)
             return None
         if result.error_code == REQUEUE:
             return REQUEUE, result.message
@@ -732,6 +751,7 @@ class NodeScheduler(Scheduler):
                     outputs = stage_io.store_outputs(self.artifacts, claim, files, work)
                     transitions.complete_stage(self.store, claim, outputs, release=self.release, now=self.clock())
                 self._learn_run(None, self.clock() - running.started)
+                self.observer.stage_finished(None, None, self.clock() - running.started)
         except Exception as e:
             if self._storage_failed(e, f"job {claim.stage.job_id}'s export"):
                 outcome = (REQUEUE, f"storage unavailable: {storage_failure(e)}")
@@ -753,7 +773,8 @@ class NodeScheduler(Scheduler):
             return
         running.last_progress_write = now
         try:
-            still_ours = transitions.report_progress(self.store, running.claim, fraction, now)
+            still_ours = transitions.report_progress(self.store, running.claim, fraction, now,
+                                                     webhook_interval=self.settings.webhooks.progress_interval)
         except Exception as e:
             if not self._storage_failed(e, "recording progress"):
                 log.exception("recording progress failed")
@@ -778,6 +799,8 @@ class NodeScheduler(Scheduler):
         they go back to the queue without an attempt counted."""
         killed_by_us = self._killing.pop(device_id, None)
         log.error("device worker crashed: %s", reason)
+        if not self._stop.is_set():
+            self.observer.worker_restarted(device_id, "killed" if killed_by_us is not None else "crashed")
         lost = set(stage_ids)
         with self._lock:
             # Nothing of the dead child is resident; stages on their way to this device load their model into
@@ -838,6 +861,10 @@ class NodeScheduler(Scheduler):
         if worker is not None and model_id in worker.resident:
             log.info("unloading %s from %s (%s)", model_id, device_id, why)
             result = worker.unload(model_id)
+            if result.restarted:
+                self.observer.worker_restarted(device_id, "memory_retained")
+            if result.ok or model_id not in worker.resident:
+                self.observer.model_unloaded(model_id, device_id, UNLOAD_REASONS.get(why, "other"))
             if not result.ok and model_id in worker.resident:
                 # still there (a stage of it the books had missed): count it again rather than promise its memory
                 log.warning("unloading %s from %s failed: %s", model_id, device_id, result.message)

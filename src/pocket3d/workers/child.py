@@ -43,6 +43,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+from pocket3d import logs
 from pocket3d.workers import protocol as p
 from pocket3d.workers.memory import MemoryProbe, StageMemory, probe_for
 
@@ -431,8 +432,7 @@ def main(argv: list[str] | None = None) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the scheduler stops us
     conn = Connection(fd)
     hello: p.Hello = conn.recv()
-    logging.basicConfig(stream=sys.stderr, level=hello.log_level,
-                        format=f"%(asctime)s %(levelname)s worker[{hello.device['id']}] %(name)s: %(message)s")
+    logs.configure_worker(hello.log_format, hello.log_level, hello.device["id"])
     probe = probe_for(hello.device)
     worker = ChildWorker(conn, hello, probe)
     conn.send(p.Ready(os.getpid(), _rss_mb()))

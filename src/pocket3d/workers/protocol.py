@@ -96,6 +96,7 @@ class Hello:
     # (adapter, spec) of the models this device may host: their libraries are imported in the background as soon
     # as the child is up, so the first load does not pay for them
     warm: tuple[tuple[str, ModelSpec], ...] = ()
+    log_format: str = "text"  # the server's: text or json
 
 
 @dataclass(frozen=True)

@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pocket3d
+from pocket3d import logs
 from pocket3d.workers.protocol import (
     TIMEOUT,
     WORKER_CRASHED,
@@ -315,7 +316,7 @@ class DeviceWorker:
             theirs.close()
         try:
             log_level = logging.getLogger("pocket3d").getEffectiveLevel()
-            ours.send(Hello(_device_dict(self.device), self.budget_mb, log_level, self.warm))
+            ours.send(Hello(_device_dict(self.device), self.budget_mb, log_level, self.warm, logs.active_format()))
             if not ours.poll(self.start_timeout):
                 raise WorkerStartError(f"the worker for device {self.device.id} (pid {proc.pid}) was not ready "
                                        f"within {self.start_timeout:g} s")

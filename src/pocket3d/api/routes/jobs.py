@@ -20,11 +20,20 @@ from pocket3d.api.inputs import visible_job
 from pocket3d.api.keys import Principal
 from pocket3d.api.openapi import error_responses
 from pocket3d.api.routes.features import SUBMIT_RESPONSES, IdempotencyKeyHeader, WaitQuery, answer, check_key
-from pocket3d.api.schemas import ConvertRequest, JobFeature, JobPage, JobView
+from pocket3d.api.schemas import (
+    ConvertRequest,
+    DeliveryAttemptView,
+    DeliveryList,
+    DeliveryView,
+    JobFeature,
+    JobPage,
+    JobView,
+    iso,
+)
 from pocket3d.api.submission import submit_conversion
 from pocket3d.api.views import download_filename, job_view
 from pocket3d.errors import ErrorCode, Pocket3DError
-from pocket3d.jobs import transitions
+from pocket3d.jobs import outbox, transitions
 from pocket3d.jobs.records import JobRecord, JobStatus
 from pocket3d.node import Node
 
@@ -264,14 +273,33 @@ async def job_events(job_id: JobIdPath, request: Request, node: NodeDep, princip
 
     async def events() -> AsyncIterator[dict]:
         last_status = None
-        async for job in _while_key_is_valid(node, principal, node.bus.follow(job_id, after_version=after)):
-            if job is None:  # the key was revoked while the stream was open
-                yield {"event": "error", "data": json.dumps({"error_code": ErrorCode.UNAUTHORIZED.value,
-                                                             "message": "the API key was revoked"})}
-                return
-            view = await run_in_threadpool(_view, node, _shown(principal, job))
-            kind = "status" if (job.status, job.current_stage) != last_status else "progress"
-            last_status = (job.status, job.current_stage)
-            yield {"event": kind, "id": str(job.version), "data": view.model_dump_json()}
+        node.metrics.sse_streams.inc()
+        try:
+            async for job in _while_key_is_valid(node, principal, node.bus.follow(job_id, after_version=after)):
+                if job is None:  # the key was revoked while the stream was open
+                    yield {"event": "error", "data": json.dumps({"error_code": ErrorCode.UNAUTHORIZED.value,
+                                                                 "message": "the API key was revoked"})}
+                    return
+                view = await run_in_threadpool(_view, node, _shown(principal, job))
+                kind = "status" if (job.status, job.current_stage) != last_status else "progress"
+                last_status = (job.status, job.current_stage)
+                yield {"event": kind, "id": str(job.version), "data": view.model_dump_json()}
+        finally:
+            node.metrics.sse_streams.dec()
 
     return EventSourceResponse(events(), ping=15, send_timeout=30)
+
+
+@router.get("/jobs/{job_id}/deliveries", response_model=DeliveryList, responses=NOT_FOUND, tags=["Webhooks"],
+            summary="The job's webhook deliveries and every attempt of each",
+            description="One delivery a message to one URL (the request's webhook_url, or a registered endpoint); "
+                        "each attempt with the receiver's status code or why none came.")
+def job_deliveries(job_id: str, node: NodeDep, principal: PrincipalDep) -> DeliveryList:
+    _visible_job(node, principal, job_id)
+    return DeliveryList(deliveries=[
+        DeliveryView(id=d.id, event=d.event, url=d.url, endpoint_id=d.endpoint_id, status=d.status.value,
+                     attempts=[DeliveryAttemptView(at=iso(a.started_at), seconds=round(a.seconds, 3),
+                                                   status_code=a.status_code, error=a.error) for a in d.history],
+                     next_attempt_at=iso(d.next_attempt_at), created_at=iso(d.created_at),
+                     finished_at=iso(d.finished_at))
+        for d in outbox.deliveries_of_job(node.store, job_id)])
