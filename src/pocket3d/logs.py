@@ -55,6 +55,7 @@ def _static(fields: Mapping[str, Any]) -> structlog.types.Processor:
 
 def _in_order(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
     event["message"] = event.pop("event", "")
+    event.pop("color_message", None)  # uvicorn's message again, with terminal colours
     return {**{k: event.pop(k, None) for k in _FIRST}, **event}
 
 
@@ -75,7 +76,8 @@ def _install(handlers: list[logging.Handler], formatter: logging.Formatter, leve
         root.removeHandler(h)
     for h in handlers:
         h.setFormatter(formatter)
-        h.addFilter(RequestIdFilter())
+        if not isinstance(formatter, structlog.stdlib.ProcessorFormatter):
+            h.addFilter(RequestIdFilter())
         root.addHandler(h)
     root.setLevel(level)
     # Python's warnings become log lines too, so a JSON log holds nothing but JSON.

@@ -41,12 +41,14 @@ def cli(data_dir: Path, *args: str, env: dict[str, str] | None = None, check: bo
 class ServerProcess:
     def __init__(self, data_dir: Path, *, env: dict[str, str] | None = None,
                  config: Path = SUPPORT / "system.yaml", models: Path = SUPPORT / "models.yaml",
-                 own_group: bool = False, piped_log: bool = False):
+                 own_group: bool = False, piped_log: bool = False, serve_args: tuple[str, ...] = ()):
         """``own_group``: the server leads a process group of its own, so a test can kill it with every process
         it started (``kill_group``) without touching the test runner's. ``piped_log``: its output reaches the log
-        file through a pipe and this process, so the log survives limits put on the server's own writes."""
+        file through a pipe and this process, so the log survives limits put on the server's own writes.
+        ``serve_args``: more flags of `pocket3d serve`."""
         self.data_dir, self.env, self.config, self.models = data_dir, env or {}, config, models
         self.own_group, self.piped_log = own_group, piped_log
+        self.serve_args = serve_args
         self.port = free_port()
         self.proc: subprocess.Popen | None = None
         data_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -58,7 +60,7 @@ class ServerProcess:
 
     def start(self, timeout: float = 30.0) -> ServerProcess:
         cmd = [sys.executable, "-m", "pocket3d", "--config", str(self.config), "--models", str(self.models),
-               "serve", "--port", str(self.port)]
+               "serve", "--port", str(self.port), *self.serve_args]
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(cmd, env=pocket3d_env(self.data_dir, self.env), cwd=ROOT,
                                      stdout=subprocess.PIPE if self.piped_log else self._log,

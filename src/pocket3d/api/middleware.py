@@ -30,9 +30,16 @@ def valid_request_id(value: str) -> bool:
 
 
 def route_template(scope: Scope) -> str:
-    """``/api/v1/jobs/{job_id}`` rather than the path itself, so metrics and logs group by route."""
-    route = scope.get("route")
-    return getattr(route, "path_format", None) or getattr(route, "path", None) or "unmatched"
+    """``/api/v1/jobs/{job_id}`` rather than the path itself, so metrics and logs group by route; "unmatched"
+    when no route took the request (a scan of made-up paths must not make a label each)."""
+    template = getattr(scope.get("route"), "path_format", None)
+    if not template:
+        return "unmatched"
+    # FastAPI keeps an included router's routes with their own path (no prefix); the prefix is what the request
+    # path holds before as many segments as the template has.
+    segments = scope.get("path", "").split("/")
+    depth = template.count("/")
+    return "/".join(segments[:max(1, len(segments) - depth)]) + template if len(segments) > depth else template
 
 
 class AccessLogMiddleware:
