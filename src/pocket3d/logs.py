@@ -13,14 +13,11 @@ import io
 import logging
 import logging.handlers
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-import structlog
-from asgi_correlation_id import correlation_id
-
-if TYPE_CHECKING:  # not at run time: device workers import this module and start faster without the config
-    from pocket3d.config import Settings
+if TYPE_CHECKING:  # device workers import this module: they start faster without the config (and, logging
+    from pocket3d.config import Settings  # text, without structlog and asgi-correlation-id)
 
 _active_format = "text"
 _FIRST = ("time", "level", "logger", "message", "request_id")
@@ -31,20 +28,26 @@ def active_format() -> str:
     return _active_format
 
 
+def _request_id() -> str | None:
+    from asgi_correlation_id import correlation_id
+
+    return correlation_id.get()
+
+
 class RequestIdFilter(logging.Filter):
     """Gives text lines their ``%(request_id)s`` ("-" outside a request)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        record.request_id = correlation_id.get() or "-"
+        record.request_id = _request_id() or "-"
         return True
 
 
 def _add_request_id(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
-    event.setdefault("request_id", correlation_id.get())
+    event.setdefault("request_id", _request_id())
     return event
 
 
-def _static(fields: Mapping[str, Any]) -> structlog.types.Processor:
+def _static(fields: Mapping[str, Any]) -> Callable[[Any, str, dict[str, Any]], dict[str, Any]]:
     def add(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
         for k, v in fields.items():
             event.setdefault(k, v)
@@ -60,6 +63,8 @@ def _in_order(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
 
 
 def json_formatter(static: Mapping[str, Any] | None = None) -> logging.Formatter:
+    import structlog
+
     return structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=[structlog.contextvars.merge_contextvars, _add_request_id, _static(static or {}),
                            structlog.stdlib.add_log_level, structlog.stdlib.add_logger_name,
@@ -76,7 +81,7 @@ def _install(handlers: list[logging.Handler], formatter: logging.Formatter, leve
         root.removeHandler(h)
     for h in handlers:
         h.setFormatter(formatter)
-        if not isinstance(formatter, structlog.stdlib.ProcessorFormatter):
+        if type(formatter) is logging.Formatter:  # the JSON formatter adds request_id itself (None outside one)
             h.addFilter(RequestIdFilter())
         root.addHandler(h)
     root.setLevel(level)

@@ -90,3 +90,13 @@ CHAINED = ("Name a succeeded job's output (job_id/name from its outputs) instead
 def conversion() -> dict[str, dict[str, Any]]:
     return {"formats": _example("Other formats of a finished job's result", {"output_formats": ["fbx", "usdz"]},
                                 "The job in the path must have succeeded; its model does not run again.")}
+
+
+def webhook_endpoint() -> dict[str, dict[str, Any]]:
+    return {
+        "finished": _example("Every job that ends", {"url": "https://example.com/hooks/pocket3d",
+                                                     "events": ["job.succeeded", "job.failed", "job.cancelled"],
+                                                     "description": "production"}),
+        "failures": _example("Failures only, with progress", {"url": "https://example.com/hooks/alerts",
+                                                              "events": ["job.failed", "job.progress"]}),
+    }

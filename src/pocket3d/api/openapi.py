@@ -39,7 +39,11 @@ TAGS = [
     {"name": "Auto-Rigging", "description": "A skeleton and skin weights for a mesh."},
     {"name": "Jobs", "description": "Every feature answers with a job: follow it (poll or Server-Sent Events), "
                                     "cancel it, download its outputs."},
-    {"name": "System", "description": "Liveness, readiness, the models and the devices of this server."},
+    {"name": "Webhooks", "description": "Calls to your server when a job ends (or progresses), signed by the "
+                                        "Standard Webhooks scheme: registered endpoints, the signing secret, and "
+                                        "each job's deliveries."},
+    {"name": "System", "description": "Liveness, readiness, the models and the devices of this server, and its "
+                                      "Prometheus metrics."},
 ]
 
 DESCRIPTION = """\
@@ -66,6 +70,7 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
 _ERROR_DESCRIPTIONS = {
     400: "the request is malformed (not JSON, a broken upload)",
     401: "an API key is needed, or the one given is not valid",
+    403: "the key lacks the role this needs (admin)",
     404: "no such job, file or output (or it belongs to another owner)",
     409: "the job is not in a state that allows it, or the Idempotency-Key was used for another request",
     410: "it expired and was deleted (an upload past its expires_at, a job's outputs past theirs)",

@@ -105,15 +105,22 @@ def _owner_secret(tx: WriteTx, owner_id: str, now: float) -> str:
 
 # -- enqueue (inside a transition) ---------------------------------------------------------------------------
 
-def enqueue_job_event(tx: WriteTx, job_id: str, event: WebhookEvent, now: float) -> int:
+def enqueue_job_event(tx: WriteTx, job_id: str, event: WebhookEvent, now: float, *,
+                      min_interval: float | None = None) -> int:
     """Write a delivery of ``event`` to every URL that wants it: the job's own ``webhook_url`` (for the events
-    its request named, by default the final ones) and the owner's endpoints subscribed to it. Returns how many."""
+    its request named, by default the final ones) and the owner's endpoints subscribed to it. With
+    ``min_interval``, nothing when the job had such an event less than that many seconds ago. Returns how many."""
     job = tx.conn.execute(sa.select(t.jobs).where(J.id == job_id)).mappings().first()
     if job is None:
         return 0
     targets = _targets(tx, job, event)
     if not targets:
         return 0
+    if min_interval is not None:
+        last = tx.conn.execute(sa.select(sa.func.max(D.created_at)).where(D.job_id == job_id,
+                                                                          D.event == str(event))).scalar()
+        if last is not None and now - last < min_interval:
+            return 0
     payload = _payload(tx, job, event, now)
     for endpoint_id, url in targets:
         # A job.progress message not sent yet says less than this one: it goes no more.
@@ -134,11 +141,7 @@ def enqueue_job_event(tx: WriteTx, job_id: str, event: WebhookEvent, now: float)
 
 def enqueue_progress(tx: WriteTx, job_id: str, now: float, interval: float) -> int:
     """A job.progress message, unless nobody wants one or the job had one less than ``interval`` seconds ago."""
-    last = tx.conn.execute(sa.select(sa.func.max(D.created_at)).where(
-        D.job_id == job_id, D.event == WebhookEvent.JOB_PROGRESS)).scalar()
-    if last is not None and now - last < interval:
-        return 0
-    return enqueue_job_event(tx, job_id, WebhookEvent.JOB_PROGRESS, now)
+    return enqueue_job_event(tx, job_id, WebhookEvent.JOB_PROGRESS, now, min_interval=interval)
 
 
 def _targets(tx: WriteTx, job: Any, event: WebhookEvent) -> list[tuple[str | None, str]]:

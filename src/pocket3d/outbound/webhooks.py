@@ -19,6 +19,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
+import httpx
 from standardwebhooks import Webhook
 from structlog.contextvars import bound_contextvars
 
@@ -161,7 +162,7 @@ class WebhookSender:
         self._on_attempt(kind)
         if status in (DeliveryStatus.SUCCEEDED, DeliveryStatus.FAILED):
             self._on_outcome(status.value)
-        host = self.guard_host(d.url)
+        host = _host(d.url)
         if succeeded:
             log.info("webhook %s (%s) delivered to %s: HTTP %s", d.id, d.event, host, status_code)
         elif next_at is not None:
@@ -180,12 +181,11 @@ class WebhookSender:
         delay *= random.uniform(0.75, 1.25)  # noqa: S311 - spreading retries, not a secret
         return min(now + delay, give_up_at)
 
-    @staticmethod
-    def guard_host(url: str) -> str:
-        """The host alone, for logs: a URL's path and query may hold a receiver's token."""
-        try:
-            import httpx
 
-            return httpx.URL(url).host or "?"
-        except Exception:
-            return "?"
+
+def _host(url: str) -> str:
+    """The host alone, for logs: a URL's path and query may hold a receiver's token."""
+    try:
+        return httpx.URL(url).host or "?"
+    except httpx.InvalidURL:
+        return "?"

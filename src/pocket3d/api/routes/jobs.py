@@ -291,10 +291,11 @@ async def job_events(job_id: JobIdPath, request: Request, node: NodeDep, princip
 
 
 @router.get("/jobs/{job_id}/deliveries", response_model=DeliveryList, responses=NOT_FOUND, tags=["Webhooks"],
-            summary="The job's webhook deliveries and every attempt of each",
-            description="One delivery a message to one URL (the request's webhook_url, or a registered endpoint); "
-                        "each attempt with the receiver's status code or why none came.")
-def job_deliveries(job_id: str, node: NodeDep, principal: PrincipalDep) -> DeliveryList:
+            operation_id="listJobDeliveries", summary="The job's webhook deliveries and every attempt of each")
+def job_deliveries(job_id: JobIdPath, node: NodeDep, principal: PrincipalDep) -> DeliveryList:
+    """One delivery a message to one URL (the request's `webhook_url`, or a registered endpoint), oldest first,
+    each with its attempts: the receiver's status code, or why no answer came (a timeout, a refused address, a
+    connection error). A delivery is retried with backoff for `webhooks.retry_for` (24 h), then `failed`."""
     _visible_job(node, principal, job_id)
     return DeliveryList(deliveries=[
         DeliveryView(id=d.id, event=d.event, url=d.url, endpoint_id=d.endpoint_id, status=d.status.value,
