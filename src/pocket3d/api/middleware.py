@@ -14,6 +14,8 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from pocket3d.api.keys import STATE_KEY
+
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("pocket3d.access")
 _VALID_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -79,7 +81,9 @@ class AccessLogMiddleware:
         finally:
             seconds = time.perf_counter() - started_at
             method, route = scope.get("method", "?"), route_template(scope)
-            key_id = (scope.get("state") or {}).get("key_id")
+            state = scope.get("state") or {}
+            # The principal api.auth found before the body was read; else what get_principal noted.
+            key_id = getattr(state.get(STATE_KEY), "key_id", None) or state.get("key_id")
             access_log.info("%s %s %d %.3fs key=%s", method, route, status, seconds, key_id or "-",
                             extra={"method": method, "route": route, "status": status,
                                    "seconds": round(seconds, 6), "key_id": key_id})
