@@ -11,7 +11,7 @@ from pocket3d.jobs import transitions as tr
 from pocket3d.jobs.records import EXPORT_STAGE, DeliveryStatus, NewJob, NewStage
 from pocket3d.jobs.store import Store
 
-RELEASE = tr.ReleasePolicy(keep_inputs=False, keep_seconds=60)
+RELEASE = tr.ReleasePolicy(keep_seconds=60)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -27,7 +27,7 @@ def store(request, tmp_path) -> Store:
 
 
 def _submit(store: Store, **request) -> str:
-    job = NewJob(owner_id="o", feature="mesh_generation", model_id="m", request=request, input_file_ids=[],
+    job = NewJob(owner_id="o", feature="mesh_generation", model_id="m", request=request,
                  stages=[NewStage("generate_mesh", "m"), NewStage(EXPORT_STAGE, None, {"format": "glb"})])
     return tr.submit(store, job, queue_size=100, max_attempts=3, now=100.0)
 
