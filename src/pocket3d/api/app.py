@@ -20,7 +20,7 @@ from pocket3d import __version__
 from pocket3d.api import openapi
 from pocket3d.api.auth import AuthMiddleware
 from pocket3d.api.errors import install_handlers
-from pocket3d.api.middleware import AccessLogMiddleware, BodyLimitMiddleware, valid_request_id
+from pocket3d.api.middleware import AccessLogMiddleware, BodyLimitMiddleware, RouteTemplates, valid_request_id
 from pocket3d.api.routes import features, files, jobs, metrics, system, webhooks
 from pocket3d.models.spec import Feature
 from pocket3d.node import Node
@@ -75,7 +75,8 @@ def create_app(node: Node, *, manage_node: bool = True) -> FastAPI:
                                            "Idempotent-Replayed"])
     # Uploads stream to disk under storage.max_file_size (api.uploads); everything else is JSON.
     app.add_middleware(BodyLimitMiddleware, limit=int(settings.server.max_request_size), exempt=("/api/v1/files",))
-    app.add_middleware(AccessLogMiddleware, observe=node.metrics.observe_request)
+    app.add_middleware(AccessLogMiddleware, observe=node.metrics.observe_request,
+                       templates=RouteTemplates(lambda: app.openapi()["paths"]))
     # Ids are not secrets, only unique: random.getrandbits avoids a getrandom() syscall per request.
     app.add_middleware(CorrelationIdMiddleware, header_name="X-Request-ID", validator=valid_request_id,
                        generator=lambda: f"{random.getrandbits(128):032x}")

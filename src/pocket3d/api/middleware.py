@@ -7,11 +7,12 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from asgi_correlation_id import correlation_id
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
+from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pocket3d.api.keys import STATE_KEY
@@ -31,12 +32,27 @@ def valid_request_id(value: str) -> bool:
     return bool(_VALID_ID.match(value))
 
 
-def route_template(scope: Scope) -> str:
+class RouteTemplates:
+    """The templates of the app's documented paths, for a request that no route saw because a middleware answered
+    first (api.auth's 401). Compiled on first use: the OpenAPI document is built once, lazily."""
+
+    def __init__(self, paths: Callable[[], Iterable[str]]):
+        self._paths = paths
+        self._compiled: list[tuple[re.Pattern[str], str]] | None = None
+
+    def match(self, path: str) -> str | None:
+        if self._compiled is None:
+            self._compiled = [(compile_path(p)[0], p) for p in self._paths()]
+        return next((template for regex, template in self._compiled if regex.match(path)), None)
+
+
+def route_template(scope: Scope, templates: RouteTemplates | None = None) -> str:
     """``/api/v1/jobs/{job_id}`` rather than the path itself, so metrics and logs group by route; "unmatched"
-    when no route took the request (a scan of made-up paths must not make a label each)."""
+    when no route takes the path (a scan of made-up paths must not make a label each)."""
     template = getattr(scope.get("route"), "path_format", None)
     if not template:
-        return "unmatched"
+        found = templates.match(scope.get("path", "")) if templates is not None else None
+        return found or "unmatched"
     # FastAPI keeps an included router's routes with their own path (no prefix); the prefix is what the request
     # path holds before as many segments as the template has.
     segments = scope.get("path", "").split("/")
@@ -49,8 +65,9 @@ class AccessLogMiddleware:
     duration for the metrics; an unhandled error becomes the 500 error body here, while the request id is known
     (the app's outermost handler runs after the id is gone)."""
 
-    def __init__(self, app: ASGIApp, observe: Callable[[str, str, int, float], None] | None = None):
-        self.app, self.observe = app, observe
+    def __init__(self, app: ASGIApp, observe: Callable[[str, str, int, float], None] | None = None,
+                 templates: RouteTemplates | None = None):
+        self.app, self.observe, self.templates = app, observe, templates
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -80,7 +97,7 @@ class AccessLogMiddleware:
                                      "reporting it")(scope, receive, send_tracked)
         finally:
             seconds = time.perf_counter() - started_at
-            method, route = scope.get("method", "?"), route_template(scope)
+            method, route = scope.get("method", "?"), route_template(scope, self.templates)
             state = scope.get("state") or {}
             # The principal api.auth found before the body was read; else what get_principal noted.
             key_id = getattr(state.get(STATE_KEY), "key_id", None) or state.get("key_id")
