@@ -151,6 +151,7 @@ def test_json_logs_one_id_a_request_and_never_a_key(run: Run) -> None:
     text = run.srv.log()
     lines = [json.loads(line) for line in text.splitlines() if line.strip()]  # every line parses
     assert all({"time", "level", "logger", "message", "request_id"} <= line.keys() for line in lines)
+    assert "/done" not in text, "no log line holds a webhook URL's path or query (they may carry a token)"
 
     submit_lines = [line for line in lines if line["request_id"] == "ops-submit-1"]
     assert {line["logger"] for line in submit_lines} >= {"pocket3d.api.submission", "pocket3d.access"}

@@ -168,6 +168,7 @@ def test_private_and_metadata_webhook_urls_are_refused_at_submit(client: httpx.C
     assert len(client.get("/jobs", params={"limit": 100}).json()["jobs"]) == before, "no job was made"
     r = client.post("/mesh/generate", json={"text_prompt": "a chair", "webhook_url": "http://169.254.169.254/"})
     assert "metadata" in r.json()["message"] and r.json()["details"]["address"] == "169.254.169.254"
+    assert "webhooks.allow_hosts" in r.json()["hint"]
 
 
 class _InProcessServer:

@@ -105,6 +105,9 @@ def configure(settings: Settings, log_format: str | None = None) -> None:
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         logging.getLogger(name).handlers.clear()
         logging.getLogger(name).propagate = True
+    # httpx logs every request's full URL at INFO; a webhook URL's query may hold the receiver's token.
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def configure_worker(log_format: str, level: int, device_id: str) -> None:

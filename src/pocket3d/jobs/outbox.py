@@ -57,7 +57,8 @@ def create_endpoint(store: Store, *, owner_id: str, url: str, events: Sequence[s
         if count >= max_endpoints:
             raise Pocket3DError(ErrorCode.WEBHOOK_LIMIT_REACHED,
                                 f"you have {count} webhook endpoints, the most allowed (webhooks.max_endpoints); "
-                                "delete one first", {"max_endpoints": max_endpoints})
+                                "delete one first", {"max_endpoints": max_endpoints},
+                                hint="GET /api/v1/webhooks lists them; DELETE /api/v1/webhooks/{id} removes one")
         tx.conn.execute(t.webhook_endpoints.insert().values(
             id=endpoint.id, owner_id=owner_id, url=url, events=endpoint.events, description=description,
             secret=secret, created_at=now))

@@ -19,6 +19,7 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    disable_created_metrics,
     generate_latest,
     start_http_server,
 )
@@ -44,6 +45,7 @@ HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
 class Metrics(SchedulerObserver):
     def __init__(self, store: Store):
+        disable_created_metrics()  # no *_created series beside every counter: Prometheus reads resets without them
         self.store = store
         self.scheduler: Scheduler | None = None
         self.registry = r = CollectorRegistry()

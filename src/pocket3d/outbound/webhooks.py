@@ -43,9 +43,13 @@ def check_webhook_url(guard: AddressGuard, url: str) -> str:
         guard.check(url)
     except ForbiddenTarget as e:
         raise Pocket3DError(ErrorCode.WEBHOOK_URL_FORBIDDEN, f"webhook_url: {e}",
-                            {"host": e.host, "address": str(e.address), "reason": e.reason}) from None
+                            {"host": e.host, "address": str(e.address), "reason": e.reason},
+                            hint="give a URL that is reachable from the internet; for a receiver inside your network, "
+                                 "the operator lists its host in webhooks.allow_hosts") from None
     except OutboundError as e:
-        raise Pocket3DError(ErrorCode.WEBHOOK_URL_INVALID, f"webhook_url: {e}") from None
+        raise Pocket3DError(ErrorCode.WEBHOOK_URL_INVALID, f"webhook_url: {e}",
+                            hint="an http:// or https:// URL whose host resolves, without a user name or "
+                                 "password") from None
     return url
 
 
