@@ -142,6 +142,26 @@ def test_formats_chaining_and_conversion(p3d: Client, tmp_path: Path) -> None:
         textured.convert(["gltf"])  # type: ignore[list-item]  # refused before it is sent
 
 
+def test_webhook_calls(p3d: Client) -> None:
+    """The SDK's webhook calls, with addresses the server refuses (no traffic leaves loopback; deliveries
+    themselves are tested in test_webhooks.py)."""
+    assert p3d.webhooks.secret().startswith("whsec_")
+    with pytest.raises(ValidationFailed) as refused:
+        p3d.webhooks.create("http://10.0.0.7/hook", ["job.succeeded"])
+    assert refused.value.code == "WEBHOOK_URL_FORBIDDEN"
+    with pytest.raises(ValidationFailed) as bad_event:
+        p3d.webhooks.create("http://10.0.0.7/hook", ["job.exploded"])  # type: ignore[list-item]
+    assert bad_event.value.code == "INVALID_REQUEST", "checked by the server's model before anything is sent"
+    with pytest.raises(NotFound):
+        p3d.webhooks.get("whe_missing")
+    with pytest.raises(ValidationFailed) as on_request:
+        p3d.generate_mesh(text_prompt="a chair", model_preference="test_failing",
+                          webhook_url="http://169.254.169.254/latest")
+    assert on_request.value.code == "WEBHOOK_URL_FORBIDDEN"
+    job = p3d.generate_mesh(text_prompt="a chair", model_preference="test_failing")
+    assert p3d.webhooks.deliveries(job.id) == []
+
+
 def test_wait_survives_cut_event_streams(server: ServerProcess, proxy: FaultProxy, tmp_path: Path) -> None:
     """The proxy resets the first two event streams after two events each: wait reads the job, comes back with
     Last-Event-ID, and still returns the finished job."""

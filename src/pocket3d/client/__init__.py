@@ -12,9 +12,9 @@ httpx and pydantic, not the server.
 """
 
 from pocket3d.api.schemas import FileInfo, Health, JobView, ModelInfo, ModelList, OutputInfo, StageInfo
-from pocket3d.client._async import AsyncClient, AsyncFiles, AsyncJob, AsyncJobs
+from pocket3d.client._async import AsyncClient, AsyncFiles, AsyncJob, AsyncJobs, AsyncWebhooks
 from pocket3d.client._core import JobEvent, Page
-from pocket3d.client._sync import Client, Files, Job, Jobs
+from pocket3d.client._sync import Client, Files, Job, Jobs, Webhooks
 from pocket3d.client.errors import (
     APIError,
     Conflict,
@@ -44,10 +44,11 @@ from pocket3d.client.errors import (
 )
 
 __all__ = [
-    "APIError", "AsyncClient", "AsyncFiles", "AsyncJob", "AsyncJobs", "Client", "Conflict", "ConnectionFailed",
-    "DownloadFailed", "FileExpired", "FileInfo", "Files", "Forbidden", "Gone", "Health", "IdempotencyKeyReused", "Job", "JobCancelled", "JobError", "JobEvent",
-    "JobFailed", "JobNotFinished", "JobView", "Jobs", "ModelInfo", "ModelList", "NotFound", "OutputExpired",
-    "OutputInfo", "Page", "PayloadTooLarge", "Pocket3DError", "QueueFull", "RateLimited", "ServerError",
-    "ServerUnreachable", "ServiceUnavailable", "StageInfo", "Unauthorized", "UnsupportedMediaType",
-    "ValidationFailed", "WaitTimeout",
+    "APIError", "AsyncClient", "AsyncFiles", "AsyncJob", "AsyncJobs", "AsyncWebhooks", "Client", "Conflict",
+    "ConnectionFailed", "DownloadFailed", "FileExpired", "FileInfo", "Files", "Forbidden", "Gone", "Health",
+    "IdempotencyKeyReused", "Job", "JobCancelled", "JobError", "JobEvent", "JobFailed", "JobNotFinished",
+    "JobView", "Jobs", "ModelInfo", "ModelList", "NotFound", "OutputExpired", "OutputInfo", "Page",
+    "PayloadTooLarge", "Pocket3DError", "QueueFull", "RateLimited", "ServerError", "ServerUnreachable",
+    "ServiceUnavailable", "StageInfo", "Unauthorized", "UnsupportedMediaType", "ValidationFailed",
+    "WaitTimeout", "Webhooks",
 ]

@@ -13,7 +13,24 @@ from typing import Any, Unpack
 import httpx
 from httpx_sse import SSEError, aconnect_sse
 
-from pocket3d.api.schemas import FileInfo, FilePage, Health, JobAccepted, JobPage, JobView, ModelList, OutputFormat
+from pocket3d.api.schemas import (
+    DeliveryList,
+    DeliveryView,
+    FileInfo,
+    FilePage,
+    Health,
+    JobAccepted,
+    JobPage,
+    JobView,
+    ModelList,
+    OutputFormat,
+    WebhookEndpointCreate,
+    WebhookEndpointCreated,
+    WebhookEndpointList,
+    WebhookEndpointView,
+    WebhookEventName,
+    WebhookSecret,
+)
 from pocket3d.client import _core
 from pocket3d.client._core import (
     FINAL_STATES,
@@ -44,6 +61,7 @@ class AsyncClient:
         self.config = Config.from_args(url, api_key, timeout, max_retries)
         self._http = httpx.AsyncClient(base_url=self.config.api_url, headers=self.config.headers, timeout=timeout)
         self.jobs = AsyncJobs(self)
+        self.webhooks = AsyncWebhooks(self)
         self.files = AsyncFiles(self)
 
     async def aclose(self) -> None:
@@ -211,10 +229,11 @@ class AsyncJobs:
 
     async def cancel(self, job_id: str) -> AsyncJob:
         """A queued job is cancelled at once, a running one at its next progress report."""
-        return AsyncJob(self._client, parse(JobView, await self._client._send("POST", f"/jobs/{job_id}/cancel", safe=True)))
+        r = await self._client._send("POST", f"/jobs/{job_id}/cancel", safe=True)
+        return AsyncJob(self._client, parse(JobView, r))
 
     async def convert(self, job_id: str, output_formats: Sequence[OutputFormat], *,
-                idempotency_key: str | None = None) -> AsyncJob:
+                      idempotency_key: str | None = None) -> AsyncJob:
         """A new job that writes a succeeded job's result in other formats, without running its model again
         (formats its feature offers: a rig glb or fbx)."""
         fields: dict[str, Any] = {"output_formats": list(output_formats)}
@@ -231,6 +250,37 @@ class AsyncJobs:
                   if v is not None}
         page = parse(JobPage, await self._client._send("GET", "/jobs", safe=True, params=params))
         return Page([AsyncJob(self._client, view) for view in page.jobs], page.next_cursor)
+
+
+class AsyncWebhooks:
+    """``client.webhooks``: endpoints that receive your jobs' events, signed by the Standard Webhooks scheme."""
+
+    def __init__(self, client: AsyncClient):
+        self._client = client
+
+    async def create(self, url: str, events: Sequence[WebhookEventName], *,
+                     description: str | None = None) -> WebhookEndpointCreated:
+        """Register an endpoint (up to five); its ``secret`` (whsec_…) is in this answer only."""
+        body = _core.validated(WebhookEndpointCreate,
+                               {"url": url, "events": list(events), "description": description})
+        return parse(WebhookEndpointCreated, await self._client._send("POST", "/webhooks", safe=False, json=body))
+
+    async def get(self, endpoint_id: str) -> WebhookEndpointView:
+        return parse(WebhookEndpointView, await self._client._send("GET", f"/webhooks/{endpoint_id}", safe=True))
+
+    async def delete(self, endpoint_id: str) -> None:
+        await self._client._send("DELETE", f"/webhooks/{endpoint_id}", safe=True)
+
+    async def secret(self) -> str:
+        """The secret that signs deliveries to your requests' ``webhook_url``."""
+        return parse(WebhookSecret, await self._client._send("GET", "/webhooks/secret", safe=True)).secret
+
+    async def deliveries(self, job_id: str) -> list[DeliveryView]:
+        """A job's deliveries and every attempt of each."""
+        return parse(DeliveryList, await self._client._send("GET", f"/jobs/{job_id}/deliveries", safe=True)).deliveries
+
+    async def list(self) -> list[WebhookEndpointView]:
+        return parse(WebhookEndpointList, await self._client._send("GET", "/webhooks", safe=True)).endpoints
 
 
 class AsyncFiles:

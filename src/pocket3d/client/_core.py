@@ -33,6 +33,7 @@ from pocket3d.api.schemas import (
     RiggingRequest,
     SegmentationRequest,
     TextureGenerationRequest,
+    WebhookEventName,
 )
 from pocket3d.client.errors import (
     APIError,
@@ -161,6 +162,8 @@ class _CommonFields(TypedDict, total=False):
     seed: int | None
     priority: int
     parameters: dict[str, Any]
+    webhook_url: str | None  # the job's events are POSTed there, signed (client.webhooks.secret() verifies them)
+    webhook_events: Sequence[WebhookEventName] | None
     idempotency_key: str  # sent as the Idempotency-Key header; a new UUID when not given
 
 
@@ -220,6 +223,14 @@ class Submission:
     headers: dict[str, str]
 
 
+def validated(model: type[BaseModel], fields: Mapping[str, Any]) -> dict[str, Any]:
+    """A request body checked by the server's own model before it is sent (ValidationFailed if it fails)."""
+    try:
+        return model.model_validate(dict(fields)).model_dump(mode="json", exclude_none=True)
+    except ValidationError as e:
+        raise _validation_failed(e) from None
+
+
 def conversion(job_id: str, fields: Mapping[str, Any]) -> Submission:
     return submission(Feature(f"/jobs/{job_id}/convert", ConvertRequest), fields)
 
@@ -235,12 +246,16 @@ def submission(feature: Feature, fields: Mapping[str, Any]) -> Submission:
     try:
         request = feature.request.model_validate(body)
     except ValidationError as e:
-        first = e.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "request"
-        raise ValidationFailed(422, "INVALID_REQUEST", f"{where}: {first['msg']}",
-                               details={"errors": e.errors(include_url=False, include_context=False)}) from None
+        raise _validation_failed(e) from None
     return Submission(feature.path, request.model_dump(mode="json", exclude_unset=True),
                       {"Idempotency-Key": key})
+
+
+def _validation_failed(e: ValidationError) -> ValidationFailed:
+    first = e.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "request"
+    return ValidationFailed(422, "INVALID_REQUEST", f"{where}: {first['msg']}",
+                            details={"errors": e.errors(include_url=False, include_context=False)})
 
 
 Uploadable: TypeAlias = "str | os.PathLike[str] | bytes | IO[bytes] | Image"

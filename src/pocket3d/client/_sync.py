@@ -12,7 +12,24 @@ from typing import Any, Unpack
 import httpx
 from httpx_sse import SSEError, connect_sse
 
-from pocket3d.api.schemas import FileInfo, FilePage, Health, JobAccepted, JobPage, JobView, ModelList, OutputFormat
+from pocket3d.api.schemas import (
+    DeliveryList,
+    DeliveryView,
+    FileInfo,
+    FilePage,
+    Health,
+    JobAccepted,
+    JobPage,
+    JobView,
+    ModelList,
+    OutputFormat,
+    WebhookEndpointCreate,
+    WebhookEndpointCreated,
+    WebhookEndpointList,
+    WebhookEndpointView,
+    WebhookEventName,
+    WebhookSecret,
+)
 from pocket3d.client import _core
 from pocket3d.client._core import (
     FINAL_STATES,
@@ -49,6 +66,7 @@ class Client:
         self.config = Config.from_args(url, api_key, timeout, max_retries)
         self._http = httpx.Client(base_url=self.config.api_url, headers=self.config.headers, timeout=timeout)
         self.jobs = Jobs(self)
+        self.webhooks = Webhooks(self)
         self.files = Files(self)
 
     def close(self) -> None:
@@ -236,6 +254,37 @@ class Jobs:
                   if v is not None}
         page = parse(JobPage, self._client._send("GET", "/jobs", safe=True, params=params))
         return Page([Job(self._client, view) for view in page.jobs], page.next_cursor)
+
+
+class Webhooks:
+    """``client.webhooks``: endpoints that receive your jobs' events, signed by the Standard Webhooks scheme."""
+
+    def __init__(self, client: Client):
+        self._client = client
+
+    def create(self, url: str, events: Sequence[WebhookEventName], *,
+               description: str | None = None) -> WebhookEndpointCreated:
+        """Register an endpoint (up to five); its ``secret`` (whsec_…) is in this answer only."""
+        body = _core.validated(WebhookEndpointCreate,
+                               {"url": url, "events": list(events), "description": description})
+        return parse(WebhookEndpointCreated, self._client._send("POST", "/webhooks", safe=False, json=body))
+
+    def get(self, endpoint_id: str) -> WebhookEndpointView:
+        return parse(WebhookEndpointView, self._client._send("GET", f"/webhooks/{endpoint_id}", safe=True))
+
+    def delete(self, endpoint_id: str) -> None:
+        self._client._send("DELETE", f"/webhooks/{endpoint_id}", safe=True)
+
+    def secret(self) -> str:
+        """The secret that signs deliveries to your requests' ``webhook_url``."""
+        return parse(WebhookSecret, self._client._send("GET", "/webhooks/secret", safe=True)).secret
+
+    def deliveries(self, job_id: str) -> list[DeliveryView]:
+        """A job's deliveries and every attempt of each."""
+        return parse(DeliveryList, self._client._send("GET", f"/jobs/{job_id}/deliveries", safe=True)).deliveries
+
+    def list(self) -> list[WebhookEndpointView]:
+        return parse(WebhookEndpointList, self._client._send("GET", "/webhooks", safe=True)).endpoints
 
 
 class Files:

@@ -91,6 +91,8 @@ def _job_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--priority", type=click.IntRange(-10, 10), default=None, help="higher runs sooner"),
         click.option("--param", "params", multiple=True, metavar="KEY=VALUE",
                      help="a model parameter (repeatable); the value is read as JSON when it parses"),
+        click.option("--webhook-url", default=None, metavar="URL",
+                     help="POST the job's end there, signed (pocket3d's webhook secret verifies it)"),
         click.option("--no-wait", is_flag=True, help="submit, print the job id and return"),
         _server_options,
     ]
@@ -168,7 +170,7 @@ def _input(p3d: Client, path: Path) -> str:
 
 
 def _fields(opts: dict[str, Any], **extra: Any) -> dict[str, Any]:
-    fields: dict[str, Any] = {k: opts[k] for k in ("model_preference", "quality", "seed", "priority")}
+    fields: dict[str, Any] = {k: opts[k] for k in ("model_preference", "quality", "seed", "priority", "webhook_url")}
     asked = _formats(opts["output_format"])
     fields["output_format" if len(asked) == 1 else "output_formats"] = asked[0] if len(asked) == 1 else asked
     fields["parameters"] = dict(_param(p) for p in opts["params"]) or None
