@@ -4,7 +4,7 @@ xatlas has no way to stop it, and on some degenerate input (a strip of needle tr
 child process it can be killed. The fallback packs each face into a grid cell of its own: poorer texture use,
 but it always finishes, in time proportional to the face count.
 
-    python -m pocket3d.models.builtin.uv_atlas < arrays.npz > atlas.npz
+xatlas runs in ``_xatlas_child.py``, started by path (``python -I``), so the child imports numpy and xatlas only.
 """
 
 from __future__ import annotations
@@ -12,8 +12,11 @@ from __future__ import annotations
 import io
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
+
+CHILD = Path(__file__).with_name("_xatlas_child.py")
 
 
 def atlas(vertices: np.ndarray, faces: np.ndarray, resolution: int, padding: int,
@@ -24,7 +27,7 @@ def atlas(vertices: np.ndarray, faces: np.ndarray, resolution: int, padding: int
     np.savez(given, vertices=vertices.astype(np.float32), faces=faces.astype(np.uint32),
              options=np.array([resolution, padding]))
     try:
-        run = subprocess.run([sys.executable, "-m", __name__], input=given.getvalue(), capture_output=True,
+        run = subprocess.run([sys.executable, "-I", str(CHILD)], input=given.getvalue(), capture_output=True,
                              timeout=timeout)
     except subprocess.TimeoutExpired:
         return None
@@ -46,27 +49,3 @@ def grid(faces: np.ndarray, padding: float) -> tuple[np.ndarray, np.ndarray, np.
     corners = np.where((np.arange(count) % 2 == 0)[:, None, None], lower, upper)
     uv = ((origin[:, None, :] + corners) / side).reshape(-1, 2)
     return faces.reshape(-1).astype(np.int64), np.arange(3 * count, dtype=np.int64).reshape(count, 3), uv
-
-
-def _main() -> None:
-    import xatlas
-
-    given = np.load(io.BytesIO(sys.stdin.buffer.read()))
-    resolution, padding = (int(v) for v in given["options"])
-    made = xatlas.Atlas()
-    made.add_mesh(given["vertices"], given["faces"])
-    packing = xatlas.PackOptions()
-    packing.resolution = resolution
-    packing.padding = padding
-    made.generate(pack_options=packing)
-    if made.atlas_count > 1:  # charts spilled onto a second page, whose UVs would overlap the first's
-        packing.resolution = 0
-        made.generate(pack_options=packing)
-    source, new_faces, uv = made[0]
-    out = io.BytesIO()
-    np.savez(out, source=source, faces=new_faces, uv=uv)
-    sys.stdout.buffer.write(out.getvalue())
-
-
-if __name__ == "__main__":
-    _main()
