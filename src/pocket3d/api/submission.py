@@ -277,9 +277,9 @@ def _convert(node: Node, principal: Principal, job_id: str, req: ConvertRequest,
         offered = tuple(f for f in offered if f in model.spec.supported_outputs)
     refused = [f for f in req.formats if f not in offered]
     if refused:
-        raise Pocket3DError(ErrorCode.UNSUPPORTED_OUTPUT_FORMAT, f"a {feature.value} result cannot be written as "
-                            f"{refused[0]!r} without losing what the job made", {"supported_outputs": list(offered)},
-                            hint=f"ask for one of {', '.join(offered)}")
+        raise Pocket3DError(ErrorCode.UNSUPPORTED_OUTPUT_FORMAT, f"the result of a {feature.value} job cannot be "
+                            f"written as {refused[0]!r} without losing what the job made",
+                            {"supported_outputs": list(offered)}, hint=f"ask for one of {', '.join(offered)}")
     _check_writable(req.formats, offered)
     export = next(s for s in source.stages if s.name == EXPORT_STAGE).params
     stage = NewStage(EXPORT_STAGE, None, {**export, "formats": req.formats}, weight=1.0)
