@@ -53,6 +53,7 @@ test: $(STAMP) $(BPY_STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/api_overhead.py
+	$(BIN)/python bench/request_logging.py
 	$(BIN)/python bench/builtin_models.py
 	$(BIN)/python bench/cutout.py
 	$(BIN)/python bench/adapters_cpu.py

@@ -37,3 +37,23 @@ def test_an_unusable_request_id_is_replaced() -> None:
     given = r.headers["x-request-id"]
     assert given != "no spaces\tor tabs allowed" and valid_request_id(given)
     assert r.json()["request_id"] == given
+
+
+def test_access_lines_can_be_turned_off_and_the_metrics_still_count(caplog) -> None:
+    async def ok(scope, receive, send) -> None:
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    for log_access in (True, False):
+        seen: list[tuple] = []
+        app = AccessLogMiddleware(ok, observe=lambda *a: seen.append(a), log_access=log_access)
+
+        async def call() -> httpx.Response:
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+                return await c.get("/x")
+
+        caplog.clear()
+        with caplog.at_level("INFO", logger="pocket3d.access"):
+            assert asyncio.run(call()).status_code == 204
+        assert len([r for r in caplog.records if r.name == "pocket3d.access"]) == (1 if log_access else 0)
+        assert [(m, route, status) for m, route, status, _ in seen] == [("GET", "unmatched", 204)]

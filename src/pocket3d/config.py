@@ -212,6 +212,8 @@ class LoggingSettings(_Section):
     format: LogFormat = Field("text", description="text: one line for people (text_pattern); json: one JSON "
                               "object a line, for a log shipper")
     text_pattern: str = TEXT_LOG_PATTERN
+    access: bool = Field(True, description="one access line per HTTP request (method, route, status, seconds, key "
+                         "id); off saves a few percent of a server answering thousands of status polls a second")
     file: Path | None = Field(None, description="relative paths are under data_dir; unset logs to stderr only")
     max_size: ByteSize = ByteSize(10 * 1024 * 1024)
     backup_count: int = Field(5, ge=0)

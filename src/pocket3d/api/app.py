@@ -76,7 +76,7 @@ def create_app(node: Node, *, manage_node: bool = True) -> FastAPI:
     # Uploads stream to disk under storage.max_file_size (api.uploads); everything else is JSON.
     app.add_middleware(BodyLimitMiddleware, limit=int(settings.server.max_request_size), exempt=("/api/v1/files",))
     app.add_middleware(AccessLogMiddleware, observe=node.metrics.observe_request,
-                       templates=RouteTemplates(lambda: app.openapi()["paths"]))
+                       templates=RouteTemplates(lambda: app.openapi()["paths"]), log_access=settings.logging.access)
     # Ids are not secrets, only unique: random.getrandbits avoids a getrandom() syscall per request.
     app.add_middleware(CorrelationIdMiddleware, header_name="X-Request-ID", validator=valid_request_id,
                        generator=lambda: f"{random.getrandbits(128):032x}")

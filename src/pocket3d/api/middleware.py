@@ -66,8 +66,8 @@ class AccessLogMiddleware:
     (the app's outermost handler runs after the id is gone)."""
 
     def __init__(self, app: ASGIApp, observe: Callable[[str, str, int, float], None] | None = None,
-                 templates: RouteTemplates | None = None):
-        self.app, self.observe, self.templates = app, observe, templates
+                 templates: RouteTemplates | None = None, log_access: bool = True):
+        self.app, self.observe, self.templates, self.log_access = app, observe, templates, log_access
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -101,9 +101,10 @@ class AccessLogMiddleware:
             state = scope.get("state") or {}
             # The principal api.auth found before the body was read; else what get_principal noted.
             key_id = getattr(state.get(STATE_KEY), "key_id", None) or state.get("key_id")
-            access_log.info("%s %s %d %.3fs key=%s", method, route, status, seconds, key_id or "-",
-                            extra={"method": method, "route": route, "status": status,
-                                   "seconds": round(seconds, 6), "key_id": key_id})
+            if self.log_access:
+                access_log.info("%s %s %d %.3fs key=%s", method, route, status, seconds, key_id or "-",
+                                extra={"method": method, "route": route, "status": status,
+                                       "seconds": round(seconds, 6), "key_id": key_id})
             if self.observe is not None:
                 self.observe(method, route, status, seconds)
 
