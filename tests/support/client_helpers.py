@@ -23,6 +23,45 @@ IMAGES = SHARED / "images"
 MESHES = SHARED / "meshes"
 
 
+def stood_up(mesh: trimesh.Trimesh) -> trimesh.Trimesh:
+    """A copy of a Z-up mesh (the shared TRELLIS meshes) turned Y-up, +Z forward, as pocket3d hands it to a model."""
+    from pocket3d.geometry.orientation import TO_Y_UP
+
+    turned = mesh.copy()
+    matrix = np.eye(4)
+    matrix[:3, :3] = TO_Y_UP["z"]
+    turned.apply_transform(matrix)
+    return turned
+
+
+class Recorder:
+    """A progress callback for running a model directly: keeps what it reported and warned of (models.spec.warn)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[float, str | None]] = []
+        self.warnings: list[tuple[str, str]] = []
+
+    @property
+    def fractions(self) -> list[float]:
+        return [fraction for fraction, _ in self.calls]
+
+    def __call__(self, fraction: float, message: str | None = None) -> None:
+        self.calls.append((fraction, message))
+
+    def warn(self, code: str, message: str) -> None:
+        self.warnings.append((str(code), message))
+
+
+def joint_heads(gltf) -> np.ndarray:  # noqa: ANN001 - a pygltflib.GLTF2
+    """Where each joint of the file's one skin is, in the mesh's space (its inverse bind matrix undone)."""
+    (skin,) = gltf.skins
+    accessor = gltf.accessors[skin.inverseBindMatrices]
+    view = gltf.bufferViews[accessor.bufferView]
+    data = np.frombuffer(gltf.binary_blob(), dtype=np.float32, count=accessor.count * 16,
+                         offset=view.byteOffset + (accessor.byteOffset or 0))
+    return -data.reshape(-1, 4, 4).transpose(0, 2, 1)[:, :3, 3]
+
+
 def upload(client: httpx.Client, path: Path, name: str | None = None) -> dict:
     with open(path, "rb") as f:
         r = client.post("/files", files={"file": (name or path.name, f, "application/octet-stream")})

@@ -24,6 +24,11 @@ def only_triangles(scene: trimesh.Scene) -> trimesh.Scene:
 def world_meshes(scene: trimesh.Scene) -> list[trimesh.Trimesh]:
     """Every triangle mesh instance, moved to world coordinates, visuals kept (trimesh's copies drop the
     colours a material hides in ``visual.vertex_attributes``; they are carried over here)."""
+    return [mesh for _, _, mesh in world_instances(scene)]
+
+
+def world_instances(scene: trimesh.Scene) -> list[tuple[str, str, trimesh.Trimesh]]:
+    """(node name, geometry name, mesh in world coordinates) for every triangle mesh instance (see world_meshes)."""
     out = []
     for node in scene.graph.nodes_geometry:
         transform, name = scene.graph[node]
@@ -35,7 +40,7 @@ def world_meshes(scene: trimesh.Scene) -> list[trimesh.Trimesh]:
         hidden = getattr(source.visual, "vertex_attributes", None)
         if hidden and "color" in hidden and hasattr(mesh.visual, "vertex_attributes"):
             mesh.visual.vertex_attributes["color"] = np.asarray(hidden["color"])
-        out.append(mesh)
+        out.append((node, name, mesh))
     return out
 
 

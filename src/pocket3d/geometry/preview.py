@@ -1,5 +1,6 @@
 """A PNG thumbnail of a mesh: a small software render (painter's algorithm, Lambert shading) from a
-three-quarter view. Fast enough for every output: large meshes are decimated for the picture first."""
+three-quarter front view, upright (the scene is Y-up, as every mesh pocket3d holds), framed on the whole bounding
+box. Fast enough for every output: large meshes are decimated for the picture first."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from pocket3d.geometry.gltf_writer import is_segmented
 from pocket3d.geometry.meshes import world_meshes
 
 MAX_FACES = 20_000
+FILL = 0.92  # of the picture's side taken by the model's turned bounding box
 LIGHT = np.array([0.4, 0.8, 0.6]) / np.linalg.norm([0.4, 0.8, 0.6])
 
 
@@ -37,13 +39,18 @@ def render_preview(scene: trimesh.Scene, dest: Path, size: int = 256) -> None:
         small = decimate_mesh(mesh, MAX_FACES)
         colors = colors[cKDTree(mesh.triangles_center).query(small.triangles_center)[1]]
         mesh = small
-    # A three-quarter view: turn 35 degrees about the vertical axis, tilt 20 degrees towards the viewer.
+    # A three-quarter view of the front (+Z) from a little above: turn 35 degrees about the vertical axis (+Y,
+    # glTF's up: the mesh is upright), tilt 20 degrees towards the viewer.
     rot = (trimesh.transformations.rotation_matrix(np.radians(20), [1, 0, 0])
            @ trimesh.transformations.rotation_matrix(np.radians(-35), [0, 1, 0]))[:3, :3]
-    verts = (mesh.vertices - mesh.bounds.mean(axis=0)) @ rot.T
-    extent = np.ptp(verts[:, :2], axis=0).max() or 1.0
-    scale = 0.9 * size / extent
-    xy = np.column_stack([verts[:, 0] * scale + size / 2, size / 2 - verts[:, 1] * scale])
+    verts = mesh.vertices @ rot.T
+    # Framed on the whole bounding box: its eight corners, turned, fit the picture with a margin, centred. Every
+    # vertex lies inside the box, so nothing is cut off, whatever the shape.
+    corners = trimesh.bounds.corners(mesh.bounds) @ rot.T
+    low, high = corners[:, :2].min(axis=0), corners[:, :2].max(axis=0)
+    scale = FILL * size / (float((high - low).max()) or 1.0)
+    middle = (low + high) / 2
+    xy = np.column_stack([(verts[:, 0] - middle[0]) * scale + size / 2, size / 2 - (verts[:, 1] - middle[1]) * scale])
     tris = verts[mesh.faces]
     normals = np.cross(tris[:, 1] - tris[:, 0], tris[:, 2] - tris[:, 0])
     lengths = np.linalg.norm(normals, axis=1)

@@ -25,5 +25,7 @@ helpers = bpy.data.collections.get("glTF_not_exported")
 if helpers is not None:
     for obj in list(helpers.objects):
         bpy.data.objects.remove(obj, do_unlink=True)
+# FBX's own axis settings, as Maya, Unity and Unreal read them: Y up, +Z front (GlobalSettings UpAxis 1,
+# FrontAxis 2). The glTF importer brought the Y-up file into Blender's Z-up frame; these turn it back.
 bpy.ops.export_scene.fbx(filepath=dst, path_mode="COPY", embed_textures=True, add_leaf_bones=False,
-                         object_types={"ARMATURE", "MESH", "EMPTY"})
+                         object_types={"ARMATURE", "MESH", "EMPTY"}, axis_up="Y", axis_forward="-Z")

@@ -7,6 +7,7 @@ from pathlib import Path
 import trimesh
 
 from pocket3d.geometry.meshes import merged
+from pocket3d.geometry.orientation import Y_UP_TO_Z_UP
 
 
 def load(path: Path) -> trimesh.Scene:
@@ -14,4 +15,8 @@ def load(path: Path) -> trimesh.Scene:
 
 
 def export(scene: trimesh.Scene, dest: Path) -> None:
-    dest.write_bytes(merged(scene, colors=False).export(file_type="stl"))
+    """Written Z-up, -Y forward, as STL files are read (Blender's importer and slicers): the Y-up scene turned +90
+    degrees about X."""
+    mesh = merged(scene, colors=False)
+    mesh.apply_transform(Y_UP_TO_Z_UP)
+    dest.write_bytes(mesh.export(file_type="stl"))
