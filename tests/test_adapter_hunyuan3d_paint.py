@@ -37,7 +37,7 @@ import pygltflib
 import pytest
 import trimesh
 from adapter_harness import standin_env, write_models
-from client_helpers import MESHES, assert_valid_gltf, submit, upload, wait_final
+from client_helpers import MESHES, assert_valid_gltf, stood_up, submit, upload, wait_final
 from PIL import Image
 from server import SUPPORT, ServerProcess
 from standin_calls import ENV as CALLS_ENV
@@ -229,7 +229,7 @@ def test_paint_a_mesh_from_a_cut_out(served: Served) -> None:
     assert base.shape == (2048, 2048, 3), "the texture has the resolution asked for"
     assert np.abs(base.reshape(-1, 3).mean(axis=0) - RED).max() < 12, "painted from the reference image"
     mesh = trimesh.load(io.BytesIO(data), file_type="glb", force="mesh")
-    source = trimesh.load(GOBLIN, force="mesh")
+    source = stood_up(trimesh.load(GOBLIN, force="mesh"))  # the Z-up file, as pocket3d stood it up
     assert np.allclose(mesh.bounds, source.bounds, atol=0.02 * source.scale), "the geometry given, in place"
 
     loads = served.calls("hy3dgen.texgen.from_pretrained")

@@ -24,7 +24,7 @@ import pytest
 import scipy.sparse as sp
 import trimesh
 from adapter_harness import STANDINS, standin_env, write_models
-from client_helpers import MESHES, assert_valid_gltf, submit, upload, wait_final
+from client_helpers import MESHES, assert_valid_gltf, stood_up, submit, upload, wait_final
 from scipy.sparse import csgraph
 from server import ServerProcess
 from standin_calls import read
@@ -272,8 +272,9 @@ def test_partfield_segments_the_elephant_into_the_parts_asked(client: httpx.Clie
     labels = json.loads(_download(client, job, "labels.json"))
     face_labels = _check_labels_match_nodes(labels, parts)
     assert {p["method"] for p in labels["parts"]} == {"partfield_agglomerative"}
-    # face for face: each node holds the input's faces with its label, in the input's order
-    source = trimesh.load(source_path, force="mesh", process=False)
+    # face for face: each node holds the input's faces with its label, in the input's order (stood up: the
+    # shared meshes are Z-up)
+    source = stood_up(trimesh.load(source_path, force="mesh", process=False))
     assert len(face_labels) == len(source.faces)
     for pid, triangles in parts.items():
         assert np.allclose(triangles, source.triangles[face_labels == pid], atol=1e-5 * source.scale)

@@ -24,7 +24,7 @@ import pygltflib
 import pytest
 import trimesh
 from adapter_harness import STANDINS, standin_env, write_models
-from client_helpers import IMAGES, MESHES, SHARED, assert_valid_gltf, submit, upload, wait_final
+from client_helpers import IMAGES, MESHES, SHARED, assert_valid_gltf, stood_up, submit, upload, wait_final
 from PIL import Image
 from server import ServerProcess
 from standin_calls import calls
@@ -173,15 +173,19 @@ def test_image_to_a_textured_glb_with_the_low_preset(client: httpx.Client, env: 
 
 def test_views_go_to_run_multi_image_and_client_parameters_win(client: httpx.Client, env: dict,
                                                               tmp_path: Path) -> None:
-    views = [upload(client, p)["file_id"] for p in sorted((SHARED / "multiview").glob("*.png"))]
+    # named views reach TRELLIS (which places views itself) as images in the order front, left, back, right
+    named = {"back": "character_3.png", "left": "character_1.png", "front": "character_2.png"}
+    views = {name: upload(client, SHARED / "multiview" / file)["file_id"] for name, file in named.items()}
     job = _run(client, "/mesh/generate", {
-        "images": views, "model_preference": "trellis-image-large", "quality": "high", "seed": 11,
+        "views": views, "model_preference": "trellis-image-large", "quality": "high", "seed": 11,
         "texture_resolution": 256,
         "parameters": {"ss_sampling_steps": 5, "slat_guidance_strength": 2.5, "mesh_simplify": 0.92,
                        "multiimage_algo": "multidiffusion"}})
     _glb(client, job, tmp_path)
     run = _last(env, "trellis.run_multi_image")
     assert len(run["images"]) == 3 and run["mode"] == "multidiffusion" and run["seed"] == 11
+    widths = {file: Image.open(SHARED / "multiview" / file).width for file in named.values()}
+    assert [i["size"][0] for i in run["images"]] == [widths[named[n]] for n in ("front", "left", "back")]
     assert run["sparse_structure_sampler_params"] == {"steps": 5}, "the client's steps over the high preset's"
     assert run["slat_sampler_params"] == {"steps": 25, "cfg_strength": 2.5}
     assert _last(env, "trellis.to_glb")["simplify"] == 0.92, "the client's over the high preset's 0.9"
@@ -311,11 +315,12 @@ def test_trellis2_textures_a_given_mesh_in_place(client: httpx.Client, env: dict
     run = _last(env, "trellis2.texturing.run")
     assert (run["resolution"], run["seed"], run["texture_size"]) == (512, 9, 256)
     assert run["tex_slat_sampler_params"] == {"steps": 8, "guidance_strength": 2.0}
-    given = trimesh.load(source, force="mesh")
+    given = stood_up(trimesh.load(source, force="mesh"))  # the up_axis parameter said Z: pocket3d turned it
     given_size, handed = given.extents, np.ptp(np.asarray(run["bounds"]), axis=0)
-    assert np.allclose(handed, given_size[[0, 2, 1]], rtol=1e-6), "handed over Z-up turned Y-up, as it expects"
+    assert np.allclose(handed, given_size, rtol=1e-6), "handed over Y-up, as it expects"
     assert np.allclose(out.bounds, given.bounds, atol=1e-4 * given_size.max()), \
-        "the textured mesh is back where the given one was, at its size and up axis"
+        "the textured mesh is where the given one was, turned Y-up, at its size"
+    assert job["orientation"]["source"] == "parameter" and job["orientation"]["detected"] == "z"
     mesh = upload(client, source)["file_id"]  # the job's inputs were released when it ended
     image = upload(client, IMAGES / "typical_creature_elephant.png")["file_id"]
     r = client.post("/texture/generate", json={"mesh": mesh, "images": [image, image],

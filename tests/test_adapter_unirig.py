@@ -27,7 +27,7 @@ import pytest
 import trimesh
 import yaml
 from adapter_harness import STANDINS, standin_env, write_models
-from client_helpers import MESHES, assert_valid_gltf, read_fbx, submit, upload
+from client_helpers import MESHES, assert_valid_gltf, joint_heads, read_fbx, stood_up, submit, upload
 from server import SUPPORT, ServerProcess
 from standin_calls import calls
 
@@ -170,13 +170,6 @@ def _accessor(gltf: pygltflib.GLTF2, index: int) -> np.ndarray:
     return data.reshape(acc.count, width)
 
 
-def _joint_heads(gltf: pygltflib.GLTF2) -> np.ndarray:
-    """Where each joint of the one skin is, in the mesh's space (its inverse bind matrix undone)."""
-    (skin,) = gltf.skins
-    ibm = _accessor(gltf, skin.inverseBindMatrices).reshape(-1, 4, 4).transpose(0, 2, 1)
-    return -ibm[:, :3, 3]
-
-
 def test_a_mesh_is_rigged_with_the_predicted_skeleton_on_its_own_vertices(served, tmp_path: Path) -> None:
     client, record = served
     job = _rig(client, {"quality": "low", "seed": 7})
@@ -190,15 +183,16 @@ def test_a_mesh_is_rigged_with_the_predicted_skeleton_on_its_own_vertices(served
     assert len(skin.joints) == len(generated["joints"]) == 8, "one glTF joint per predicted joint"
     scene = trimesh.load(io.BytesIO(data), file_type="glb", force="scene")
     (rigged,) = scene.geometry.values()
-    source = trimesh.load(GOBLIN, force="mesh", process=False)
+    source = stood_up(trimesh.load(GOBLIN, force="mesh", process=False))  # the Z-up file, as pocket3d stood it up
     assert len(rigged.faces) == len(source.faces), "the input's own mesh, not the one the model saw"
+    assert job["orientation"]["detected"] == "z" and job["orientation"]["applied_rotation"] is not None
     prim = gltf.meshes[gltf.nodes[0].mesh].primitives[0]
     weights = _accessor(gltf, prim.attributes.WEIGHTS_0)
     assert np.allclose(weights.sum(axis=1), 1.0, atol=1e-5), "every vertex's weights sum to 1"
     assert len(np.unique(_accessor(gltf, prim.attributes.JOINTS_0)[weights > 0])) >= 4, "the skin uses the bones"
-    # The joints are where the stand-in put them, on vertices of the mesh it saw (Z-up already: no turn), so after
-    # UniRig's normalisation is undone each lands on a vertex of the input, in the input's coordinates.
-    heads = _joint_heads(gltf)
+    # The joints are where the stand-in put them, on vertices of the mesh it saw (turned Z-up for the model), so
+    # after UniRig's normalisation and the turn are undone each lands on a vertex of the Y-up input.
+    heads = joint_heads(gltf)
     distance = np.linalg.norm(source.vertices[None, :, :] - heads[:, None, :], axis=2).min(axis=1)
     assert distance.max() < 1e-4 * source.scale, distance
     # the knobs: the low preset, the seed, UniRig's generation settings kept, the checkpoints loaded
@@ -229,7 +223,7 @@ def test_a_y_up_mesh_is_turned_for_the_model_and_back_and_client_parameters_win(
     extent = np.ptp(np.array(generated["joints"]), axis=0)
     assert extent[2] > 1.15 * extent[:2].max(), "tall along Z: it stands"
     # and the joints came back to the GLB's own Y-up frame, on its vertices
-    heads = _joint_heads(pygltflib.GLTF2.load_from_bytes(_download(client, job, "model.glb")))
+    heads = joint_heads(pygltflib.GLTF2.load_from_bytes(_download(client, job, "model.glb")))
     distance = np.linalg.norm(upright.vertices[None, :, :] - heads[:, None, :], axis=2).min(axis=1)
     assert distance.max() < 1e-4 * upright.scale, distance
     assert len(calls(record, "unirig.get_model")) == 2, "each task was built once, and kept for every job"

@@ -23,8 +23,11 @@ from client_helpers import (
     MESHES,
     SHARED,
     assert_valid_gltf,
+    follow_events,
     is_closed,
+    joint_heads,
     read_fbx,
+    stood_up,
     submit,
     textured_goblin_zip,
     upload,
@@ -92,13 +95,18 @@ def test_one_image_to_a_textured_mesh(shipped: httpx.Client, tmp_path: Path) -> 
     assert is_closed(_mesh(data))
 
 
-def test_three_views_to_a_textured_mesh(shipped: httpx.Client, tmp_path: Path) -> None:
-    views = [upload(shipped, MULTIVIEW / f"character_{i}.png")["file_id"] for i in (1, 2, 3)]
+def test_named_views_to_a_textured_mesh(shipped: httpx.Client, tmp_path: Path) -> None:
+    """The README's example: the character's face (character_2) on the front, its right side (character_1, a
+    three-quarter view from its right) and its left (character_3, from its left and behind)."""
+    views = {name: upload(shipped, MULTIVIEW / f"character_{i}.png")["file_id"]
+             for name, i in (("front", 2), ("right", 1), ("left", 3))}
     # A single-image model is not handed three views to use one of them.
-    r = shipped.post("/mesh/generate", json={"images": views, "model_preference": "builtin_silhouette"})
+    r = shipped.post("/mesh/generate", json={"views": views, "model_preference": "builtin_silhouette"})
     assert r.status_code == 422 and r.json()["error_code"] == "MODEL_INPUT_MISMATCH"
-    job = _run(shipped, "/mesh/generate", {"images": views})
+    job = _run(shipped, "/mesh/generate", {"views": views})
     assert job["model"] == "builtin_visual_hull"
+    assert job["input"]["views"] == views and job["input"]["images"] == []
+    assert job["warnings"] == [], "every view fits the others at its named azimuth (front 0, left 90, right 270)"
     data, _ = _textured_glb(shipped, job, tmp_path)
     mesh = _mesh(data)
     assert is_closed(mesh)
@@ -128,8 +136,8 @@ def test_texture_for_a_given_mesh_from_an_image_and_from_text(shipped: httpx.Cli
         assert job["model"] == "builtin_projection_paint"
         data, _ = _textured_glb(shipped, job, tmp_path)
         painted = _mesh(data)
-        # the geometry is the one given: same place, same size
-        assert np.allclose(painted.bounds, source.bounds, atol=1e-3 * source.scale)
+        # the geometry is the one given, stood up (the file is Z-up): same place, same size
+        assert np.allclose(painted.bounds, stood_up(source).bounds, atol=1e-3 * source.scale)
 
 
 def test_part_segmentation(shipped: httpx.Client, tmp_path: Path) -> None:
@@ -228,6 +236,78 @@ def test_a_textured_obj_zip_keeps_its_texture_through_the_builtin_models(shipped
     assert assert_valid_gltf(data, tmp_path)["numErrors"] == 0
     assert _texture_colours(data) == uploaded
     assert len(pygltflib.GLTF2.load_from_bytes(data).skins) == 1
+
+
+def _upright(data: bytes) -> trimesh.Trimesh:
+    mesh = _mesh(data)
+    assert int(np.argmax(np.ptp(mesh.vertices, axis=0))) == 1, f"the figure stands along Y: {mesh.extents}"
+    return mesh
+
+
+def test_a_z_up_mesh_comes_back_standing_from_every_feature(shipped: httpx.Client, tmp_path: Path) -> None:
+    """The shared goblin is Z-up: segmented, textured and rigged, each GLB is Y-up (glTF's up) and valid, the job
+    says what it found and did, and the preview stands too."""
+    goblin = MESHES / "typical_humanoid_goblin.obj"
+    for route, body in (("/segment", {}), ("/texture/generate", {"text_prompt": "green stone"}), ("/rig", {})):
+        job = _run(shipped, route, {"mesh": upload(shipped, goblin)["file_id"], **body})
+        assert job["orientation"]["detected"] == "z" and job["orientation"]["source"] == "shape", job["orientation"]
+        assert job["orientation"]["applied_rotation"]["axis"] == "x", job["orientation"]
+        assert job["orientation"]["applied_rotation"]["degrees"] == -90
+        assert [w["code"] for w in job["warnings"]] == ["ROTATED_TO_Y_UP"], job["warnings"]
+        assert job["warnings"][0]["stage"] == "orient" and job["stages"][0]["name"] == "orient"
+        data = _download(shipped, job, "model.glb")
+        assert assert_valid_gltf(data, tmp_path)["numErrors"] == 0
+        _upright(data)
+        preview = np.asarray(Image.open(io.BytesIO(_download(shipped, job, "preview.png"))))[:, :, 3] > 0
+        ys, xs = np.nonzero(preview)
+        assert np.ptp(ys) > 1.3 * np.ptp(xs), f"{route}: the preview stands"
+        if route == "/rig":
+            gltf = pygltflib.GLTF2.load_from_bytes(data)
+            names = [gltf.nodes[j].name for j in gltf.skins[0].joints]
+            heads = joint_heads(gltf)
+            assert heads[names.index("Head"), 1] > heads[names.index("Hips"), 1] + 0.2, "the head above the hips"
+
+
+def test_parameters_up_axis_overrides_what_the_shape_says(shipped: httpx.Client) -> None:
+    goblin = MESHES / "typical_humanoid_goblin.obj"
+    job = _run(shipped, "/segment", {"mesh": upload(shipped, goblin)["file_id"], "parameters": {"up_axis": "y"}})
+    assert job["orientation"] == {"detected": "y", "source": "parameter", "applied_rotation": None, "scores": None}
+    assert job["warnings"] == [] and job["input"]["parameters"] == {"up_axis": "y"}
+    mesh = _mesh(_download(shipped, job, "model.glb"))
+    assert int(np.argmax(mesh.extents)) == 2, "taken at its word: left lying along Z, as it came"
+    r = shipped.post("/segment", json={"mesh": upload(shipped, goblin)["file_id"], "parameters": {"up_axis": "x"}})
+    assert r.status_code == 422 and r.json()["error_code"] == "INVALID_PARAMETERS" and "up_axis" in r.text
+    # an STL is written the way STL files stand: Z-up, as this one came in
+    job = _run(shipped, "/texture/generate", {"mesh": upload(shipped, goblin)["file_id"], "text_prompt": "red",
+                                              "output_format": "stl"})
+    stl = trimesh.load(io.BytesIO(_download(shipped, job, "model.stl")), file_type="stl")
+    source = trimesh.load(goblin, force="mesh")
+    np.testing.assert_allclose(stl.bounds, source.bounds, atol=1e-4)
+
+
+def test_the_job_says_what_was_asked_and_what_happened(shipped: httpx.Client) -> None:
+    """An unknown text prompt: the built-in text model builds a generic shape and says so, in the job's view and in
+    its event stream, beside the request as it was sent, the stages and the model's last message."""
+    body = {"text_prompt": "a flurble on a zorp", "quality": "low", "seed": 3, "parameters": {"variation": 0.1}}
+    job_id = submit(shipped, "/mesh/generate", body)["job_id"]
+    events = follow_events(shipped, job_id)
+    final = events[-1][1]
+    job = shipped.get(f"/jobs/{job_id}").json()
+    for view in (final, job):
+        assert view["status"] == "succeeded"
+        assert view["input"]["text_prompt"] == body["text_prompt"] and view["input"]["quality"] == "low"
+        assert view["input"]["seed"] == 3 and view["input"]["parameters"] == {"variation": 0.1}
+        assert view["input"]["output_format"] == "glb" and view["input"]["model_preference"] is None
+        assert [(s["name"], s["model"], s["status"]) for s in view["stages"]] == [
+            ("generate_mesh", "builtin_procedural", "succeeded"), ("export", None, "succeeded")]
+        model_stage = view["stages"][0]
+        assert model_stage["device"] == "cpu" and model_stage["attempts"] == 1
+        assert model_stage["started_at"] <= model_stage["finished_at"] and 0 <= model_stage["seconds"] < 60
+        assert view["message"] == "writing the mesh", "the model's last progress message"
+        (warning,) = view["warnings"]
+        assert warning["code"] == "UNKNOWN_OBJECT" and warning["stage"] == "generate_mesh"
+        assert "generic shape" in warning["message"] and "chair" in warning["message"]
+    assert all({"input", "stages", "message", "warnings"} <= set(data) for _, data in events), "every event"
 
 
 def test_requests_a_model_would_refuse_are_refused_at_once(shipped: httpx.Client) -> None:

@@ -8,11 +8,44 @@ import httpx
 import numpy as np
 import pytest
 import trimesh
-from client_helpers import IMAGES, assert_valid_gltf, submit, upload
+from client_helpers import IMAGES, MESHES, SHARED, Recorder, assert_valid_gltf, submit, upload
 from PIL import Image
 
 from pocket3d.models import InputRejected
-from pocket3d.models.builtin.image_to_mesh import foreground_mask
+from pocket3d.models.builtin.image_to_mesh import SilhouetteInflationModel, foreground_mask
+from pocket3d.models.builtin.multiview import VisualHullModel
+from pocket3d.models.builtin.rigging import GeometricRiggingModel
+from pocket3d.models.builtin.segmentation import GeometricSegmentationModel
+from pocket3d.models.builtin.text_to_mesh import ProceduralTextModel
+from pocket3d.models.builtin.texturing import ProjectionTextureModel
+from pocket3d.models.spec import RunInputs
+
+VIEWS = [SHARED / "multiview" / f"character_{i}.png" for i in (2, 3, 1)]
+BUILTINS = {  # each built-in model on an input it takes
+    "silhouette": (SilhouetteInflationModel, {"images": [IMAGES / "T.png"]}),
+    "visual_hull": (VisualHullModel, {"images": VIEWS, "view_names": ["front", "left", "right"]}),
+    "procedural": (ProceduralTextModel, {"text": "a red wooden chair"}),
+    "painting from text": (ProjectionTextureModel, {"mesh": MESHES / "typical_creature_elephant.obj",
+                                                    "text": "green stone"}),
+    "painting from an image": (ProjectionTextureModel, {"mesh": MESHES / "typical_creature_elephant.obj",
+                                                        "images": [IMAGES / "typical_creature_elephant.png"]}),
+    "segmentation": (GeometricSegmentationModel, {"mesh": MESHES / "typical_creature_elephant.obj"}),
+    "rigging": (GeometricRiggingModel, {"mesh": MESHES / "typical_humanoid_goblin.obj"}),
+}
+
+
+@pytest.mark.parametrize("name", list(BUILTINS))
+def test_every_builtin_reports_five_steps_or_more_that_a_person_can_follow(name: str, tmp_path) -> None:
+    adapter, inputs = BUILTINS[name]
+    model = adapter(None)
+    recorder = Recorder()
+    model.run(RunInputs(work_dir=tmp_path, quality="low", texture_resolution=256, **inputs), model.Params(),
+              recorder)
+    steps = [(fraction, message) for fraction, message in recorder.calls if message]
+    fractions = [fraction for fraction, _ in steps]
+    assert len(set(fractions)) >= 5, steps
+    assert fractions == sorted(fractions) and 0 <= fractions[0] and fractions[-1] <= 1, "forwards, within 0-1"
+    assert len({message for _, message in steps}) >= 5, "each step says what it does"
 
 
 @pytest.mark.parametrize("image", ["typical_creature_elephant.png", "typical_vehicle_biplane.png", "T.png"])

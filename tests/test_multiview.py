@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import trimesh
-from client_helpers import SHARED, is_closed
+from client_helpers import SHARED, Recorder, is_closed
 from PIL import Image
 
 from pocket3d.models import InputRejected, RunInputs
@@ -44,11 +44,7 @@ def test_a_cone_carved_from_two_views_is_the_pyramid_they_allow() -> None:
 def test_azimuths_place_the_views() -> None:
     """An L-shaped block seen front and side: the side view at 90 or 270 degrees puts the step at the back or
     the front, and the hull follows."""
-    lower = trimesh.creation.box((0.4, 0.5, 0.4))
-    lower.apply_translation((0, 0.25, 0))
-    upper = trimesh.creation.box((0.4, 0.5, 0.2))
-    upper.apply_translation((0, 0.75, -0.1))  # the upper half only at the back (-z)
-    block = trimesh.util.concatenate([lower, upper])
+    block = _l_block()
     views = [View(render_silhouette(block, 0), 0), View(render_silhouette(block, 90), 90)]
     hull = visual_hull(views, grid=80)
     top = hull.vertices[hull.vertices[:, 1] > 0.9]
@@ -67,6 +63,40 @@ def test_a_view_that_disagrees_is_left_out() -> None:
     hull, left_out = consistent_hull(good + [View(odd, 180)], grid=64)
     assert left_out == [2]
     assert hull.bounds[1, 1] - hull.bounds[0, 1] > 0.95
+
+
+def _l_block() -> trimesh.Trimesh:
+    lower = trimesh.creation.box((0.4, 0.5, 0.4))
+    lower.apply_translation((0, 0.25, 0))
+    upper = trimesh.creation.box((0.4, 0.5, 0.2))
+    upper.apply_translation((0, 0.75, -0.1))  # the upper half only at the back (-z)
+    return trimesh.util.concatenate([lower, upper])
+
+
+def test_named_views_take_their_azimuths_and_a_view_left_out_is_a_warning(tmp_path) -> None:
+    """The request's view names (front, left, back, right) place the views as azimuths 0, 90, 180, 270 would; a
+    view that disagrees with the others is left out, and the job is told which."""
+    block = _l_block()
+    front, side = tmp_path / "front.png", tmp_path / "side.png"
+    Image.fromarray(render_silhouette(block, 0)).save(front)
+    Image.fromarray(render_silhouette(block, 90)).save(side)
+    tops = {}
+    for name in ("left", "right"):
+        (tmp_path / name).mkdir()
+        out = VisualHullModel(None).run(RunInputs(work_dir=tmp_path / name, images=[front, side], quality="low",
+                                                  texture_resolution=128, view_names=["front", name]),
+                                        MultiViewParams(), Recorder())
+        mesh = trimesh.load(out["mesh"], force="mesh")
+        tops[name] = mesh.vertices[mesh.vertices[:, 1] > 0.9][:, 2].mean()
+    assert tops["left"] < -0.05 < 0.05 < tops["right"], tops
+    # character_1 shows the character's right side, character_3 its left from behind: named left and back, they
+    # contradict each other and the front, and carving with all three would cut the figure in two
+    views = [SHARED / "multiview" / f"character_{i}.png" for i in (2, 1, 3)]
+    recorder = Recorder()
+    VisualHullModel(None).run(RunInputs(work_dir=tmp_path, images=views, quality="low", texture_resolution=128,
+                                        view_names=["front", "left", "back"]), MultiViewParams(), recorder)
+    (warning,) = recorder.warnings
+    assert warning[0] == "VIEW_LEFT_OUT" and "view (azimuth" in warning[1], warning
 
 
 def test_the_shared_three_views_make_a_textured_standing_figure(tmp_path) -> None:

@@ -10,7 +10,7 @@ import numpy as np
 import pygltflib
 import pytest
 import trimesh
-from client_helpers import MESHES, assert_valid_gltf, read_fbx
+from client_helpers import MESHES, Recorder, assert_valid_gltf, read_fbx, stood_up
 from pydantic import ValidationError
 
 from pocket3d.geometry.errors import MeshError
@@ -30,13 +30,13 @@ WIDTH = {"SCALAR": 1, "VEC2": 2, "VEC3": 3, "VEC4": 4, "MAT4": 16}
 
 # -- running the model and reading its file ------------------------------------------------------------------------
 
-def rig(mesh: Path, work: Path, **params) -> Path:
+def rig(mesh: Path, work: Path, recorder: Recorder | None = None, **params) -> Path:
     model = GeometricRiggingModel(ModelSpec("builtin_rigging", Feature.AUTO_RIGGING, frozenset({"mesh"}), ("glb",)))
     model.load(Device("cpu", "cpu", "CPU", 0))
     work.mkdir(parents=True, exist_ok=True)
-    reported: list[float] = []
-    outputs = model.run(RunInputs(work_dir=work, mesh=mesh), RiggingParams(**params),
-                        lambda fraction, message: reported.append(fraction))
+    recorder = recorder or Recorder()
+    outputs = model.run(RunInputs(work_dir=work, mesh=mesh), RiggingParams(**params), recorder)
+    reported = recorder.fractions
     assert reported and reported == sorted(reported), "progress is reported, and only forwards"
     assert set(outputs) == {"mesh"} and outputs["mesh"].parent == work
     return outputs["mesh"]
@@ -159,8 +159,12 @@ def starfish() -> tuple[trimesh.Trimesh, list[np.ndarray]]:
 
 @pytest.fixture(scope="module")
 def goblin(tmp_path_factory) -> tuple[Path, trimesh.Trimesh]:
+    """The shared goblin as the model gets it: turned Y-up by pocket3d's orient stage."""
     work = tmp_path_factory.mktemp("goblin")
-    return rig(GOBLIN, work), trimesh.load(GOBLIN, force="mesh", process=False)
+    upright = stood_up(trimesh.load(GOBLIN, force="mesh", process=False))
+    src = work / "goblin.obj"
+    upright.export(src)
+    return rig(src, work / "out"), upright
 
 
 @pytest.fixture(scope="module")
@@ -197,8 +201,8 @@ def test_the_goblin_is_rigged_as_a_humanoid_on_its_own_vertices(goblin) -> None:
     prim = r.gltf.meshes[0].primitives[0]
     uv = read_accessor(r.gltf, prim.attributes.TEXCOORD_0)
     assert np.allclose(uv[:, 1], 1 - source.visual.uv[:, 1], atol=1e-6), "and its UVs (glTF's v runs down)"
-    z = {name: r.heads[r.joint(name)][2] for name in r.names}  # the shared OBJs are Z-up
-    assert z["LeftFoot"] < z["LeftLowerLeg"] < z["Hips"] < z["Chest"] < z["Neck"] < z["Head"]
+    y = {name: r.heads[r.joint(name)][1] for name in r.names}
+    assert y["LeftFoot"] < y["LeftLowerLeg"] < y["Hips"] < y["Chest"] < y["Neck"] < y["Head"]
     for side, sign in (("Left", 1), ("Right", -1)):  # a character's left is +X
         assert sign * r.heads[r.joint(side + "Hand")][0] > 0.2 and sign * r.heads[r.joint(side + "Foot")][0] > 0.05
     # the root sits near the middle of the body
@@ -217,7 +221,7 @@ def test_bending_the_goblins_left_arm_moves_the_arm_and_nothing_far_from_it(gobl
     r = read_rig(goblin[0])
     assert np.allclose(r.pose({}), r.positions, atol=1e-5), "the bind pose reproduces the mesh"
     arm = r.descendants("LeftUpperArm")
-    posed = r.pose({"LeftUpperArm": rotation(60, [0, 1, 0])})
+    posed = r.pose({"LeftUpperArm": rotation(60, [0, 0, 1])})
     moved = np.linalg.norm(posed - r.positions, axis=1)
     on_arm = r.weight_of(arm)
     assert (on_arm > 0.5).sum() > 300, "the arm has many vertices of its own"
@@ -305,17 +309,33 @@ def test_large_meshes_take_the_weights_of_a_decimated_copy(person, monkeypatch) 
     assert (coarse.argmax(axis=1) == full.argmax(axis=1)).mean() > 0.85, "mostly the same joint leads"
 
 
-def test_the_up_axis_of_a_file_without_one_is_read_from_the_shape(tmp_path) -> None:
-    """The goblin turned Y-up and saved as PLY (no up convention) is still read as a humanoid."""
-    goblin = trimesh.load(GOBLIN, force="mesh", process=False)
-    goblin.apply_transform(rotation(-90, [1, 0, 0]))  # Z-up to Y-up, facing +Z
-    src = tmp_path / "goblin_y_up.ply"
-    goblin.export(src)
-    r = read_rig(rig(src, tmp_path / "out"))
-    assert HUMANOID_NAMES <= set(r.names)
-    assert r.heads[r.joint("Head"), 1] > r.heads[r.joint("Hips"), 1]
-    generic = read_rig(rig(src, tmp_path / "forced", up_axis="z"))  # told otherwise, it is not a standing humanoid
-    assert "Hips" not in generic.names
+def test_the_model_reads_the_humanoid_along_y_as_pocket3d_hands_it_over(goblin, tmp_path) -> None:
+    """Up is +Y for the model (pocket3d turned the input so): the goblin lying on its back, as the shared Z-up file
+    has it, is no standing humanoid; that file comes to the model stood up (see test_orientation)."""
+    assert "Hips" in read_rig(goblin[0]).names
+    lying = read_rig(rig(GOBLIN, tmp_path / "lying"))
+    assert "Hips" not in lying.names
+    with pytest.raises(ValidationError):
+        RiggingParams(up_axis="z")  # pocket3d's parameter now, taken before the model sees the parameters
+
+
+def test_a_flat_or_open_mesh_is_rigged_with_a_warning(tmp_path) -> None:
+    sheet = trimesh.creation.box(extents=(1.0, 0.6, 0.004))
+    sheet.export(tmp_path / "sheet.obj")
+    flat = Recorder()
+    rig(tmp_path / "sheet.obj", tmp_path / "flat", flat)
+    assert [code for code, _ in flat.warnings] == ["FLAT_MESH"], flat.warnings
+    cape = trimesh.creation.icosphere(subdivisions=3)
+    cape.update_faces(cape.triangles_center[:, 1] > -0.2)  # a sphere with its bottom cut away: a cap, open
+    cape.remove_unreferenced_vertices()
+    cape.export(tmp_path / "cape.obj")
+    opened = Recorder()
+    rig(tmp_path / "cape.obj", tmp_path / "open", opened)
+    assert "OPEN_MESH" in [code for code, _ in opened.warnings], opened.warnings
+    trimesh.creation.icosphere(subdivisions=3).export(tmp_path / "ball.obj")
+    closed = Recorder()
+    rig(tmp_path / "ball.obj", tmp_path / "closed", closed)
+    assert closed.warnings == [], "a closed, round mesh rigs without a warning"
 
 
 def test_the_rig_converts_to_fbx_with_its_armature(goblin, tmp_path) -> None:

@@ -21,6 +21,7 @@ from pocket3d.jobs import (
     StageStatus,
     Store,
 )
+from pocket3d.jobs.records import StageWarning
 from pocket3d.jobs import schema as t
 from pocket3d.jobs import transitions as tr
 
@@ -412,3 +413,35 @@ def test_concurrent_submits_with_one_key_make_one_job(store) -> None:
     assert len(results) == 1 and len(taken) == 7
     with store.read() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(t.jobs)).scalar() == 1
+
+
+def test_a_job_keeps_its_request_as_sent_and_what_each_stage_did(store) -> None:
+    """The additive columns: jobs.input; stages.device, message, warnings, details (nullable, on both engines)."""
+    sent = {"text_prompt": "a flurble", "quality": "high", "parameters": {"variation": 0.1}}
+    job_id = submit(store, NewJob(**{**new_job().__dict__, "request": {"quality": "high"}, "input": sent}))
+    c1 = tr.claim_stage(store, store.queued_stages()[0].stage_id, worker_id="w", lease_seconds=30, now=101,
+                        device="cuda:1")
+    assert tr.report_progress(store, c1, 0.2, now=102, message="shaping")
+    assert tr.report_progress(store, c1, 0.4, now=103), "no message: the last one stays"
+    stage = store.get_job(job_id).stages[0]
+    assert (stage.device, stage.message, stage.progress) == ("cuda:1", "shaping", 0.4)
+    assert tr.complete_stage(store, c1, [], release=KEEP, now=110, message="writing",
+                             warnings=[StageWarning("UNKNOWN_OBJECT", "a generic shape")], details={"found": 1})
+    c2 = claim(store, models=(), now=111)
+    assert tr.complete_stage(store, c2, [], release=KEEP, now=112)
+    job = store.get_job(job_id)
+    assert job.input == sent and job.request == {"quality": "high"}
+    first, export = job.stages
+    assert (first.message, first.details, first.started_at, first.finished_at) == ("writing", {"found": 1}, 101, 110)
+    assert first.warnings == [StageWarning("UNKNOWN_OBJECT", "a generic shape")]
+    assert (export.device, export.message, export.warnings, export.details) == (None, None, [], None)
+    # run times by (model, quality), from the stage's own start and end; pocket3d's own stages by name
+    assert store.recent_stage_seconds() == {("m", "high"): 9.0, (EXPORT_STAGE, "high"): 1.0}
+    job_id = submit(store, NewJob(**{**new_job().__dict__, "request": {"quality": "low"}}), now=200)
+    c3 = claim(store, now=201)
+    assert tr.report_progress(store, c3, 0.5, now=202, message="half way")
+    assert tr.fail_stage(store, c3, code="WORKER_CRASHED", message="gone", retry=True, release=KEEP, now=203)
+    c4 = claim(store, now=204)
+    assert store.get_job(job_id).stages[0].message is None, "a new attempt starts clean"
+    assert tr.complete_stage(store, c4, [], release=KEEP, now=205)
+    assert store.recent_stage_seconds()[("m", "low")] == 1.0 and store.recent_stage_seconds()[("m", "high")] == 9.0

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import trimesh
-from client_helpers import MESHES, SHARED
+from client_helpers import MESHES, SHARED, stood_up
 from PIL import Image
 
 from pocket3d.geometry import MeshError
@@ -18,7 +18,6 @@ from pocket3d.models.builtin.texturing import (
     View,
     bake_appearance,
     bake_views,
-    choose_up_axis,
     unwrap,
 )
 from pocket3d.models.builtin.words import MATERIALS, parse_appearance
@@ -132,14 +131,19 @@ def test_what_no_view_sees_takes_the_prompts_colour_if_it_names_one(tmp_path) ->
 
 # -- the shared meshes ------------------------------------------------------------------------------------------
 
+def upright_goblin() -> trimesh.Trimesh:
+    """The shared goblin as the model gets it: turned Y-up by pocket3d's orient stage."""
+    return stood_up(trimesh.load(MESHES / "typical_humanoid_goblin.obj", force="mesh", process=False))
+
+
 @pytest.fixture(scope="module")
 def goblin_from_the_front(tmp_path_factory) -> trimesh.Trimesh:
-    return run_model(tmp_path_factory.mktemp("goblin"), MESHES / "typical_humanoid_goblin.obj",
-                     images=[FRONT_VIEW], size=512)
+    work = tmp_path_factory.mktemp("goblin")
+    return run_model(work, save_mesh(upright_goblin(), work / "goblin.obj"), images=[FRONT_VIEW], size=512)
 
 
 def test_a_mesh_with_a_uv_atlas_keeps_its_exact_geometry_and_uvs(goblin_from_the_front) -> None:
-    original = trimesh.load(MESHES / "typical_humanoid_goblin.obj", force="mesh", process=False)
+    original = upright_goblin()
     out = goblin_from_the_front
     np.testing.assert_array_equal(out.vertices, np.asarray(original.vertices, np.float32))
     np.testing.assert_array_equal(out.faces, original.faces)
@@ -150,19 +154,19 @@ def test_the_front_of_the_goblin_shows_the_front_picture(goblin_from_the_front) 
     mesh, texture = goblin_from_the_front, goblin_from_the_front.visual.material.baseColorTexture
     assert np.asarray(texture).reshape(-1, 3).std(axis=0).mean() > 20, "a textured look, not one flat colour"
     assert mesh.visual.material.metallicFactor == 0.0
-    # Look at the Z-up goblin from its front (-Y) with rays on a grid over its outline, and compare what the
+    # Look at the Y-up goblin from its front (+Z) with rays on a grid over its outline, and compare what the
     # texture shows there with the picture at the same place (outlines fitted box to box, as the model does).
     picture = np.asarray(Image.open(FRONT_VIEW).convert("RGBA")).astype(float)
     inside = picture[:, :, 3] > 127
     rows, cols = np.nonzero(inside)
-    (x0, _, z0), (x1, y1, z1) = mesh.bounds
-    grid_x, grid_z = np.meshgrid(np.linspace(x0, x1, 40), np.linspace(z0, z1, 60))
-    origins = np.column_stack([grid_x.ravel(), np.full(grid_x.size, -2.0), grid_z.ravel()])
-    hits, _, faces = mesh.ray.intersects_location(origins, np.tile([0.0, 1.0, 0.0], (len(origins), 1)),
+    (x0, y0, _), (x1, y1, _) = mesh.bounds
+    grid_x, grid_y = np.meshgrid(np.linspace(x0, x1, 40), np.linspace(y0, y1, 60))
+    origins = np.column_stack([grid_x.ravel(), grid_y.ravel(), np.full(grid_x.size, 2.0)])
+    hits, _, faces = mesh.ray.intersects_location(origins, np.tile([0.0, 0.0, -1.0], (len(origins), 1)),
                                                   multiple_hits=False)
     seen = colour_at(mesh, texture, hits, faces)
     px = (cols.min() + (hits[:, 0] - x0) / (x1 - x0) * np.ptp(cols)).astype(int)
-    py = (rows.min() + (z1 - hits[:, 2]) / (z1 - z0) * np.ptp(rows)).astype(int)
+    py = (rows.min() + (y1 - hits[:, 1]) / (y1 - y0) * np.ptp(rows)).astype(int)
     deep_inside = np.array([inside[max(y - 6, 0):y + 7, max(x - 6, 0):x + 7].all() for x, y in zip(px, py)])
     assert deep_inside.sum() > 300
     difference = np.abs(seen[deep_inside] - picture[py, px, :3][deep_inside]).mean(axis=1)
@@ -189,15 +193,6 @@ def test_a_large_mesh_without_uvs_is_decimated_before_unwrapping(tmp_path) -> No
     out = run_model(tmp_path / "out", sphere, text="green", max_faces=2000)
     assert 1500 <= len(out.faces) <= 2100
     np.testing.assert_allclose(np.linalg.norm(out.vertices, axis=1), 1.0, atol=0.02)
-
-
-def test_up_axis_auto_finds_what_the_shared_meshes_stand_on() -> None:
-    for name in ("typical_humanoid_goblin.obj", "typical_creature_elephant.obj"):
-        z_up = trimesh.load(MESHES / name, force="mesh", process=False)
-        y_up = z_up.copy().apply_transform(trimesh.transformations.rotation_matrix(-np.pi / 2, [1, 0, 0]))
-        assert choose_up_axis(z_up, "obj") == "z", name
-        assert choose_up_axis(y_up, "obj") == "y", name
-        assert choose_up_axis(z_up, "glb") == "y", "glTF is Y-up by definition"
 
 
 # -- text -------------------------------------------------------------------------------------------------------

@@ -169,3 +169,13 @@ def storage_failure(error: BaseException) -> str | None:
                 return str(e)
         pending.extend([e.__cause__, e.__context__, getattr(e, "orig", None)])
     return None
+
+
+class WarningCode(StrEnum):
+    """Codes of a job's ``warnings``: the job succeeded, but something was done other than asked. Stable too."""
+
+    ROTATED_TO_Y_UP = "ROTATED_TO_Y_UP"  # a mesh input was not Y-up: it was turned before any model saw it
+    UNKNOWN_OBJECT = "UNKNOWN_OBJECT"  # the text model knew no object in the prompt and built a generic shape
+    VIEW_LEFT_OUT = "VIEW_LEFT_OUT"  # a view disagreed with the others and was not used
+    OPEN_MESH = "OPEN_MESH"  # the mesh has holes or is a sheet: it was treated as a thickened surface
+    FLAT_MESH = "FLAT_MESH"  # the mesh is (nearly) flat: it has hardly a volume to work with

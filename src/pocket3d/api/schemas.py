@@ -52,6 +52,13 @@ _OUTPUT_FORMATS = Field(None, min_length=1, max_length=len(formats.KEEPS),
                                     "model.fbx, ...): the model runs once and its result is written in each")
 
 
+ViewName = Literal["front", "left", "back", "right"]
+VIEW_ORDER: tuple[str, ...] = ("front", "left", "back", "right")
+VIEWS_HELP = ("named views of one object, instead of `images`: front shows the face, left the object's own left "
+              "side (a camera at azimuth 90), back, right (270); the models that place views by azimuth (the "
+              "built-in visual hull and texturing) or by name (Hunyuan3D-2mv) use the names, the others take the "
+              "images in this order")
+
 WebhookEventName = Literal["job.succeeded", "job.failed", "job.cancelled", "job.progress"]
 WebhookUrl = Annotated[str, Field(min_length=1, max_length=2048, examples=["https://example.com/hooks/pocket3d"])]
 
@@ -96,32 +103,50 @@ TargetFaces = Annotated[int | None, Field(ge=100, le=5_000_000, description="dec
 TextPrompt = Annotated[Annotated[str, Field(min_length=1, max_length=4000)] | None, BeforeValidator(_blank_to_none)]
 
 
-class MeshGenerationRequest(_FeatureRequest):
+class _ViewsRequest(_FeatureRequest):
+    images: list[InputRef] = Field(default_factory=list, max_length=8)
+    views: dict[ViewName, InputRef] | None = Field(None, description=VIEWS_HELP)
+
+    @model_validator(mode="after")
+    def _views_or_images(self) -> _ViewsRequest:
+        if self.views is not None and self.images:
+            raise ValueError("give images or views, not both")
+        if self.views is not None and not self.views:
+            raise ValueError("views names no view: give at least front")
+        return self
+
+    def ordered_views(self) -> tuple[list[str], list[str] | None]:
+        """The images in order, and the name of each when the request named them."""
+        if not self.views:
+            return list(self.images), None
+        names = [name for name in VIEW_ORDER if name in self.views]
+        return [self.views[name] for name in names], names
+
+
+class MeshGenerationRequest(_ViewsRequest):
     output_format: MeshFormat = _OUTPUT_FORMAT
     output_formats: list[MeshFormat] | None = _OUTPUT_FORMATS
     text_prompt: TextPrompt = None
-    images: list[InputRef] = Field(default_factory=list, max_length=8)
     target_faces: TargetFaces = None
 
     @model_validator(mode="after")
     def _needs_input(self) -> MeshGenerationRequest:
-        if not self.text_prompt and not self.images:
-            raise ValueError("give text_prompt or images (or both)")
+        if not self.text_prompt and not self.images and not self.views:
+            raise ValueError("give text_prompt or images (or views instead of images)")
         return self
 
 
-class TextureGenerationRequest(_FeatureRequest):
+class TextureGenerationRequest(_ViewsRequest):
     output_format: MeshFormat = _OUTPUT_FORMAT
     output_formats: list[MeshFormat] | None = _OUTPUT_FORMATS
     mesh: InputRef
     text_prompt: TextPrompt = None
-    images: list[InputRef] = Field(default_factory=list, max_length=8)
     target_faces: TargetFaces = None
 
     @model_validator(mode="after")
     def _needs_guidance(self) -> TextureGenerationRequest:
-        if not self.text_prompt and not self.images:
-            raise ValueError("give text_prompt or images (or both) to guide the texture")
+        if not self.text_prompt and not self.images and not self.views:
+            raise ValueError("give text_prompt or images (or views instead of images) to guide the texture")
         return self
 
 
@@ -208,11 +233,38 @@ class OutputInfo(BaseModel):
 
 
 class StageInfo(BaseModel):
-    name: str
+    name: str = Field(description="orient and export are pocket3d's own stages; the others run a model")
     model: str | None
+    device: str | None = Field(description="where its latest attempt ran (cpu, cuda:0); null for pocket3d's own "
+                                           "stages, which run in the server")
     status: StageStatus
-    progress: float
+    progress: float = Field(description="0-100")
     attempts: int
+    started_at: str | None = Field(description="its latest attempt's start")
+    finished_at: str | None
+    seconds: float | None = Field(description="its run time (its latest attempt's), once finished")
+
+
+class JobWarning(BaseModel):
+    code: str = Field(description="stable, e.g. ROTATED_TO_Y_UP, UNKNOWN_OBJECT, VIEW_LEFT_OUT, OPEN_MESH")
+    message: str
+    stage: str = Field(description="the stage that raised it")
+
+
+class AppliedRotation(BaseModel):
+    axis: str
+    degrees: float
+    matrix: list[list[float]] = Field(description="3x3, applied as R @ v to the input's coordinates")
+
+
+class Orientation(BaseModel):
+    detected: Literal["y", "z"] = Field(description="the mesh input's up axis")
+    source: Literal["format", "shape", "convention", "parameter"] = Field(
+        description="format: the file says (glTF, FBX); shape: judged by what the mesh stands on (OBJ, PLY, STL); "
+                    "convention: the shape did not tell, the format's habit decided (Y for OBJ, Z for PLY and STL); "
+                    "parameter: parameters.up_axis")
+    applied_rotation: AppliedRotation | None = Field(description="what turned it Y-up; null when it already was")
+    scores: dict[str, float] | None = Field(None, description="each axis's base score, when the shape was judged")
 
 
 class JobView(BaseModel):
@@ -221,6 +273,13 @@ class JobView(BaseModel):
     feature: JobFeature
     model: str
     progress: float = Field(description="0-100")
+    message: str | None = Field(description="the latest progress message of the model at work (or of the last "
+                                            "one that said something)")
+    warnings: list[JobWarning] = Field(description="what was done other than asked: a fallback a model took, a "
+                                                   "mesh input turned Y-up")
+    input: dict[str, Any] | None = Field(description="the request as it was sent (data URIs shortened)")
+    orientation: Orientation | None = Field(description="a mesh input's up axis, and the rotation that made it "
+                                                        "Y-up; null for jobs without a mesh input")
     current_stage: str | None
     stages: list[StageInfo]
     queue_position: int | None

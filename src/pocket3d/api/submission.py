@@ -20,10 +20,10 @@ from pocket3d import formats, geometry
 from pocket3d.api import media, uploads
 from pocket3d.api.inputs import converted_mesh, visible_file, visible_job, visible_output
 from pocket3d.api.keys import Principal
-from pocket3d.api.schemas import ConvertRequest, _FeatureRequest
+from pocket3d.api.schemas import ConvertRequest, _FeatureRequest, _ViewsRequest
 from pocket3d.errors import ErrorCode, Pocket3DError
 from pocket3d.jobs import transitions
-from pocket3d.jobs.records import EXPORT_STAGE, IdempotencyKey, JobInput, NewJob, NewStage
+from pocket3d.jobs.records import EXPORT_STAGE, ORIENT_STAGE, IdempotencyKey, JobInput, NewJob, NewStage
 from pocket3d.jobs.store import new_id
 from pocket3d.models import pipeline
 from pocket3d.models.registry import RegisteredModel
@@ -31,6 +31,8 @@ from pocket3d.models.spec import Feature
 from pocket3d.node import Node
 
 log = logging.getLogger(__name__)
+UP_AXES = ("auto", "y", "z")
+DATA_URI_SHOWN = 64  # characters of a data URI a job's input shows in full; longer ones are shortened
 
 
 @dataclass
@@ -146,13 +148,15 @@ def submit_request(node: Node, principal: Principal, feature: Feature, req: _Fea
         if req.webhook_url is not None:  # before any input is staged: a refused URL costs nothing
             node.webhooks.check_url(req.webhook_url)
         inputs: list[_Input] = []
+        images, view_names = req.ordered_views() if isinstance(req, _ViewsRequest) else ([], None)
         try:
-            for i, ref in enumerate(getattr(req, "images", [])):
-                inputs.append(_resolve(node, principal, ref, "image", f"images[{i}]"))
+            for i, ref in enumerate(images):
+                field = f"views.{view_names[i]}" if view_names else f"images[{i}]"
+                inputs.append(_resolve(node, principal, ref, "image", field))
             mesh_ref = getattr(req, "mesh", None)
             if mesh_ref is not None:
                 inputs.append(_resolve(node, principal, mesh_ref, "mesh", "mesh"))
-            return _submit(node, principal, feature, req, inputs, key)
+            return _submit(node, principal, feature, req, inputs, key, view_names)
         finally:
             for inp in inputs:
                 if inp.staged is not None:
@@ -230,30 +234,75 @@ def _stage(planned: pipeline.PlannedStage, params: object, alone: bool) -> NewSt
     return NewStage(planned.name, planned.model.spec.id, chosen.model_dump(mode="json"), weight=weight)
 
 
+def _up_axis(parameters: dict) -> str:
+    """``parameters.up_axis`` is pocket3d's, not the model's: the orient stage takes it (see geometry.orientation)."""
+    value = parameters.pop("up_axis", "auto")
+    if value not in UP_AXES:
+        raise Pocket3DError(ErrorCode.INVALID_PARAMETERS,
+                            f"parameters.up_axis: one of {list(UP_AXES)}, not {value!r}",
+                            {"errors": [{"loc": ["up_axis"], "msg": f"one of {list(UP_AXES)}", "type": "enum"}]},
+                            hint="y for a mesh that stands along Y (glTF's way), z for one that stands along Z "
+                            "(Blender's, STL's); auto judges by the file's format and what the shape stands on")
+    return value
+
+
+def _check_views(view_names: list[str] | None, parameters: dict) -> None:
+    for name in ("azimuths", "views"):
+        if view_names and name in parameters:
+            raise Pocket3DError(ErrorCode.INVALID_REQUEST, f"views names the images' directions; give views or "
+                                f"parameters.{name}, not both", {"field": f"parameters.{name}"},
+                                hint=f"drop parameters.{name}, or send the images as images")
+
+
+def echo(req: BaseModel) -> dict:
+    """The request as the job shows it back: everything the client sent or left at its default, data URIs
+    shortened (the bytes they carried are among the job's inputs)."""
+    return _shorten(req.model_dump(mode="json"))
+
+
+def _shorten(value: object) -> object:
+    if isinstance(value, str) and uploads.is_data_uri(value) and len(value) > DATA_URI_SHOWN:
+        head, _, data = value.partition(",")
+        return f"{head},{data[:16]}… ({len(value)} characters)"
+    if isinstance(value, dict):
+        return {k: _shorten(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_shorten(v) for v in value]
+    return value
+
+
 def _submit(node: Node, principal: Principal, feature: Feature, req: _FeatureRequest, inputs: list[_Input],
-            key: IdempotencyKey | None) -> str:
+            key: IdempotencyKey | None, view_names: list[str] | None = None) -> str:
     kinds = {inp.role for inp in inputs}
     if sum(inp.role == "image" for inp in inputs) > 1:
         kinds = (kinds - {"image"}) | {"multiview"}
     if getattr(req, "text_prompt", None):
         kinds.add("text")
     mesh_format = next((inp.format for inp in inputs if inp.role == "mesh"), None)
+    parameters = dict(req.parameters)
+    up_axis = _up_axis(parameters) if mesh_format is not None else None
+    _check_views(view_names, parameters)
     plan = pipeline.plan(node.registry, feature, kinds, mesh_format, req.formats, req.model_preference,
                          node.scheduler.device_list, node.scheduler.budget_of,
                          images=sum(inp.role == "image" for inp in inputs), text=getattr(req, "text_prompt", None),
-                         params_of=lambda model: _params(model, req.parameters))
+                         params_of=lambda model: _params(model, parameters))
     model, params = plan.model, plan.params
     _check_writable(req.formats, model.spec.supported_outputs)
     export = {"formats": req.formats, "target_faces": getattr(req, "target_faces", None)}
     stages = [_stage(planned, params, alone=len(plan.stages) == 1) for planned in plan.stages]
     stages.append(NewStage(EXPORT_STAGE, None, export, weight=0.1 if len(stages) == 1 else 0.05))
+    if up_axis is not None:  # a mesh input: turned Y-up first, whatever model follows
+        stages.insert(0, NewStage(ORIENT_STAGE, None, {"up_axis": up_axis}, weight=0.05))
     request = req.model_dump(mode="json", exclude={"images", "mesh", "parameters", "output_format",
-                                                   "output_formats"})
+                                                   "output_formats", "views"})
     request["output_formats"] = req.formats
     request["parameters"] = params.model_dump(mode="json")
+    if view_names:
+        request["view_names"] = view_names
     if name := _download_name(feature, inputs):
         request["download_name"] = name
-    return _persist(node, principal, feature, model.spec.id, stages, request, inputs, req.priority, key)
+    return _persist(node, principal, feature, model.spec.id, stages, request, inputs, req.priority, key,
+                    echo(req))
 
 
 def _check_writable(asked: list[str], offered: tuple[str, ...] | list[str]) -> None:
@@ -287,11 +336,13 @@ def _convert(node: Node, principal: Principal, job_id: str, req: ConvertRequest,
     if source.request.get("download_name"):
         request["download_name"] = source.request["download_name"]
     inp = _Input("mesh", source.id, mesh.format, output=mesh.name)
-    return _persist(node, principal, feature, source.model_id, [stage], request, [inp], 0, key)
+    return _persist(node, principal, feature, source.model_id, [stage], request, [inp], 0, key,
+                    {"convert_of": source.id, **echo(req)})
 
 
 def _persist(node: Node, principal: Principal, feature: Feature, model_id: str, stages: list[NewStage],
-             request: dict, inputs: list[_Input], priority: int, key: IdempotencyKey | None) -> str:
+             request: dict, inputs: list[_Input], priority: int, key: IdempotencyKey | None,
+             echoed: dict | None = None) -> str:
     settings = node.settings
     now = time.time()
     stored: list[str] = []
@@ -310,7 +361,7 @@ def _persist(node: Node, principal: Principal, feature: Feature, model_id: str, 
             job_id = transitions.submit(
                 node.store,
                 NewJob(owner_id=principal.owner_id, feature=feature.value, model_id=model_id, stages=stages,
-                       request=request, inputs=job_inputs, priority=priority, idempotency=key),
+                       request=request, inputs=job_inputs, priority=priority, idempotency=key, input=echoed),
                 queue_size=settings.scheduler.queue_size, max_attempts=settings.scheduler.max_attempts, now=now,
                 owner_limit=settings.scheduler.max_jobs_per_owner)
         except BaseException:

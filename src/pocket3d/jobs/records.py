@@ -33,6 +33,20 @@ class StageStatus(StrEnum):
 
 # The stage kind that converts the last mesh to the requested format; run by pocket3d, not by a model.
 EXPORT_STAGE = "export"
+# The stage kind that turns a mesh input Y-up before any model sees it; run by pocket3d too.
+ORIENT_STAGE = "orient"
+OWN_STAGES = frozenset({EXPORT_STAGE, ORIENT_STAGE})
+
+
+@dataclass(frozen=True)
+class StageWarning:
+    """Something a stage did other than asked, that the user should know of (a fallback it took)."""
+
+    code: str  # stable: pocket3d.errors.WarningCode or a model's own
+    message: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"code": self.code, "message": self.message}
 
 
 @dataclass(frozen=True)
@@ -51,6 +65,10 @@ class StageRecord:
     finished_at: float | None
     error_code: str | None
     error_message: str | None
+    device: str | None = None
+    message: str | None = None
+    warnings: list[StageWarning] = field(default_factory=list)
+    details: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -85,6 +103,7 @@ class JobRecord:
     version: int  # raised by every change; the SSE event id
     stages: list[StageRecord] = field(default_factory=list)
     outputs: list[OutputRecord] = field(default_factory=list)
+    input: dict[str, Any] | None = None  # the request as the client sent it (see NewJob.input)
 
 
 @dataclass(frozen=True)
@@ -158,6 +177,7 @@ class NewJob:
     inputs: list[JobInput] = field(default_factory=list)  # in order
     priority: int = 0
     idempotency: IdempotencyKey | None = None
+    input: dict[str, Any] | None = None  # the request as sent (data URIs shortened), echoed in the job's view
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,8 @@ jobs = sa.Table(
     sa.Column("current_stage", sa.Integer),
     sa.Column("priority", sa.Integer, nullable=False, default=0),
     sa.Column("request", sa.JSON, nullable=False),
+    # The request as the client sent it (file ids, views, parameters; data URIs shortened), shown back as `input`.
+    sa.Column("input", sa.JSON),
     sa.Column("stage_weights", sa.JSON, nullable=False),
     sa.Column("error_code", sa.String(64)),
     sa.Column("error_message", sa.Text),
@@ -63,6 +65,10 @@ stages = sa.Table(
     sa.Column("finished_at", sa.Float),
     sa.Column("error_code", sa.String(64)),
     sa.Column("error_message", sa.Text),
+    sa.Column("device", sa.String(64)),  # where the latest attempt ran ("cpu", "cuda:0")
+    sa.Column("message", sa.Text),  # the model's latest progress message
+    sa.Column("warnings", sa.JSON),  # [{code, message}] the stage raised on its way (a fallback it took)
+    sa.Column("details", sa.JSON),  # what a stage found out beyond its files (orient: the up axis)
     sa.UniqueConstraint("job_id", "idx", name="uq_stages_job_idx"),
     sa.Index("ix_stages_runnable", "status", "priority", "queued_at"),
 )

@@ -28,6 +28,7 @@ from pocket3d.jobs.records import (
     QueuedStage,
     StageRecord,
     StageStatus,
+    StageWarning,
 )
 
 log = logging.getLogger(__name__)
@@ -177,16 +178,19 @@ class Store:
             ids = conn.execute(q).scalars().all()
             return [j for j in (self.get_job(i, conn) for i in ids) if j is not None]
 
-    def recent_stage_seconds(self, limit: int = 50) -> dict[str | None, float]:
-        """Mean run time of recently finished stages per model (None: the export stage)."""
-        s = t.stages.c
+    def recent_stage_seconds(self, limit: int = 200) -> dict[tuple[str, str], float]:
+        """Mean run time of recently finished stages by (model id, or the stage's name for pocket3d's own
+        stages; the job's quality)."""
+        s, j = t.stages.c, t.jobs.c
         with self.read() as conn:
-            rows = conn.execute(sa.select(s.model_id, s.started_at, s.finished_at)
+            rows = conn.execute(sa.select(s.model_id, s.name, s.started_at, s.finished_at, j.request)
+                                .join(t.jobs, j.id == s.job_id)
                                 .where(s.status == StageStatus.SUCCEEDED, s.started_at.is_not(None))
                                 .order_by(s.finished_at.desc()).limit(limit)).all()
-        totals: dict[str | None, list[float]] = {}
-        for model_id, started, finished in rows:
-            totals.setdefault(model_id, []).append(max(0.0, finished - started))
+        totals: dict[tuple[str, str], list[float]] = {}
+        for model_id, name, started, finished, request in rows:
+            quality = str((request or {}).get("quality") or "medium")
+            totals.setdefault((model_id or name, quality), []).append(max(0.0, finished - started))
         return {k: sum(v) / len(v) for k, v in totals.items()}
 
     def queued_stages(self, limit: int = 10_000) -> list[QueuedStage]:
@@ -320,7 +324,10 @@ def _stage(r: Any) -> StageRecord:
     return StageRecord(id=r["id"], job_id=r["job_id"], index=r["idx"], name=r["name"], model_id=r["model_id"],
                        params=r["params"] or {}, status=StageStatus(r["status"]), progress=r["progress"],
                        attempts=r["attempts"], max_attempts=r["max_attempts"], started_at=r["started_at"],
-                       finished_at=r["finished_at"], error_code=r["error_code"], error_message=r["error_message"])
+                       finished_at=r["finished_at"], error_code=r["error_code"], error_message=r["error_message"],
+                       device=r["device"], message=r["message"],
+                       warnings=[StageWarning(w["code"], w["message"]) for w in r["warnings"] or []],
+                       details=r["details"])
 
 
 def _output(r: Any) -> OutputRecord:
@@ -334,7 +341,8 @@ def _job(r: Any, stages: list[StageRecord], outputs: list[OutputRecord]) -> JobR
                      priority=r["priority"], request=r["request"] or {}, error_code=r["error_code"],
                      error_message=r["error_message"], cancel_requested=bool(r["cancel_requested"]),
                      created_at=r["created_at"], started_at=r["started_at"], finished_at=r["finished_at"],
-                     expires_at=r["expires_at"], version=r["version"], stages=stages, outputs=outputs)
+                     expires_at=r["expires_at"], version=r["version"], stages=stages, outputs=outputs,
+                     input=r["input"])
 
 
 def _file(r: Any) -> FileRecord:

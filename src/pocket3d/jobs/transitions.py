@@ -26,12 +26,15 @@ from pocket3d.jobs.records import (
     NewJob,
     OutputRecord,
     StageStatus,
+    StageWarning,
 )
 from pocket3d.jobs.store import Store, WriteTx, _stage, new_id
 
 J = t.jobs.c
 S = t.stages.c
 DEFAULT_MAX_INTERRUPTIONS = 10  # scheduler.max_interruptions
+MAX_MESSAGE = 500  # characters of a progress message kept
+MAX_WARNINGS = 20  # a stage's warnings kept: a model that warns in a loop must not bloat the job
 
 
 # How long an expired upload's id is remembered (answering 410 FILE_EXPIRED); after that it answers 404.
@@ -130,8 +133,8 @@ def _submit(store: Store, new: NewJob, *, queue_size: int, max_attempts: int, no
         tx.conn.execute(t.jobs.insert().values(
             id=job_id, owner_id=new.owner_id, feature=new.feature, model_id=new.model_id,
             status=JobStatus.QUEUED, progress=0.0, current_stage=0, priority=new.priority,
-            request=new.request, stage_weights=[s.weight for s in new.stages], cancel_requested=False,
-            created_at=now, version=1))
+            request=new.request, input=new.input, stage_weights=[s.weight for s in new.stages],
+            cancel_requested=False, created_at=now, version=1))
         tx.conn.execute(t.stages.insert(), [
             dict(job_id=job_id, idx=i, name=s.name, model_id=s.model_id, params=s.params,
                  status=StageStatus.QUEUED if i == 0 else StageStatus.PENDING, progress=0.0, attempts=0,
@@ -216,21 +219,22 @@ def claim_next_stage(store: Store, *, worker_id: str, model_ids: Sequence[str], 
         return None if stage_id is None else _claim(tx, stage_id, worker_id, lease_seconds, now)
 
 
-def claim_stage(store: Store, stage_id: int, *, worker_id: str, lease_seconds: float,
-                now: float) -> ClaimedStage | None:
-    """Take this queued stage (the scheduler's placement chose it); None if it is no longer queued (another
-    node took it, or its job was cancelled)."""
+def claim_stage(store: Store, stage_id: int, *, worker_id: str, lease_seconds: float, now: float,
+                device: str | None = None) -> ClaimedStage | None:
+    """Take this queued stage (the scheduler's placement chose it, for ``device``); None if it is no longer
+    queued (another node took it, or its job was cancelled)."""
     with store.write() as tx:
-        return _claim(tx, stage_id, worker_id, lease_seconds, now)
+        return _claim(tx, stage_id, worker_id, lease_seconds, now, device)
 
 
-def _claim(tx: WriteTx, stage_id: int, worker_id: str, lease_seconds: float, now: float) -> ClaimedStage | None:
+def _claim(tx: WriteTx, stage_id: int, worker_id: str, lease_seconds: float, now: float,
+           device: str | None = None) -> ClaimedStage | None:
     token = secrets.token_hex(16)
     row = tx.conn.execute(
         t.stages.update().where(S.id == stage_id, S.status == StageStatus.QUEUED)
         .values(status=StageStatus.RUNNING, attempts=S.attempts + 1, lease_owner=worker_id,
                 lease_token=token, lease_expires_at=now + lease_seconds, started_at=now, progress=0.0,
-                error_code=None, error_message=None)
+                error_code=None, error_message=None, device=device, message=None, warnings=None, details=None)
         .returning(*t.stages.c)).mappings().first()
     if row is None:
         return None
@@ -257,16 +261,20 @@ def renew_leases(store: Store, claims: Sequence[ClaimedStage], *, lease_seconds:
         return renewed
 
 
-def report_progress(store: Store, claim: ClaimedStage, fraction: float, now: float, *,
+def report_progress(store: Store, claim: ClaimedStage, fraction: float, now: float, message: str | None = None, *,
                     webhook_interval: float = 10.0) -> bool:
-    """Record a stage's progress; returns False when the worker should stop (job cancelled, lease lost).
+    """Record a stage's progress and the model's message (None keeps the last one); returns False when the
+    worker should stop (job cancelled, lease lost).
 
     A job.progress webhook goes to those who asked for one, at most every ``webhook_interval`` seconds."""
     fraction = min(max(fraction, 0.0), 1.0)
+    values: dict[str, Any] = {"progress": fraction}
+    if message is not None:
+        values["message"] = message[:MAX_MESSAGE]
     with store.write() as tx:
         owned = tx.conn.execute(t.stages.update().where(S.id == claim.stage.id, S.lease_token == claim.lease_token,
                                                         S.status == StageStatus.RUNNING)
-                                .values(progress=fraction)).rowcount
+                                .values(**values)).rowcount
         if not owned:
             return False
         job = tx.conn.execute(sa.select(J.stage_weights, J.cancel_requested).where(J.id == claim.stage.job_id)).first()
@@ -279,17 +287,23 @@ def report_progress(store: Store, claim: ClaimedStage, fraction: float, now: flo
 
 
 def complete_stage(store: Store, claim: ClaimedStage, outputs: Sequence[OutputRecord], *,
-                   release: ReleasePolicy, now: float) -> bool:
-    """Store a stage's outputs and move on: queue the next stage, or finish the job. False if the lease was lost.
+                   release: ReleasePolicy, now: float, warnings: Sequence[StageWarning] = (),
+                   details: dict[str, Any] | None = None, message: str | None = None) -> bool:
+    """Store a stage's outputs, what it warned of and found out (and its last progress message, when that was
+    not written yet), and move on: queue the next stage, or finish the job. False if the lease was lost.
 
     A cancel that arrived after the stage's last progress report is honoured here, at the stage boundary."""
     st = claim.stage
+    values: dict[str, Any] = dict(status=StageStatus.SUCCEEDED, progress=1.0, finished_at=now, lease_owner=None,
+                                  lease_token=None, lease_expires_at=None, details=details,
+                                  warnings=[w.as_dict() for w in warnings[:MAX_WARNINGS]] or None)
+    if message is not None:
+        values["message"] = message[:MAX_MESSAGE]
     with store.write() as tx:
         job = _lock_job(tx, st.job_id)
         owned = tx.conn.execute(t.stages.update().where(S.id == st.id, S.lease_token == claim.lease_token,
                                                         S.status == StageStatus.RUNNING)
-                                .values(status=StageStatus.SUCCEEDED, progress=1.0, finished_at=now,
-                                        lease_owner=None, lease_token=None, lease_expires_at=None)).rowcount
+                                .values(**values)).rowcount
         if not owned:
             return False
         if job.cancel_requested:

@@ -2,6 +2,7 @@
 
 from pocket3d.models.registry import Registry, RegisteredModel
 from pocket3d.models.spec import (
+    VIEW_AZIMUTHS,
     Device,
     Feature,
     InputRejected,
@@ -11,7 +12,8 @@ from pocket3d.models.spec import (
     ProgressFn,
     RunInputs,
     StageCancelled,
+    warn,
 )
 
-__all__ = ["Device", "Feature", "InputRejected", "ModelAdapter", "ModelSpec", "NoParams", "ProgressFn",
-           "Registry", "RegisteredModel", "RunInputs", "StageCancelled"]
+__all__ = ["VIEW_AZIMUTHS", "Device", "Feature", "InputRejected", "ModelAdapter", "ModelSpec", "NoParams",
+           "ProgressFn", "Registry", "RegisteredModel", "RunInputs", "StageCancelled", "warn"]

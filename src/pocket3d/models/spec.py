@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -12,6 +13,8 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
+
+log = logging.getLogger(__name__)
 
 
 class Feature(StrEnum):
@@ -87,6 +90,18 @@ class InputRejected(Exception):
 ProgressFn = Callable[[float, str | None], None]
 
 
+def warn(progress: ProgressFn, code: str, message: str) -> None:
+    """Tell the user of something the model did other than asked (a fallback it took): the job lists it in its
+    ``warnings`` as ``{code, message}``, and the message is the stage's progress message meanwhile. ``code`` is
+    stable and upper-case (pocket3d.errors.WarningCode has the built-ins'). The worker's progress callback
+    records it; beside a plain function given as ``progress`` (a test, a benchmark) it is only logged."""
+    record = getattr(progress, "warn", None)
+    if record is not None:
+        record(code, message)
+    else:
+        log.info("warning %s: %s", code, message)
+
+
 @dataclass
 class RunInputs:
     """What one stage gets. Files are local paths, valid for the duration of ``run``."""
@@ -98,6 +113,14 @@ class RunInputs:
     quality: str = "medium"
     texture_resolution: int = 1024
     seed: int | None = None
+    # The view each image shows, when the request named them ("front", "left", "back", "right"; see VIEW_AZIMUTHS)
+    view_names: list[str] | None = None
+
+
+# Named views as azimuths around the up axis (+Y): the camera at (sin a, 0, cos a) looks at the object, which
+# faces +Z. "left" is the object's left side (at +X for an object facing +Z), as Tripo and Hunyuan3D-2mv name
+# their views.
+VIEW_AZIMUTHS: dict[str, float] = {"front": 0.0, "left": 90.0, "back": 180.0, "right": 270.0}
 
 
 @dataclass
@@ -118,8 +141,14 @@ class ModelAdapter(ABC):
     mesh names it ``"mesh"`` and writes GLB (the export stage turns it into the asked format). An image the
     stages after it take (a drawn view, a cut-out) is ``"image"`` (or ``"image0"``, ``"image1"``...), published
     as ``<stage name>.png`` (``<stage name>-N.png``). Every other entry becomes a download of the job named
-    ``<key>.<suffix>`` (``labels.json``); ``model`` and ``preview`` are the export stage's. It calls ``progress(fraction, message)`` now and then: that is
-    where a cancelled job stops, so long loops should report.
+    ``<key>.<suffix>`` (``labels.json``); ``model`` and ``preview`` are the export stage's.
+
+    It calls ``progress(fraction, message)`` now and then: the fraction (0-1) moves the job's progress bar, the
+    message is what the user reads (the latest one is the job's ``message``), and it is where a cancelled job
+    stops, so long loops should report. A fallback the user should know of is ``warn(progress, code, message)``.
+    A mesh input is always Y-up (+Z forward, glTF's convention): pocket3d turns it so before the model sees it,
+    and a mesh the model writes must be Y-up too. ``inputs.view_names`` names the view of each image when the
+    request did (``VIEW_AZIMUTHS``).
     """
 
     Params: ClassVar[type[BaseModel]] = NoParams

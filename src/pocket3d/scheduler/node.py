@@ -35,7 +35,15 @@ from pocket3d import geometry
 from pocket3d.config import Settings
 from pocket3d.errors import ErrorCode, storage_failure
 from pocket3d.jobs import transitions
-from pocket3d.jobs.records import ClaimedStage, JobRecord, QueuedStage, StageStatus
+from pocket3d.jobs.records import (
+    EXPORT_STAGE,
+    OWN_STAGES,
+    ClaimedStage,
+    JobRecord,
+    QueuedStage,
+    StageStatus,
+    StageWarning,
+)
 from pocket3d.jobs.store import Store
 from pocket3d.models.registry import Registry
 from pocket3d.models.spec import Device, InputRejected, ModelSpec
@@ -70,6 +78,7 @@ MEASURED_MARGIN = 1.15  # measured peaks are padded: the next input may be large
 STORAGE_PAUSE = 5.0  # seconds without new claims after the disk or the store refused a write
 READING_TTL = 2.0  # seconds an NVML reading of a GPU's free memory is used for its budget
 UNLOAD_REASONS = {"idle": "idle", "making room": "evicted", "out of memory on the device": "out_of_memory"}
+PROGRESS_WRITE_INTERVAL = 0.2  # seconds between a stage's progress writes; what comes between is written later
 
 
 @dataclass
@@ -92,6 +101,8 @@ class _Running:
     stop_reason: str | None = None  # TIMEOUT or CANCELLED once the scheduler decided to stop it
     stop_asked_at: float | None = None
     last_progress_write: float = 0.0
+    unsaved: tuple[float, str | None] | None = None  # progress held back by the rate limit, written later
+    progress_lock: threading.Lock = field(default_factory=threading.Lock)  # one progress write at a time
     # Another stage or a load shared its worker process meanwhile: the process's peak is not this model's alone.
     shared: bool = False
     handed_at: float | None = None  # when run() gave it to the worker (a cancel before that needs no kill)
@@ -99,6 +110,11 @@ class _Running:
     phase: str = "preparing"  # preparing, loading (its model into the worker), handed (run() gave it over)
     bystander: bool = False  # its worker was killed to stop another stage
     settled: threading.Event = field(default_factory=threading.Event)  # its end is recorded in the store
+
+    @property
+    def run_key(self) -> tuple[str, str]:
+        stage = self.claim.stage
+        return _run_key(stage.model_id, stage.name), _quality(self.claim.job_request)
 
 
 @dataclass
@@ -134,7 +150,10 @@ class NodeScheduler(Scheduler):
         self._workers: dict[str, DeviceWorker] = {}
         self._resident: dict[str, dict[str, _Resident]] = {d.id: {} for d in self._devices}
         self._running: dict[int, _Running] = {}
-        self._learned: dict[str | None, _Learned] = {}  # None: the export stage
+        self._learned: dict[str | None, _Learned] = {}  # None: pocket3d's own stages (orient, export)
+        # Measured run seconds by (model id, or an own stage's name; the job's quality): the ETA's evidence. A
+        # model at quality high can take several times its medium time.
+        self._run_times: dict[tuple[str, str], float] = {}
         self._oom_retried: set[int] = set()
         # stage id -> (rank in the policy's last ordering, run seconds of the stages ranked before it): status
         # polls read a job's place in O(1) instead of walking the queue
@@ -161,8 +180,13 @@ class NodeScheduler(Scheduler):
                                                max_interruptions=self.settings.scheduler.max_interruptions)
         if lost:
             log.warning("recovered %d stage(s) left running by a previous process", len(lost))
-        for model_id, seconds in self.store.recent_stage_seconds().items():  # run times outlive a restart
-            self._learned.setdefault(model_id, _Learned()).run_seconds = seconds
+        by_model: dict[str, list[float]] = {}
+        for (key, quality), seconds in self.store.recent_stage_seconds().items():  # run times outlive a restart
+            self._run_times[(key, quality)] = seconds
+            by_model.setdefault(key, []).append(seconds)
+        for key, seconds in by_model.items():
+            self._learned.setdefault(None if key in OWN_STAGES else key, _Learned()).run_seconds = \
+                sum(seconds) / len(seconds)
         self._threads = [threading.Thread(target=self._dispatch_loop, name="dispatcher", daemon=True),
                          threading.Thread(target=self._lease_loop, name="lease-keeper", daemon=True)]
         for th in self._threads:
@@ -326,21 +350,22 @@ class NodeScheduler(Scheduler):
         position, seconds_ahead = place if place is not None else (None, 0.0)
         remaining = [s for s in job.stages if s.status in (StageStatus.PENDING, StageStatus.QUEUED,
                                                            StageStatus.RUNNING)]
+        quality = _quality(job.request)
         with self._lock:
-            measured = {m for m, learned in self._learned.items() if learned.run_seconds is not None}
-        if any(s.model_id not in measured for s in remaining):
-            return Estimate(position, None)  # no evidence yet for some model: better no number than a guess
+            times = [self._run_times.get((_run_key(s.model_id, s.name), quality)) for s in remaining]
+        if any(t is None for t in times):
+            # no evidence yet for some model at this quality: better no number than a guess
+            return Estimate(position, None)
         eta = 0.0
-        for s in remaining:
-            seconds = self._run_seconds(s.model_id)
+        for s, seconds in zip(remaining, times, strict=True):
             eta += seconds * (1.0 - s.progress) if s.status == StageStatus.RUNNING else seconds
         if position is not None and waiting is not None and waiting.model_id is not None:
             profile = self._profile(waiting.model_id)
             kinds = profile.device_kinds if profile else ("cpu", "cuda")
             now = self.clock()
             with self._lock:
-                left = [max(0.0, self._run_seconds(r.model_id) - (now - r.started))
-                        for r in self._running.values() if r.device_id is not None]
+                left = [max(0.0, (self._run_times.get(r.run_key) or self._run_seconds(r.model_id))
+                            - (now - r.started)) for r in self._running.values() if r.device_id is not None]
             work = seconds_ahead + sum(left)
             slots = sum(1 if d.kind == "cuda" else self.settings.scheduler.concurrency
                         for d in self._devices if d.kind in kinds)
@@ -427,7 +452,7 @@ class NodeScheduler(Scheduler):
         queued = self.store.queued_stages()
         now = self.clock()
         for q in (q for q in queued if q.model_id is None):
-            self._start_export(q)
+            self._start_own(q)
         pending: list[PendingStage] = []
         profiles: dict[str, ModelProfile] = {}
         for q in queued:
@@ -484,7 +509,8 @@ class NodeScheduler(Scheduler):
                                    release=self.release, now=self.clock())
         return False
 
-    def _start_export(self, q: QueuedStage) -> None:
+    def _start_own(self, q: QueuedStage) -> None:
+        """An orient or export stage: pocket3d's own work, in this process's pool of two threads."""
         with self._lock:
             exporting = sum(1 for r in self._running.values() if r.device_id is None)
         if exporting >= 2:
@@ -496,11 +522,12 @@ class NodeScheduler(Scheduler):
         running = _Running(claim, None, None, self.clock() + self.settings.scheduler.job_timeout, self.clock())
         with self._lock:
             self._running[claim.stage.id] = running
-        self._exports.submit(self._in_log_context, self._run_export, running)
+        self._exports.submit(self._in_log_context, self._run_own, running)
 
     def _start_stage(self, a: Assignment, profile: ModelProfile) -> None:
         claim = transitions.claim_stage(self.store, a.stage.stage_id, worker_id=self.worker_id,
-                                        lease_seconds=self.settings.scheduler.lease_seconds, now=self.clock())
+                                        lease_seconds=self.settings.scheduler.lease_seconds, now=self.clock(),
+                                        device=a.device_id)
         if claim is None:
             return
         now = self.clock()
@@ -649,12 +676,14 @@ class NodeScheduler(Scheduler):
             self._learn_peak(model_id, result.peak_memory_mb)
         if result.error_code is None and running.stop_reason != ErrorCode.TIMEOUT:
             # finished, even if asked to stop meanwhile: complete_stage still honours a cancel of the job
-            self._learn_run(model_id, result.seconds)
+            self._learn_run(model_id, running.run_key, result.seconds)
             self.observer.stage_finished(model_id, running.device_id, result.seconds)
+            warnings = [StageWarning(code, message) for code, message in result.warnings]
+            last_message = self._unsaved_message(running)
             with self.blob_lock:
                 outputs = stage_io.store_outputs(self.artifacts, running.claim, result.files or {}, work)
                 transitions.complete_stage(self.store, running.claim, outputs, release=self.release,
-                                           now=self.clock())
+                                           now=self.clock(), warnings=warnings, message=last_message)
             log.info("job %s stage %d (%s) done on %s in %.2f s", running.claim.stage.job_id,
                      running.claim.stage.index, model_id, running.device_id, result.seconds)
             return None
@@ -730,16 +759,18 @@ class NodeScheduler(Scheduler):
         transitions.fail_stage(self.store, claim, code=code, message=message, retry=retry, release=self.release,
                                now=now)
 
-    # -- the export stage -----------------------------------------------------------------------------------
+    # -- pocket3d's own stages: orient, export --------------------------------------------------------------
 
-    def _run_export(self, running: _Running) -> None:
+    def _run_own(self, running: _Running) -> None:
         claim = running.claim
+        name = claim.stage.name
         outcome: tuple[str, str] | None = None
         try:
             with self.artifacts.temp_dir(f"stage-{claim.stage.id}-") as work:
                 inputs = stage_io.materialize(self.store, self.artifacts, claim, work)
                 try:
-                    files = stage_io.export(inputs, claim.stage.params, work, self.settings.storage.mesh_limits)
+                    done = stage_io.run_own_stage(name, inputs, claim.stage.params, work,
+                                                  self.settings.storage.mesh_limits)
                 except (geometry.MeshError, InputRejected) as e:
                     outcome = stage_io.error_of(e) or (ErrorCode.INVALID_INPUT, str(e))
                     return
@@ -748,16 +779,18 @@ class NodeScheduler(Scheduler):
                                if running.stop_reason == ErrorCode.TIMEOUT else "")
                     return
                 with self.blob_lock:
-                    outputs = stage_io.store_outputs(self.artifacts, claim, files, work)
-                    transitions.complete_stage(self.store, claim, outputs, release=self.release, now=self.clock())
-                self._learn_run(None, self.clock() - running.started)
+                    outputs = stage_io.store_outputs(self.artifacts, claim, done.files, work)
+                    transitions.complete_stage(self.store, claim, outputs, release=self.release, now=self.clock(),
+                                               warnings=done.warnings, details=done.details)
+                self._learn_run(None, running.run_key, self.clock() - running.started)
                 self.observer.stage_finished(None, None, self.clock() - running.started)
         except Exception as e:
-            if self._storage_failed(e, f"job {claim.stage.job_id}'s export"):
+            if self._storage_failed(e, f"job {claim.stage.job_id}'s {name}"):
                 outcome = (REQUEUE, f"storage unavailable: {storage_failure(e)}")
             else:
-                log.exception("job %s: the export stage failed", claim.stage.job_id)
-                outcome = (ErrorCode.EXPORT_FAILED, f"{type(e).__name__}: {e}")
+                log.exception("job %s: the %s stage failed", claim.stage.job_id, name)
+                outcome = (ErrorCode.EXPORT_FAILED if name == EXPORT_STAGE else ErrorCode.INTERNAL_ERROR,
+                           f"{type(e).__name__}: {e}")
         finally:
             self._settle(running, outcome)
 
@@ -769,11 +802,33 @@ class NodeScheduler(Scheduler):
         if running is None:
             return
         now = self.clock()
-        if now - running.last_progress_write < 0.2 and fraction < 1.0:
-            return
+        with running.progress_lock:
+            if running.unsaved is not None and message is None:
+                message = running.unsaved[1]  # a message held back stays the latest until a newer one comes
+            if now - running.last_progress_write < PROGRESS_WRITE_INTERVAL and fraction < 1.0:
+                running.unsaved = (fraction, message)  # the lease keeper writes it if nothing newer comes
+                return
+            self._write_progress(running, fraction, message, now)
+
+    def _flush_progress(self, running: _Running, now: float) -> None:
+        """Write what the rate limit held back, once the interval has passed with nothing newer."""
+        with running.progress_lock:
+            if running.unsaved is not None and now - running.last_progress_write >= PROGRESS_WRITE_INTERVAL:
+                self._write_progress(running, *running.unsaved, now)
+
+    def _unsaved_message(self, running: _Running) -> str | None:
+        """The last message the rate limit held back, for the stage's completion to write."""
+        with running.progress_lock:
+            unsaved, running.unsaved = running.unsaved, None
+            running.last_progress_write = float("inf")  # nothing more is written for this attempt
+        return unsaved[1] if unsaved else None
+
+    def _write_progress(self, running: _Running, fraction: float, message: str | None, now: float) -> None:
+        """Under the stage's progress lock."""
         running.last_progress_write = now
+        running.unsaved = None
         try:
-            still_ours = transitions.report_progress(self.store, running.claim, fraction, now,
+            still_ours = transitions.report_progress(self.store, running.claim, fraction, now, message,
                                                      webhook_interval=self.settings.webhooks.progress_interval)
         except Exception as e:
             if not self._storage_failed(e, "recording progress"):
@@ -899,11 +954,12 @@ class NodeScheduler(Scheduler):
             learned = self._learned.setdefault(model_id, _Learned())
             learned.peak_mb = max(learned.peak_mb or 0.0, peak_mb)
 
-    def _learn_run(self, model_id: str | None, seconds: float) -> None:
-        """A stage's run time; ``None`` is the export stage."""
+    def _learn_run(self, model_id: str | None, run_key: tuple[str, str], seconds: float) -> None:
+        """A stage's run time, for its model (``None``: pocket3d's own stages) and for its model at its quality."""
         with self._lock:
             learned = self._learned.setdefault(model_id, _Learned())
-            learned.run_seconds = seconds if learned.run_seconds is None else 0.7 * learned.run_seconds + 0.3 * seconds
+            learned.run_seconds = _moving(learned.run_seconds, seconds)
+            self._run_times[run_key] = _moving(self._run_times.get(run_key), seconds)
 
     # -- leases, timeouts, stuck cancels --------------------------------------------------------------------
 
@@ -924,6 +980,8 @@ class NodeScheduler(Scheduler):
                 for r in running:
                     if r.done.done():  # finished; being stored
                         continue
+                    if r.unsaved is not None:
+                        self._flush_progress(r, now)
                     if now > r.deadline and not r.killed:
                         # a cancelled stage past its deadline is stuck too; it still ends as cancelled
                         r.stop_reason = r.stop_reason or ErrorCode.TIMEOUT
@@ -976,6 +1034,19 @@ class NodeScheduler(Scheduler):
 
     def _timeout_message(self) -> str:
         return f"the stage ran longer than scheduler.job_timeout ({self.settings.scheduler.job_timeout} s)"
+
+
+def _quality(request: dict) -> str:
+    return str(request.get("quality") or "medium")
+
+
+def _run_key(model_id: str | None, stage_name: str) -> str:
+    """What a stage's run time is learned under: its model, or the name of one of pocket3d's own stages."""
+    return model_id if model_id is not None else stage_name
+
+
+def _moving(mean: float | None, sample: float) -> float:
+    return sample if mean is None else 0.7 * mean + 0.3 * sample
 
 
 def adapter_path(cls: type) -> str:

@@ -1,5 +1,6 @@
 """What every executor does around a model: a stage's inputs as local files, its outputs into the artifact store,
-and the export stage that pocket3d runs itself (no model): the mesh in the asked format, and a preview."""
+and the stages that pocket3d runs itself (no model): orient (a mesh input turned Y-up, before any model) and
+export (the mesh in the asked format, and a preview)."""
 
 from __future__ import annotations
 
@@ -7,11 +8,14 @@ import mimetypes
 import os
 import re
 import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from pocket3d import geometry
-from pocket3d.errors import ErrorCode
-from pocket3d.jobs.records import EXPORT_STAGE, ClaimedStage, OutputRecord
+from pocket3d.errors import ErrorCode, WarningCode
+from pocket3d.geometry import orientation
+from pocket3d.jobs.records import EXPORT_STAGE, ORIENT_STAGE, ClaimedStage, OutputRecord, StageWarning
 from pocket3d.jobs.store import Store
 from pocket3d.models.spec import RunInputs
 from pocket3d.storage import ArtifactStore
@@ -48,7 +52,13 @@ def materialize(store: Store, artifacts: ArtifactStore, claim: ClaimedStage, wor
         mesh = _with_suffix(mesh, mesh_format, work, "input")
     return RunInputs(work_dir=work, text=req.get("text_prompt"), images=images, mesh=mesh,
                      quality=req.get("quality", "medium"), texture_resolution=req.get("texture_resolution", 1024),
-                     seed=req.get("seed"))
+                     seed=req.get("seed"), view_names=_view_names(req.get("view_names"), len(images)))
+
+
+def _view_names(names: list[str] | None, images: int) -> list[str] | None:
+    """The request's named views, while the stage gets as many images as were named (a drawn view replaces
+    them otherwise)."""
+    return list(names) if names and len(names) == images else None
 
 
 def _made_before(store: Store, job_id: str, index: int) -> tuple[OutputRecord | None, list[OutputRecord]]:
@@ -120,6 +130,48 @@ def store_outputs(artifacts: ArtifactStore, claim: ClaimedStage, files: dict[str
         outputs.append(OutputRecord(name=name, stage_index=stage.index, sha256=sha, size=size, media_type=media,
                                     format=fmt, public=public))
     return outputs
+
+
+@dataclass
+class OwnStageResult:
+    files: dict[str, Path]
+    warnings: list[StageWarning] = field(default_factory=list)
+    details: dict[str, Any] | None = None
+
+
+def run_own_stage(name: str, inputs: RunInputs, params: dict, work: Path,
+                  limits: geometry.MeshLimits) -> OwnStageResult:
+    if name == ORIENT_STAGE:
+        return orient(inputs, params, limits)
+    if name == EXPORT_STAGE:
+        return OwnStageResult(export(inputs, params, work, limits))
+    raise ValueError(f"no stage of pocket3d's own is named {name!r}")
+
+
+def orient(inputs: RunInputs, params: dict, limits: geometry.MeshLimits) -> OwnStageResult:
+    """The first stage of a job on a mesh: find its up axis (``params["up_axis"]``: auto, y or z) and, when it
+    is not Y, turn it Y-up (as GLB) for the stages after it. A Y-up input passes on untouched."""
+    if inputs.mesh is None:
+        raise geometry.MeshError("the orient stage found no mesh")
+    fmt = inputs.mesh.suffix.lstrip(".").lower()
+    given = params.get("up_axis", "auto")
+    if given == "auto" and fmt in orientation.DECLARED_UP:  # the format says: no need to read the file
+        found = orientation.Orientation(orientation.DECLARED_UP[fmt], "format")
+        return OwnStageResult({}, details=found.as_dict())
+    scene = geometry.load_scene(inputs.mesh, fmt, limits)
+    found = orientation.orientation_of(scene, fmt, given)
+    if not found.rotated:
+        return OwnStageResult({}, details=found.as_dict())
+    dest = inputs.work_dir / "oriented.glb"
+    dest.write_bytes(orientation.turned(scene, found.rotation).export(file_type="glb"))
+    why = {"parameter": "as parameters.up_axis says", "shape": "judged by what it stands on",
+           "convention": f"the habit of {fmt.upper()} files", "format": f"as the {fmt.upper()} file says"}
+    axis, degrees = orientation.ROTATION_NAMES[found.up]
+    warning = StageWarning(WarningCode.ROTATED_TO_Y_UP,
+                           f"the mesh is {found.up.upper()}-up ({why[found.source]}): it was turned {degrees:g} "
+                           f"degrees about {axis.upper()} to glTF's Y-up, +Z forward before the model saw it, and "
+                           "the outputs are in that frame; give parameters.up_axis to say otherwise")
+    return OwnStageResult({"mesh": dest}, [warning], found.as_dict())
 
 
 def export(inputs: RunInputs, params: dict, work: Path, limits: geometry.MeshLimits) -> dict[str, Path]:

@@ -49,7 +49,8 @@ from pocket3d.workers.memory import MemoryProbe, StageMemory, probe_for
 
 log = logging.getLogger("pocket3d.workers.child")
 
-PROGRESS_INTERVAL = 0.1  # seconds between progress messages of one stage; calls in between only check cancel
+PROGRESS_INTERVAL = 0.1  # seconds between progress messages of one stage with the same message
+MAX_WARNINGS = 20  # per stage: a model that warns in a loop must not flood the job
 ENTRY_POINT_GROUP = "pocket3d.models"
 
 
@@ -68,18 +69,30 @@ class _Stage:
 
 
 class _Progress:
-    """The ``progress`` callback handed to ``adapter.run``: forwards now and then, and stops a cancelled stage."""
+    """The ``progress`` callback handed to ``adapter.run``: forwards a new message at once and a new fraction
+    now and then, collects warnings (``models.spec.warn``), and stops a cancelled stage."""
 
     def __init__(self, worker: ChildWorker, stage: _Stage):
         self._worker, self._stage = worker, stage
         self._last_sent = float("-inf")
+        self._fraction = 0.0
+        self._message: str | None = None
+        self.warnings: list[tuple[str, str]] = []
 
     def __call__(self, fraction: float, message: str | None = None) -> None:
         self.check()
         now = time.monotonic()
-        if now - self._last_sent >= PROGRESS_INTERVAL or fraction >= 1.0:
+        fresh = message is not None and message != self._message
+        self._fraction = float(fraction)
+        if fresh or now - self._last_sent >= PROGRESS_INTERVAL or fraction >= 1.0:
             self._last_sent = now
-            self._worker.send(p.Progress(self._stage.request.stage_id, float(fraction), message))
+            self._message = message if message is not None else self._message
+            self._worker.send(p.Progress(self._stage.request.stage_id, self._fraction, message))
+
+    def warn(self, code: str, message: str) -> None:
+        if len(self.warnings) < MAX_WARNINGS:
+            self.warnings.append((str(code), str(message)))
+        self(self._fraction, str(message))
 
     def check(self) -> None:
         if self._stage.cancelled.is_set():
@@ -310,10 +323,11 @@ class ChildWorker:
         if failure is not None and failure[0] == p.OUT_OF_MEMORY:
             _release_memory()  # the failed attempt's arrays, so an evict-and-retry starts clean
         peak = hosted.memory_mb + max(0.0, process_peak - level)
+        warnings = tuple(progress.warnings)
         if failure is not None:
             return p.StageResult(request.stage_id, None, failure[0], failure[1], peak, seconds, load_seconds,
-                                 process_peak)
-        return p.StageResult(request.stage_id, files, None, "", peak, seconds, load_seconds, process_peak)
+                                 process_peak, warnings)
+        return p.StageResult(request.stage_id, files, None, "", peak, seconds, load_seconds, process_peak, warnings)
 
     # -- errors ----------------------------------------------------------------------------------------------
 

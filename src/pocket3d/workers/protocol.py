@@ -7,9 +7,12 @@ Parent -> child                                 Child -> parent
   Hello(device, budget_mb, log_level, warm)       Ready(pid, memory_mb)                 once, after Hello
   Load(request_id, model_id, adapter, spec)       LoadDone(request_id, LoadResult, resident)
   Unload(request_id, model_id)                    UnloadDone(request_id, UnloadResult, resident)
-  RunStage(StageRequest)                          Progress(stage_id, fraction, message)  rate-limited
+  RunStage(StageRequest)                          Progress(stage_id, fraction, message)  rate-limited*
   Cancel(stage_id)                                StageDone(StageResult, resident)
   Shutdown()
+
+*A progress call is sent when its message is new, else at most every 0.1 s. A warning (models.spec.warn) is
+sent at once as the progress message and comes back in ``StageResult.warnings``.
 
 Every reply carries ``resident`` (model id -> measured MB), taken when it is sent, so the parent's view of what is
 loaded follows the child's own in order. A stage whose model is not resident loads it first (from the request's
@@ -60,6 +63,7 @@ class StageResult:
     seconds: float  # the stage's run, not counting an implicit load
     load_seconds: float | None = None  # set when the model was not resident and the stage loaded it first
     process_peak_mb: float | None = None  # the whole worker process's peak during the stage
+    warnings: tuple[tuple[str, str], ...] = ()  # (code, message) the model raised with models.spec.warn
 
 
 @dataclass(frozen=True)

@@ -49,7 +49,8 @@ SHAPE_PRESETS: dict[str, dict[str, Any]] = {
 
 class Hunyuan3DShapeParams(ShapeParams):
     views: list[str] | None = Field(None, description="multiview model only: the view of each image, from "
-                                                      "front, left, back, right (default: in that order)")
+                                                      "front, left, back, right (default: the request's named "
+                                                      "views, else in that order)")
 
 
 class Hunyuan3DShapeModel(WeightedModel):
@@ -107,7 +108,7 @@ class Hunyuan3DShapeModel(WeightedModel):
         if self.spec.options.get("multiview"):
             if not 1 <= len(inputs.images) <= len(VIEW_NAMES):
                 raise InputRejected(f"Hunyuan3D-2mv takes 1-4 views, got {len(inputs.images)}")
-            names = params.views or list(VIEW_NAMES[:len(inputs.images)])
+            names = params.views or inputs.view_names or list(VIEW_NAMES[:len(inputs.images)])
             return {name: rgba_image(path) for name, path in zip(names, inputs.images, strict=True)}
         if params.views is not None:
             raise InputRejected(f"parameters.views names the views of a multiview model; {self.spec.id} takes one "

@@ -163,9 +163,8 @@ class Trellis2Params(_TexSlatParams):
 
 
 class Trellis2TexturingParams(_TexSlatParams):
-    up_axis: Literal["auto", "y", "z"] = Field("auto", description="the mesh's up axis: the model expects Y up. "
-                                               "auto: Y for glTF, FBX; for OBJ/PLY/STL the axis the object stands "
-                                               "on")
+    """The model expects the mesh Y-up, as pocket3d hands every mesh to a model (parameters.up_axis says how the
+    input stands, when its shape does not tell)."""
 
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -300,7 +299,7 @@ class Trellis2TexturingModel(_Trellis2Model):
 
         from pocket3d.geometry.meshes import one_mesh
         from pocket3d.geometry.validate import load_scene
-        from pocket3d.models.builtin.texturing import choose_up_axis, has_usable_uvs
+        from pocket3d.models.builtin.texturing import has_usable_uvs
 
         self.check_request(images=len(inputs.images), text=inputs.text, params=params)
         if inputs.mesh is None:
@@ -313,9 +312,7 @@ class Trellis2TexturingModel(_Trellis2Model):
         given = one_mesh(load_scene(inputs.mesh, fmt), colors=False)
         if len(given.faces) == 0 or float(np.ptp(given.vertices, axis=0).max()) <= 0:
             raise InputRejected("the mesh has no faces with any extent to put a texture on")
-        up = choose_up_axis(given, fmt) if params.up_axis == "auto" else params.up_axis
-        turn = np.eye(3) if up == "y" else np.array([[1.0, 0, 0], [0, 0, -1], [0, 1, 0]])  # Z-up (x,y,z) -> (x,z,-y)
-        vertices = np.asarray(given.vertices, dtype=np.float64) @ turn
+        vertices = np.asarray(given.vertices, dtype=np.float64)
         keep_uvs = has_usable_uvs(given)
         visual = trimesh.visual.TextureVisuals(uv=np.asarray(given.visual.uv)) if keep_uvs else None
         mesh = trimesh.Trimesh(vertices, np.asarray(given.faces), visual=visual, process=False)
@@ -334,8 +331,8 @@ class Trellis2TexturingModel(_Trellis2Model):
                                    texture_size=int(inputs.texture_resolution))
             release_memory()
         progress(0.92, "putting the textured mesh back in place")
-        placed = (np.asarray(out.vertices, dtype=np.float64) / scale + centre) @ turn.T
-        normals = np.asarray(out.vertex_normals, dtype=np.float64) @ turn.T
+        placed = np.asarray(out.vertices, dtype=np.float64) / scale + centre
+        normals = np.asarray(out.vertex_normals, dtype=np.float64)
         textured = trimesh.Trimesh(placed, np.asarray(out.faces), vertex_normals=normals, visual=out.visual,
                                    process=False)
         progress(0.97, "writing the GLB")

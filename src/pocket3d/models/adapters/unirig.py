@@ -32,9 +32,8 @@ No Blender in the worker: extract.py only loads, triangulates, places in world s
 subprocess) and decimation do; merge.py only puts the skeleton and weights on the original mesh, which
 ``geometry.write_skinned_glb`` does (and pocket3d's export stage turns that into FBX through Blender). One thing
 Blender does that matters: its importers turn Y-up glTF and OBJ into its Z-up frame, the frame UniRig was trained
-in. The adapter rotates the mesh the same way (for OBJ, PLY and STL, which carry no convention, it looks for the
-side the shape stands on, as the built-in rigging does: ``up_axis``) and rotates the skeleton back, so the result
-is in the input's own coordinates, on the input's own vertices, UVs and texture.
+in. The adapter rotates the mesh the same way (pocket3d hands every model its mesh Y-up) and rotates the skeleton
+back, so the result is in the mesh's own coordinates, on its own vertices, UVs and texture.
 
 UniRig normalises each mesh into [-1, 1]; the adapter reads the scale and shift it applied from the batch (the
 vertices before and after) rather than assuming the formula, and maps joints back with it.
@@ -58,7 +57,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -81,9 +80,6 @@ SKELETON_START, SKIN_START, TRANSFER_START = 0.1, 0.6, 0.85
 class UniRigParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    up_axis: Literal["auto", "y", "z"] = Field(
-        "auto", description="the mesh's up axis (UniRig sees it Z-up, as Blender imports it). auto: y for "
-                            "glb/gltf/fbx; for obj/ply/stl the side the shape stands on")
     faces_target_count: int | None = Field(None, ge=1000, le=500_000, description="the mesh the model sees is "
                                            "simplified to this many faces; default from quality: 20000/50000/50000")
     num_beams: int | None = Field(None, ge=1, le=30, description="beams of the skeleton's generation; default "
@@ -188,7 +184,7 @@ class UniRigModel(WeightedModel):
 
     def run(self, inputs: RunInputs, params: UniRigParams, progress: ProgressFn) -> dict[str, Path]:
         from pocket3d.geometry.gltf_writer import Skeleton, write_skinned_glb
-        from pocket3d.models.builtin.rigging import load_mesh, up_axes
+        from pocket3d.models.builtin.rigging import load_mesh
 
         if inputs.mesh is None:
             raise InputRejected("auto-rigging needs a mesh")
@@ -198,11 +194,10 @@ class UniRigModel(WeightedModel):
         if mesh.area <= 0:
             raise InputRejected("the mesh has no faces with any area: there is no shape to rig")
         settings = self.settings(params, inputs.quality)
-        up = up_axes(mesh, fmt, settings["up_axis"])[0]
-        to_model = Y_UP_TO_BLENDER if up == 1 else np.eye(3)
+        to_model = Y_UP_TO_BLENDER  # the mesh is Y-up; UniRig learned in Blender's Z-up frame
         seen = _model_mesh(mesh, to_model, int(settings["faces_target_count"]))
         seed = int(inputs.seed) if inputs.seed is not None else DEFAULT_SEED
-        progress(0.05, f"{'Y' if up == 1 else 'Z'} up; the model sees {len(seen.faces)} faces; seed {seed}")
+        progress(0.05, f"the model sees {len(seen.faces)} faces, turned Z-up; seed {seed}")
         with self.one_call() as loaded:
             _seed_everything(seed)
             joints, tails, parents, names = self._skeleton(loaded, seen, inputs.work_dir, settings, progress)

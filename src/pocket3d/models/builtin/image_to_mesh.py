@@ -46,12 +46,15 @@ class SilhouetteInflationModel(ModelAdapter):
     def run(self, inputs: RunInputs, params: SilhouetteParams, progress: ProgressFn) -> dict[str, Path]:
         if not inputs.images:
             raise InputRejected("the silhouette model needs an image")
+        progress(0.02, "reading the image")
         rgba = read_image(inputs.images[0])
-        progress(0.1, "finding the foreground")
+        progress(0.1, "finding the foreground" if rgba[:, :, 3].min() < 250 else
+                 "finding the foreground (GrabCut: the image has no transparency)")
         mask = foreground_mask(rgba)
-        progress(0.4, "inflating the silhouette")
-        mesh = inflate(mask, rgba, grid=params.grid or GRID.get(inputs.quality, 160), thickness=params.thickness,
-                       texture_size=inputs.texture_resolution)
+        grid = params.grid or GRID.get(inputs.quality, 160)
+        progress(0.3, f"inflating the silhouette on a {grid}-cell grid")
+        mesh = inflate(mask, rgba, grid=grid, thickness=params.thickness, texture_size=inputs.texture_resolution,
+                       progress=progress)
         progress(0.9, "writing the mesh")
         out = inputs.work_dir / "mesh.glb"
         mesh.export(out)
@@ -125,7 +128,8 @@ def _largest_component(mask: np.ndarray) -> np.ndarray:
 # -- inflation --------------------------------------------------------------------------------------------------
 
 def inflate(mask: np.ndarray, rgba: np.ndarray, grid: int, thickness: float,
-            texture_size: int = 1024) -> trimesh.Trimesh:
+            texture_size: int = 1024, progress: ProgressFn | None = None) -> trimesh.Trimesh:
+    report = progress or (lambda fraction, message: None)
     h, w = mask.shape
     scale = grid / 2 / max(h, w)  # cells are made at half the grid, then each split in four (see below)
     gh, gw = max(3, round(h * scale)), max(3, round(w * scale))
@@ -149,7 +153,9 @@ def inflate(mask: np.ndarray, rgba: np.ndarray, grid: int, thickness: float,
             around[dy:dy + gh, dx:dx + gw] = cells
             used |= around
             inner &= around
+    report(0.45, f"solving the height field ({int(inner.sum())} unknowns)")
     height = _poisson_height(inner)
+    report(0.65, "closing front and back along the rim")
     vy, vx = np.nonzero(used)
     index = -np.ones(used.shape, np.int64)
     index[vy, vx] = np.arange(len(vy))
@@ -174,6 +180,7 @@ def inflate(mask: np.ndarray, rgba: np.ndarray, grid: int, thickness: float,
         np.column_stack([a, c, b])[~on_ad], np.column_stack([b, c, d])[~on_ad]])
     back_faces = back_index[front_faces][:, ::-1]
     faces = np.concatenate([front_faces, back_faces])
+    report(0.8, "texturing from the image")
     # Texture: every vertex at its place in the image (front and back alike).
     u = vx / gw
     v = 1.0 - vy / gh

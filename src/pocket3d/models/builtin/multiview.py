@@ -25,11 +25,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from scipy import ndimage
 from skimage.measure import marching_cubes
 
+from pocket3d.errors import WarningCode
 from pocket3d.geometry.decimate import decimate_mesh
-from pocket3d.models.builtin.image_to_mesh import cut_out, read_image
-from pocket3d.models.builtin.texturing import AZIMUTHS_HELP, MAX_VIEWS, View, bake_views, default_azimuths, unwrap
 from pocket3d.models.builtin import MESH_OUTPUTS, builtin_spec
-from pocket3d.models.spec import Feature, InputRejected, ModelAdapter, ProgressFn, RunInputs
+from pocket3d.models.builtin.image_to_mesh import cut_out, read_image
+from pocket3d.models.builtin.texturing import AZIMUTHS_HELP, MAX_VIEWS, View, bake_views, unwrap, view_azimuths
+from pocket3d.models.spec import Feature, InputRejected, ModelAdapter, ProgressFn, RunInputs, warn
 
 GRID = {"low": 64, "medium": 112, "high": 160}  # voxels along the object's height, by quality
 MAX_VOXELS = 8_000_000  # about 8 MB of occupancy and 40 MB for the smoothed field, whatever the object's shape
@@ -61,18 +62,22 @@ class VisualHullModel(ModelAdapter):
 
     def run(self, inputs: RunInputs, params: MultiViewParams, progress: ProgressFn) -> dict[str, Path]:
         self.check_request(images=len(inputs.images), text=inputs.text, params=params)
-        azimuths = params.azimuths or default_azimuths(len(inputs.images))
+        azimuths = view_azimuths(inputs, params.azimuths)
+        names = inputs.view_names or [f"image {i + 1}" for i in range(len(inputs.images))]
         progress(0.05, "finding the foreground in each view")
         views = []
-        for path, azimuth in zip(inputs.images, azimuths, strict=True):
+        for path, azimuth, name in zip(inputs.images, azimuths, names, strict=True):
             # bake_views reads the object from alpha
-            views.append(View(image=cut_out(read_image(path, f"view {len(views) + 1}")), azimuth=azimuth))
-        progress(0.2, "carving the visual hull")
-        mesh, left_out = consistent_hull(views, params.grid or GRID.get(inputs.quality, 112))
-        if left_out:
-            progress(0.45, "left out image(s) " + ", ".join(str(i) for i in left_out)
-                     + ": their silhouette disagrees with the others at the azimuths given")
-            views = [v for i, v in enumerate(views) if i not in left_out]
+            views.append(View(image=cut_out(read_image(path, f"view {name}")), azimuth=azimuth))
+        grid = params.grid or GRID.get(inputs.quality, 112)
+        progress(0.2, f"carving the visual hull ({len(views)} views, {grid} voxels tall)")
+        mesh, left_out = consistent_hull(views, grid)
+        for i in left_out:
+            warn(progress, WarningCode.VIEW_LEFT_OUT,
+                 f"the {names[i]} view (azimuth {azimuths[i]:g}) was left out: its silhouette disagrees with the "
+                 "other views at the azimuths given, and carving with it cut the object in two")
+        views = [v for i, v in enumerate(views) if i not in left_out]
+        progress(0.45, f"simplifying the hull to {FACES.get(inputs.quality, 20_000)} faces")
         mesh = decimate_mesh(mesh, FACES.get(inputs.quality, 20_000))
         progress(0.5, "unwrapping UVs")
         mesh = unwrap(mesh)

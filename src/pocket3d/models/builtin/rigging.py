@@ -18,7 +18,7 @@
    Hips (where the legs meet, the root), Spine, Chest, Neck, Head, and per side Shoulder, UpperArm, LowerArm,
    Hand, UpperLeg, LowerLeg, Foot (``LeftHand``...), with weightless ``HeadTop_End``, ``*Hand_End`` and
    ``*Foot_End`` tips. Other branches (ears, a tail, a weapon) hang off the nearest named joint as ``branch_*``.
-   Left is +X: a Y-up character facing +Z (glTF's convention) or a Z-up one facing -Y has its left hand there.
+   Left is +X: a Y-up character facing +Z (glTF's convention) has its left hand there.
 5. Skin weights, bone heat (Baran & Popović 2007): every bone (a joint to its child, owned by the joint, whose
    rotation swings it) heats the surface: (L + M H) w_j = M H p_j, L the cotangent Laplacian, M the vertex
    areas, H = 1/d² towards the nearest bone that the vertex can see (an Embree ray; tried among the three
@@ -31,15 +31,14 @@ The Laplacian runs on a copy welded by position (UV seams split the input's vert
 input's own with its UVs, takes its welded twin's weights. Above ``SOLVE_FACES`` faces the weights are solved on
 a decimated copy, and every vertex takes those of the copy's nearest vertex.
 
-Up axis (``auto``): glTF, GLB and FBX are Y-up by definition. OBJ, PLY and STL carry no convention (the shared
-TRELLIS exports are Z-up), so both Y and Z are tried for the humanoid reading, first the one whose lowest slab of
-vertices has the larger footprint (what the shape stands on). The up axis only decides the humanoid reading; no
-vertex is moved.
+Up axis: the mesh is Y-up, +Z forward (pocket3d turned it so before this model runs; see geometry.orientation),
+so the humanoid reading looks for legs below and a head above along Y.
 
 Where it fails: limbs that touch the body or each other at the voxel size (arms pressed to the torso, legs in a
 long skirt) merge into one lump, which gets one chain; parts thinner than about two voxels (fingers, thin ears)
 and parts short next to the body they leave (the goblin's ears beside its big head) get no bone; open sheets (a
-lone cape, a plane) enclose no volume and are voxelised as a thickened surface, which rigs poorly; loose parts
+lone cape, a plane) enclose no volume and are voxelised as a thickened surface, which rigs poorly (the job says so
+in its warnings, as it does for a nearly flat mesh and for one with holes); loose parts
 away from the largest solid (a floating weapon) get no bones and follow the nearest; a humanoid lying down, upside
 down, on all fours, or with its hands on the ground is rigged as a generic shape, and one facing another way has
 Left and Right swapped. Joints sit at even spacing along chains (humanoid: fixed proportions), not at the
@@ -62,9 +61,10 @@ import scipy.sparse.linalg as spla
 import trimesh
 from pydantic import BaseModel, ConfigDict, Field
 from scipy import ndimage
-from scipy.spatial import ConvexHull, cKDTree
+from scipy.spatial import cKDTree
 from skimage.morphology import skeletonize
 
+from pocket3d.errors import WarningCode
 from pocket3d.geometry.decimate import decimate_mesh
 from pocket3d.geometry.gltf_writer import Skeleton, write_skinned_glb
 from pocket3d.geometry.meshes import one_mesh, weld
@@ -72,13 +72,15 @@ from pocket3d.geometry.validate import load_scene
 from pocket3d.formats import formats_for
 from pocket3d.models.builtin import builtin_spec
 from pocket3d.models.builtin.guards import require_finite
-from pocket3d.models.spec import Feature, InputRejected, ModelAdapter, ProgressFn, RunInputs
+from pocket3d.models.spec import Feature, InputRejected, ModelAdapter, ProgressFn, RunInputs, warn
 
 GRID = {"low": 64, "medium": 96, "high": 128}  # voxels along the longest side, by quality
 COVER_SCALE = 2.0  # TEASAR: a path covers the voxels within this many times its distance to the surface
 SOLVE_FACES = 200_000  # above this the weights are solved on a decimated copy of this size
-Y_UP_FORMATS = frozenset({"glb", "gltf", "fbx"})
-LEFT = np.array([1.0, 0.0, 0.0])  # a character's left, in both conventions (see the module docstring)
+UP = 1  # the mesh is Y-up
+LEFT = np.array([1.0, 0.0, 0.0])  # a character's left (see the module docstring)
+FLAT_SHARE = 0.02  # a mesh whose thinnest side is below this share of its longest is flat
+OPEN_SHARE = 0.001  # a mesh with more than this share of its edges on a hole's rim is open
 
 
 class RiggingParams(BaseModel):
@@ -90,9 +92,6 @@ class RiggingParams(BaseModel):
         "auto", description="name the joints in a humanoid layout (Hips, Spine, ..., LeftUpperArm, ...): when the "
                             "shape reads as a humanoid (auto), always (yes: refused when it does not), or never "
                             "(no)")
-    up_axis: Literal["auto", "y", "z"] = Field(
-        "auto", description="the up axis, for the humanoid reading; no vertex is moved. auto: y for glb/gltf/fbx; "
-                            "for obj/ply/stl both are tried, first the one the shape stands on")
 
 
 class GeometricRiggingModel(ModelAdapter):
@@ -110,10 +109,16 @@ class GeometricRiggingModel(ModelAdapter):
         mesh = load_mesh(inputs.mesh, fmt)  # a MeshError says what is wrong with the file, with its error code
         if mesh.area <= 0:
             raise InputRejected("the mesh has no faces with any area: there is no shape to rig")
+        warned = shape_warnings(mesh)
+        for code, message in warned:
+            warn(progress, code, message)
         progress(0.1, "voxelising")
         voxels = solid_voxels(mesh, params.resolution or GRID.get(inputs.quality, 96))
+        if voxels.from_surface and not warned:  # else what made it so is already said
+            warn(progress, WarningCode.OPEN_MESH, "the mesh encloses no volume (an open sheet): it was rigged as its "
+                 "surface thickened by a voxel, which rigs poorly; close its holes for a better skeleton")
         progress(0.25, "finding the skeleton")
-        skeleton = choose_skeleton(skeleton_tree(voxels), voxels, up_axes(mesh, fmt, params.up_axis), params)
+        skeleton = choose_skeleton(skeleton_tree(voxels), voxels, [UP], params)
         progress(0.45, "computing skin weights")
         weights = bone_heat_weights(mesh, skeleton, progress)
         require_finite("the joints or skin weights", skeleton.heads, weights)
@@ -144,28 +149,21 @@ def load_mesh(path: Path, fmt: str) -> trimesh.Trimesh:
     return one_mesh(load_scene(path, fmt))
 
 
-def up_axes(mesh: trimesh.Trimesh, fmt: str, choice: str) -> list[int]:
-    """The up axes to read a humanoid along, in order (1 = y, 2 = z): the one asked for; y for the glTF family;
-    else both, the one the shape stands on first."""
-    if choice != "auto":
-        return [{"y": 1, "z": 2}[choice]]
-    if fmt in Y_UP_FORMATS:
-        return [1]
-    used = mesh.vertices[np.unique(mesh.faces)]
-    return sorted((1, 2), key=lambda axis: -_footprint(used, axis))
-
-
-def _footprint(vertices: np.ndarray, axis: int) -> float:
-    """The area of the convex hull of the lowest 3 % (of the size) of the vertices, seen from above ``axis``."""
-    height = vertices[:, axis]
-    size = float(np.ptp(vertices, axis=0).max())
-    low = vertices[height <= height.min() + 0.03 * size][:, [a for a in range(3) if a != axis]]
-    if len(low) < 3:
-        return 0.0
-    try:
-        return float(ConvexHull(low).volume)  # in 2D, "volume" is the area
-    except Exception:  # all on a line: no footprint
-        return 0.0
+def shape_warnings(mesh: trimesh.Trimesh) -> list[tuple[str, str]]:
+    """What about the shape will make the rig poor: nearly flat, or open (holes in its surface)."""
+    found = []
+    extents = np.ptp(mesh.vertices[np.unique(mesh.faces)], axis=0)
+    if extents.min() < FLAT_SHARE * extents.max():
+        found.append((WarningCode.FLAT_MESH, f"the mesh is nearly flat (its thinnest side is "
+                      f"{100 * extents.min() / extents.max():.1f} % of its longest): there is hardly a volume to put "
+                      "a skeleton in, so the rig will bend poorly"))
+    edges = np.sort(weld(mesh.vertices, mesh.faces).faces[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2), axis=1)
+    _, counts = np.unique(edges, axis=0, return_counts=True)
+    rims = int((counts == 1).sum())
+    if rims > OPEN_SHARE * len(counts):
+        found.append((WarningCode.OPEN_MESH, f"the mesh is open ({rims} edges border a hole): its inside is "
+                      "guessed where the holes are, so the skeleton may miss or merge parts there"))
+    return found
 
 
 # -- volume -------------------------------------------------------------------------------------------------------
@@ -175,6 +173,7 @@ class Voxels:
     solid: np.ndarray  # (X, Y, Z) bool
     origin: np.ndarray  # centre of voxel (0, 0, 0)
     pitch: float
+    from_surface: bool = False  # the mesh enclosed nothing: this is its surface, thickened
 
     def centres(self, ijk: np.ndarray) -> np.ndarray:
         return self.origin + np.asarray(ijk, dtype=float) * self.pitch
@@ -195,14 +194,15 @@ def solid_voxels(mesh: trimesh.Trimesh, resolution: int) -> Voxels:
     shape = np.ceil((hi - lo) / pitch).astype(int) + 3  # an empty layer all round
     origin = (lo + hi) / 2 - (shape - 1) / 2 * pitch
     inside = _inside(mesh, shape, origin, pitch)
-    if inside.sum() < 8:  # an open sheet encloses nothing: take its surface, thickened
+    from_surface = bool(inside.sum() < 8)
+    if from_surface:  # an open sheet encloses nothing: take its surface, thickened
         inside = ndimage.binary_dilation(_surface_voxels(mesh, shape, origin, pitch), iterations=1)
     inside = ndimage.binary_fill_holes(inside)
     labels, count = ndimage.label(inside, structure=np.ones((3, 3, 3)))
     if count == 0:
         raise InputRejected("the mesh encloses no volume that can carry a skeleton")
     largest = 1 + int(np.argmax(np.bincount(labels.ravel())[1:]))
-    return Voxels(labels == largest, origin, pitch)
+    return Voxels(labels == largest, origin, pitch, from_surface)
 
 
 def _inside(mesh: trimesh.Trimesh, shape: np.ndarray, origin: np.ndarray, pitch: float) -> np.ndarray:

@@ -204,11 +204,13 @@ def segment(vertices: np.ndarray, faces: np.ndarray, *, num_parts: int | None = 
     report = progress or (lambda fraction, message: None)
     if len(faces) == 0:
         raise InputRejected("the mesh has no faces")
+    report(0.05, f"building the face graph of {len(faces)} faces")
     graph = FaceGraph.build(vertices, faces)
     if graph.areas.sum() <= 0:
         raise InputRejected("the mesh has no area: every face is degenerate")
     report(0.15, f"{int((graph.component_area > 0).sum())} connected pieces")
     labels, face_methods = _by_method(graph, method, grid, report)
+    report(0.75, "merging parts too small to keep")
     labels = merge_tiny(graph, labels, TINY_SHARE * graph.areas.sum())
     if num_parts is not None:
         report(0.8, f"adjusting to {num_parts} parts")

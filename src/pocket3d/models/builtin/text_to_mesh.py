@@ -43,9 +43,10 @@ from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from scipy.interpolate import PchipInterpolator
 
-from pocket3d.models.builtin.words import MATERIALS, RGB, Appearance, parse_appearance
+from pocket3d.errors import WarningCode
 from pocket3d.models.builtin import MESH_OUTPUTS, builtin_spec
-from pocket3d.models.spec import Feature, InputRejected, ModelAdapter, ProgressFn, RunInputs
+from pocket3d.models.builtin.words import MATERIALS, RGB, Appearance, parse_appearance
+from pocket3d.models.spec import Feature, InputRejected, ModelAdapter, ProgressFn, RunInputs, warn
 
 # Tessellation by quality: sections around a revolved part, icosphere subdivisions, points along a profile.
 TESSELLATION = {"low": (16, 2, 8), "medium": (32, 3, 16), "high": (64, 4, 32)}
@@ -82,16 +83,21 @@ class ProceduralTextModel(ModelAdapter):
         text = (inputs.text or "").strip()
         if not text and params.object_class is None:
             raise InputRejected("the procedural text model needs a text prompt (or the object_class parameter)")
+        progress(0.02, "reading the prompt")
         prompt = read_prompt(text)
         if params.object_class is not None:
             message = f"building a {_NOUNS[params.object_class]} (object_class {params.object_class!r})"
         elif prompt.noun is None:
-            message = "building an object: the prompt names nothing the library knows"
+            message = "building a generic object: the prompt names nothing the library knows"
+            warn(progress, WarningCode.UNKNOWN_OBJECT,
+                 "the prompt names no object the built-in text model knows, so it built a generic shape (a blob on "
+                 f"a pedestal); it knows: {', '.join(c for c in CLASSES if c != 'object')}; parameters.object_class "
+                 "picks one")
         else:
             message = f"building a {prompt.object_class} (from the word {prompt.noun!r})"
         progress(0.05, message)
         scene = make_scene(text, object_class=params.object_class, seed=inputs.seed, quality=inputs.quality,
-                           texture_size=inputs.texture_resolution, variation=params.variation)
+                           texture_size=inputs.texture_resolution, variation=params.variation, progress=progress)
         progress(0.8, "writing the mesh")
         out = inputs.work_dir / "mesh.glb"
         out.write_bytes(scene.export(file_type="glb", include_normals=True))
@@ -1177,15 +1183,19 @@ def build_parts(prompt: Prompt, *, object_class: str | None = None, seed: int | 
 
 
 def make_scene(text: str, *, object_class: str | None = None, seed: int | None = None, quality: str = "medium",
-               texture_size: int = 1024, variation: float = 0.08) -> trimesh.Scene:
+               texture_size: int = 1024, variation: float = 0.08,
+               progress: ProgressFn | None = None) -> trimesh.Scene:
     """The textured scene a prompt makes: one node per part under a root named after the class."""
+    report = progress or (lambda fraction, message: None)
     prompt = read_prompt(text)
     spec, kit = build_parts(prompt, object_class=object_class, seed=seed, quality=quality, variation=variation)
     parts = _place(kit.parts, kit.prompt.scale)
+    report(0.3, f"shaped {len(parts)} parts")
     appearance = appearance_of(text, spec.name)
     looks = _looks(spec, kit.colours, appearance, sorted({p.group for p in parts}))
     size = int(np.clip(texture_size, 64, MAX_TEXTURE))
     rng = np.random.default_rng([DEFAULT_SEED if seed is None else seed, 2])
+    report(0.45, f"painting the texture atlas ({len(looks)} looks)")
     atlas, cells = _atlas(looks, size, rng)
     metallic, roughness = ((appearance.metallic, appearance.roughness) if appearance.material else spec.material)
     material = trimesh.visual.material.PBRMaterial(name=spec.name, baseColorTexture=atlas,
@@ -1194,6 +1204,7 @@ def make_scene(text: str, *, object_class: str | None = None, seed: int | None =
     scene = trimesh.Scene()
     # A root node named after the class, holding the parts (trimesh does not write the base frame as a node).
     scene.graph.update(frame_to=spec.name, frame_from=scene.graph.base_frame, matrix=np.eye(4))
+    report(0.65, "unwrapping the parts onto the atlas")
     lows, highs = zip(*(p.mesh.bounds for p in parts), strict=True)
     origin, extent = np.min(lows, axis=0), float(np.max(np.max(highs, axis=0) - np.min(lows, axis=0)))
     for part in parts:

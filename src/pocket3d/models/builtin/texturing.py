@@ -27,7 +27,7 @@ photo, another pose or other proportions put colours in the wrong places (the bo
 alignment). What no view sees is a guess, smeared from the nearest seen surface (one front view leaves the back
 a blur of the rim's colours). Lighting and shadows in the images are baked into the texture. The text path
 knows colours and materials, not parts: "gold legs" colours the lowest band or the smaller pieces gold, whether
-or not those are legs. The up axis of an OBJ, PLY or STL file is guessed from what the object stands on.
+or not those are legs. The mesh is Y-up, +Z forward: pocket3d turned it so before this model runs.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ from pocket3d.models.builtin.guards import require_finite
 from pocket3d.models.builtin.image_to_mesh import cut_out, read_image
 from pocket3d.models.builtin.words import Appearance, parse_appearance
 from pocket3d.models.builtin import MESH_OUTPUTS, builtin_spec
-from pocket3d.models.spec import Feature, InputRejected, ModelAdapter, ProgressFn, RunInputs
+from pocket3d.models.spec import VIEW_AZIMUTHS, Feature, InputRejected, ModelAdapter, ProgressFn, RunInputs
 
 RGB = tuple[float, float, float]
 NEUTRAL_GREY: RGB = (0.7, 0.7, 0.7)
@@ -66,7 +66,6 @@ RASTER_CHUNK = 1_000_000  # candidate texels per rasteriser step, to bound memor
 FILL_CELLS = 200  # grid cells along the longest side in which texels are pooled for the unseen fill
 FILL_NEIGHBOURS = 8  # seen cells blended into each unseen one
 PART_SHARE = 0.05  # of the surface: a second connected part this large takes the second colour named
-FILE_FORMATS_WITHOUT_UP_AXIS = frozenset({"obj", "ply", "stl"})  # glTF and FBX files say Y is up
 
 
 # -- views ------------------------------------------------------------------------------------------------------
@@ -86,7 +85,18 @@ class View:
 
 AZIMUTHS_HELP = ("the camera's azimuth in degrees for each image, in order, around the vertical axis: 0 the front "
                  "(camera on +Z), 90 from +X (the left side of an object that faces the front camera), 180 the "
-                 "back, 270 from -X; default 0, 90, 180, 270 for the first images")
+                 "back, 270 from -X; default: from the request's named views, else 0, 90, 180, 270 for the first "
+                 "images")
+
+
+def view_azimuths(inputs: RunInputs, given: list[float] | None) -> list[float]:
+    """Each image's azimuth: as given (parameters.azimuths), else from the request's named views, else front,
+    +X side, back, -X side in order."""
+    if given is not None:
+        return list(given)
+    if inputs.view_names is not None:
+        return [VIEW_AZIMUTHS[name] for name in inputs.view_names]
+    return default_azimuths(len(inputs.images))
 
 
 def default_azimuths(count: int) -> list[float]:
@@ -564,11 +574,6 @@ class TextureParams(BaseModel):
         None, min_length=1, max_length=MAX_VIEWS,
         description="the camera's elevation in degrees for each image (positive looks down from above); "
                     "default 0 for all")
-    up_axis: Literal["auto", "y", "z"] = Field(
-        "auto", description="the mesh's up axis, for placing the cameras (the output keeps the input's "
-                            "coordinates). auto: Y for glTF/GLB/FBX, whose format says so; for OBJ, PLY and STL, "
-                            "Z when the object stands on its Z end (its lowest 3% along Z holds more than twice the "
-                            "downward-facing surface of its lowest 3% along Y), else Y. With Z up, the front is -Y")
     max_faces: int = Field(30_000, ge=1_000, le=100_000,
                            description="a mesh that needs a new UV atlas is decimated to this many faces first "
                                        "(xatlas takes ~8 s at 47k faces); a mesh with usable UVs is never "
@@ -596,25 +601,24 @@ class ProjectionTextureModel(ModelAdapter):
         text = (inputs.text or "").strip()
         _check_inputs(inputs, params, text)
         progress(0.02, "loading the mesh")
-        mesh, fmt = _load_mesh(inputs.mesh)
-        up = choose_up_axis(mesh, fmt) if params.up_axis == "auto" else params.up_axis
+        mesh, _ = _load_mesh(inputs.mesh)
         size = inputs.texture_resolution
         progress(0.05, "keeping the mesh's UV atlas" if has_usable_uvs(mesh) else "unwrapping UVs (xatlas)")
         textured = unwrap(mesh, params.max_faces, texture_size=size, timeout=params.unwrap_timeout,
                           progress=progress)
-        in_view_frame = _y_up(textured, up)
         appearance = parse_appearance(text)
         if inputs.images:
             progress(0.3, "reading the reference images")
-            views = _load_views(inputs.images, params)
+            views = _load_views(inputs, params)
             names_a_look = bool(appearance.colours) or appearance.material is not None
-            texture = bake_views(in_view_frame, views, size,
+            texture = bake_views(textured, views, size,
                                  fallback=appearance.base_colour if names_a_look else NEUTRAL_GREY,
                                  unseen="fallback" if names_a_look else "nearest",
                                  progress=lambda f, message: progress(0.35 + 0.55 * f, message))
         else:
+            progress(0.3, f"reading the prompt: {_describe(appearance)}")
             progress(0.35, f"painting {appearance.material or 'plain'} in the colours named")
-            texture = bake_appearance(in_view_frame, appearance, size, seed=inputs.seed or 0)
+            texture = bake_appearance(textured, appearance, size, seed=inputs.seed or 0)
         progress(0.92, "writing the textured GLB")
         material = trimesh.visual.material.PBRMaterial(
             baseColorTexture=texture, baseColorFactor=[255, 255, 255, 255],
@@ -651,34 +655,17 @@ def _load_mesh(path: Path) -> tuple[trimesh.Trimesh, str]:
     return mesh, fmt
 
 
-def choose_up_axis(mesh: trimesh.Trimesh, fmt: str) -> Literal["y", "z"]:
-    """Y for formats that define it; for OBJ/PLY/STL the axis the object stands on (see TextureParams)."""
-    if fmt not in FILE_FORMATS_WITHOUT_UP_AXIS:
-        return "y"
-    return "z" if _base_area(mesh, 2) > 2 * _base_area(mesh, 1) else "y"
-
-
-def _base_area(mesh: trimesh.Trimesh, axis: int) -> float:
-    """Surface facing down (within ~45 degrees) in the lowest 3% of the mesh along the axis: what it stands on."""
-    heights = mesh.triangles_center[:, axis]
-    low = heights < mesh.bounds[0, axis] + 0.03 * mesh.extents[axis]
-    down = mesh.face_normals[:, axis] < -0.7
-    return float(mesh.area_faces[low & down].sum())
-
-
-def _y_up(mesh: trimesh.Trimesh, up: str) -> trimesh.Trimesh:
-    """The mesh turned so that its up axis is +Y (Z-up: (x, y, z) -> (x, z, -y), so its -Y front faces +Z), UVs
-    kept: a texture baked on it fits the unturned mesh."""
-    if up == "y":
-        return mesh
-    turned = np.asarray(mesh.vertices) @ np.array([[1.0, 0, 0], [0, 0, -1], [0, 1, 0]])
-    return trimesh.Trimesh(turned, mesh.faces, visual=mesh.visual.copy(), process=False)
-
-
-def _load_views(paths: Sequence[Path], params: TextureParams) -> list[View]:
-    azimuths = params.azimuths or default_azimuths(len(paths))
+def _load_views(inputs: RunInputs, params: TextureParams) -> list[View]:
+    paths = inputs.images
+    azimuths = view_azimuths(inputs, params.azimuths)
     elevations = params.elevations or [0.0] * len(paths)
     views = []
     for number, (path, azimuth, elevation) in enumerate(zip(paths, azimuths, elevations, strict=True), 1):
         views.append(View(cut_out(read_image(path, f"reference image {number}")), azimuth, elevation))
     return views
+
+
+def _describe(appearance: Appearance) -> str:
+    colours = len(appearance.colours)
+    material = appearance.material or "no material"
+    return f"{colours} colour{'s' if colours != 1 else ''}, {material}" if colours else f"no colour, {material}"
