@@ -47,13 +47,13 @@ def test_the_view_echoes_the_request_and_shows_stages_and_the_models_message(cli
     file_ids = [upload(client, IMAGES / "T.png")["file_id"]]
     job = submit(client, "/mesh/generate?wait=30", {"images": file_ids}, expect=200)
     assert job["input"]["images"] == file_ids, "a file id is shown as given"
+    assert client.delete(f"/files/{file_ids[0]}").status_code == 204  # the shared server's blobs as they were
 
 
 def test_named_views_are_checked_and_echoed(client: httpx.Client) -> None:
     front = upload(client, IMAGES / "T.png")["file_id"]
     job = submit(client, "/mesh/generate?wait=30", {"views": {"front": front}}, expect=200)
     assert job["status"] == "succeeded" and job["input"]["views"] == {"front": front}
-    front = upload(client, IMAGES / "T.png")["file_id"]  # (an upload goes with the last job that used it)
     cases = [({"views": {"front": front}, "images": [front]}, "images or views"),
              ({"views": {}}, "front"),
              ({"views": {"top": front}}, "top"),
@@ -62,6 +62,7 @@ def test_named_views_are_checked_and_echoed(client: httpx.Client) -> None:
     for body, words in cases:
         r = client.post("/mesh/generate", json=body)
         assert r.status_code in (404, 422) and words in r.text, (body, r.text)
+    assert client.delete(f"/files/{front}").status_code == 204
 
 
 def _eta_of_a_new_job(client: httpx.Client, quality: str, delay: float) -> float | None:

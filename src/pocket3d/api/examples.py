@@ -53,6 +53,10 @@ def mesh_generation() -> dict[str, dict[str, Any]]:
                                                      "quality": "medium", "seed": 7}),
         "uploaded_image": _example("From an uploaded image", {"images": ["file_01JD8X2K9Q4R7T1V3W5Y8Z0A2B"],
                                                               "output_format": "glb"}, UPLOADED),
+        "views": _example("From named views (inline)", {"views": {"front": image_data_uri(),
+                                                                  "left": image_data_uri()}},
+                          "Views of one object by name (front, left, back, right; left is the object's own left "
+                          "side), as Tripo takes them; the face goes on the front."),
     }
 
 

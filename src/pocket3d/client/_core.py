@@ -167,9 +167,13 @@ class _CommonFields(TypedDict, total=False):
     idempotency_key: str  # sent as the Idempotency-Key header; a new UUID when not given
 
 
+ViewName: TypeAlias = Literal["front", "left", "back", "right"]
+
+
 class MeshFields(_CommonFields, total=False):
     text_prompt: str | None
     images: Sequence[FileRef]
+    views: Mapping[ViewName, FileRef] | None  # named views instead of images (left: the object's own left)
     target_faces: int | None
 
 
@@ -177,6 +181,7 @@ class TextureFields(_CommonFields, total=False):
     mesh: Required[FileRef]
     text_prompt: str | None
     images: Sequence[FileRef]
+    views: Mapping[ViewName, FileRef] | None
     target_faces: int | None
 
 
@@ -241,6 +246,8 @@ def submission(feature: Feature, fields: Mapping[str, Any]) -> Submission:
     key = body.pop("idempotency_key", None) or str(uuid.uuid4())
     if "images" in body:
         body["images"] = [_ref(v) for v in body["images"]]
+    if body.get("views"):
+        body["views"] = {name: _ref(v) for name, v in body["views"].items()}
     if "mesh" in body:
         body["mesh"] = _ref(body["mesh"])
     try:
