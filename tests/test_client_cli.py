@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+import trimesh
 from client_helpers import IMAGES, assert_valid_gltf
 from fault_proxy import FaultProxy
 from server import ROOT, ServerProcess, free_port
@@ -82,6 +83,7 @@ def test_generate_in_a_terminal_shows_progress_and_saves_a_valid_glb(server: Ser
     assert term.wait() == 0, term.screen.decode(errors="replace")
     screen = term.screen.decode(errors="replace")
     assert "generate_mesh" in screen and "100%" in screen, "the progress bar showed the stage and the percent"
+    assert "thinking slowly" in screen, "and the model's message"
     assert f"saved {out}" in screen
     assert_valid_gltf(out.read_bytes(), tmp_path)
 
@@ -128,6 +130,14 @@ def test_json_output_parses(server: ServerProcess, tmp_path: Path) -> None:
                                  "--param", "delay=30", "--no-wait").stdout)
     cancelled = json.loads(pocket3d("jobs", "cancel", queued["job_id"]).stdout)
     assert cancelled["job_id"] == queued["job_id"]
+
+    upright = trimesh.creation.box(extents=(0.4, 0.6, 2.0))  # stands on Z, as PLY files do
+    upright.apply_translation((0, 0, 1.0))
+    upright.export(tmp_path / "post.ply")
+    turned = pocket3d("segment", str(tmp_path / "post.ply"), "--model", "test_subdivide_segment")
+    assert turned.returncode == 0, turned.stderr
+    assert "warning ROTATED_TO_Y_UP (orient)" in turned.stderr, "a warning is printed as it arrives"
+    assert json.loads(turned.stdout)["job"]["warnings"][0]["code"] == "ROTATED_TO_Y_UP"
 
     missing = pocket3d("jobs", "show", "job_nope")
     assert missing.returncode == 1 and "JOB_NOT_FOUND" in missing.stderr

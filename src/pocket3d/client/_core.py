@@ -33,6 +33,7 @@ from pocket3d.api.schemas import (
     RiggingRequest,
     SegmentationRequest,
     TextureGenerationRequest,
+    ViewName,
     WebhookEventName,
 )
 from pocket3d.client.errors import (
@@ -165,9 +166,6 @@ class _CommonFields(TypedDict, total=False):
     webhook_url: str | None  # the job's events are POSTed there, signed (client.webhooks.secret() verifies them)
     webhook_events: Sequence[WebhookEventName] | None
     idempotency_key: str  # sent as the Idempotency-Key header; a new UUID when not given
-
-
-ViewName: TypeAlias = Literal["front", "left", "back", "right"]
 
 
 class MeshFields(_CommonFields, total=False):

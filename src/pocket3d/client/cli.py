@@ -106,21 +106,25 @@ def _job_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 @click.command()
 @click.argument("images", nargs=-1, type=click.Path(path_type=Path))
 @click.option("--prompt", "text_prompt", default=None, help="text to make a mesh from (with or without images)")
+@click.option("--view", "views", multiple=True, metavar="NAME=IMAGE",
+              help="a named view instead of IMAGES (front, left: the object's own left, back, right; repeatable)")
 @click.option("--target-faces", type=click.IntRange(100, 5_000_000), default=None,
               help="decimate the result to about this many faces")
 @_job_options
 @_reports_errors
-def generate(images: tuple[Path, ...], text_prompt: str | None, target_faces: int | None, **opts: Any) -> None:
+def generate(images: tuple[Path, ...], text_prompt: str | None, views: tuple[str, ...], target_faces: int | None,
+             **opts: Any) -> None:
     """A textured mesh from IMAGES (one, or several views of one object) and/or --prompt.
 
     \b
       pocket3d generate chair.png -o chair.glb
-      pocket3d generate --prompt "a red wooden chair" --format fbx
+      pocket3d generate --view front=f.png --view left=l.png --view back=b.png
+      pocket3d generate --prompt "a red wooden chair" --format glb,fbx
     """
-    if not images and not text_prompt:
-        raise click.UsageError("give one or more IMAGES, or --prompt TEXT")
+    if not images and not text_prompt and not views:
+        raise click.UsageError("give one or more IMAGES (or --view NAME=IMAGE), or --prompt TEXT")
     _run(opts, lambda p3d: p3d.generate_mesh(
-        images=[_input(p3d, path) for path in images], text_prompt=text_prompt,
+        images=[_input(p3d, path) for path in images], views=_views(p3d, views), text_prompt=text_prompt,
         **_fields(opts, target_faces=target_faces)))
 
 
@@ -128,18 +132,20 @@ def generate(images: tuple[Path, ...], text_prompt: str | None, target_faces: in
 @click.argument("mesh", type=click.Path(path_type=Path))
 @click.option("--image", "images", multiple=True, type=click.Path(path_type=Path),
               help="a reference image (repeatable)")
+@click.option("--view", "views", multiple=True, metavar="NAME=IMAGE",
+              help="a named reference view instead of --image (front, left, back, right; repeatable)")
 @click.option("--prompt", "text_prompt", default=None, help="what the texture should look like")
 @click.option("--target-faces", type=click.IntRange(100, 5_000_000), default=None)
 @_job_options
 @_reports_errors
-def texture(mesh: Path, images: tuple[Path, ...], text_prompt: str | None, target_faces: int | None,
-            **opts: Any) -> None:
-    """A texture for MESH from --image(s) and/or --prompt."""
-    if not images and not text_prompt:
-        raise click.UsageError("give --image PATH or --prompt TEXT (or both)")
+def texture(mesh: Path, images: tuple[Path, ...], views: tuple[str, ...], text_prompt: str | None,
+            target_faces: int | None, **opts: Any) -> None:
+    """A texture for MESH from --image(s) (or --view NAME=IMAGE) and/or --prompt."""
+    if not images and not text_prompt and not views:
+        raise click.UsageError("give --image PATH (or --view NAME=IMAGE) or --prompt TEXT (or both)")
     _run(opts, lambda p3d: p3d.generate_texture(
-        mesh=_input(p3d, mesh), images=[_input(p3d, path) for path in images], text_prompt=text_prompt,
-        **_fields(opts, target_faces=target_faces)))
+        mesh=_input(p3d, mesh), images=[_input(p3d, path) for path in images], views=_views(p3d, views),
+        text_prompt=text_prompt, **_fields(opts, target_faces=target_faces)))
 
 
 @click.command()
@@ -169,23 +175,34 @@ def _input(p3d: Client, path: Path) -> str:
     return p3d.upload(path).file_id
 
 
+def _views(p3d: Client, views: tuple[str, ...]) -> dict[Any, str] | None:
+    """--view NAME=IMAGE, each image uploaded; the names are checked by the request's model."""
+    named = dict(_pair(v, "--view") for v in views)
+    return {name: _input(p3d, Path(str(path))) for name, path in named.items()} or None
+
+
 def _fields(opts: dict[str, Any], **extra: Any) -> dict[str, Any]:
     fields: dict[str, Any] = {k: opts[k] for k in ("model_preference", "quality", "seed", "priority", "webhook_url")}
     asked = _formats(opts["output_format"])
     fields["output_format" if len(asked) == 1 else "output_formats"] = asked[0] if len(asked) == 1 else asked
-    fields["parameters"] = dict(_param(p) for p in opts["params"]) or None
+    fields["parameters"] = {key: _json_or_text(value) for key, value in (_pair(p, "--param") for p in opts["params"])}
+    fields["parameters"] = fields["parameters"] or None
     fields.update(extra)
     return {k: v for k, v in fields.items() if v is not None}
 
 
-def _param(text: str) -> tuple[str, Any]:
+def _pair(text: str, option: str) -> tuple[str, str]:
     key, sep, value = text.partition("=")
     if not sep or not key:
-        raise click.BadParameter(f"{text!r}: expected KEY=VALUE", param_hint="--param")
+        raise click.BadParameter(f"{text!r}: expected NAME=VALUE", param_hint=option)
+    return key, value
+
+
+def _json_or_text(value: str) -> Any:
     try:
-        return key, json.loads(value)
+        return json.loads(value)
     except ValueError:
-        return key, value
+        return value
 
 
 def _formats(text: str) -> list[OutputFormat]:
@@ -274,20 +291,29 @@ def _follow(job: Job, *, quiet: bool) -> JobView:
 
 @contextmanager
 def _progress(console: Console, job: Job, quiet: bool) -> Iterator[Callable[[JobView], None]]:
+    """A callback for each new state of the job: a progress bar on a terminal, a line per change of stage or
+    message elsewhere (none with --json); warnings are printed as they arrive, in every case."""
+    from rich.markup import escape
     from rich.progress import BarColumn, Progress, SpinnerColumn, TaskProgressColumn, TextColumn
 
-    if quiet and not console.is_terminal:
-        yield lambda view: None
-        return
+    warned = len(job.view.warnings)
+    said: list[tuple[str, str | None]] = []
+
+    def warn(view: JobView) -> None:
+        nonlocal warned
+        for w in view.warnings[warned:]:
+            console.print(f"[yellow]warning[/] {escape(w.code)} ({escape(w.stage)}): {escape(w.message)}")
+        warned = len(view.warnings)
+
+    def lines(view: JobView) -> None:
+        warn(view)
+        if quiet or (_state(view), view.message) in said[-1:]:
+            return
+        said.append((_state(view), view.message))
+        console.print(f"{job.id}: {_state(view)} {view.progress:.0f}%" + (f" {view.message}" if view.message else ""),
+                      markup=False, highlight=False)
+
     if not console.is_terminal:
-        last: list[str | None] = [None]
-
-        def lines(view: JobView) -> None:
-            state = _state(view)
-            if state != last[0]:
-                last[0] = state
-                console.print(f"{job.id}: {state} {view.progress:.0f}%", highlight=False)
-
         lines(job.view)
         yield lines
         return
@@ -296,7 +322,9 @@ def _progress(console: Console, job: Job, quiet: bool) -> Iterator[Callable[[Job
     task = progress.add_task(job.id, total=100, info="")
 
     def update(view: JobView) -> None:
-        progress.update(task, completed=view.progress, description=_state(view), info=_describe(view))
+        warn(view)
+        progress.update(task, completed=view.progress, description=escape(_state(view)),
+                        info=escape(_describe(view)))
 
     update(job.view)
     with progress:
@@ -308,10 +336,11 @@ def _state(view: JobView) -> str:
 
 
 def _describe(view: JobView) -> str:
-    parts = []
+    """Beside the bar: the model's message, the place in the queue, the ETA."""
+    parts = [view.message] if view.message and view.status == "running" else []
     if view.status == "queued" and view.queue_position is not None:
         parts.append(f"queue position {view.queue_position}")
-    if view.eta_seconds is not None:
+    if view.eta_seconds is not None and not view.status.is_final:
         parts.append(f"ETA {_duration(view.eta_seconds)}")
     return " · ".join(parts)
 
@@ -478,27 +507,34 @@ def _status(view: JobView) -> str:
 
 
 def _show(view: JobView) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
     console = _stdout()
     summary = Table.grid(padding=(0, 2))
     rows: list[tuple[str, str]] = [
-        ("job", view.job_id), ("status", _status(view)), ("feature", view.feature), ("model", view.model),
+        ("job", view.job_id), ("status", _status(view)), ("feature", view.feature), ("model", escape(view.model)),
         ("progress", f"{view.progress:.0f}%" + (f" ({view.current_stage})" if view.current_stage else "")),
         ("created", view.created_at), ("finished", view.finished_at or "")]
+    if view.message:
+        rows.append(("message", escape(view.message)))
     if view.error:
-        rows.append(("error", f"[red]{view.error.code}[/]: {view.error.message}"))
+        rows.append(("error", f"[red]{view.error.code}[/]: {escape(view.error.message)}"))
     if view.expires_at:
         rows.append(("expires", view.expires_at))
     extra = _describe(view)
-    if extra:
-        rows.append(("queue", extra))
+    if extra and not view.status.is_final:
+        rows.append(("now", escape(extra)))
+    rows += [("warning", f"[yellow]{escape(w.code)}[/] ({escape(w.stage)}): {escape(w.message)}")
+             for w in view.warnings]
     for key, value in rows:
         summary.add_row(f"[dim]{key}[/]", value)
     console.print(summary)
-    stages = Table("stage", "model", "status", "progress", "attempts", title="stages", title_justify="left")
+    stages = Table("stage", "model", "device", "status", "progress", "attempts", "seconds", title="stages",
+                   title_justify="left")
     for s in view.stages:
-        stages.add_row(s.name, s.model or "", s.status, f"{s.progress:.0f}%", str(s.attempts))
+        stages.add_row(s.name, escape(s.model or ""), s.device or "", s.status, f"{s.progress:.0f}%", str(s.attempts),
+                       f"{s.seconds:.1f}" if s.seconds is not None else "")
     console.print(stages)
     if view.outputs:
         outputs = Table("output", "format", "size", "sha256", title="outputs", title_justify="left")
