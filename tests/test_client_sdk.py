@@ -280,6 +280,15 @@ def test_a_download_name_from_the_server_stays_in_its_directory() -> None:
     assert named('attachment; filename=".bashrc"') is None and named("inline") is None
 
 
+def test_an_answer_of_another_release_is_named_as_such() -> None:
+    import httpx
+
+    older = httpx.Response(200, json={"job_id": "job_1", "status": "queued"},
+                           request=httpx.Request("GET", "http://127.0.0.1:1/api/v1/jobs/job_1"))
+    with pytest.raises(errors.ServerMismatch, match=r"GET /api/v1/jobs/job_1: .* JobView .*another release"):
+        _core.parse(schemas.JobView, older)
+
+
 def test_every_error_code_has_its_class() -> None:
     for code, status in HTTP_STATUS.items():
         cls = errors.error_class(status, code.value)

@@ -35,6 +35,7 @@ from pocket3d.client.errors import (
     QueueFull,
     RateLimited,
     ServerError,
+    ServerMismatch,
     ServerUnreachable,
     ServiceUnavailable,
     Unauthorized,
@@ -48,7 +49,7 @@ __all__ = [
     "ConnectionFailed", "DownloadFailed", "FileExpired", "FileInfo", "Files", "Forbidden", "Gone", "Health",
     "IdempotencyKeyReused", "Job", "JobCancelled", "JobError", "JobEvent", "JobFailed", "JobNotFinished",
     "JobView", "Jobs", "ModelInfo", "ModelList", "NotFound", "OutputExpired", "OutputInfo", "Page",
-    "PayloadTooLarge", "Pocket3DError", "QueueFull", "RateLimited", "ServerError", "ServerUnreachable",
-    "ServiceUnavailable", "StageInfo", "Unauthorized", "UnsupportedMediaType", "ValidationFailed",
-    "WaitTimeout", "Webhooks",
+    "PayloadTooLarge", "Pocket3DError", "QueueFull", "RateLimited", "ServerError", "ServerMismatch",
+    "ServerUnreachable", "ServiceUnavailable", "StageInfo", "Unauthorized", "UnsupportedMediaType",
+    "ValidationFailed", "WaitTimeout", "Webhooks",
 ]

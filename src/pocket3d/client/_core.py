@@ -44,6 +44,7 @@ from pocket3d.client.errors import (
     JobNotFinished,
     QueueFull,
     RateLimited,
+    ServerMismatch,
     ServerUnreachable,
     ServiceUnavailable,
     ValidationFailed,
@@ -455,4 +456,14 @@ M = TypeVar("M", bound=BaseModel)
 
 
 def parse(model: type[M], response: httpx.Response) -> M:
-    return model.model_validate_json(response.content)
+    try:
+        return model.model_validate_json(response.content)
+    except ValidationError as e:
+        from pocket3d import __version__
+
+        first = e.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "the body"
+        raise ServerMismatch(
+            f"{response.request.method} {response.request.url.path}: the server's answer does not fit this SDK's "
+            f"{model.__name__} ({where}: {first['msg']}): the server runs another release of pocket3d than this "
+            f"SDK ({__version__}); use the same release on both sides") from None

@@ -310,8 +310,8 @@ def _progress(console: Console, job: Job, quiet: bool) -> Iterator[Callable[[Job
         if quiet or (_state(view), view.message) in said[-1:]:
             return
         said.append((_state(view), view.message))
-        console.print(f"{job.id}: {_state(view)} {view.progress:.0f}%" + (f" {view.message}" if view.message else ""),
-                      markup=False, highlight=False)
+        message = f" {view.message}" if view.message and not view.status.is_final else ""
+        console.print(f"{job.id}: {_state(view)} {view.progress:.0f}%{message}", markup=False, highlight=False)
 
     if not console.is_terminal:
         lines(job.view)

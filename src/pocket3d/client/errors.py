@@ -37,6 +37,11 @@ class ServerUnreachable(ConnectionFailed):
                          + (f" ({cause})" if cause and str(cause) else ""))
 
 
+class ServerMismatch(Pocket3DError):
+    """The server answered with a body that does not fit this SDK's models of the API: it runs another version of
+    pocket3d (the SDK and the server share their models, so they should be the same release)."""
+
+
 # -- what the server answered ----------------------------------------------------------------------------------
 
 class APIError(Pocket3DError):
