@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 
 from pocket3d.jobs import outbox
-from pocket3d.jobs import schema as t
 from pocket3d.jobs import transitions as tr
 from pocket3d.jobs.records import EXPORT_STAGE, DeliveryStatus, NewJob, NewStage
 from pocket3d.jobs.store import Store
+from postgres import empty_database
 
 RELEASE = tr.ReleasePolicy(keep_seconds=60)
 
@@ -20,7 +20,7 @@ def store(request, tmp_path) -> Store:
         s = Store(f"sqlite:///{tmp_path / 'jobs.db'}")
     else:
         s = Store(request.getfixturevalue("postgres_url"))
-        t.metadata.drop_all(s.engine)
+        empty_database(s.engine)
     s.create_schema()
     yield s
     s.dispose()

@@ -24,6 +24,7 @@ from pocket3d.jobs import (
 from pocket3d.jobs.records import StageWarning
 from pocket3d.jobs import schema as t
 from pocket3d.jobs import transitions as tr
+from postgres import empty_database
 
 KEEP = tr.ReleasePolicy(keep_seconds=60)
 
@@ -35,7 +36,7 @@ def store(request, tmp_path) -> Store:
         s = Store(f"sqlite:///{tmp_path / 'jobs.db'}")
     else:
         s = Store(request.getfixturevalue("postgres_url"))
-        t.metadata.drop_all(s.engine)
+        empty_database(s.engine)
     s.create_schema()
     yield s
     s.dispose()
@@ -131,21 +132,6 @@ def test_restarts_cost_no_attempt_and_fail_past_max_interruptions(store) -> None
     job = store.get_job(job_id)
     assert job.status == JobStatus.FAILED and job.error_code == ErrorCode.WORKER_LOST
     assert "server restarted while this stage ran, 4 times" in job.error_message
-
-
-def test_a_column_added_since_the_database_was_made_is_added_in_place(tmp_path) -> None:
-    from pocket3d.jobs.store import Store
-
-    url = f"sqlite:///{tmp_path / 'old.db'}"
-    old = Store(url)
-    old.create_schema()
-    with old.engine.begin() as conn:
-        conn.exec_driver_sql("ALTER TABLE stages DROP COLUMN interruptions")  # as made before the column existed
-    old.dispose()
-    again = Store(url)
-    again.create_schema()
-    assert "interruptions" in {c["name"] for c in sa.inspect(again.engine).get_columns(t.stages.name)}
-    again.dispose()
 
 
 def test_recovery_keeps_the_place_in_the_queue(store) -> None:

@@ -49,10 +49,7 @@ def main(ctx: click.Context, config: Path | None, data_dir: Path | None, models:
 @click.pass_context
 def serve(ctx: click.Context, host: str | None, port: int | None, log_format: str | None) -> None:
     """Run the API, the scheduler and the workers in this process."""
-    import uvicorn
-
     from pocket3d import logs
-    from pocket3d.api.app import create_app
     from pocket3d.node import Node
 
     settings = _settings(ctx, host=host, port=port)
@@ -73,6 +70,10 @@ def serve(ctx: click.Context, host: str | None, port: int | None, log_format: st
     # A write past a file-size limit (RLIMIT_FSIZE) kills the process by default; ignored, it fails with EFBIG
     # like a full disk, and is answered 503 STORAGE_UNAVAILABLE.
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    import uvicorn  # after the node, so a refusal to start (a config error, the schema) comes at once
+
+    from pocket3d.api.app import create_app
+
     # uvicorn shuts down gracefully on SIGTERM or SIGINT, then raises the signal again with the handler it found
     # in place: this one, so a clean shutdown exits 0 rather than 143 (a supervisor reads 143 as a failure).
     for stop in (signal.SIGTERM, signal.SIGINT):
@@ -86,6 +87,76 @@ def _exit_cleanly(signum: int, _frame: object) -> None:
 
 
 @main.group()
+def db() -> None:
+    """The database's schema (Alembic migrations): upgrade it, go back, or say where it is."""
+
+
+def _engine(ctx: click.Context):  # noqa: ANN202 - a SQLAlchemy engine on the configured database
+    from pocket3d.jobs.store import Store
+
+    settings = _settings(ctx.find_root())
+    if settings.db_url.startswith("sqlite"):
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    return Store(settings.db_url).engine
+
+
+@db.command("upgrade")
+@click.argument("revision", default="head")
+@click.pass_context
+def db_upgrade(ctx: click.Context, revision: str) -> None:
+    """Migrate the database to REVISION (default: this pocket3d's newest). Safe to run again; in a cluster, run it
+    once before starting the new version's processes."""
+    from pocket3d.jobs import migrations
+
+    engine = _engine(ctx)
+    try:
+        before, after = migrations.upgrade(engine, revision)
+    except Exception as e:
+        raise click.ClickException(f"upgrading the schema failed: {type(e).__name__}: {e}") from None
+    finally:
+        engine.dispose()
+    if before == after:
+        click.echo(f"the schema is at revision {after}; nothing to do")
+    else:
+        click.echo(f"upgraded the schema from revision {before or '(empty database)'} to {after}")
+
+
+@db.command("downgrade")
+@click.argument("revision")
+@click.pass_context
+def db_downgrade(ctx: click.Context, revision: str) -> None:
+    """Migrate the database back to REVISION ("base": no tables) with this pocket3d's migrations, before running an
+    older pocket3d on it. What the newer revisions added is dropped."""
+    from pocket3d.jobs import migrations
+
+    engine = _engine(ctx)
+    try:
+        before, after = migrations.downgrade(engine, revision)
+    except Exception as e:
+        raise click.ClickException(f"downgrading the schema failed: {type(e).__name__}: {e}") from None
+    finally:
+        engine.dispose()
+    click.echo(f"downgraded the schema from revision {before} to {after or 'base (no tables)'}")
+
+
+@db.command("current")
+@click.pass_context
+def db_current(ctx: click.Context) -> None:
+    """The database's schema revision, and this pocket3d's."""
+    from pocket3d.jobs import migrations
+
+    engine = _engine(ctx)
+    try:
+        found = migrations.current(engine)
+    finally:
+        engine.dispose()
+    wanted = migrations.head()
+    state = "up to date" if found == wanted else "run `pocket3d db upgrade`" if found in (
+        None, *migrations.known_revisions()) else "newer than this pocket3d"
+    click.echo(f"database: {found or '(empty)'}; this pocket3d: {wanted} ({state})")
+
+
+@main.group()
 def keys() -> None:
     """Create, list and revoke API keys (stored as hashes)."""
 
@@ -93,10 +164,15 @@ def keys() -> None:
 def _store(ctx: click.Context):  # noqa: ANN202
     from pocket3d.jobs.store import Store
 
+    from pocket3d.jobs.migrations import SchemaMismatch
+
     settings = _settings(ctx.find_root())
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     store = Store(settings.db_url)
-    store.create_schema()
+    try:
+        store.prepare_schema()
+    except SchemaMismatch as e:
+        raise click.ClickException(str(e)) from None
     return store
 
 

@@ -23,6 +23,7 @@ from pocket3d.errors import storage_failure
 from pocket3d.jobs import schema as t
 from pocket3d.jobs import transitions
 from pocket3d.jobs.events import EventBus
+from pocket3d.jobs.migrations import SchemaMismatch
 from pocket3d.jobs.records import JobStatus
 from pocket3d.jobs.snapshots import JobSnapshots
 from pocket3d.jobs.store import Store
@@ -157,7 +158,10 @@ class Node:
         self.lock.acquire()
         try:
             self.store = Store(settings.db_url)
-            self.store.create_schema()
+            try:
+                self.store.prepare_schema()
+            except SchemaMismatch as e:
+                raise ConfigError(str(e)) from None
             try:
                 self.artifacts = open_store(settings.data_dir, settings.storage)
             except ImportError as e:

@@ -46,3 +46,25 @@ class TempPostgres:
             self._run(_bin("pg_ctl"), "-D", str(self.dir / "data"), "-m", "fast", "-w", "stop")
         finally:
             shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def empty_database(engine) -> None:  # noqa: ANN001 - a SQLAlchemy engine on the test server
+    """Drop every table (and the migrations' version table) so the next test's store starts from nothing."""
+    with engine.begin() as conn:
+        conn.exec_driver_sql("DROP SCHEMA public CASCADE")
+        conn.exec_driver_sql("CREATE SCHEMA public")
+
+
+def create_database(url: str, name: str) -> str:
+    """A database of its own on the test server (tests that keep a cluster running must not share one with tests
+    that empty theirs); returns its URL."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    finally:
+        engine.dispose()
+    return url.rsplit("/", 1)[0] + f"/{name}"

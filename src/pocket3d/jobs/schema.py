@@ -7,10 +7,9 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-SCHEMA_VERSION = 1
-
 metadata = sa.MetaData()
 
+# 2 since migrations (jobs.migrations, which own the schema): a server older than them refuses the database.
 schema_info = sa.Table(
     "schema_info", metadata,
     sa.Column("version", sa.Integer, primary_key=True),

@@ -64,27 +64,27 @@ class Store:
     # -- lifecycle ----------------------------------------------------------------------------------------
 
     def create_schema(self) -> None:
-        t.metadata.create_all(self.engine)
-        self._add_missing_columns()
-        with self.write() as tx:
-            found = tx.conn.execute(sa.select(sa.func.max(t.schema_info.c.version))).scalar()
-            if found is None:
-                tx.conn.execute(t.schema_info.insert().values(version=t.SCHEMA_VERSION))
-            elif found > t.SCHEMA_VERSION:
-                raise RuntimeError(f"the database has schema version {found}; this pocket3d knows only "
-                                   f"{t.SCHEMA_VERSION}: upgrade pocket3d")
+        """Bring the database to this code's schema (Alembic's head revision): a new database gets every table, an
+        older one is migrated in place. For the embedded node, the only process on its SQLite file; in a cluster,
+        ``pocket3d db upgrade`` does it once and every process checks it (:meth:`check_schema`)."""
+        from pocket3d.jobs import migrations
 
-    def _add_missing_columns(self) -> None:
-        """Nullable columns added to a table since the database was made (create_all makes only missing
-        tables): added in place, so an existing data directory keeps working until migrations take this over."""
-        inspector = sa.inspect(self.engine)
-        for table in t.metadata.sorted_tables:
-            present = {c["name"] for c in inspector.get_columns(table.name)}
-            for column in table.columns:
-                if column.name not in present and column.nullable:
-                    ddl = sa.schema.CreateColumn(column).compile(dialect=self.engine.dialect)
-                    with self.engine.begin() as conn:
-                        conn.exec_driver_sql(f"ALTER TABLE {table.name} ADD COLUMN {ddl}")
+        migrations.upgrade(self.engine)
+
+    def prepare_schema(self) -> None:
+        """What a process does with the schema at start: on SQLite (one machine's file, whose processes share a
+        data directory) bring it up to date; on PostgreSQL, shared by processes that may run other versions, only
+        check it: ``pocket3d db upgrade`` migrates, once."""
+        if self.is_sqlite:
+            self.create_schema()
+        else:
+            self.check_schema()
+
+    def check_schema(self) -> None:
+        """Raise ``migrations.SchemaMismatch`` (saying what to run) unless the database has this code's schema."""
+        from pocket3d.jobs import migrations
+
+        migrations.check(self.engine)
 
     def dispose(self) -> None:
         self.engine.dispose()
