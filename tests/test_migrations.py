@@ -53,6 +53,14 @@ def make_old_database(engine: sa.Engine, blob_sha: str) -> None:
                                                   secret_sha256="0" * 64, created_at=time.time()))
 
 
+def test_the_migrations_make_exactly_the_tables_the_code_declares(tmp_path: Path) -> None:
+    """A column or table added to jobs/schema.py needs a revision (additive, like 0003) to reach a database."""
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'fresh.db'}")
+    migrations.upgrade(engine)
+    assert differences(engine) == [], "schema.py and the migrations differ: add a revision under jobs/migrations"
+    engine.dispose()
+
+
 def test_a_data_directory_made_before_migrations_is_upgraded_by_serve_itself(tmp_path: Path) -> None:
     data = tmp_path / "data"
     sha = hashlib.sha256(GLB).hexdigest()
