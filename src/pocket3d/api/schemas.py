@@ -103,6 +103,10 @@ TargetFaces = Annotated[int | None, Field(ge=100, le=5_000_000, description="dec
 TextPrompt = Annotated[Annotated[str, Field(min_length=1, max_length=4000)] | None, BeforeValidator(_blank_to_none)]
 
 
+ViewRenders = Annotated[bool, Field(description="also render the result from the front, left, back and right "
+                                    "(view_0.png to view_3.png among the outputs, 512 px)")]
+
+
 class _ViewsRequest(_FeatureRequest):
     images: list[InputRef] = Field(default_factory=list, max_length=8)
     views: dict[ViewName, InputRef] | None = Field(None, description=VIEWS_HELP)
@@ -128,6 +132,9 @@ class MeshGenerationRequest(_ViewsRequest):
     output_formats: list[MeshFormat] | None = _OUTPUT_FORMATS
     text_prompt: TextPrompt = None
     target_faces: TargetFaces = None
+    texture: bool = Field(True, description="false: the shape only, without colours or texture (a shape model's "
+                          "paint stage is skipped, which saves its time)")
+    view_renders: ViewRenders = False
 
     @model_validator(mode="after")
     def _needs_input(self) -> MeshGenerationRequest:
@@ -142,6 +149,7 @@ class TextureGenerationRequest(_ViewsRequest):
     mesh: InputRef
     text_prompt: TextPrompt = None
     target_faces: TargetFaces = None
+    view_renders: ViewRenders = False
 
     @model_validator(mode="after")
     def _needs_guidance(self) -> TextureGenerationRequest:

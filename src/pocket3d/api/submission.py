@@ -285,10 +285,15 @@ def _submit(node: Node, principal: Principal, feature: Feature, req: _FeatureReq
     plan = pipeline.plan(node.registry, feature, kinds, mesh_format, req.formats, req.model_preference,
                          node.scheduler.device_list, node.scheduler.budget_of,
                          images=sum(inp.role == "image" for inp in inputs), text=getattr(req, "text_prompt", None),
-                         params_of=lambda model: _params(model, parameters))
+                         params_of=lambda model: _params(model, parameters),
+                         texture=getattr(req, "texture", True))
     model, params = plan.model, plan.params
     _check_writable(req.formats, model.spec.supported_outputs)
     export = {"formats": req.formats, "target_faces": getattr(req, "target_faces", None)}
+    if getattr(req, "texture", True) is False:
+        export["texture"] = False
+    if getattr(req, "view_renders", False):
+        export["view_renders"] = True
     stages = [_stage(planned, params, alone=len(plan.stages) == 1) for planned in plan.stages]
     stages.append(NewStage(EXPORT_STAGE, None, export, weight=0.1 if len(stages) == 1 else 0.05))
     if up_axis is not None:  # a mesh input: turned Y-up first, whatever model follows

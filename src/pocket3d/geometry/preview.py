@@ -1,6 +1,7 @@
 """A PNG thumbnail of a mesh: a small software render (painter's algorithm, Lambert shading) from a
 three-quarter front view, upright (the scene is Y-up, as every mesh pocket3d holds), framed on the whole bounding
-box. Fast enough for every output: large meshes are decimated for the picture first."""
+box, and the same renderer's views from around the object (front, left, back, right). Fast enough for every output:
+large meshes are decimated for the picture first."""
 
 from __future__ import annotations
 
@@ -25,9 +26,22 @@ PART_COLOURS = np.array([(78, 121, 167), (242, 142, 43), (225, 87, 89), (118, 18
                          (237, 201, 72), (176, 122, 161), (255, 157, 167), (156, 117, 95), (23, 190, 207)], float)
 
 
-def render_preview(scene: trimesh.Scene, dest: Path, size: int = 256) -> None:
-    """A segmented scene (see gltf_writer.is_segmented) shows each part in a colour of its own rather than its
-    material's."""
+# The views render_views draws: cameras at these azimuths (degrees about the vertical axis, from the front, +Z)
+# and at the object's height, so a view shows its silhouette as a multiview model's input would.
+VIEW_AZIMUTHS = (0.0, 90.0, 180.0, 270.0)  # front, left (the object's own left side), back, right
+
+
+def render_views(scene: trimesh.Scene, dests: list[Path], size: int = 512) -> None:
+    """One picture a camera of VIEW_AZIMUTHS (in that order, as many as ``dests``), level with the object."""
+    for dest, azimuth in zip(dests, VIEW_AZIMUTHS, strict=False):
+        render_preview(scene, dest, size, azimuth=azimuth, elevation=0.0)
+
+
+def render_preview(scene: trimesh.Scene, dest: Path, size: int = 256, *, azimuth: float = 35.0,
+                   elevation: float = 20.0) -> None:
+    """From a camera at ``azimuth`` degrees about the vertical axis (0: in front, +Z; 90: at the object's left,
+    +X) and ``elevation`` degrees above it. A segmented scene (see gltf_writer.is_segmented) shows each part in a
+    colour of its own rather than its material's."""
     meshes = world_meshes(scene)
     if is_segmented(scene.metadata):
         colors = np.concatenate([np.tile(PART_COLOURS[i % len(PART_COLOURS)], (len(m.faces), 1))
@@ -39,10 +53,10 @@ def render_preview(scene: trimesh.Scene, dest: Path, size: int = 256) -> None:
         small = decimate_mesh(mesh, MAX_FACES)
         colors = colors[cKDTree(mesh.triangles_center).query(small.triangles_center)[1]]
         mesh = small
-    # A three-quarter view of the front (+Z) from a little above: turn 35 degrees about the vertical axis (+Y,
-    # glTF's up: the mesh is upright), tilt 20 degrees towards the viewer.
-    rot = (trimesh.transformations.rotation_matrix(np.radians(20), [1, 0, 0])
-           @ trimesh.transformations.rotation_matrix(np.radians(-35), [0, 1, 0]))[:3, :3]
+    # Turn the object about the vertical axis (+Y, glTF's up: the mesh is upright) so the camera's side faces the
+    # viewer (+Z), then tilt it towards the viewer.
+    rot = (trimesh.transformations.rotation_matrix(np.radians(elevation), [1, 0, 0])
+           @ trimesh.transformations.rotation_matrix(np.radians(-azimuth), [0, 1, 0]))[:3, :3]
     verts = mesh.vertices @ rot.T
     # Framed on the whole bounding box: its eight corners, turned, fit the picture with a margin, centred. Every
     # vertex lies inside the box, so nothing is cut off, whatever the shape.

@@ -8,7 +8,8 @@ grows around it by what its spec says it needs:
   when the registry has a text-to-image model at all;
 - ``cutout`` (the main model's or its painter's) with images in play: a ``remove_background`` stage cuts them out;
 - a mesh generator with ``textured: false``: a ``paint_texture`` stage follows, with ``paint_with`` or else the
-  first available texture model that takes a mesh and the images.
+  first available texture model that takes a mesh and the images; unless the request asked for the shape only
+  (``texture: false``), which skips it.
 
 Each helper is the first available model of its stage's feature, in models.yaml's order. A main model whose
 helper is missing counts as unavailable, with the helper's reason, so the next model in the order is tried.
@@ -63,7 +64,7 @@ ParamsOf = Callable[[RegisteredModel], BaseModel]
 def plan(registry: Registry, feature: Feature, input_kinds: set[str], mesh_format: str | None,
          output_formats: str | Sequence[str], preference: str | None, devices: list[Device],
          budget_of: Callable[[Device], float], images: int = 0, text: str | None = None,
-         params_of: ParamsOf | None = None) -> Plan:
+         params_of: ParamsOf | None = None, texture: bool = True) -> Plan:
     """The stages for a request, or the 4xx/503 that says why no model can serve it. ``output_formats``: the
     formats its result is to be written in (the main model must list each in its supported_outputs).
 
@@ -105,7 +106,8 @@ def plan(registry: Registry, feature: Feature, input_kinds: set[str], mesh_forma
         reasons = registry.unavailable_reasons(model, devices, budget_of)
         stages: list[PlannedStage] = []
         if not reasons:
-            stages, reasons = _chain(model, feature, kinds, draws, helpers, images=1 if draws else images, text=text)
+            stages, reasons = _chain(model, feature, kinds, draws, helpers, images=1 if draws else images, text=text,
+                                     texture=texture)
         if reasons:
             unavailable[model.spec.id] = reasons
             if preference:
@@ -192,7 +194,7 @@ def _draws_text(model: RegisteredModel, kinds: set[str], registry: Registry) -> 
 
 
 def _chain(model: RegisteredModel, feature: Feature, kinds: set[str], draws: bool, helpers: _Helpers, *,
-           images: int, text: str | None) -> tuple[list[PlannedStage], list[str]]:
+           images: int, text: str | None, texture: bool = True) -> tuple[list[PlannedStage], list[str]]:
     stages: list[PlannedStage] = []
     reasons: list[str] = []
     if draws:
@@ -203,7 +205,7 @@ def _chain(model: RegisteredModel, feature: Feature, kinds: set[str], draws: boo
         else:
             stages.append(PlannedStage(TEXT_TO_IMAGE_STAGE, found))
     painter: RegisteredModel | None = None
-    if feature == Feature.MESH_GENERATION and not model.spec.textured:
+    if feature == Feature.MESH_GENERATION and not model.spec.textured and texture:
         image_kinds = kinds & {"image", "multiview"}
         found = helpers.painter(model, image_kinds | ({"text"} if "text" in kinds else set()), images, text)
         if isinstance(found, str):

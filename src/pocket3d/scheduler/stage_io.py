@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import trimesh
+
 from pocket3d import geometry
 from pocket3d.errors import ErrorCode, WarningCode
 from pocket3d.geometry import orientation
@@ -175,26 +177,30 @@ def orient(inputs: RunInputs, params: dict, limits: geometry.MeshLimits) -> OwnS
 
 
 def export(inputs: RunInputs, params: dict, work: Path, limits: geometry.MeshLimits) -> dict[str, Path]:
-    """The last stage: the mesh in each asked format (decimated first if asked), and a PNG preview.
+    """The last stage: the mesh in each asked format (decimated first if asked; geometry only when the request
+    said ``texture: false``), a PNG preview, and with ``view_renders`` four views from around it.
 
-    ``params``: ``formats`` (``format``, one, in jobs queued before there could be several) and ``target_faces``."""
+    ``params``: ``formats`` (``format``, one, in jobs queued before there could be several), ``target_faces``,
+    ``texture`` and ``view_renders``."""
     if inputs.mesh is None:
         raise geometry.MeshError("the export stage found no mesh from the stage before it")
     formats, target = params.get("formats") or [params.get("format", "glb")], params.get("target_faces")
     scene = geometry.load_scene(inputs.mesh, inputs.mesh.suffix.lstrip("."), limits)
-    decimated = False
+    changed = False
+    if params.get("texture") is False:  # shape only: whatever colours the model gave, the mesh goes without
+        scene, changed = trimesh.Scene(geometry.merged(scene, colors=False)), True
     if target:
         smaller = geometry.decimate_scene(scene, target)  # the same scene when it is small enough already
-        scene, decimated = smaller, smaller is not scene
+        scene, changed = smaller, changed or smaller is not scene
     files: dict[str, Path] = {}
     for fmt in formats:
         spec = geometry.FORMATS[fmt]
         dest = work / f"model{spec.suffix}"
-        if inputs.mesh.suffix == spec.suffix and not decimated:
+        if inputs.mesh.suffix == spec.suffix and not changed:
             # Already in the asked format: pass it through, so what trimesh cannot write (skins, part nodes,
             # extras) survives.
             shutil.copyfile(inputs.mesh, dest)
-        elif spec.convert_glb is not None and inputs.mesh.suffix == ".glb" and not decimated:
+        elif spec.convert_glb is not None and inputs.mesh.suffix == ".glb" and not changed:
             spec.convert_glb(inputs.mesh, dest)  # from the file itself, for the same reason
         else:
             geometry.export_scene(scene, fmt, dest)
@@ -202,6 +208,10 @@ def export(inputs: RunInputs, params: dict, work: Path, limits: geometry.MeshLim
     preview = work / "preview.png"
     geometry.render_preview(scene, preview)
     files[preview.name] = preview
+    if params.get("view_renders"):
+        views = [work / f"view_{i}.png" for i in range(len(geometry.VIEW_AZIMUTHS))]
+        geometry.render_views(scene, views)
+        files.update({view.name: view for view in views})
     return files
 
 
