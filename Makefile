@@ -49,6 +49,7 @@ test: $(STAMP) $(BPY_STAMP)
 	scripts/ensure-postgres.sh
 	scripts/ensure-gltf-validator.sh
 	$(BIN)/pocket3d weights fetch
+	scripts/ensure-chromium.sh
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP)

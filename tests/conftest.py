@@ -67,3 +67,34 @@ def make_server(tmp_path: Path) -> Iterator:
     yield start
     for proc in started:
         proc.kill()
+
+
+@pytest.fixture(scope="session")
+def page_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
+    """A static site on its own loopback origin (the pages a browser test loads), started once."""
+    from static_site import StaticSite
+
+    site = StaticSite(Path(__file__).parent / "support" / "pages").start()
+    yield site
+    site.stop()
+
+
+@pytest.fixture(scope="session")
+def compat_server(tmp_path_factory: pytest.TempPathFactory, page_site) -> Iterator[ServerProcess]:
+    """One auth-off server for the compat tests: the compat test registry (tests/support/models-compat.yaml), the
+    TRELLIS flavour pinned to its knobbed test model, and the test pages' origin allowed by CORS."""
+    proc = ServerProcess(tmp_path_factory.mktemp("compat") / "data", models=Path(__file__).parent / "support" /
+                         "models-compat.yaml",
+                         env={"POCKET3D_COMPAT__TRELLIS__MODEL": "compat_knobs",
+                              "POCKET3D_SERVER__CORS_ORIGINS": f'["{page_site.origin}"]'}).start()
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator:
+    """Headless Chromium (Debian's package, driven by Playwright), shared by the browser tests."""
+    from browser import launch_chromium
+
+    with launch_chromium() as found:
+        yield found

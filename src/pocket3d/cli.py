@@ -73,13 +73,22 @@ def serve(ctx: click.Context, host: str | None, port: int | None, log_format: st
     import uvicorn  # after the node, so a refusal to start (a config error, the schema) comes at once
 
     from pocket3d.api.app import create_app
+    from pocket3d.api.compat import listeners
 
     # uvicorn shuts down gracefully on SIGTERM or SIGINT, then raises the signal again with the handler it found
     # in place: this one, so a clean shutdown exits 0 rather than 143 (a supervisor reads 143 as a failure).
     for stop in (signal.SIGTERM, signal.SIGINT):
         signal.signal(stop, _exit_cleanly)
-    uvicorn.run(create_app(node), host=settings.server.host, port=settings.server.port, log_config=None,
-                timeout_graceful_shutdown=10, access_log=False)
+    config = uvicorn.Config(create_app(node), host=settings.server.host, port=settings.server.port, log_config=None,
+                            timeout_graceful_shutdown=10, access_log=False)
+    # One server, one socket per port: the API's, and each compat flavour's own (compat.<flavour>.listen).
+    sockets = [config.bind_socket()]
+    for port, flavour in listeners(settings).items():
+        config.port = port
+        sockets.append(config.bind_socket())
+        log.info("compat flavour %s also at the root of port %d", flavour, port)
+    config.port = settings.server.port
+    uvicorn.Server(config).run(sockets=sockets)
 
 
 def _exit_cleanly(signum: int, _frame: object) -> None:

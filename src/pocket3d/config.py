@@ -39,6 +39,18 @@ class ServerSettings(_Section):
     cors_allow_credentials: bool = False
     idempotency_ttl: int = Field(86400, ge=60, description="seconds a submit's Idempotency-Key is remembered: "
                                  "the same key within it returns the job it made")
+    public_url: str | None = Field(None, description="the server's address as clients reach it (behind a proxy: "
+                                   "https://3d.example.com/pocket3d); absolute URLs pocket3d returns start with it, "
+                                   "else with the request's scheme and Host")
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, v: str | None) -> str | None:
+        if v is None:
+            return None
+        if not v.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return v.rstrip("/")
 
     @model_validator(mode="after")
     def _no_wildcard_with_credentials(self) -> ServerSettings:
@@ -207,6 +219,60 @@ LogFormat = Literal["text", "json"]
 TEXT_LOG_PATTERN = "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"
 
 
+CompatFlavourName = Literal["hunyuan", "trellis", "protoscale", "sam3d", "tripo", "comfy"]
+RootFlavourName = Literal["hunyuan", "trellis", "protoscale", "sam3d"]
+
+
+class CompatFlavour(_Section):
+    """One foreign contract served by ``pocket3d.api.compat`` (its mount is ``/compat/<flavour>``)."""
+
+    enabled: bool = True
+    owner: str | None = Field(None, description="with auth on, the owner a keyless client (hunyuan, trellis, "
+                              "protoscale, sam3d) acts as; unset: such requests answer 401. Tripo and Comfy clients "
+                              "send keys and ignore it")
+    model: str | None = Field(None, description="the model id its jobs use; unset: the flavour's preferred model "
+                              "when it is available, else the registry's pick")
+    listen: int | None = Field(None, ge=1, le=65535, description="also serve it at the root of this port (on "
+                               "server.host), for clients that cannot take a path in their base URL")
+
+
+class CompatSettings(_Section):
+    root: RootFlavourName | None = Field(None, description="the flavour served at / beside its prefix (one of "
+                                         "the four with root paths), for clients with a hard-coded origin")
+    wait_limit: int = Field(600, ge=1, le=3600, description="seconds a synchronous compat route (hunyuan and "
+                            "trellis /generate, sam3d /api/inference) waits for its job, past server.max_wait")
+    signing_secret: str | None = Field(None, min_length=16, description="HMAC key of the signed result URLs "
+                                       "(share it between gateways); unset: generated once into data_dir")
+    hunyuan: CompatFlavour = Field(default_factory=CompatFlavour)
+    trellis: CompatFlavour = Field(default_factory=CompatFlavour)
+    protoscale: CompatFlavour = Field(default_factory=CompatFlavour)
+    sam3d: CompatFlavour = Field(default_factory=CompatFlavour)
+    tripo: CompatFlavour = Field(default_factory=CompatFlavour)
+    comfy: CompatFlavour = Field(default_factory=CompatFlavour)
+
+    def flavour(self, name: str) -> CompatFlavour:
+        return getattr(self, name)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> CompatSettings:
+        if self.root is not None and not self.flavour(self.root).enabled:
+            raise ValueError(f"root: {self.root!r} is switched off (compat.{self.root}.enabled: false)")
+        ports = [f.listen for f in (self.hunyuan, self.trellis, self.protoscale, self.sam3d, self.tripo, self.comfy)
+                 if f.listen is not None]
+        if len(set(ports)) != len(ports):
+            raise ValueError("two flavours listen on one port")
+        return self
+
+
+class InputSettings(_Section):
+    allow_urls: bool = Field(False, description="take https:// URLs as image inputs, fetched through the outbound "
+                             "guard (no private, loopback or metadata addresses); off: URLs are refused")
+    allow_hosts: list[str] = Field(default_factory=list, description="host names, addresses or networks (CIDR) "
+                                   "URL inputs may come from although they are private")
+    max_url_size: ByteSize = Field(ByteSize(50 * 1024 * 1024), description="larger downloads are refused")
+    url_timeout: float = Field(20.0, gt=0, le=300, description="seconds one download may take")
+
+
 class LoggingSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     format: LogFormat = Field("text", description="text: one line for people (text_pattern); json: one JSON "
@@ -246,13 +312,20 @@ class Settings(BaseSettings):
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
     webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    compat: CompatSettings = Field(default_factory=CompatSettings)
+    inputs: InputSettings = Field(default_factory=InputSettings)
 
     @property
     def db_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.data_dir / 'pocket3d.db').resolve()}"
 
     def check_can_serve(self) -> None:
-        """Refuse a server that would expose an unauthenticated API beyond this machine."""
+        """Refuse a server that would expose an unauthenticated API beyond this machine, or listen twice on a
+        port."""
+        for name in ("hunyuan", "trellis", "protoscale", "sam3d", "tripo", "comfy"):
+            if self.compat.flavour(name).listen == self.server.port:
+                raise ConfigError(f"compat.{name}.listen: {self.server.port} is server.port; give the flavour a "
+                                  "port of its own")
         if not self.auth.enabled and not self.server.is_loopback:
             raise ConfigError(
                 f"server.host: {self.server.host!r} is not a loopback address and auth.enabled is false; "

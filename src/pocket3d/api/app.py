@@ -17,7 +17,7 @@ from fastapi_offline import FastAPIOffline
 from starlette.concurrency import run_in_threadpool
 
 from pocket3d import __version__
-from pocket3d.api import openapi
+from pocket3d.api import compat, openapi
 from pocket3d.api.auth import AuthMiddleware
 from pocket3d.api.errors import install_handlers
 from pocket3d.api.middleware import AccessLogMiddleware, BodyLimitMiddleware, RouteTemplates, valid_request_id
@@ -56,6 +56,9 @@ def create_app(node: Node, *, manage_node: bool = True) -> FastAPI:
         app.include_router(router, prefix="/api/v1")
     if settings.metrics.enabled:
         app.include_router(metrics.router)
+    # Foreign clients' contracts, each under /compat/<flavour> (kept out of the OpenAPI document: their own
+    # clients document them, and they follow other conventions).
+    compat.install(app, node)
 
     # The web app takes "/" over when there is one; until then "/" leads to the docs.
     @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
@@ -74,12 +77,15 @@ def create_app(node: Node, *, manage_node: bool = True) -> FastAPI:
                            expose_headers=["X-Request-ID", "ETag", "Location", "Content-Range",
                                            "Idempotent-Replayed"])
     # Uploads stream to disk under storage.max_file_size (api.uploads); everything else is JSON.
-    app.add_middleware(BodyLimitMiddleware, limit=int(settings.server.max_request_size), exempt=("/api/v1/files",))
+    app.add_middleware(BodyLimitMiddleware, limit=int(settings.server.max_request_size), exempt=("/api/v1/files",),
+                       exempt_prefixes=compat.UPLOAD_PATHS)
     app.add_middleware(AccessLogMiddleware, observe=node.metrics.observe_request,
                        templates=RouteTemplates(lambda: app.openapi()["paths"]), log_access=settings.logging.access)
     # Ids are not secrets, only unique: random.getrandbits avoids a getrandom() syscall per request.
     app.add_middleware(CorrelationIdMiddleware, header_name="X-Request-ID", validator=valid_request_id,
                        generator=lambda: f"{random.getrandbits(128):032x}")
+    # Outermost: a compat flavour served at / or on its own port is moved onto its mount before anything looks.
+    app.add_middleware(compat.CompatMount, settings=settings)
     return app
 
 

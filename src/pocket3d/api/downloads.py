@@ -17,15 +17,18 @@ _SINGLE_RANGE = re.compile(r"^bytes=\s*(\d*)-(\d*)\s*$")
 
 
 def artifact_response(store: ArtifactStore, request: Request, *, sha256: str, size: int, media_type: str,
-                      filename: str, headers: dict[str, str], missing: Pocket3DError) -> Response:
-    """``headers`` go on every answer (ETag, Cache-Control); ``missing`` is raised when the blob is gone."""
+                      filename: str, headers: dict[str, str], missing: Pocket3DError,
+                      redirect: bool = True) -> Response:
+    """``headers`` go on every answer (ETag, Cache-Control); ``missing`` is raised when the blob is gone.
+    ``redirect=False`` streams through this server even where the store hands out presigned URLs (for clients
+    that do not follow a redirect)."""
     path = store.local_path(sha256)
     try:
         if path is not None:
             if not path.is_file():
                 raise BlobMissing(sha256)
             return FileResponse(path, media_type=media_type, filename=filename, headers=headers)
-        url = store.download_url(sha256, filename=filename, media_type=media_type)
+        url = store.download_url(sha256, filename=filename, media_type=media_type) if redirect else None
         if url is not None:
             # the URL expires: a client must not keep the redirect
             return RedirectResponse(url, status_code=307, headers={**headers, "Cache-Control": "no-store"})

@@ -126,14 +126,14 @@ class BodyLimitMiddleware:
     """Refuses request bodies over ``limit`` bytes, by Content-Length up front or while they stream in.
 
     Starlette's own limiter answers in plain text; this one goes through the API's error format. Paths in
-    ``exempt`` (uploads) enforce a larger limit of their own while streaming to disk.
+    ``exempt`` and under ``exempt_prefixes`` (uploads) enforce a larger limit of their own while streaming to disk.
     """
 
-    def __init__(self, app: ASGIApp, limit: int, exempt: tuple[str, ...] = ()):
-        self.app, self.limit, self.exempt = app, limit, exempt
+    def __init__(self, app: ASGIApp, limit: int, exempt: tuple[str, ...] = (), exempt_prefixes: tuple[str, ...] = ()):
+        self.app, self.limit, self.exempt, self.exempt_prefixes = app, limit, exempt, exempt_prefixes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in self.exempt:
+        if scope["type"] != "http" or scope["path"] in self.exempt or scope["path"].startswith(self.exempt_prefixes):
             await self.app(scope, receive, send)
             return
         length = next((v for k, v in scope["headers"] if k == b"content-length"), b"")

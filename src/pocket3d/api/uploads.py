@@ -12,7 +12,7 @@ import hashlib
 import os
 import re
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from python_multipart.multipart import MultipartParser, parse_options_header
@@ -30,6 +30,8 @@ class StagedFile:
     sha256: str
     size: int
     filename: str | None
+    content_type: str | None = None  # the multipart part's Content-Type, as the client declared it
+    fields: dict[str, str] = field(default_factory=dict)  # the form's other (small, text) fields
 
     def discard(self) -> None:
         self.path.unlink(missing_ok=True)
@@ -48,11 +50,15 @@ class _FilePartSink:
         self.size = 0
         self.other_bytes = 0
         self.filename: str | None = None
+        self.content_type: str | None = None
         self.seen_file = False
         self._header_field = b""
         self._header_value = b""
         self._headers: dict[bytes, bytes] = {}
         self._in_file = False
+        self._field: str | None = None  # the text field whose value arrives
+        self._value = bytearray()
+        self.fields: dict[str, str] = {}
 
     def callbacks(self) -> dict:
         return {
@@ -83,9 +89,13 @@ class _FilePartSink:
         if name == FIELD and not self.seen_file:
             self._in_file = self.seen_file = True
             self.filename = os.path.basename(raw.decode("utf-8", "replace"))[:255] if raw else None
+            declared = self._headers.get(b"content-type")
+            self.content_type = declared.decode("latin-1").strip().lower() if declared else None
         elif raw is not None:
             raise Pocket3DError(ErrorCode.INVALID_REQUEST, f"send one file, in the form field {FIELD!r} "
                                 f"(got a file in {name!r})", hint=UPLOAD_HINT)
+        else:
+            self._field = name
 
     def _part_data(self, data: bytes, start: int, end: int) -> None:
         chunk = data[start:end]
@@ -93,6 +103,7 @@ class _FilePartSink:
             self.other_bytes += len(chunk)
             if self.other_bytes > MAX_FIELD_BYTES:
                 raise Pocket3DError(ErrorCode.REQUEST_TOO_LARGE, "form fields other than 'file' are too large")
+            self._value += chunk
             return
         self.size += len(chunk)
         if self.size > self.limit:
@@ -101,7 +112,10 @@ class _FilePartSink:
         self.out.write(chunk)
 
     def _part_end(self) -> None:
-        self._in_file = False
+        if self._field is not None:
+            self.fields[self._field] = self._value.decode("utf-8", "replace")
+        self._in_file, self._field = False, None
+        self._value = bytearray()
 
     def _end(self) -> None:
         self.complete = True
@@ -153,7 +167,30 @@ async def receive_upload(request: Request, tmp_dir: Path, limit: int) -> StagedF
         if storage_failure(e) is not None:
             raise
         raise Pocket3DError(ErrorCode.INVALID_REQUEST, f"malformed multipart body: {e}") from None
-    return StagedFile(sink.path, sink.hasher.hexdigest(), sink.size, sink.filename)
+    return StagedFile(sink.path, sink.hasher.hexdigest(), sink.size, sink.filename, sink.content_type, sink.fields)
+
+
+async def receive_raw(request: Request, tmp_dir: Path, limit: int) -> StagedFile:
+    """A request body that is the file itself (a PUT to an upload URL), streamed to disk within ``limit``."""
+    length = request.headers.get("content-length")
+    if length and length.isdigit() and int(length) > limit:
+        raise _file_too_large(limit)
+    fd, name = tempfile.mkstemp(dir=tmp_dir, prefix="upload-")
+    path, hasher, size = Path(name), hashlib.sha256(), 0
+    try:
+        with os.fdopen(fd, "wb") as out:
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise _file_too_large(limit)
+                hasher.update(chunk)
+                out.write(chunk)
+        if size == 0:
+            raise Pocket3DError(ErrorCode.EMPTY_UPLOAD, "the uploaded file is empty")
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    return StagedFile(path, hasher.hexdigest(), size, None, request.headers.get("content-type"))
 
 
 UPLOAD_HINT = "send the file as multipart/form-data in a field named 'file': curl -F file=@chair.png …/api/v1/files"

@@ -202,3 +202,21 @@ webhook_attempts = sa.Table(
     sa.Column("error", sa.Text),
     sa.Index("ix_webhook_attempts_delivery_id", "delivery_id"),
 )
+
+# A foreign client's session that spans several jobs (ProtoScale's upload, then its views, then its 3D model):
+# what the client named it by, the upload, its options, and the job each step made (pocket3d.jobs.sessions).
+compat_sessions = sa.Table(
+    "compat_sessions", metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("flavour", sa.String(16), nullable=False),
+    sa.Column("owner_id", sa.String(64), nullable=False),
+    sa.Column("file_id", sa.String(40), nullable=False),
+    sa.Column("options", sa.JSON, nullable=False),
+    sa.Column("jobs", sa.JSON, nullable=False),  # step -> job id
+    sa.Column("step", sa.String(32)),  # the step the client last asked for
+    sa.Column("error", sa.Text),  # why that step could not even be submitted
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False),
+    sa.Index("ix_compat_sessions_owner", "flavour", "owner_id", "id"),
+    sa.Index("ix_compat_sessions_expires_at", "expires_at"),
+)

@@ -27,11 +27,13 @@ UPLOAD_BODY = {"required": True, "content": {"multipart/form-data": {"schema": {
                                            "buffers); the type is read from the content, not the name"}}}}}}
 
 
-def _store_upload(node: Node, owner_id: str, staged: uploads.StagedFile) -> FileInfo:
+def store_upload(node: Node, owner_id: str, staged: uploads.StagedFile, *, file_id: str | None = None) -> FileInfo:
+    """Check the staged file (an image must decode, a mesh load) and keep it as an upload of ``owner_id`` (under
+    ``file_id``, when the caller reserved one); the staged file is gone afterwards either way."""
     try:
         found = media.inspect(staged.path, node.settings.storage.max_image_pixels, node.settings.storage.mesh_limits)
         now = time.time()
-        new = NewFile(id=new_id("file"), owner_id=owner_id, sha256=staged.sha256, size=staged.size,
+        new = NewFile(id=file_id or new_id("file"), owner_id=owner_id, sha256=staged.sha256, size=staged.size,
                       media_type=found.media_type, kind=found.kind, format=found.format, filename=staged.filename)
         with node.blob_lock:
             node.artifacts.put(staged.path, staged.sha256)
@@ -51,7 +53,7 @@ async def upload_file(request: Request, node: NodeDep, principal: PrincipalDep) 
     …/api/v1/files`. The file is checked before it is stored: an image must decode, a mesh must load; too large
     answers 413. It is kept until `expires_at`."""
     staged = await uploads.receive_upload(request, node.artifacts.tmp, int(node.settings.storage.max_file_size))
-    return await run_in_threadpool(_store_upload, node, principal.owner_id, staged)
+    return await run_in_threadpool(store_upload, node, principal.owner_id, staged)
 
 
 @router.get("/files", response_model=FilePage, responses=error_responses(401, 422), operation_id="listFiles",
