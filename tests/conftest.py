@@ -91,9 +91,10 @@ def compat_server(tmp_path_factory: pytest.TempPathFactory, page_site) -> Iterat
     proc.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator:
-    """Headless Chromium (Debian's package, driven by Playwright), shared by the browser tests."""
+    """Headless Chromium (Debian's package, driven by Playwright), shared by a module's browser tests (closed after
+    them: Playwright's synchronous API holds an event loop in the main thread while it is open)."""
     from browser import launch_chromium
 
     with launch_chromium() as found:

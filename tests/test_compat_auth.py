@@ -5,7 +5,6 @@ ordinary job of its owner (listed natively, with its events)."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import time
 from datetime import datetime
@@ -16,7 +15,7 @@ import httpx
 import pytest
 
 from client_helpers import IMAGES, follow_events
-from compat_clients import ClientFailed, ComfyTripoNode, Sam3DProbe, TrellisClient, glb_faces
+from compat_clients import ClientFailed, ComfyTripoNode, Sam3DProbe, TrellisClient, glb_faces, with_tripo
 from pocket3d.api.compat.base import Signer
 from pocket3d.api.keys import create_key
 from pocket3d.jobs.store import Store
@@ -65,11 +64,7 @@ def studio(tmp_path_factory):
 
 
 def tripo(server: ServerProcess, fn, key: str):
-    async def main():
-        async with TripoClient(api_key=key, v3_base_url=f"{server.url}/compat/tripo") as client:
-            return await fn(client)
-
-    return asyncio.run(main())
+    return with_tripo(server.url, fn, key)
 
 
 def resigned(url: str, expires: float) -> str:

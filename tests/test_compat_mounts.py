@@ -8,7 +8,6 @@ from __future__ import annotations
 import base64
 import io
 import threading
-import time
 from pathlib import Path
 
 import httpx
@@ -17,7 +16,7 @@ import trimesh
 from PIL import Image
 
 from client_helpers import IMAGES, assert_valid_gltf, wait_final
-from compat_clients import Sam3DProbe, SyncTwin, TrellisClient, glb_faces
+from compat_clients import Sam3DProbe, SyncTwin, TrellisClient, glb_faces, with_tripo
 from server import ServerProcess, free_port
 
 SUPPORT = Path(__file__).parent / "support"
@@ -69,16 +68,10 @@ def test_switched_off_and_pinned_to_an_unavailable_model(mounted):
 
 
 def test_urls_under_the_public_url(mounted):
-    async def flow():
-        from tripo3d import TripoClient
+    async def presign(client):
+        return (await client.presign_upload("png")).upload_url
 
-        async with TripoClient(api_key="tsk_x", v3_base_url=f"{mounted.url}/compat/tripo") as client:
-            presigned = await client.presign_upload("png")
-            return presigned.upload_url
-
-    import asyncio
-
-    assert asyncio.run(flow()).startswith(f"{PUBLIC}/compat/tripo/uploads/file_")
+    assert with_tripo(mounted.url, presign, "tsk_x").startswith(f"{PUBLIC}/compat/tripo/uploads/file_")
 
 
 def test_the_synchronous_wait_cancels_when_the_client_goes_away(mounted):
@@ -145,4 +138,3 @@ def test_shape_only_and_view_renders_natively(compat_server, tmp_path):
         painted = native.post("/mesh/generate?wait=30", json={"images": [file_id]}).json()
         assert [s["name"] for s in painted["stages"]] == ["generate_mesh", "paint_texture", "export"]
         assert not any(o["name"].startswith("view_") for o in painted["outputs"])
-    time.sleep(0)

@@ -3,7 +3,6 @@ transport, as ``pip install tripo3d`` leaves it) against a server on loopback.""
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -14,6 +13,7 @@ import trimesh
 from PIL import Image
 
 from client_helpers import IMAGES, SHARED, assert_valid_gltf
+from compat_clients import with_tripo
 
 tripo3d = pytest.importorskip("tripo3d")
 from tripo3d import TripoAPIError, TripoClient  # noqa: E402
@@ -25,11 +25,7 @@ FAST = 0.3  # wait_for_task's first polling interval in the tests that are not a
 
 
 def run(compat_server, fn: Callable[[TripoClient], Awaitable[Any]], key: str = "tsk_local") -> Any:
-    async def main() -> Any:
-        async with TripoClient(api_key=key, v3_base_url=f"{compat_server.url}/compat/tripo") as client:
-            return await fn(client)
-
-    return asyncio.run(main())
+    return with_tripo(compat_server.url, fn, key)
 
 
 def test_image_to_model_wait_and_download(compat_server, tmp_path):

@@ -6,19 +6,16 @@ ever leaves this machine."""
 from __future__ import annotations
 
 import json
-import threading
 import time
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 from client_helpers import IMAGES, submit, upload, wait_final
 from receiver import Receiver, StubResolverForTests
-from server import SUPPORT, free_port
+from server import SUPPORT, InProcessServer
 from standardwebhooks import Webhook, WebhookVerificationError
 
-from pocket3d.api.app import create_app
 from pocket3d.config import load_settings
 from pocket3d.node import Node
 
@@ -171,31 +168,6 @@ def test_private_and_metadata_webhook_urls_are_refused_at_submit(client: httpx.C
     assert "webhooks.allow_hosts" in r.json()["hint"]
 
 
-class _InProcessServer:
-    """The app on a node built here (with a stub resolver), served by uvicorn on loopback in a thread."""
-
-    def __init__(self, node: Node, manage_node: bool):
-        self.port = free_port()
-        config = uvicorn.Config(create_app(node, manage_node=manage_node), host="127.0.0.1", port=self.port,
-                                log_config=None, lifespan="on")
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self) -> httpx.Client:
-        self.thread.start()
-        deadline = time.monotonic() + 20
-        while not self.server.started:
-            assert time.monotonic() < deadline, "uvicorn did not start"
-            time.sleep(0.02)
-        self.client = httpx.Client(base_url=f"http://127.0.0.1:{self.port}/api/v1", timeout=30)
-        return self.client
-
-    def __exit__(self, *exc: object) -> None:
-        self.client.close()
-        self.server.should_exit = True
-        self.thread.join(20)
-
-
 def test_names_that_resolve_to_private_or_metadata_addresses_are_refused(tmp_path: Path) -> None:
     resolver = StubResolverForTests({
         "metadata.example.test": [["169.254.169.254"]],
@@ -210,7 +182,7 @@ def test_names_that_resolve_to_private_or_metadata_addresses_are_refused(tmp_pat
     # No scheduler (nothing runs: a queued job is cancelled), only the sender.
     node.webhooks.start(only_sender=True)
     try:
-        with _InProcessServer(node, manage_node=False) as c:
+        with InProcessServer(node, manage_node=False) as c:
             for name, why in [("metadata.example.test", "metadata"), ("intranet.example.test", "private"),
                               ("mixed.example.test", "loopback")]:
                 r = c.post("/mesh/generate", json={"text_prompt": "a chair", "webhook_url": f"https://{name}/h"})

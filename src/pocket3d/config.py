@@ -265,12 +265,15 @@ class CompatSettings(_Section):
 
 
 class InputSettings(_Section):
-    allow_urls: bool = Field(False, description="take https:// URLs as image inputs, fetched through the outbound "
-                             "guard (no private, loopback or metadata addresses); off: URLs are refused")
+    allow_urls: bool = Field(False, description="take URLs as image inputs, fetched once at submission through the "
+                             "outbound guard (no private, loopback or metadata addresses, after DNS and on every "
+                             "redirect); off: a URL input is refused")
+    url_schemes: list[Literal["https", "http"]] = Field(default_factory=lambda: ["https"], min_length=1,
+                                                        description="the schemes a URL input may have")
     allow_hosts: list[str] = Field(default_factory=list, description="host names, addresses or networks (CIDR) "
-                                   "URL inputs may come from although they are private")
-    max_url_size: ByteSize = Field(ByteSize(50 * 1024 * 1024), description="larger downloads are refused")
-    url_timeout: float = Field(20.0, gt=0, le=300, description="seconds one download may take")
+                                   "URL inputs may come from although they are private or loopback")
+    max_url_size: ByteSize = Field(ByteSize(20 * 1024 * 1024), description="a larger image is refused, unread")
+    url_timeout: float = Field(20.0, gt=0, le=300, description="seconds one fetch may take, redirects included")
 
 
 class LoggingSettings(_Section):

@@ -55,6 +55,8 @@ class ErrorCode(StrEnum):
     CONCURRENCY_LIMITED = "CONCURRENCY_LIMITED"  # this owner has scheduler.max_jobs_per_owner jobs waiting or running
     IDEMPOTENCY_KEY_REUSED = "IDEMPOTENCY_KEY_REUSED"  # an Idempotency-Key sent again with another request
     # webhooks
+    INPUT_URL_FORBIDDEN = "INPUT_URL_FORBIDDEN"  # URL inputs are off, or the URL leads where pocket3d may not go
+    INPUT_URL_FAILED = "INPUT_URL_FAILED"  # fetching an input URL failed: no answer, an error, not an image
     WEBHOOK_URL_INVALID = "WEBHOOK_URL_INVALID"  # not an http(s) URL with a host that resolves
     WEBHOOK_URL_FORBIDDEN = "WEBHOOK_URL_FORBIDDEN"  # resolves to a loopback, private or metadata address
     WEBHOOK_NOT_FOUND = "WEBHOOK_NOT_FOUND"
@@ -108,6 +110,8 @@ HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.QUEUE_FULL: 503,
     ErrorCode.CONCURRENCY_LIMITED: 429,
     ErrorCode.IDEMPOTENCY_KEY_REUSED: 409,
+    ErrorCode.INPUT_URL_FORBIDDEN: 422,
+    ErrorCode.INPUT_URL_FAILED: 422,
     ErrorCode.WEBHOOK_URL_INVALID: 422,
     ErrorCode.WEBHOOK_URL_FORBIDDEN: 422,
     ErrorCode.WEBHOOK_NOT_FOUND: 404,

@@ -29,6 +29,7 @@ from pocket3d.jobs.snapshots import JobSnapshots
 from pocket3d.jobs.store import Store
 from pocket3d.metrics import Metrics
 from pocket3d.models.registry import Registry
+from pocket3d.outbound.client import OutboundClient
 from pocket3d.outbound.guard import AddressGuard, Resolver
 from pocket3d.outbound.webhooks import WebhookSender
 from pocket3d.scheduler.node import NodeScheduler
@@ -193,6 +194,12 @@ class Node:
             self.webhooks = WebhookSender(self.store, settings.webhooks, self.guard,
                                           on_attempt=self.metrics.webhook_attempt,
                                           on_outcome=self.metrics.webhook_outcome)
+            # Image inputs given as URLs (inputs.allow_urls): a guard of their own, as their allowed hosts are.
+            inputs = settings.inputs
+            self.url_inputs = OutboundClient(
+                AddressGuard(inputs.allow_hosts, resolver, schemes=tuple(inputs.url_schemes),
+                             allow_setting="inputs.allow_hosts"),
+                timeout=inputs.url_timeout, max_response_size=int(inputs.max_url_size), max_redirects=3)
         except BaseException:
             self.lock.release()
             raise
@@ -220,6 +227,7 @@ class Node:
         self.scheduler.stop()
         self.webhooks.stop()
         self.metrics.stop_serving()
+        self.url_inputs.close()
         if self._sweeper is not None:
             self._sweeper.join(5)
         self.store.dispose()

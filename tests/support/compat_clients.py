@@ -7,9 +7,12 @@ on loopback.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -235,6 +238,21 @@ class Sam3DProbe:
 
     def download(self, download_url: str) -> httpx.Response:
         return httpx.get(urljoin(self.base_url, download_url), timeout=30)
+
+
+# -- Tripo's SDK --------------------------------------------------------------------------------------------------
+
+def with_tripo(base_url: str, fn: Callable[[Any], Awaitable[Any]], key: str = "tsk_local") -> Any:
+    """``fn(client)`` with the real ``tripo3d.TripoClient`` on ``base_url``/compat/tripo, in an event loop of its
+    own thread (a test may hold one in the main thread: Playwright's synchronous API does)."""
+    from tripo3d import TripoClient
+
+    async def main() -> Any:
+        async with TripoClient(api_key=key, v3_base_url=f"{base_url}/compat/tripo") as client:
+            return await fn(client)
+
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, main()).result()
 
 
 # -- ComfyUI -----------------------------------------------------------------------------------------------------

@@ -128,3 +128,37 @@ class ServerProcess:
         if getattr(self, "_log", None) is not None:
             self._log.close()
             self._log = None
+
+
+class InProcessServer:
+    """The app on a node a test built (a stub resolver, settings of its own), served by uvicorn on loopback in a
+    thread; ``with`` gives an httpx client on its /api/v1."""
+
+    def __init__(self, node, manage_node: bool):  # noqa: ANN001 - pocket3d.node.Node
+        import uvicorn
+
+        from pocket3d.api.app import create_app
+
+        self.port = free_port()
+        config = uvicorn.Config(create_app(node, manage_node=manage_node), host="127.0.0.1", port=self.port,
+                                log_config=None, lifespan="on")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> httpx.Client:
+        self.thread.start()
+        deadline = time.monotonic() + 20
+        while not self.server.started:
+            assert time.monotonic() < deadline, "uvicorn did not start"
+            time.sleep(0.02)
+        self.client = httpx.Client(base_url=f"{self.url}/api/v1", timeout=30)
+        return self.client
+
+    def __exit__(self, *exc: object) -> None:
+        self.client.close()
+        self.server.should_exit = True
+        self.thread.join(20)

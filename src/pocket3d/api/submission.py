@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel, ValidationError
 
-from pocket3d import formats, geometry
+from pocket3d import formats, geometry, outbound
 from pocket3d.api import media, uploads
 from pocket3d.api.inputs import converted_mesh, visible_file, visible_job, visible_output
 from pocket3d.api.keys import Principal
@@ -51,8 +51,10 @@ _OUTPUT_REF = re.compile(r"(job_[0-9A-Za-z]+)/([\w.-]+)")
 
 def _resolve(node: Node, principal: Principal, ref: str, role: str, field: str) -> _Input:
     settings = node.settings
-    if uploads.is_data_uri(ref):
-        staged = uploads.stage_data_uri(ref, node.artifacts.tmp, int(settings.storage.max_file_size))
+    url = ref.startswith(("http://", "https://"))
+    if uploads.is_data_uri(ref) or url:
+        staged = _fetched(node, ref, role, field) if url else \
+            uploads.stage_data_uri(ref, node.artifacts.tmp, int(settings.storage.max_file_size))
         try:
             found = media.inspect(staged.path, settings.storage.max_image_pixels, settings.storage.mesh_limits)
         except Pocket3DError as e:
@@ -60,9 +62,6 @@ def _resolve(node: Node, principal: Principal, ref: str, role: str, field: str) 
             e.details.setdefault("field", field)
             raise
         inp = _Input(role, new_id("file"), found.format, staged, found)
-    elif ref.startswith(("http://", "https://")):
-        raise Pocket3DError(ErrorCode.INVALID_REQUEST, f"{field}: URLs are not fetched", {"field": field},
-                            hint=UPLOAD_FIRST)
     elif m := _OUTPUT_REF.fullmatch(ref):
         job, output = visible_output(node, principal, m.group(1), m.group(2), field)
         kind = "image" if output.media_type.startswith("image/") else \
@@ -124,6 +123,29 @@ def _download_name(feature: Feature, inputs: list[_Input]) -> str | None:
 
 
 UPLOAD_FIRST = "upload it with POST /api/v1/files and pass the file_id it answers, or send a data: URI"
+
+
+def _fetched(node: Node, url: str, role: str, field: str) -> uploads.StagedFile:
+    """An image input given as a URL, fetched through the guarded outbound client where inputs.allow_urls says
+    so; the refusal or failure says why in the API's terms."""
+    inputs = node.settings.inputs
+    details = {"field": field, "url": url}
+    if not inputs.allow_urls:
+        raise Pocket3DError(ErrorCode.INPUT_URL_FORBIDDEN, f"{field}: URLs are not fetched on this server", details,
+                            hint=UPLOAD_FIRST + " (the server's operator can allow image URLs: inputs.allow_urls)")
+    if role != "image":
+        raise Pocket3DError(ErrorCode.INPUT_URL_FORBIDDEN, f"{field}: only images may be given as URLs", details,
+                            hint=UPLOAD_FIRST)
+    try:
+        data = outbound.fetch_image(node.url_inputs, url)
+    except (outbound.ForbiddenTarget, outbound.InvalidTarget) as e:
+        raise Pocket3DError(ErrorCode.INPUT_URL_FORBIDDEN, f"{field}: {e}", details,
+                            hint=f"URL inputs may use {', '.join(s + '://' for s in inputs.url_schemes)}; "
+                            + UPLOAD_FIRST) from None
+    except outbound.OutboundError as e:
+        raise Pocket3DError(ErrorCode.INPUT_URL_FAILED, f"{field}: fetching {url} failed: {e}", details,
+                            hint=UPLOAD_FIRST) from None
+    return uploads.stage_bytes(data, node.artifacts.tmp)
 
 
 def _looks_like_path(ref: str) -> bool:

@@ -218,7 +218,12 @@ def stage_data_uri(ref: str, tmp_dir: Path, limit: int) -> StagedFile:
                             hint=DATA_URI_HINT) from None
     if not data:
         raise Pocket3DError(ErrorCode.EMPTY_UPLOAD, "the data URI holds no data")
+    return stage_bytes(data, tmp_dir)
+
+
+def stage_bytes(data: bytes, tmp_dir: Path, filename: str | None = None) -> StagedFile:
+    """Bytes already in memory (a data URI's, a fetched URL's) as a staged file."""
     fd, name = tempfile.mkstemp(dir=tmp_dir, prefix="inline-")
     with os.fdopen(fd, "wb") as f:
         f.write(data)
-    return StagedFile(Path(name), hashlib.sha256(data).hexdigest(), len(data), None)
+    return StagedFile(Path(name), hashlib.sha256(data).hexdigest(), len(data), filename)

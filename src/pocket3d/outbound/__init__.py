@@ -1,4 +1,5 @@
-"""Every request pocket3d makes to the outside: the address guard, the bounded client, webhook delivery."""
+"""Every request pocket3d makes to the outside: the address guard, the bounded client, webhook delivery, image
+inputs given as URLs."""
 
 from pocket3d.outbound.client import OutboundClient, OutboundResponse
 from pocket3d.outbound.guard import (
@@ -11,6 +12,7 @@ from pocket3d.outbound.guard import (
     Unresolvable,
     refusal,
 )
+from pocket3d.outbound.inputs import FetchRefused, fetch_image
 
-__all__ = ["AddressGuard", "ForbiddenTarget", "InvalidTarget", "OutboundClient", "OutboundError", "OutboundResponse",
-           "Resolver", "SystemResolver", "Unresolvable", "refusal"]
+__all__ = ["AddressGuard", "FetchRefused", "ForbiddenTarget", "InvalidTarget", "OutboundClient", "OutboundError",
+           "OutboundResponse", "Resolver", "SystemResolver", "Unresolvable", "fetch_image", "refusal"]
