@@ -132,8 +132,7 @@ def test_a_tripo_job_is_a_native_job_of_its_owner(no_owners):
         assert [kind for kind, _ in events][0] == "status" and events[-1][1]["status"] == "succeeded"
         listed = [j for j in native.get("/jobs").json()["jobs"] if j["job_id"] == task_id]
         assert listed and listed[0]["feature"] == "mesh_generation"
-        if "input" in listed[0]:
-            assert listed[0]["input"]["text_prompt"] == "a blue mug"
+        assert listed[0]["input"]["text_prompt"] == "a blue mug"  # the request, echoed
     with httpx.Client(base_url=f"{no_owners.url}/api/v1",
                       headers={"Authorization": f"Bearer {no_owners.keys['bob']}"}) as other:
         assert other.get(f"/jobs/{task_id}").status_code == 404

@@ -141,8 +141,7 @@ def test_compat_job_is_a_native_job_with_events(api, native):
     assert events[-1][1]["status"] == "succeeded"
     listed = next(j for j in native.get("/jobs", params={"limit": 20}).json()["jobs"] if j["job_id"] == uid)
     assert listed["feature"] == "mesh_generation"
-    if "input" in listed:  # the request as it was sent, where the job view echoes it
-        assert listed["input"]["seed"] == 1234
+    assert listed["input"]["seed"] == 1234 and listed["input"]["images"][0].startswith("data:")  # echoed
 
 
 def test_meshes_from_a_file_path_stay_out(api):

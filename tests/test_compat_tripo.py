@@ -63,6 +63,8 @@ def test_text_and_multiview_to_model(compat_server, tmp_path):
     (text, views), files = run(compat_server, flow)
     assert (text.status, text.type) == (TaskStatus.SUCCESS, "text_to_model")
     assert (views.status, views.type) == (TaskStatus.SUCCESS, "multiview_to_model")
+    with compat_server.client() as native:  # the views by name, the missing right one left out
+        assert set(native.get(f"/jobs/{views.task_id}").json()["input"]["views"]) == {"front", "left", "back"}
     for downloaded in files:
         assert_valid_gltf(Path(downloaded["model"]).read_bytes(), tmp_path)
 

@@ -121,13 +121,15 @@ async def _native(request: Request, principal: Principal, body: _Task) -> tuple[
         if not body.prompt:
             raise CompatError(400, "prompt is required", code=ErrorCode.INVALID_REQUEST)
         return Feature.MESH_GENERATION, MeshGenerationRequest(text_prompt=body.prompt, **options)
-    if body.type in ("image_to_model", "multiview_to_model"):
-        references = [body.file] if body.type == "image_to_model" else (body.files or [])
-        refs = [_file_ref(r) for r in references]
-        if not refs or refs[0] is None:
-            raise CompatError(400, "file (the front view) is required", code=ErrorCode.INVALID_REQUEST)
-        images = [await tripo.input_ref(request, principal, ref, "image") for ref in refs if ref]
-        return Feature.MESH_GENERATION, MeshGenerationRequest(images=images, **options)
+    if body.type == "image_to_model":
+        ref = _file_ref(body.file)
+        if ref is None:
+            raise CompatError(400, "file is required", code=ErrorCode.INVALID_REQUEST)
+        image = await tripo.input_ref(request, principal, ref, "image")
+        return Feature.MESH_GENERATION, MeshGenerationRequest(images=[image], **options)
+    if body.type == "multiview_to_model":  # files: front, left, back, right; {} for a view not given
+        views = await tripo.named_views(request, principal, [_file_ref(r) for r in body.files or []])
+        return Feature.MESH_GENERATION, MeshGenerationRequest(views=views, **options)
     source = body.original_model_task_id
     if not source:
         raise CompatError(400, f"{body.type}: original_model_task_id is required", code=ErrorCode.INVALID_REQUEST)

@@ -22,6 +22,7 @@ from pocket3d.api.compat.base import CompatError, Flavour
 from pocket3d.api.keys import Principal
 from pocket3d.api.routes.files import store_upload
 from pocket3d.api.schemas import (
+    VIEW_ORDER,
     MeshGenerationRequest,
     Quality,
     RiggingRequest,
@@ -271,17 +272,20 @@ async def text_to_model(request: Request) -> JSONResponse:
 async def multiview_to_model(request: Request) -> JSONResponse:
     principal = await base.principal_for(request, FLAVOUR)
     body = base.parse(MultiviewToModel, await base.json_body(request))
-    if body.inputs[0] is None:
-        raise CompatError(400, "inputs[0] (the front view) is required", code=ErrorCode.INVALID_REQUEST)
-    images = []
-    for item in body.inputs:
-        if isinstance(item, dict):  # the SDK's {"task_id": ...} for a multiview-image task
-            item = item.get("task_id") or item.get("file_token")
-        if item:
-            images.append(await input_ref(request, principal, str(item), "image"))
+    refs = [(item.get("task_id") or item.get("file_token")) if isinstance(item, dict) else item
+            for item in body.inputs]  # the SDK's {"task_id": ...} names a multiview-image task
+    views = await named_views(request, principal, [str(r) if r else None for r in refs])
     job_id = await create(request, principal, Feature.MESH_GENERATION,
-                          MeshGenerationRequest(images=images, **mesh_options(body)))
+                          MeshGenerationRequest(views=views, **mesh_options(body)))
     return envelope({"task_id": job_id})
+
+
+async def named_views(request: Request, principal: Principal, refs: list[str | None]) -> dict[str, str]:
+    """Tripo's ``[front, left, back, right]`` (None: a view not given) as native named views."""
+    if not refs or not refs[0]:
+        raise CompatError(400, "the front view (the first input) is required", code=ErrorCode.INVALID_REQUEST)
+    return {name: await input_ref(request, principal, ref, "image")
+            for name, ref in zip(VIEW_ORDER, refs, strict=False) if ref}
 
 
 @router.post("/v3/models/texture")
