@@ -146,6 +146,9 @@ def test_comfy_node_with_its_key_uploads_polls_and_downloads_without_it(no_owner
     assert node.requests[-1] == "GET pbr_model"
     task = node.polls[-1]["data"]
     assert set(task["output"]) == {"pbr_model", "rendered_image"}
+    # its links work without the key until the output expires, and not after
+    assert httpx.get(resigned(task["output"]["pbr_model"], time.time() + 60)).status_code == 200
+    assert httpx.get(resigned(task["output"]["pbr_model"], time.time() - 1)).status_code == 404
     # another owner cannot see the task; without a key nothing is served
     bob = ComfyTripoNode(f"{no_owners.url}/compat/comfy/", key=no_owners.keys["bob"])
     with pytest.raises(ClientFailed, match="^404"):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import io
 import threading
+import time
 from pathlib import Path
 
 import httpx
@@ -16,7 +17,7 @@ import trimesh
 from PIL import Image
 
 from client_helpers import IMAGES, assert_valid_gltf, wait_final
-from compat_clients import Sam3DProbe, SyncTwin, TrellisClient, glb_faces, with_tripo
+from compat_clients import HunyuanBlender, Sam3DProbe, SyncTwin, TrellisClient, glb_faces, with_tripo
 from server import ServerProcess, free_port
 
 SUPPORT = Path(__file__).parent / "support"
@@ -26,15 +27,17 @@ PUBLIC = "https://3d.example.com/pocket3d"
 
 @pytest.fixture(scope="module")
 def mounted(tmp_path_factory) -> ServerProcess:
-    """TRELLIS at /, Hunyuan also on a port of its own and pinned to the slow test model, SAM 3D pinned to a model
-    this machine cannot run, ComfyUI's flavour off, a public URL, and room for one job at a time."""
+    """TRELLIS at /, Hunyuan also on a port of its own and pinned to the slow test model (0.2 s a step), SAM 3D
+    pinned to a model this machine cannot run, ComfyUI's flavour off, a public URL, room for one job at a time, a
+    native ?wait of at most 1 s and synchronous compat routes that wait 6 s."""
     listen = free_port()
     proc = ServerProcess(tmp_path_factory.mktemp("mounts") / "data", models=SUPPORT / "models-compat.yaml", env={
         "POCKET3D_COMPAT__ROOT": "trellis", "POCKET3D_COMPAT__TRELLIS__MODEL": "compat_knobs",
         "POCKET3D_COMPAT__HUNYUAN__LISTEN": str(listen),
         "POCKET3D_COMPAT__HUNYUAN__MODEL": "compat_slow", "POCKET3D_COMPAT__SAM3D__MODEL": "compat_needs_gpu",
         "POCKET3D_COMPAT__COMFY__ENABLED": "false", "POCKET3D_SERVER__PUBLIC_URL": PUBLIC,
-        "POCKET3D_SCHEDULER__QUEUE_SIZE": "1"}).start()
+        "POCKET3D_SCHEDULER__QUEUE_SIZE": "1", "POCKET3D_SERVER__MAX_WAIT": "1",
+        "POCKET3D_COMPAT__WAIT_LIMIT": "6"}).start()
     proc.listen = listen
     yield proc
     proc.stop()
@@ -50,12 +53,42 @@ def test_a_flavour_at_the_root_beside_the_native_api(mounted):
     assert httpx.get(mounted.url, follow_redirects=False).status_code in (302, 307)  # / is still the web app's
 
 
-def test_a_flavour_on_its_own_port(mounted):
+def test_a_flavour_on_its_own_port_waiting_past_max_wait(mounted):
     root = f"http://127.0.0.1:{mounted.listen}"
     client = SyncTwin(root, poll_interval=0.5)
     assert client.health_check().status == "healthy"
     assert glb_faces(client.generate_3d_model_async(IMAGE, num_inference_steps=2)) > 0
     assert httpx.get(f"{root}/api/v1/system/health").status_code == 404  # only the flavour on its port
+    # the synchronous route waits past server.max_wait (1 s here) for a job of 10 steps of 0.2 s
+    started = time.monotonic()
+    glb = HunyuanBlender(root, num_inference_steps=10).generate(image=IMAGE)
+    assert glb_faces(glb) > 0 and time.monotonic() - started > 1.5
+
+
+def test_past_the_wait_limit_the_job_is_cancelled(mounted):
+    r = httpx.post(f"{mounted.url}/compat/hunyuan/generate", timeout=60, json={
+        "image": base64.b64encode(IMAGE.read_bytes()).decode(), "num_inference_steps": 60})
+    assert r.status_code == 404 and "compat.wait_limit" in r.json()["text"]
+    with mounted.client() as native:
+        job = native.get("/jobs", params={"limit": 1}).json()["jobs"][0]
+        assert wait_final(native, job["job_id"], timeout=30)["status"] == "cancelled"
+
+
+def test_a_refused_protoscale_trigger_reads_failed(mounted):
+    """The app ignores trigger answers: a step that could not be submitted (here: the queue is full) shows up as
+    status failed with the reason."""
+    api = f"{mounted.url}/compat/protoscale"
+    with open(IMAGE, "rb") as f:
+        job_id = httpx.post(f"{api}/api/upload", files={"file": ("crate.png", f, "image/png")}).json()["job_id"]
+    with mounted.client() as native:
+        with open(IMAGE, "rb") as f:
+            file_id = native.post("/files", files={"file": ("crate.png", f, "image/png")}).json()["file_id"]
+        busy = native.post("/mesh/generate", json={"images": [file_id], "model_preference": "compat_slow",
+                                                   "parameters": {"steps": 10}}).json()["job_id"]
+        httpx.post(f"{api}/api/jobs/{job_id}/generate-3d")
+        status = httpx.get(f"{api}/api/jobs/{job_id}/status").json()
+        assert status["status"] == "failed" and status["stage"] == "3d_generation" and "queue" in status["error"]
+        wait_final(native, busy)
 
 
 def test_switched_off_and_pinned_to_an_unavailable_model(mounted):
