@@ -109,6 +109,14 @@ def test_an_unknown_task_raises_the_sdk_error(compat_server):
     assert raised.value.code != 0 and "not found" in raised.value.message
 
 
+def test_what_is_not_served_raises_the_sdk_error_saying_so(compat_server):
+    async def flow(client: TripoClient) -> Any:
+        await client.text_to_image("a chair")
+
+    with pytest.raises(TripoAPIError, match="not served by this server"):
+        run(compat_server, flow)
+
+
 def test_presigned_upload_list_and_balance(compat_server):
     async def flow(client: TripoClient) -> Any:
         client.MULTIPART_MAX_BYTES = 0  # every file goes the way of a file over 50 MB: presign, then a PUT
@@ -132,3 +140,10 @@ def test_a_url_input_is_refused_where_urls_are_off(compat_server):
     with pytest.raises(TripoAPIError) as raised:
         run(compat_server, flow)
     assert "URL" in raised.value.message
+
+
+def test_a_client_at_the_bare_origin_is_told_the_mount(compat_server):
+    import httpx
+
+    r = httpx.get(f"{compat_server.url}/v3/tasks/job_x")
+    assert r.status_code == 404 and "/compat/tripo" in r.json()["hint"]

@@ -111,8 +111,10 @@ def install_handlers(app: FastAPI) -> None:
         headers = getattr(exc, "headers", None)
         hint = None
         if code == ErrorCode.NOT_FOUND:
+            from pocket3d.api.compat import missed_mount_hint  # compat's routers import this module's neighbours
+
             hint = "/docs lists every route" if request.url.path.startswith("/api/v1/") else \
-                "the API is under /api/v1; /docs lists every route"
+                missed_mount_hint(request.url.path) or "the API is under /api/v1; /docs lists every route"
         elif code == ErrorCode.METHOD_NOT_ALLOWED and headers and headers.get("Allow"):
             hint = f"this path takes {headers['Allow']}"
         return error_response(exc.status_code, code, message, headers=headers, hint=hint)

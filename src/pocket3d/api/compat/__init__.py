@@ -35,6 +35,27 @@ UPLOAD_PATHS = ("/compat/tripo/v3/files", "/compat/tripo/uploads/", "/compat/com
                 "/compat/protoscale/api/upload", "/compat/sam3d/api/inference")
 
 
+# A foreign client pointed at the bare origin calls these: the answer's hint names its mount.
+_MISSED_MOUNTS = (
+    ("/v3/", "a Tripo SDK? Set its v3_base_url to this server's origin + /compat/tripo"),
+    ("/proxy/tripo/", "ComfyUI? Start it with --comfy-api-base <this server's origin>/compat/comfy/"),
+    ("/customers/", "ComfyUI? Start it with --comfy-api-base <this server's origin>/compat/comfy/"),
+    ("/api/upload", "ProtoScale's app? Build it with VITE_API_URL=<this server's origin>/compat/protoscale"),
+    ("/api/jobs/", "ProtoScale's app? Build it with VITE_API_URL=<this server's origin>/compat/protoscale"),
+    ("/api/inference", "a SAM 3D client? Its base URL is this server's origin + /compat/sam3d"),
+    ("/generate", "a Hunyuan3D or TRELLIS.2 client? Its server URL is this server's origin + /compat/hunyuan or "
+                  "/compat/trellis (or the operator sets compat.root)"),
+    ("/send", "a Hunyuan3D client? Its server URL is this server's origin + /compat/hunyuan"),
+    ("/status/", "a Hunyuan3D client? Its server URL is this server's origin + /compat/hunyuan"),
+    ("/health", "pocket3d's own health is /api/v1/system/health; a foreign client's is under /compat/<flavour>"),
+)
+
+
+def missed_mount_hint(path: str) -> str | None:
+    """For a 404 on a path a foreign client calls, where to point that client instead."""
+    return next((hint for prefix, hint in _MISSED_MOUNTS if path.startswith(prefix)), None)
+
+
 def enabled(settings: Settings) -> list[str]:
     return [name for name in FLAVOURS if settings.compat.flavour(name).enabled]
 

@@ -31,7 +31,7 @@ from pocket3d.api import auth, downloads, redact
 from pocket3d.api.keys import LOCAL_PRINCIPAL, Principal, authenticate
 from pocket3d.api.schemas import _FeatureRequest
 from pocket3d.api.submission import submit_request
-from pocket3d.errors import ErrorCode, Pocket3DError
+from pocket3d.errors import ErrorCode, Pocket3DError, storage_failure
 from pocket3d.jobs import transitions
 from pocket3d.jobs.records import JobRecord, JobStatus, OutputRecord
 from pocket3d.models import pipeline
@@ -93,13 +93,16 @@ class Flavour:
                     except CompatError as e:
                         return flavour.error(request, e)
                     except Pocket3DError as e:
-                        shown = from_native(e, flavour.status_of(e))
-                        if not redact.sees_everything(request):
-                            shown.message = redact.text(shown.message)
-                        return flavour.error(request, shown)
+                        return flavour.error(request, flavour.native(request, e))
                     except RequestValidationError as e:
                         return flavour.error(request, CompatError(422, validation_message(e.errors())))
-                    except Exception:
+                    except Exception as e:
+                        reason = storage_failure(e)
+                        if reason is not None:  # a full or failing disk: as natively, 503 and readiness told
+                            request.app.state.node.storage_health.failed(reason)
+                            return flavour.error(request, flavour.native(request, Pocket3DError(
+                                ErrorCode.STORAGE_UNAVAILABLE, "the server cannot store anything right now (its "
+                                "disk is full or failing); try again later", headers={"Retry-After": "30"})))
                         log.exception("compat %s: unexpected error on %s %s", flavour.name, request.method,
                                       request.url.path)
                         return flavour.error(request, CompatError(500, "internal error"))
@@ -108,9 +111,12 @@ class Flavour:
 
         return APIRouter(route_class=_Route, include_in_schema=False)
 
+    def native(self, request: Request, e: Pocket3DError) -> CompatError:
+        """A native error as this flavour answers it: its status, the message (server paths for admins only)."""
+        message = e.message if redact.sees_everything(request) else redact.text(e.message)
+        return CompatError(self.status_of(e), message, code=e.code, headers=e.headers, hint=e.hint)
 
-def from_native(e: Pocket3DError, status: int) -> CompatError:
-    return CompatError(status, e.message, code=e.code, headers=e.headers, hint=e.hint)
+
 
 
 def validation_message(errors: Any) -> str:

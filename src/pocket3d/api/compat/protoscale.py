@@ -94,7 +94,7 @@ async def _start(request: Request, principal: Principal, session: sessions.Sessi
             job_id = await base.submit(request, principal, Feature.MESH_GENERATION, MeshGenerationRequest(
                 images=[session.file_id], model_preference=model_id, quality=quality, view_renders=step == VIEWS))
     except Pocket3DError as e:
-        message = redact.text(e.message)
+        message = e.message if redact.sees_everything(request) else redact.text(e.message)
         await run_in_threadpool(sessions.refuse_step, node.store, session.id, step, message)
         raise CompatError(e.http_status, message) from None
     await run_in_threadpool(sessions.start_step, node.store, session.id, step, job_id)

@@ -132,4 +132,5 @@ async def health(request: Request) -> JSONResponse:
             error += " (compat.trellis.model names another model to serve TRELLIS clients)"
     return JSONResponse({"status": "error" if reasons else "ready", "trellis_available": trellis_ready,
                          "gpu_available": bool(gpus), "gpu_name": gpus[0].name if gpus else None,
-                         "model_loaded": not reasons, "error": redact.text(error) if error else None})
+                         "model_loaded": not reasons,
+                         "error": error if error is None or redact.sees_everything(request) else redact.text(error)})

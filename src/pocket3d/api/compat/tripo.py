@@ -381,3 +381,12 @@ async def signed_output(request: Request, job_id: str, name: str) -> Response:
     return base.output_response(request, job, name, CompatError(404, f"{name} of task {job_id} has expired",
                                                                 code=ErrorCode.OUTPUT_EXPIRED))
 
+
+
+@router.api_route("/v3/{rest:path}", methods=["GET", "POST", "PUT", "DELETE"])
+async def not_served(rest: str, request: Request) -> Response:
+    """Tripo routes pocket3d has no model for (text-to-image, retarget, convert, ...): the SDK's error, saying so."""
+    await base.principal_for(request, FLAVOUR)
+    raise CompatError(404, f"{request.method} /v3/{rest} is not served by this server (pocket3d)",
+                      code=ErrorCode.NOT_FOUND, hint="README: Drop-in compatibility lists what the Tripo flavour "
+                      "serves")
