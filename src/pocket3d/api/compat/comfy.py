@@ -18,7 +18,6 @@ from urllib.parse import urlsplit
 from fastapi import Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
-from starlette.concurrency import run_in_threadpool
 
 from pocket3d.api import downloads
 from pocket3d.api.compat import base, tripo
@@ -162,9 +161,8 @@ async def get_task(task_id: str, request: Request) -> JSONResponse:
     job = await base.read_job(request, principal, task_id)
     if job is None:
         raise CompatError(404, f"task {task_id} not found", code=ErrorCode.JOB_NOT_FOUND)
-    return tripo.envelope(await run_in_threadpool(
-        lambda: tripo.task(request, FLAVOUR, job, model_key="pbr_model", image_key="rendered_image",
-                           queue_key="queue_position")))
+    return tripo.envelope(tripo.task(request, FLAVOUR, job, model_key="pbr_model", image_key="rendered_image",
+                                     queue_key="queue_position"))
 
 
 @router.get("/outputs/{job_id}/{name}")

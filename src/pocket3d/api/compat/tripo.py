@@ -167,7 +167,10 @@ def task_type(node: Any, job: JobRecord) -> str:
         return "mesh_segmentation"
     if job.request.get("text_prompt"):
         return "text_to_model"
-    images = sum(1 for row in node.store.job_inputs(job.id) if row["role"] == "image")
+    if job.input is not None:  # the request as sent: its images, or its named views
+        images = len(job.input.get("images") or job.input.get("views") or ())
+    else:  # a job from before requests were kept
+        images = sum(1 for row in node.store.job_inputs(job.id) if row["role"] == "image")
     return "multiview_to_model" if images > 1 else "image_to_model"
 
 
@@ -338,7 +341,7 @@ async def get_task(task_id: str, request: Request) -> JSONResponse:
     if job is None:
         raise CompatError(404, f"task {task_id} not found", code=ErrorCode.JOB_NOT_FOUND,
                           hint="a task_id is what the create call answered")
-    return envelope(await run_in_threadpool(task, request, FLAVOUR, job))
+    return envelope(task(request, FLAVOUR, job))
 
 
 class _TaskList(BaseModel):
@@ -357,7 +360,7 @@ async def list_tasks(request: Request) -> JSONResponse:
         if job is None:
             missed.append(task_id)
         else:
-            tasks[task_id] = await run_in_threadpool(task, request, FLAVOUR, job)
+            tasks[task_id] = task(request, FLAVOUR, job)
     return envelope({"tasks": tasks, "missed": missed})
 
 
