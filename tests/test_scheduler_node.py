@@ -200,7 +200,8 @@ def test_timeout_and_cancel_free_the_device(scheduler_server) -> None:
         assert wait_final(c, hung, timeout=15)["status"] == "cancelled"
         (device,) = c.get("/system/devices").json()
         assert device["running_stages"] == []
-        assert wait_final(c, _job(c, "alloc_a"), timeout=30)["status"] == "succeeded", "the device works on"
+        works_on = wait_final(c, _job(c, "alloc_a"), timeout=30)
+        assert works_on["status"] == "succeeded", ("the device works on", works_on["error"])
 
 
 def test_a_stage_stopped_while_its_model_loads_harms_no_other_stage(scheduler_server) -> None:

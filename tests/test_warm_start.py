@@ -66,7 +66,7 @@ def test_a_preloaded_model_is_warm_when_the_server_says_ready(warm_server: tuple
         assert early, "readiness answered 200 at once, while a model that takes seconds to load was loading"
         warming = early[0]["details"]
         assert warming["status"] == "warming"
-        assert any("slow_preloaded on cpu" in r for r in warming["reasons"]), warming
+        assert warming["reasons"] == ["loading slow_preloaded on cpu"], warming
 
         # Ready: the preloaded model is resident, and its first job starts at once...
         assert "slow_preloaded" in _cpu_worker(c)["resident_models"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -193,16 +193,22 @@ class Store:
             totals.setdefault((model_id or name, quality), []).append(max(0.0, finished - started))
         return {k: sum(v) / len(v) for k, v in totals.items()}
 
-    def queued_stages(self, limit: int = 10_000) -> list[QueuedStage]:
-        """Stages ready to run, with what the scheduler's ordering needs from their jobs."""
+    def queued_stages(self, limit: int = 10_000, job_ids: Collection[str] | None = None) -> list[QueuedStage]:
+        """Stages ready to run, with what the scheduler's ordering needs from their jobs; of those jobs only, when
+        ``job_ids`` are given (the scheduler's incremental view reads only the jobs that changed)."""
         s, j = t.stages.c, t.jobs.c
+        queued = s.status == StageStatus.QUEUED
+        pending = s.status == StageStatus.PENDING
+        if job_ids is not None:
+            queued = queued & s.job_id.in_(list(job_ids))
+            pending = pending & s.job_id.in_(list(job_ids))
         with self.read() as conn:
             rows = conn.execute(
                 sa.select(s.id, s.job_id, s.idx, s.model_id, j.feature, j.priority, j.created_at, s.queued_at)
-                .join(t.jobs, j.id == s.job_id).where(s.status == StageStatus.QUEUED)
+                .join(t.jobs, j.id == s.job_id).where(queued)
                 .order_by(s.queued_at, s.id).limit(limit)).all()
             # the stages after each queued one (a job has one queued stage at a time; the rest are pending)
-            waiting = conn.execute(sa.select(s.job_id, s.model_id).where(s.status == StageStatus.PENDING)
+            waiting = conn.execute(sa.select(s.job_id, s.model_id).where(pending)
                                    .order_by(s.job_id, s.idx)).all() if rows else []
         later: dict[str, list[str | None]] = {}
         for w in waiting:

@@ -14,11 +14,13 @@ Failure handling, each a rule of the issue:
 - a stage past ``scheduler.job_timeout`` is killed (with its worker: a model that hangs cannot be stopped
   otherwise) and failed with ``TIMEOUT``; a cancelled stage that does not stop within
   ``scheduler.cancel_grace`` seconds is killed the same way.
-The export stage is pocket3d's own (format conversion, preview): it runs in a thread pool of this process.
+pocket3d's own stages (orient; export: format conversion, preview) run in a worker process of their own
+(:mod:`pocket3d.scheduler.own_stages`), so that none of that work lands in the process that serves the API.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
@@ -31,7 +33,6 @@ from pathlib import Path
 
 from structlog.contextvars import bound_contextvars
 
-from pocket3d import geometry
 from pocket3d.config import Settings
 from pocket3d.errors import ErrorCode, storage_failure
 from pocket3d.jobs import transitions
@@ -46,10 +47,11 @@ from pocket3d.jobs.records import (
 )
 from pocket3d.jobs.store import Store
 from pocket3d.models.registry import Registry
-from pocket3d.models.spec import Device, InputRejected, ModelSpec
+from pocket3d.models.spec import Device, ModelSpec
 from pocket3d.scheduler import devices as inventory
 from pocket3d.scheduler import stage_io
 from pocket3d.scheduler.base import DeviceState, Estimate, Measured, Scheduler, SchedulerObserver
+from pocket3d.scheduler.own_stages import DETAILS_KEY, OWN_STAGES_MODEL_ID, OwnStages, own_stages_spec
 from pocket3d.scheduler.policy import (
     Assignment,
     DeviceView,
@@ -79,6 +81,10 @@ STORAGE_PAUSE = 5.0  # seconds without new claims after the disk or the store re
 READING_TTL = 2.0  # seconds an NVML reading of a GPU's free memory is used for its budget
 UNLOAD_REASONS = {"idle": "idle", "making room": "evicted", "out of memory on the device": "out_of_memory"}
 PROGRESS_WRITE_INTERVAL = 0.2  # seconds between a stage's progress writes; what comes between is written later
+OWN_STAGE_CONCURRENCY = 2  # orient and export stages at once in the own-stage worker
+QUEUE_RESYNC_SECONDS = 30.0  # the incremental queue view is read whole again this often (a safety net)
+DISPATCH_INTERVAL = 0.05  # seconds between two dispatch rounds at least: a burst of wakes becomes one round
+MAX_DISPATCH_PAUSE = 0.25  # seconds: the most a wake waits for the next round
 
 
 @dataclass
@@ -158,11 +164,12 @@ class NodeScheduler(Scheduler):
         # stage id -> (rank in the policy's last ordering, run seconds of the stages ranked before it): status
         # polls read a job's place in O(1) instead of walking the queue
         self._queue: dict[int, tuple[int, float]] = {}
-        self._seen: set[int] = set()  # stages whose request is counted in the usage stats
+        self._seen: dict[int, PendingStage] = {}  # the queued stages of the last round, counted in the usage stats
         self.stats = UsageStats()
         self._lock = threading.RLock()
         self._stop = threading.Event()
         self._wakeup = threading.Condition()
+        self._woken = False
         self._threads: list[threading.Thread] = []
         self._exports = ThreadPoolExecutor(max_workers=2, thread_name_prefix="export")
         self._stages = ThreadPoolExecutor(max_workers=64, thread_name_prefix="stage")
@@ -171,6 +178,21 @@ class NodeScheduler(Scheduler):
         self._killing: dict[str, str] = {}  # device id -> the stage its worker is being killed to stop
         self._unloading: set[tuple[str, str]] = set()  # (device id, model id) being unloaded now
         self._warming: set[tuple[str, str]] = set()  # (device id, model id) preloads not finished yet
+        # The queued stages by job, as last read. Where this process is the store's only writer (SQLite) the
+        # store's after-commit notices say which jobs changed, and only those are read again each round; a shared
+        # database is read whole every round (other processes write to it).
+        self._incremental = store.is_sqlite
+        self._queued: dict[str, list[QueuedStage]] = {}
+        self._changed_jobs: set[str] | None = None  # None: read the whole queue next round
+        self._queue_read_at = 0.0
+        if self._incremental:
+            store.add_listener(self._jobs_changed)
+        # The orient and export stages run in a worker process of their own (off the process that serves the API).
+        self._own_spec = own_stages_spec(settings.storage.mesh_limits, OWN_STAGE_CONCURRENCY)
+        self._exporter = DeviceWorker(
+            Device(id="export", kind="cpu", name="pocket3d's own stages", memory_total=0), budget_mb=0.0,
+            env=worker_env, warm=[(adapter_path(OwnStages), self._own_spec)], on_progress=self._on_progress,
+            on_result=self._on_result, on_crash=self._on_export_crash)
 
     # -- lifecycle ------------------------------------------------------------------------------------------
 
@@ -200,15 +222,15 @@ class NodeScheduler(Scheduler):
             running = list(self._running.values())
         for r in running:
             r.stop_reason = r.stop_reason or CANCELLED
-            if r.device_id is not None and r.device_id in self._workers:
-                self._workers[r.device_id].cancel(r.claim.stage.id)
+            if (worker := self._worker_of(r)) is not None:
+                worker.cancel(r.claim.stage.id)
         self.wake()
         deadline = time.monotonic() + timeout
         for r in running:
             r.settled.wait(max(0.0, deadline - time.monotonic() - 2.0))
         for th in self._threads:
             th.join(max(0.0, deadline - time.monotonic()))
-        for device_id, worker in list(self._workers.items()):
+        for device_id, worker in [*self._workers.items(), ("export", self._exporter)]:
             # what the worker could not stop in time ends with it; each such stage goes back to the queue
             for stage_id in worker.stop(max(1.0, deadline - time.monotonic())):
                 self._resolve(stage_id, CANCELLED, f"the worker for {device_id} stopped")
@@ -220,6 +242,7 @@ class NodeScheduler(Scheduler):
 
     def wake(self) -> None:
         with self._wakeup:
+            self._woken = True  # remembered: the dispatcher may be between its round and its wait
             self._wakeup.notify_all()
 
     # -- warm starts ----------------------------------------------------------------------------------------
@@ -242,6 +265,13 @@ class NodeScheduler(Scheduler):
             models = [m for d, m in placement if d == device.id]
             threading.Thread(target=self._warm_device, args=(device.id, models), name=f"warm-{device.id}",
                              daemon=True).start()
+        threading.Thread(target=self._start_exporter, name="warm-export", daemon=True).start()
+
+    def _start_exporter(self) -> None:
+        try:
+            self._exporter.start()
+        except Exception:
+            log.exception("the own-stage worker did not start; the first orient or export stage tries again")
 
     def _warm_device(self, device_id: str, models: list[str]) -> None:
         try:
@@ -439,19 +469,58 @@ class NodeScheduler(Scheduler):
 
     def _dispatch_loop(self) -> None:
         while not self._stop.is_set():
+            began = time.monotonic()
             try:
                 if time.monotonic() >= self._storage_pause_until:
                     self._dispatch_once()
             except Exception as e:
                 if not self._storage_failed(e, "dispatching"):
                     log.exception("dispatching failed; retrying")
+            # Wakes that come during the round or the pause after it are served by one more round, not one each; a
+            # long queue makes rounds longer and rarer (a pause as long as the round, up to MAX_DISPATCH_PAUSE), so
+            # planning takes at most about half of the process under a burst of submissions.
+            spent = time.monotonic() - began
+            self._stop.wait(min(MAX_DISPATCH_PAUSE, max(DISPATCH_INTERVAL - spent, spent)))
             with self._wakeup:
-                self._wakeup.wait(timeout=0.5)
+                if not self._woken:
+                    self._wakeup.wait(timeout=0.5)
+                self._woken = False
+
+    def _jobs_changed(self, job_ids: set[str]) -> None:
+        """The store's after-commit notice (in the committing thread: keep it short)."""
+        with self._lock:
+            if self._changed_jobs is not None:
+                self._changed_jobs |= job_ids
+
+    def _read_queue(self) -> list[QueuedStage]:
+        """The queued stages: the whole queue, or (incremental) only the jobs changed since the last round."""
+        now = time.monotonic()
+        with self._lock:
+            changed = self._changed_jobs
+            whole = (not self._incremental or changed is None or len(changed) > 500
+                     or now - self._queue_read_at > QUEUE_RESYNC_SECONDS)
+            self._changed_jobs = set()  # notices from here on are for the next round
+        if whole:
+            queued: dict[str, list[QueuedStage]] = {}
+            for q in self.store.queued_stages():
+                queued.setdefault(q.job_id, []).append(q)
+            self._queued, self._queue_read_at = queued, now
+        elif changed:
+            for job_id in changed:
+                self._queued.pop(job_id, None)
+            for q in self.store.queued_stages(job_ids=changed):
+                self._queued.setdefault(q.job_id, []).append(q)
+        return [q for stages in self._queued.values() for q in stages]
 
     def _dispatch_once(self) -> None:
-        queued = self.store.queued_stages()
+        try:
+            queued = self._read_queue()
+        except BaseException:
+            with self._lock:
+                self._changed_jobs = None  # what changed was not read: read it all next time
+            raise
         now = self.clock()
-        for q in (q for q in queued if q.model_id is None):
+        for q in sorted((q for q in queued if q.model_id is None), key=lambda q: (q.queued_at, q.stage_id)):
             self._start_own(q)
         pending: list[PendingStage] = []
         profiles: dict[str, ModelProfile] = {}
@@ -462,14 +531,14 @@ class NodeScheduler(Scheduler):
             if profile is None:
                 continue  # a model no longer registered: left queued, visible as waiting
             profiles[q.model_id] = profile
-            pending.append(PendingStage(stage_id=q.stage_id, job_id=q.job_id, model_id=q.model_id, feature=q.feature,
-                                        priority=q.priority, submitted_at=q.submitted_at, ready_at=q.queued_at,
-                                        later=tuple(m for m in q.later if m is not None)))
-            if q.stage_id not in self._seen:
-                self._seen.add(q.stage_id)
+            seen = self._seen.get(q.stage_id)
+            if seen is None:  # new in the queue: counted in the usage stats once, its record made once
+                seen = PendingStage(stage_id=q.stage_id, job_id=q.job_id, model_id=q.model_id, feature=q.feature,
+                                    priority=q.priority, submitted_at=q.submitted_at, ready_at=q.queued_at,
+                                    later=tuple(m for m in q.later if m is not None))
                 self.stats.record_request(q.model_id, now)
-        if len(self._seen) > 100_000:
-            self._seen = {q.stage_id for q in queued}
+            pending.append(seen)
+        self._seen = {p.stage_id: p for p in pending}
         with self._lock:
             # running and resident models need a profile: their copies' concurrency, and eviction
             known = {r.model_id for r in self._running.values() if r.model_id}
@@ -478,27 +547,37 @@ class NodeScheduler(Scheduler):
         for model_id in known - profiles.keys():
             if (profile := self._profile(model_id)) is not None:
                 profiles[model_id] = profile
-        pending = [p for p in pending if self._fits_somewhere(p, profiles[p.model_id])]
+        fits = {m: self._fits_somewhere(p) for m, p in profiles.items()}
+        if not all(fits.values()):
+            for p in pending:
+                if not fits[p.model_id]:
+                    self._fail_too_large(p, profiles[p.model_id])
+            pending = [p for p in pending if fits[p.model_id]]
         ordered = self.policy.ordering.order(pending, now, profiles)
+        started = set()
+        for assignment in plan(pending, self._views(), profiles, self.stats, now, self.policy, ranked=ordered):
+            if self._start_stage(assignment, profiles[assignment.stage.model_id]):
+                started.add(assignment.stage.stage_id)
+        # queue positions: the rank among the stages still waiting after this round
         queue, ahead = {}, 0.0
-        for rank, p in enumerate(ordered, 1):
+        for rank, p in enumerate((p for p in ordered if p.stage_id not in started), 1):
             queue[p.stage_id] = (rank, ahead)
             ahead += profiles[p.model_id].run_seconds
         with self._lock:
             self._queue = queue
-        for assignment in plan(pending, self._views(), profiles, self.stats, now, self.policy):
-            self._start_stage(assignment, profiles[assignment.stage.model_id])
         if self.policy.unload_idle:
             for device_id, model_id in idle_unloads(self._views(), profiles, now,
                                                     self.settings.scheduler.model_idle_timeout):
                 self._stages.submit(self._unload, device_id, model_id, "idle")
 
-    def _fits_somewhere(self, stage: PendingStage, profile: ModelProfile) -> bool:
+    def _fits_somewhere(self, profile: ModelProfile) -> bool:
+        budgets = [self._static_budget(d) for d in self._devices if d.kind in profile.device_kinds]
+        return bool(budgets) and profile.memory_mb <= max(budgets)
+
+    def _fail_too_large(self, stage: PendingStage, profile: ModelProfile) -> None:
         """A stage whose model needs more memory than any device here offers would wait for ever: fail it now,
         saying how much it needs (its estimate grows with what was measured, so a model can outgrow the node)."""
         budgets = [self._static_budget(d) for d in self._devices if d.kind in profile.device_kinds]
-        if budgets and profile.memory_mb <= max(budgets):
-            return True
         claim = transitions.claim_stage(self.store, stage.stage_id, worker_id=self.worker_id,
                                         lease_seconds=self.settings.scheduler.lease_seconds, now=self.clock())
         if claim is not None:
@@ -507,13 +586,12 @@ class NodeScheduler(Scheduler):
                                    message=f"model {profile.id} needs about {profile.memory_mb:.0f} MB on a "
                                            f"{'/'.join(profile.device_kinds)} device; {offered} on this node",
                                    release=self.release, now=self.clock())
-        return False
 
     def _start_own(self, q: QueuedStage) -> None:
         """An orient or export stage: pocket3d's own work, in this process's pool of two threads."""
         with self._lock:
             exporting = sum(1 for r in self._running.values() if r.device_id is None)
-        if exporting >= 2:
+        if exporting >= OWN_STAGE_CONCURRENCY:
             return
         claim = transitions.claim_stage(self.store, q.stage_id, worker_id=self.worker_id,
                                         lease_seconds=self.settings.scheduler.lease_seconds, now=self.clock())
@@ -524,12 +602,13 @@ class NodeScheduler(Scheduler):
             self._running[claim.stage.id] = running
         self._exports.submit(self._in_log_context, self._run_own, running)
 
-    def _start_stage(self, a: Assignment, profile: ModelProfile) -> None:
+    def _start_stage(self, a: Assignment, profile: ModelProfile) -> bool:
+        """Claim the stage and hand it to a thread that runs it; False when another claimed it first."""
         claim = transitions.claim_stage(self.store, a.stage.stage_id, worker_id=self.worker_id,
                                         lease_seconds=self.settings.scheduler.lease_seconds, now=self.clock(),
                                         device=a.device_id)
         if claim is None:
-            return
+            return False
         now = self.clock()
         running = _Running(claim, a.device_id, a.stage.model_id, now + self.settings.scheduler.job_timeout, now)
         with self._lock:
@@ -546,6 +625,7 @@ class NodeScheduler(Scheduler):
                 entry = resident[a.stage.model_id] = _Resident(profile.memory_mb, now, now, loading=True)
             entry.running += 1
         self._stages.submit(self._in_log_context, self._run_stage, running, a)
+        return True
 
     # -- one stage on a device ------------------------------------------------------------------------------
 
@@ -766,22 +846,39 @@ class NodeScheduler(Scheduler):
         name = claim.stage.name
         outcome: tuple[str, str] | None = None
         try:
+            if self._stop.is_set():
+                outcome = (REQUEUE, "the node is stopping")
+                return
             with self.artifacts.temp_dir(f"stage-{claim.stage.id}-") as work:
                 inputs = stage_io.materialize(self.store, self.artifacts, claim, work)
-                try:
-                    done = stage_io.run_own_stage(name, inputs, claim.stage.params, work,
-                                                  self.settings.storage.mesh_limits)
-                except (geometry.MeshError, InputRejected) as e:
-                    outcome = stage_io.error_of(e) or (ErrorCode.INVALID_INPUT, str(e))
-                    return
                 if running.stop_reason is not None:
-                    outcome = (running.stop_reason, self._timeout_message()
-                               if running.stop_reason == ErrorCode.TIMEOUT else "")
+                    outcome = self._stopped(running)
                     return
+                try:
+                    self._exporter.start()  # a no-op while it runs; after a crash, a fresh one
+                    running.phase = "handed"
+                    self._exporter.run(StageRequest(stage_id=claim.stage.id, model_id=OWN_STAGES_MODEL_ID,
+                                                    adapter=adapter_path(OwnStages), spec=self._own_spec,
+                                                    inputs=inputs, params={"stage": name,
+                                                                           "params": claim.stage.params}))
+                except WorkerUnavailable as e:
+                    outcome = self._stopped(running) if running.stop_reason else (REQUEUE, str(e))
+                    return
+                running.handed_at = self.clock()
+                if running.stop_reason is not None:
+                    self._exporter.cancel(claim.stage.id)
+                result: StageResult = running.done.result()
+                if result.error_code is not None or running.stop_reason == ErrorCode.TIMEOUT:
+                    outcome = self._own_failure(running, result)
+                    return
+                files = dict(result.files or {})
+                details_file = files.pop(DETAILS_KEY, None)
+                details = json.loads(Path(details_file).read_text()) if details_file is not None else None
+                warnings = [StageWarning(code, message) for code, message in result.warnings]
                 with self.blob_lock:
-                    outputs = stage_io.store_outputs(self.artifacts, claim, done.files, work)
+                    outputs = stage_io.store_outputs(self.artifacts, claim, files, work)
                     transitions.complete_stage(self.store, claim, outputs, release=self.release, now=self.clock(),
-                                               warnings=done.warnings, details=done.details)
+                                               warnings=warnings, details=details)
                 self._learn_run(None, running.run_key, self.clock() - running.started)
                 self.observer.stage_finished(None, None, self.clock() - running.started)
         except Exception as e:
@@ -793,6 +890,36 @@ class NodeScheduler(Scheduler):
                            f"{type(e).__name__}: {e}")
         finally:
             self._settle(running, outcome)
+
+    def _own_failure(self, running: _Running, result: StageResult) -> tuple[str, str]:
+        """How an orient or export stage that did not succeed ends: the mesh's fault (INVALID_INPUT, a geometry
+        code) as the worker classified it; anything else from the export code is EXPORT_FAILED (orient's:
+        INTERNAL_ERROR)."""
+        if result.error_code == REQUEUE:
+            return REQUEUE, result.message
+        if running.stop_reason is not None or result.error_code == CANCELLED:
+            return self._stopped(running)
+        failed = ErrorCode.EXPORT_FAILED if running.claim.stage.name == EXPORT_STAGE else ErrorCode.INTERNAL_ERROR
+        if result.error_code in (None, ErrorCode.MODEL_ERROR):
+            return failed, result.message
+        return result.error_code, result.message
+
+    def _on_export_crash(self, reason: str, stage_ids: list[int]) -> None:
+        """The own-stage worker died: its stages go back to the queue uncounted when pocket3d killed it to stop
+        another one, else they count an attempt (WORKER_CRASHED); the next export stage starts a fresh worker."""
+        killed_by_us = self._killing.pop("export", None)
+        log.error("the own-stage worker crashed: %s", reason)
+        for stage_id in stage_ids:
+            with self._lock:
+                running = self._running.get(stage_id)
+            if running is not None and killed_by_us is not None and running.stop_reason is None:
+                self._resolve(stage_id, REQUEUE, f"{reason} (to stop {killed_by_us})")
+            else:
+                self._resolve(stage_id, ErrorCode.WORKER_CRASHED, reason)
+        self.wake()
+
+    def _worker_of(self, running: _Running) -> DeviceWorker | None:
+        return self._exporter if running.device_id is None else self._workers.get(running.device_id)
 
     # -- callbacks from the workers (their threads) ---------------------------------------------------------
 
@@ -967,8 +1094,9 @@ class NodeScheduler(Scheduler):
         if running.stop_reason is None:
             running.stop_reason = reason
             running.stop_asked_at = self.clock()
-        if running.device_id is not None and running.device_id in self._workers:
-            self._workers[running.device_id].cancel(running.claim.stage.id)
+        worker = self._worker_of(running)
+        if worker is not None:
+            worker.cancel(running.claim.stage.id)
 
     def _lease_loop(self) -> None:
         lease = self.settings.scheduler.lease_seconds
@@ -1017,18 +1145,16 @@ class NodeScheduler(Scheduler):
         return True
 
     def _kill_for(self, running: _Running, why: str) -> bool:
-        """Stop a stage that will not stop: kill its worker (a hung model cannot be interrupted otherwise), if
-        the stage is in it or loading into it. An export stage runs in this process and cannot be killed; its
-        result is refused when it comes. True when a worker was killed."""
-        if running.device_id is None:
-            return False
-        worker = self._workers.get(running.device_id)
+        """Stop a stage that will not stop: kill its worker (a hung model, or an export stuck in a library, cannot
+        be interrupted otherwise), if the stage is in it or loading into it. True when a worker was killed."""
+        worker = self._worker_of(running)
         if worker is None or not worker.alive:
             return False
         if running.phase != "loading" and running.claim.stage.id not in worker.running:
             return False  # not (or no longer) in this child: killing it would only hurt the others
-        log.warning("killing the worker of %s: %s", running.device_id, why)
-        self._killing[running.device_id] = f"stage {running.claim.stage.id}"
+        name = running.device_id or "export"
+        log.warning("killing the worker of %s: %s", name, why)
+        self._killing[name] = f"stage {running.claim.stage.id}"
         worker.kill(why)
         return True
 

@@ -463,7 +463,8 @@ def _check(a: Assignment, profile: ModelProfile, work: _Working, models: Mapping
 
 
 def plan(pending: Sequence[PendingStage], devices: Sequence[DeviceView], models: Mapping[str, ModelProfile],
-         stats: UsageStats, now: float, policy: SchedulingPolicy) -> list[Assignment]:
+         stats: UsageStats, now: float, policy: SchedulingPolicy,
+         ranked: Sequence[PendingStage] | None = None) -> list[Assignment]:
     """The one decision step both the real node loop and the simulator call: which waiting stages start now,
     where, after which evictions. Respects max_concurrent per model (counting running ones on all devices),
     never oversubscribes a device's budget (after the evictions it lists), never evicts a model with running
@@ -474,7 +475,8 @@ def plan(pending: Sequence[PendingStage], devices: Sequence[DeviceView], models:
     for d in devices:
         for r in d.resident.values():
             running[r.model_id] += r.running
-    ranked = policy.ordering.order(pending, now, models)
+    if ranked is None:  # a caller that ranked them already (for queue positions) passes its ranking
+        ranked = policy.ordering.order(pending, now, models)
     context = PlanContext(ranked=ranked, pending_by_model=Counter(s.model_id for s in pending), running=running)
     policy.placement.prepare(devices, models, stats, now, context)
     out: list[Assignment] = []

@@ -51,7 +51,7 @@ def readiness(node: Node) -> Readiness:
         return Readiness(ready=False, status="not_ready", reasons=reasons)
     warming = node.scheduler.warming()
     if warming:
-        return Readiness(ready=False, status="warming", reasons=[f"warming: loading {w}" for w in warming])
+        return Readiness(ready=False, status="warming", reasons=[f"loading {w}" for w in warming])
     return Readiness(ready=True, status="ready", reasons=[])
 
 
