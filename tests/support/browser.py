@@ -1,5 +1,6 @@
 """Headless Chromium for the browser tests: Debian's ``chromium`` package (scripts/ensure-chromium.sh installs it;
-Playwright's own browser download is not used), driven by Playwright for Python."""
+Playwright's own browser download is not used), driven by Playwright for Python. WebGL runs on SwiftShader, the
+CPU renderer Chromium carries, so the web app's 3D viewer draws without a GPU."""
 
 from __future__ import annotations
 
@@ -7,12 +8,14 @@ import os
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
+from urllib.parse import urlsplit
 
 import pytest
 
-# Quiet and self-contained: no sandbox (containers, root), no GPU, nothing fetched in the background.
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
+# Quiet and self-contained: no sandbox (containers, root), WebGL on SwiftShader, nothing fetched in the background
+# (on a closed network Chromium's own update and sync calls only flood refusals).
+CHROMIUM_ARGS = ["--no-sandbox", "--use-angle=swiftshader", "--enable-unsafe-swiftshader",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"]
 
 
 def chromium_path() -> str | None:
@@ -36,3 +39,34 @@ def launch_chromium() -> Iterator:
             yield browser
         finally:
             browser.close()
+
+
+class PageGuard:
+    """What a page did that it must not: a request to any origin but ``allowed_origin``'s (it is aborted, so nothing
+    leaves the machine either), and console errors or uncaught exceptions. ``check()`` fails the test with them."""
+
+    def __init__(self, page, allowed_origin: str):  # noqa: ANN001 - a Playwright Page
+        self.allowed = _origin(allowed_origin)
+        self.foreign: list[str] = []
+        self.errors: list[str] = []
+        page.route("**/*", self._route)
+        page.on("console", lambda msg: self.errors.append(f"console.{msg.type}: {msg.text}")
+                if msg.type == "error" else None)
+        page.on("pageerror", lambda exc: self.errors.append(f"uncaught: {exc}"))
+
+    def _route(self, route) -> None:  # noqa: ANN001 - a Playwright Route
+        url = route.request.url
+        if url.startswith(("blob:", "data:")) or _origin(url) == self.allowed:
+            route.continue_()
+        else:
+            self.foreign.append(url)
+            route.abort()
+
+    def check(self) -> None:
+        assert not self.foreign, f"requests to hosts other than the server: {self.foreign}"
+        assert not self.errors, f"console errors: {self.errors}"
+
+
+def _origin(url: str) -> tuple[str, str]:
+    parts = urlsplit(url)
+    return parts.scheme, parts.netloc

@@ -1,5 +1,5 @@
 """The FastAPI application: routes under /api/v1, /metrics, one error format, request ids and access lines,
-CORS from config, the docs."""
+CORS from config, the docs, and the web app at /."""
 
 from __future__ import annotations
 
@@ -12,11 +12,10 @@ from contextlib import asynccontextmanager
 from asgi_correlation_id import CorrelationIdMiddleware
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import RedirectResponse
 from fastapi_offline import FastAPIOffline
 from starlette.concurrency import run_in_threadpool
 
-from pocket3d import __version__
+from pocket3d import __version__, web
 from pocket3d.api import compat, openapi
 from pocket3d.api.auth import AuthMiddleware
 from pocket3d.api.errors import install_handlers
@@ -52,7 +51,7 @@ def create_app(node: Node, *, manage_node: bool = True) -> FastAPI:
     install_handlers(app)
     openapi.install(app)
 
-    for router in (features.router, jobs.router, system.router, files.router, webhooks.router):
+    for router in (features.router, jobs.router, system.router, system.caller_router, files.router, webhooks.router):
         app.include_router(router, prefix="/api/v1")
     if settings.metrics.enabled:
         app.include_router(metrics.router)
@@ -60,10 +59,8 @@ def create_app(node: Node, *, manage_node: bool = True) -> FastAPI:
     # clients document them, and they follow other conventions).
     compat.install(app, node)
 
-    # The web app takes "/" over when there is one; until then "/" leads to the docs.
-    @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
-    async def home() -> RedirectResponse:
-        return RedirectResponse(openapi.DOCS_URL)
+    # The web app at "/" (its files under /app); the API and its docs stay where they are.
+    web.install(app)
 
     # The key is checked from the headers before anything reads a body.
     app.add_middleware(AuthMiddleware, store=node.store, enabled=settings.auth.enabled)
@@ -99,8 +96,10 @@ def log_start(node: Node) -> None:
     base = f"http://{host}:{server.port}"
     models = model_list(node).models
     available = [m for m in models if m.available]
-    log.info("API docs at %s%s (ReDoc at %s%s); web app at %s/ (it leads to the docs until there is one)",
-             base, openapi.DOCS_URL, base, openapi.REDOC_URL, base)
+    log.info("API docs at %s%s (ReDoc at %s%s); web app at %s/", base, openapi.DOCS_URL, base, openapi.REDOC_URL,
+             base)
+    if not web.vendored():
+        log.warning("the web app's browser libraries are missing: run `make web` in the checkout")
     log.info("%d of %d registered models are available here", len(available), len(models))
     for feature in Feature:
         listed = [m for m in models if m.feature == feature.value]

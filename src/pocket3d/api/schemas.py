@@ -369,6 +369,27 @@ class DeviceInfo(BaseModel):
     worker_pid: int | None = Field(None, description="the device worker process (started with the server)")
 
 
+class CallerLimits(BaseModel):
+    max_file_size: int = Field(description="bytes: the largest upload POST /files takes")
+    max_image_pixels: int = Field(description="the largest image, in pixels, an upload may hold")
+    max_request_size: int = Field(description="bytes: the largest JSON request (data: URIs count here)")
+    max_jobs_per_owner: int = Field(description="jobs you may have waiting or running at once")
+    file_lifetime_seconds: int = Field(description="how long an upload stays usable")
+
+
+class Caller(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "owner_id": "alice", "role": "user", "key_id": "3f9c2a1b7d4e", "auth_enabled": True,
+        "limits": {"max_file_size": 524288000, "max_image_pixels": 16777216, "max_request_size": 104857600,
+                   "max_jobs_per_owner": 100, "file_lifetime_seconds": 86400}}]})
+
+    owner_id: str = Field(description="whose jobs and files this key sees (an admin key sees everyone's)")
+    role: Literal["admin", "user"]
+    key_id: str | None = Field(description="the key's id (the part after p3d_), never the key; null with auth off")
+    auth_enabled: bool = Field(description="false: the server checks no keys, every caller is the local admin")
+    limits: CallerLimits = Field(description="what this server takes from you, to check before sending")
+
+
 class Health(BaseModel):
     status: Literal["ok"]
     version: str

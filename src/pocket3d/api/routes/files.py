@@ -3,14 +3,15 @@ from __future__ import annotations
 import time
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Request, Response
+from fastapi import APIRouter, Header, Path, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from pocket3d.api import media, uploads
+from pocket3d.api import downloads, media, uploads
 from pocket3d.api.deps import NodeDep, PrincipalDep
 from pocket3d.api.inputs import visible_file
 from pocket3d.api.openapi import error_responses
 from pocket3d.api.schemas import FileInfo, FilePage
+from pocket3d.errors import ErrorCode, Pocket3DError
 from pocket3d.api.views import file_view
 from pocket3d.jobs import transitions
 from pocket3d.jobs.records import NewFile
@@ -90,3 +91,30 @@ def delete_file(file_id: FileId, node: NodeDep, principal: PrincipalDep) -> Resp
     visible_file(node, principal, file_id)
     transitions.delete_file(node.store, file_id)
     return Response(status_code=204)
+
+
+_BINARY = {"schema": {"type": "string", "format": "binary"}}
+
+
+@router.get("/files/{file_id}/content", response_class=Response, operation_id="downloadFile",
+            summary="An upload's bytes, as they were sent",
+            responses={200: {"description": "the file; its media type is the upload's media_type",
+                             "content": {"application/octet-stream": _BINARY},
+                             "headers": {"ETag": {"description": "the file's sha256, quoted",
+                                                  "schema": {"type": "string"}}}},
+                       304: {"description": "not modified: the If-None-Match ETag is the file's"},
+                       **error_responses(401, 404, 410)})
+def download_file(file_id: FileId, request: Request, node: NodeDep, principal: PrincipalDep,
+                  if_none_match: Annotated[str | None, Header()] = None) -> Response:
+    """The bytes of one of your uploads while it is live, e.g. to show a job's input beside its result (the web app
+    does). Honours `Range` and `If-None-Match` like an output's download."""
+    record = visible_file(node, principal, file_id)
+    etag = f'"{record.sha256}"'
+    if if_none_match and etag in [t.strip() for t in if_none_match.split(",")]:
+        return Response(status_code=304, headers={"ETag": etag})
+    return downloads.artifact_response(
+        node.artifacts, request, sha256=record.sha256, size=record.size, media_type=record.media_type,
+        filename=record.filename or f"{record.id}.{record.format}",
+        headers={"ETag": etag, "Cache-Control": "private, max-age=3600"},
+        missing=Pocket3DError(ErrorCode.FILE_NOT_FOUND, f"file {file_id} is no longer stored",
+                              {"file_id": file_id}, hint="upload it again with POST /api/v1/files"))

@@ -6,7 +6,7 @@ from pocket3d import __version__, geometry
 from pocket3d.api import redact
 from pocket3d.api.deps import NodeDep, PrincipalDep
 from pocket3d.api.openapi import error_responses
-from pocket3d.api.schemas import DeviceInfo, Health, ModelInfo, ModelList, Readiness
+from pocket3d.api.schemas import Caller, CallerLimits, DeviceInfo, Health, ModelInfo, ModelList, Readiness
 from pocket3d.errors import ErrorCode, Pocket3DError
 from pocket3d.models import pipeline
 from pocket3d.models.spec import Feature
@@ -14,6 +14,7 @@ from pocket3d.node import Node
 from pocket3d.scheduler.devices import read as read_device
 
 router = APIRouter(prefix="/system", tags=["System"])
+caller_router = APIRouter(tags=["System"])
 
 
 @router.get("/health", response_model=Health, operation_id="getHealth",
@@ -128,3 +129,18 @@ def devices(node: NodeDep, principal: PrincipalDep) -> list[DeviceInfo]:
                               running_stages=state.running_stages if principal.is_admin else [],
                               worker_pid=state.worker_pid if principal.is_admin else None))
     return out
+
+
+@caller_router.get("/me", response_model=Caller, responses=error_responses(401), operation_id="getCaller",
+                   summary="Who the key belongs to: its owner and role, and whether the server checks keys")
+async def me(node: NodeDep, principal: PrincipalDep) -> Caller:
+    """The owner whose jobs and files this key sees, and its role (with auth off, the one local admin that every
+    caller is), and the limits the server holds you to, so a client can check a file before it sends it. A cheap
+    way to check a key: a wrong one answers 401. The web app shows the owner beside Sign out."""
+    s = node.settings
+    limits = CallerLimits(max_file_size=int(s.storage.max_file_size), max_image_pixels=s.storage.max_image_pixels,
+                          max_request_size=int(s.server.max_request_size),
+                          max_jobs_per_owner=s.scheduler.max_jobs_per_owner,
+                          file_lifetime_seconds=s.storage.file_lifetime)
+    return Caller(owner_id=principal.owner_id, role=principal.role, key_id=principal.key_id,
+                  auth_enabled=s.auth.enabled, limits=limits)
