@@ -48,6 +48,19 @@ def test_requests_without_a_valid_key_are_refused(two_owners) -> None:
         assert anon.get("/system/health").status_code == 200, "liveness needs no key"
 
 
+def test_me_says_whose_key_it_is_and_asks_for_one_without(two_owners) -> None:
+    srv, alice, _ = two_owners
+    with httpx.Client(base_url=f"{srv.url}/api/v1") as anon:
+        nobody = anon.get("/me")
+        assert nobody.status_code == 200, "the web app asks for a key without a failed request first"
+        assert nobody.json()["owner_id"] is None and nobody.json()["auth_enabled"] is True
+        wrong = anon.get("/me", headers={"Authorization": "Bearer p3d_nope_nope"})
+        assert wrong.status_code == 401 and wrong.json()["error_code"] == "UNAUTHORIZED"
+        me = anon.get("/me", headers={"Authorization": f"Bearer {alice}"}).json()
+        assert (me["owner_id"], me["role"], me["key_id"]) == ("alice", "user", alice.split("_")[1])
+        assert me["limits"]["max_file_size"] > 0 and me["limits"]["max_jobs_per_owner"] > 0
+
+
 def test_revoked_key_stops_working(two_owners) -> None:
     srv, alice, _ = two_owners
     with srv.client(alice) as c:
@@ -67,8 +80,10 @@ def test_another_owner_sees_nothing(two_owners) -> None:
         slow = submit(a, "/mesh/generate", {"images": [slow_file["file_id"]], "parameters": {"delay": 30}})
         output_url = done["outputs"][0]["url"].removeprefix("/api/v1")
 
+        assert a.get(f"/files/{slow_file['file_id']}/content").content == (IMAGES / "T.png").read_bytes()
         for path in (f"/jobs/{done['job_id']}", f"/mesh/status/{done['job_id']}", output_url,
-                     f"/jobs/{slow['job_id']}/events", f"/files/{slow_file['file_id']}"):
+                     f"/jobs/{slow['job_id']}/events", f"/files/{slow_file['file_id']}",
+                     f"/files/{slow_file['file_id']}/content"):
             r = b.get(path)
             assert r.status_code == 404, (path, r.text)
             assert r.json()["error_code"] in ("JOB_NOT_FOUND", "FILE_NOT_FOUND")

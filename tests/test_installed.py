@@ -29,7 +29,8 @@ BUILTINS = {"builtin_silhouette", "builtin_visual_hull", "builtin_procedural", "
 
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """The bin/ folder of a fresh venv holding only the built wheel of pocket3d."""
+    """The bin/ folder of a fresh venv holding only the built wheel of pocket3d (with the web app's three.js, which
+    `make test` put into the sources first: scripts/ensure-web-vendor.sh)."""
     tmp = tmp_path_factory.mktemp("installed")
     source = tmp / "source"
     source.mkdir()
@@ -100,6 +101,13 @@ def test_a_server_started_elsewhere_serves_an_image_to_mesh_job(installed: Path,
             ready = client.get("/system/ready")
             assert ready.status_code == 200, ready.text
             assert client.get(f"{base}/docs").status_code == 200
+            # The web app and its three.js come from the installed package, not the checkout.
+            page = client.get(f"{base}/")
+            assert page.status_code == 200 and '<script type="importmap">' in page.text, page.text[:300]
+            assert "default-src 'self'" in page.headers["content-security-policy"]
+            for asset in ("app/main.js", "app/viewer.js", "app/vendor/three/build/three.module.js",
+                          "app/vendor/three/addons/loaders/GLTFLoader.js"):
+                assert client.get(f"{base}/{asset}").status_code == 200, asset
         assert (tmp_path / "data" / "pocket3d.db").is_file(), "the data dir defaults to ./data where it started"
     finally:
         proc.send_signal(signal.SIGTERM)

@@ -4,6 +4,7 @@ its own schema and works when sent as it is to a server with the shipped registr
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from html.parser import HTMLParser
@@ -175,6 +176,19 @@ def test_the_docs_pages_load_only_from_the_server_itself(shipped: ServerProcess,
             assert '"validatorUrl": null' in html, "no validator badge: it would send the spec to another host"
 
 
-def test_the_root_leads_to_the_docs(shipped: ServerProcess) -> None:
-    r = httpx.get(f"{shipped.url}/", follow_redirects=False, timeout=30)
-    assert r.status_code in (302, 307) and r.headers["location"] == "/docs"
+def test_the_root_serves_the_web_app_from_the_server_alone(shipped: ServerProcess) -> None:
+    with httpx.Client(base_url=shipped.url, timeout=30) as client:
+        r = client.get("/")
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+        parser = _Refs()
+        parser.feed(r.text)
+        imports = json.loads(re.search(r'<script type="importmap">(.*?)</script>', r.text, re.DOTALL).group(1))
+        assert "docs" in parser.refs, "the app links the API docs"
+        refs = [ref for ref in parser.refs if ref != "docs"] + [
+            url if url.endswith(".js") else url + "loaders/GLTFLoader.js" for url in imports["imports"].values()]
+        assert not re.findall(r"https?://", r.text)
+        for ref in refs:
+            url = urljoin(f"{shipped.url}/", ref)
+            assert urlsplit(url).netloc == urlsplit(shipped.url).netloc, ref
+            asset = client.get(url)
+            assert asset.status_code == 200 and len(asset.content) > 100, (ref, asset.status_code)

@@ -57,6 +57,16 @@ async def get_principal(request: Request, _bearer: Annotated[object, Security(BE
     return principal
 
 
+async def get_caller(request: Request, _bearer: Annotated[object, Security(BEARER)] = None,
+                     _api_key: Annotated[object, Security(API_KEY)] = None) -> Principal | None:
+    """The caller, or None when auth is on and the request carries no key (a wrong key is still a 401)."""
+    node: Node = request.app.state.node
+    if node.settings.auth.enabled and request.scope.get("state", {}).get(STATE_KEY) is None \
+            and auth.token_from(request.scope["headers"]) is None:
+        return None
+    return await get_principal(request)
+
+
 async def get_admin(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
     if not principal.is_admin:
         raise Pocket3DError(ErrorCode.FORBIDDEN, "this needs an admin key")
@@ -66,4 +76,5 @@ async def get_admin(principal: Annotated[Principal, Depends(get_principal)]) -> 
 NodeDep = Annotated[Node, Depends(get_node)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
+CallerDep = Annotated[Principal | None, Depends(get_caller)]
 AdminDep = Annotated[Principal, Depends(get_admin)]

@@ -383,8 +383,9 @@ class Caller(BaseModel):
         "limits": {"max_file_size": 524288000, "max_image_pixels": 16777216, "max_request_size": 104857600,
                    "max_jobs_per_owner": 100, "file_lifetime_seconds": 86400}}]})
 
-    owner_id: str = Field(description="whose jobs and files this key sees (an admin key sees everyone's)")
-    role: Literal["admin", "user"]
+    owner_id: str | None = Field(description="whose jobs and files this key sees (an admin key sees everyone's); "
+                                 "null when no key was sent and the server wants one")
+    role: Literal["admin", "user"] | None
     key_id: str | None = Field(description="the key's id (the part after p3d_), never the key; null with auth off")
     auth_enabled: bool = Field(description="false: the server checks no keys, every caller is the local admin")
     limits: CallerLimits = Field(description="what this server takes from you, to check before sending")

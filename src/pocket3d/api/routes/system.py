@@ -4,7 +4,7 @@ from fastapi import APIRouter
 
 from pocket3d import __version__, geometry
 from pocket3d.api import redact
-from pocket3d.api.deps import NodeDep, PrincipalDep
+from pocket3d.api.deps import CallerDep, NodeDep, PrincipalDep
 from pocket3d.api.openapi import error_responses
 from pocket3d.api.schemas import Caller, CallerLimits, DeviceInfo, Health, ModelInfo, ModelList, Readiness
 from pocket3d.errors import ErrorCode, Pocket3DError
@@ -133,14 +133,15 @@ def devices(node: NodeDep, principal: PrincipalDep) -> list[DeviceInfo]:
 
 @caller_router.get("/me", response_model=Caller, responses=error_responses(401), operation_id="getCaller",
                    summary="Who the key belongs to: its owner and role, and whether the server checks keys")
-async def me(node: NodeDep, principal: PrincipalDep) -> Caller:
+async def me(node: NodeDep, principal: CallerDep) -> Caller:
     """The owner whose jobs and files this key sees, and its role (with auth off, the one local admin that every
-    caller is), and the limits the server holds you to, so a client can check a file before it sends it. A cheap
-    way to check a key: a wrong one answers 401. The web app shows the owner beside Sign out."""
+    caller is), and the limits the server holds you to, so a client can check a file before it sends it. Without
+    a key on a server that wants one, `owner_id` is null and `auth_enabled` true: time to ask for a key. A wrong
+    key answers 401, so this is also a cheap way to check one. The web app shows the owner beside Sign out."""
     s = node.settings
     limits = CallerLimits(max_file_size=int(s.storage.max_file_size), max_image_pixels=s.storage.max_image_pixels,
                           max_request_size=int(s.server.max_request_size),
                           max_jobs_per_owner=s.scheduler.max_jobs_per_owner,
                           file_lifetime_seconds=s.storage.file_lifetime)
-    return Caller(owner_id=principal.owner_id, role=principal.role, key_id=principal.key_id,
-                  auth_enabled=s.auth.enabled, limits=limits)
+    return Caller(owner_id=principal and principal.owner_id, role=principal and principal.role,
+                  key_id=principal and principal.key_id, auth_enabled=s.auth.enabled, limits=limits)

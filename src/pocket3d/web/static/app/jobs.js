@@ -8,11 +8,17 @@ import { FEATURE_NAMES, fill, h, seconds, showError, when } from "./ui.js";
 const FOLLOWED_AT_ONCE = 3;  // SSE streams the list keeps open; a browser allows 6 connections a host
 const POLL_MS = 3000;
 
-/** What a job was about, in a few words: its prompt, input or model. */
+/** What a job was about, in a few words: what it made, and from what. */
 export function jobTitle(job) {
   const input = job.input || {};
-  const what = input.text_prompt ? `“${input.text_prompt}”` : null;
-  return [FEATURE_NAMES[job.feature] || job.feature, what].filter(Boolean).join(": ");
+  const images = (input.images || []).length + Object.keys(input.views || {}).length;
+  const source = input.mesh?.startsWith?.("job_") ? "of a job's result" : "";
+  const made = {
+    mesh_generation: images > 1 ? `Mesh from ${images} views` : images ? "Mesh from an image" : "Mesh",
+    texture_generation: "Texture", segmentation: "Parts", auto_rigging: "Rig",
+  }[job.feature] || job.feature;
+  const prompt = input.text_prompt ? `“${input.text_prompt.length > 60 ? input.text_prompt.slice(0, 57) + "…" : input.text_prompt}”` : "";
+  return [made, source, prompt].filter(Boolean).join(" ");
 }
 
 /** The preview image of a finished job as a blob: URL (fetched with the key), or null. */
@@ -27,10 +33,12 @@ export async function previewUrl(job) {
 }
 
 export class JobCard {
-  constructor(job) {
+  /** `onPage`: the card heads the job's own page (no link to it). */
+  constructor(job, { onPage = false } = {}) {
     this.job = job;
     this.thumb = h("div", { class: "thumb-box" });
-    this.title = h("a", { href: `#/jobs/${job.job_id}`, class: "title" });
+    this.title = onPage ? h("span", { class: "title" }) : h("a", { href: `#/jobs/${job.job_id}`, class: "title" });
+    this.meta = h("div", { class: "muted meta" });
     this.status = h("span", { class: "status" });
     this.bar = h("progress", { max: 100, value: 0 });
     this.percent = h("span", { class: "percent" });
@@ -43,11 +51,11 @@ export class JobCard {
     this.element = h("article", { class: "card", dataset: { jobId: job.job_id } },
       this.thumb,
       h("div", { class: "body" },
-        h("header", {}, this.title, this.status),
+        h("header", {}, this.title, this.status), this.meta,
         h("div", { class: "progress-line" }, this.bar, this.percent),
         this.stages, this.message, this.warnings, this.queue, this.error,
         h("div", { class: "card-actions" }, this.cancel,
-          h("a", { href: `#/jobs/${job.job_id}`, class: "button secondary small" }, "Open"))));
+          onPage ? null : h("a", { href: `#/jobs/${job.job_id}`, class: "button secondary small" }, "Open"))));
     this.update(job);
   }
 
@@ -56,7 +64,8 @@ export class JobCard {
     const el = this.element;
     el.dataset.status = job.status;
     this.title.textContent = jobTitle(job);
-    this.title.title = `${job.job_id} · ${job.model} · ${when(job.created_at)}`;
+    this.meta.textContent = `${job.model} · ${when(job.created_at)}`;
+    this.meta.title = job.job_id;
     this.status.textContent = job.cancel_requested && !FINAL.has(job.status) ? "cancelling" : job.status;
     this.status.className = `status ${job.status}`;
     this.bar.value = job.progress;

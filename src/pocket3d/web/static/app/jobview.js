@@ -39,7 +39,7 @@ export class JobPage {
   async start() {
     try {
       let job = await api(`/jobs/${this.jobId}`, { signal: this.controller.signal });
-      this.card = new JobCard(job);
+      this.card = new JobCard(job, { onPage: true });
       this.cardSlot.append(this.card.element);
       this.head.querySelector("h2").textContent = jobTitle(job);
       this.showInputs(job);

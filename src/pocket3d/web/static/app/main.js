@@ -18,9 +18,10 @@ async function start() {
   try {
     caller = await api("/me");
   } catch (error) {
-    if (error.status === 401) return signIn();
+    if (error.status === 401) return signIn("The key of this session was not accepted: sign in again.");
     return fill(main, h("section", { class: "panel" }, h("h2", {}, "The server did not answer"), errorSlot(error)));
   }
+  if (!caller.owner_id) return signIn();
   drawWho();
   models = await api("/system/models");
   route();

@@ -47,7 +47,8 @@ export class SystemPage {
             h("td", {}, j.model), h("td", {}, j.status + (j.queue_position !== null ? ` #${j.queue_position + 1}` : "")),
             h("td", {}, `${Math.round(j.progress)} %`)))))
         : h("p", { class: "muted" }, "Nothing waiting or running."));
-      fill(this.models, h("ul", { class: "models" }, models.models.map((m) => h("li", { class: m.available ? "" : "unavailable" },
+      const listed = [...models.models].sort((a, b) => Number(b.available) - Number(a.available));
+      fill(this.models, h("ul", { class: "models" }, listed.map((m) => h("li", { class: m.available ? "on" : "off" },
         h("strong", {}, m.id), ` ${FEATURE_NAMES[m.feature] || m.feature.replaceAll("_", " ")}`,
         m.loaded ? h("span", { class: "tag" }, "loaded") : null,
         m.available ? null : h("div", { class: "muted" }, m.unavailable_reasons.join("; "))))));

@@ -19,10 +19,22 @@ export function partColor(index) {
   return new THREE.Color().setHSL((index * 0.618034) % 1, 0.65, 0.52);
 }
 
+/** Whether WebGL runs on the CPU (SwiftShader, llvmpipe): then antialiasing and fine shadows cost more than they
+ * give, and orbiting would stutter. */
+function softwareRendering() {
+  const gl = document.createElement("canvas").getContext("webgl2");
+  const info = gl?.getExtension("WEBGL_debug_renderer_info");
+  const name = info ? String(gl.getParameter(info.UNMASKED_RENDERER_WEBGL)) : "";
+  gl?.getExtension("WEBGL_lose_context")?.loseContext();
+  return /swiftshader|llvmpipe|software/i.test(name);
+}
+const SOFTWARE = softwareRendering();
+
 export class Viewer {
   constructor(canvas) {
     this.canvas = canvas;
-    this.renderer = new THREE.WebGLRenderer({ canvas, antialias: true, preserveDrawingBuffer: true });
+    // preserveDrawingBuffer: the picture can be read back (a screenshot, the tests).
+    this.renderer = new THREE.WebGLRenderer({ canvas, antialias: !SOFTWARE, preserveDrawingBuffer: true });
     this.renderer.setPixelRatio(Math.min(window.devicePixelRatio, 2));
     this.renderer.outputColorSpace = THREE.SRGBColorSpace;
     this.renderer.toneMapping = THREE.NeutralToneMapping;
@@ -38,7 +50,7 @@ export class Viewer {
 
     this.sun = new THREE.DirectionalLight(0xffffff, 1.2);
     this.sun.castShadow = true;
-    this.sun.shadow.mapSize.set(1024, 1024);
+    this.sun.shadow.mapSize.setScalar(SOFTWARE ? 512 : 2048);
     this.sun.shadow.bias = -0.0005;
     this.scene.add(this.sun, this.sun.target);
     this.ground = new THREE.Mesh(new THREE.PlaneGeometry(1, 1), new THREE.ShadowMaterial({ opacity: 0.22 }));
