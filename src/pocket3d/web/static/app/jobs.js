@@ -74,7 +74,7 @@ export class JobCard {
     fill(this.stages, job.stages.map((s) => h("li", { class: s.status },
       s.name.replaceAll("_", " "),
       s.status === "running" ? ` ${Math.round(s.progress)} %` : s.status === "succeeded" ? " ✓" : "")));
-    this.message.textContent = job.error ? "" : (job.message || "");
+    this.message.textContent = FINAL.has(job.status) ? "" : (job.message || "");
     fill(this.warnings, (job.warnings || []).map((w) => h("li", {}, `⚠ ${w.message}`)));
     const waiting = [];
     if (job.queue_position !== null && job.queue_position !== undefined && job.status === "queued") {

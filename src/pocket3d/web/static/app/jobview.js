@@ -70,9 +70,14 @@ export class JobPage {
       box.append(slot);
       try {
         if (ref.startsWith("data:")) continue;
-        const [url, format] = ref.startsWith("file_")
-          ? [`/api/v1/files/${ref}/content`, (await api(`/files/${ref}`)).format]
-          : [`/api/v1/jobs/${ref.split("/")[0]}/outputs/${ref.split("/")[1]}`, ref.split(".").pop()];
+        let url, format;
+        if (ref.startsWith("file_")) {
+          const info = await api(`/files/${ref}`);
+          [url, format] = [`/api/v1/files/${ref}/content`, info.format];
+          slot.querySelector("figcaption").textContent = [label, info.filename || ref].filter(Boolean).join(": ");
+        } else {
+          [url, format] = [`/api/v1/jobs/${ref.split("/")[0]}/outputs/${ref.split("/")[1]}`, ref.split(".").pop()];
+        }
         const blob = await fetchBlob(url, { signal: this.controller.signal });
         if (kind === "image") {
           slot.prepend(h("img", { src: URL.createObjectURL(blob), alt: `input ${label || ref}` }));
@@ -106,7 +111,7 @@ export class JobPage {
       "aria-label": "the result in 3D: drag to orbit, scroll to zoom, right-drag to pan; arrow keys orbit, + and - zoom, 0 resets" });
     const box = h("div", { class: "viewer", id: "viewer" }, canvas);
     const tools = h("div", { class: "viewer-tools" });
-    this.stage.append(box, tools);
+    this.stage.append(tools, box);
     const viewer = new Viewer(canvas);
     this.viewers.push(viewer);
     const info = await viewer.load(await fetchBlob(glb.url, { signal: this.controller.signal }), "glb");
@@ -115,8 +120,8 @@ export class JobPage {
       h("span", { class: "check" }, wire, h("label", { for: "wireframe" }, "Wireframe")),
       h("button", { type: "button", class: "button secondary small", onclick: () => viewer.reset() }, "Reset view"),
       h("span", { class: "muted", id: "triangles" }, `${Math.round(info.triangles).toLocaleString("en")} triangles`));
-    if (info.parts.length) tools.after(this.legend(viewer, info.parts));
-    if (info.bones.length) tools.after(this.rigControls(viewer, info.bones));
+    if (info.parts.length) box.after(this.legend(viewer, info.parts));
+    if (info.bones.length) box.after(this.rigControls(viewer, info.bones));
     box.dataset.ready = "true";
   }
 
