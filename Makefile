@@ -57,7 +57,6 @@ test: $(STAMP) $(BPY_STAMP)
 	scripts/ensure-web-vendor.sh
 	scripts/ensure-chromium.sh
 	$(BIN)/pocket3d weights fetch
-	scripts/ensure-chromium.sh
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP)
