@@ -282,6 +282,36 @@ def test_every_page_loads_only_from_the_server_without_errors(crate_job: dict, p
     assert np.abs(canvas_pixels(page) - before).mean() > 1
 
 
+def test_the_form_works_from_the_keyboard_and_an_error_shows_beside_its_file(pages: Pages, tmp_path: Path) -> None:
+    page = pages.open("/", "phone")
+    page.wait_for_selector("#form-image")
+    page.click("#tab-image")
+    for _ in range(12):  # from the tab to the file picker, with the focus in sight
+        page.keyboard.press("Tab")
+        if page.evaluate("document.activeElement.id") == "pick-images":
+            break
+    assert page.evaluate("document.activeElement.id") == "pick-images"
+    outline = page.eval_on_selector("label[for=pick-images]", "l => getComputedStyle(l).outlineStyle")
+    assert outline != "none", "the focused picker shows it"
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not a picture at all" * 10)
+    with page.expect_file_chooser() as chooser:
+        page.keyboard.press("Space")
+    chooser.value.set_files(str(broken))
+    page.wait_for_selector(".thumb .name:text('broken.png')")
+    for _ in range(10):  # on to the Create button
+        page.keyboard.press("Tab")
+        if page.evaluate("document.activeElement.type") == "submit":
+            break
+    page.keyboard.press("Enter")
+    error = page.wait_for_selector(".thumb .error")
+    assert "UNSUPPORTED_MEDIA_TYPE" in error.text_content() or "image" in error.text_content().lower()
+    assert error.query_selector(".hint") is not None, "the API's hint is shown with its message"
+    # The browser logs the refused upload as a failed resource: the one console error this test expects.
+    guard = pages.opened[-1][1]
+    guard.errors = [e for e in guard.errors if "status of 415" not in e]
+
+
 def test_the_page_has_a_policy_and_the_docs_still_work(app_server, pages: Pages) -> None:
     r = httpx.get(app_server.url + "/", timeout=10)
     policy = r.headers["content-security-policy"]
