@@ -149,7 +149,7 @@ def test_bad_submissions(small_server) -> None:
         assert_error(c.post("/segment", json={"mesh": image_id}), 422, "INVALID_REQUEST")
         assert_error(c.post("/mesh/generate", json={"images": ["file_doesnotexist"]}), 404, "FILE_NOT_FOUND")
         assert_error(c.post("/mesh/generate", json={"images": ["https://example.com/cat.png"]}), 422,
-                     "INVALID_REQUEST")
+                     "INPUT_URL_FORBIDDEN")  # URL inputs are off unless inputs.allow_urls
         assert_error(c.post("/mesh/generate", json={"images": ["data:image/png;base64,@@@"]}), 422,
                      "INVALID_DATA_URI")
         truncated = (IMAGES / "T.png").read_bytes()[:5000]

@@ -25,8 +25,9 @@ def test_a_local_path_instead_of_a_file_id_says_to_upload_it(client: httpx.Clien
     body = _error(client.post("/segment", json={"mesh": "file_nosuchfile"}), 404, "FILE_NOT_FOUND")
     assert "not found" in body["message"] and "POST /api/v1/files" in body["hint"]
     body = _error(client.post("/mesh/generate", json={"images": ["https://example.com/chair.png"]}), 422,
-                  "INVALID_REQUEST")
+                  "INPUT_URL_FORBIDDEN")
     assert "URLs are not fetched" in body["message"] and "POST /api/v1/files" in body["hint"]
+    assert "inputs.allow_urls" in body["hint"]
 
 
 def test_a_format_the_model_cannot_write_names_the_formats_it_can(client: httpx.Client) -> None:
