@@ -174,6 +174,8 @@ class MeshFields(_CommonFields, total=False):
     images: Sequence[FileRef]
     views: Mapping[ViewName, FileRef] | None  # named views instead of images (left: the object's own left)
     target_faces: int | None
+    texture: bool  # False: the shape only
+    view_renders: bool  # also view_0.png..view_3.png: the result from the front, left, back and right
 
 
 class TextureFields(_CommonFields, total=False):
@@ -182,6 +184,7 @@ class TextureFields(_CommonFields, total=False):
     images: Sequence[FileRef]
     views: Mapping[ViewName, FileRef] | None
     target_faces: int | None
+    view_renders: bool
 
 
 class MeshInputFields(_CommonFields, total=False):
