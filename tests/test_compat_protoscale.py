@@ -121,6 +121,7 @@ def test_cors_on_answers_and_errors(api, page_site):
         assert r.headers["access-control-allow-origin"] == page_site.origin
 
 
+@pytest.mark.browser
 def test_flows_in_a_browser_from_another_origin(api, page_site, browser):
     page = browser.new_page()
     console: list[str] = []
