@@ -173,6 +173,9 @@ def test_downloads_redirect_to_a_presigned_url_and_expired_outputs_leave_the_buc
     env = s3_env(s3_server, prefix, POCKET3D_STORAGE__S3__DOWNLOADS="redirect",
                  POCKET3D_STORAGE__S3__PUBLIC_ENDPOINT=public)
     srv = make_server(data_dir, env=env)
+    # The web app fetches its downloads from the store: its page's policy lets it, and no other host.
+    policy = httpx.get(srv.url + "/", timeout=30).headers["content-security-policy"]
+    assert f"connect-src 'self' blob: data: {public} " in policy + " "
     with srv.client() as c:
         job = submit(c, "/mesh/generate?wait=30", {"images": [upload(c, IMAGES / "T.png")["file_id"]]}, expect=200)
         model = next(o for o in job["outputs"] if o["name"] == "model.glb")

@@ -114,6 +114,7 @@ def submit_with_the_form(page, tab: str, path: Path) -> str:  # noqa: ANN001
     page.click(f"#tab-{tab}")
     picker = "#pick-images" if tab == "image" else "#pick-mesh"
     page.set_input_files(picker, str(path))
+    page.wait_for_selector(".cards[data-loaded]", state="attached")
     before = set(page.eval_on_selector_all(".card", "cards => cards.map(c => c.dataset.jobId)"))
     page.click(f"#form-{tab} button[type=submit]")
     page.wait_for_function("n => document.querySelectorAll('.card').length > n", arg=len(before))

@@ -8,6 +8,7 @@ import logging
 import random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from urllib.parse import urlsplit
 
 from asgi_correlation_id import CorrelationIdMiddleware
 from fastapi import FastAPI
@@ -21,6 +22,7 @@ from pocket3d.api.auth import AuthMiddleware
 from pocket3d.api.errors import install_handlers
 from pocket3d.api.middleware import AccessLogMiddleware, BodyLimitMiddleware, RouteTemplates, valid_request_id
 from pocket3d.api.routes import features, files, jobs, metrics, system, webhooks
+from pocket3d.config import Settings
 from pocket3d.models.spec import Feature
 from pocket3d.node import Node
 
@@ -60,7 +62,7 @@ def create_app(node: Node, *, manage_node: bool = True) -> FastAPI:
     compat.install(app, node)
 
     # The web app at "/" (its files under /app); the API and its docs stay where they are.
-    web.install(app)
+    web.install(app, connect=download_origins(settings))
 
     # The key is checked from the headers before anything reads a body.
     app.add_middleware(AuthMiddleware, store=node.store, enabled=settings.auth.enabled)
@@ -84,6 +86,20 @@ def create_app(node: Node, *, manage_node: bool = True) -> FastAPI:
     # Outermost: a compat flavour served at / or on its own port is moved onto its mount before anything looks.
     app.add_middleware(compat.CompatMount, settings=settings)
     return app
+
+
+def download_origins(settings: Settings) -> list[str]:
+    """Where downloads are redirected, when they are (presigned URLs of an S3 store): the web app fetches outputs
+    there, so its Content-Security-Policy names them (the bucket also needs a CORS rule for the server's origin)."""
+    storage = settings.storage
+    if storage.backend != "s3" or storage.s3.downloads != "redirect":
+        return []
+    endpoint = storage.s3.public_endpoint or storage.s3.endpoint
+    if endpoint is None:
+        return ["https://*.amazonaws.com"]
+    parts = urlsplit(endpoint)
+    # Virtual-hosted addressing puts the bucket in the host name.
+    return [f"{parts.scheme}://{parts.netloc}", f"{parts.scheme}://*.{parts.netloc}"]
 
 
 def log_start(node: Node) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 from fastapi import FastAPI
@@ -29,7 +30,8 @@ _IMPORT_MAP = re.compile(r'<script type="importmap">(.*?)</script>', re.DOTALL)
 COMMON_HEADERS = {"X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"}
 
 
-def content_security_policy(page: str) -> str:
+def content_security_policy(page: str, connect: Sequence[str] = ()) -> str:
+    """``connect``: other origins the page may fetch from (where downloads are redirected: an S3 store)."""
     scripts = ["'self'"]
     if (found := _IMPORT_MAP.search(page)) is not None:
         digest = base64.b64encode(hashlib.sha256(found.group(1).encode()).digest()).decode()
@@ -39,7 +41,7 @@ def content_security_policy(page: str) -> str:
         f"script-src {' '.join(scripts)}",
         "style-src 'self'",
         "img-src 'self' blob: data:",
-        "connect-src 'self' blob: data:",
+        " ".join(["connect-src 'self' blob: data:", *connect]),
         "worker-src 'self' blob:",
         "font-src 'self'",
         "object-src 'none'",
@@ -60,8 +62,9 @@ def vendored() -> bool:
     return VENDOR_MARKER.is_file()
 
 
-def install(app: FastAPI, path: str = "/") -> None:
-    """Serve the page at ``path`` and its files under ``/app``."""
+def install(app: FastAPI, path: str = "/", *, connect: Sequence[str] = ()) -> None:
+    """Serve the page at ``path`` and its files under ``/app``; ``connect``: origins besides the server's that the
+    page may fetch from (see ``content_security_policy``)."""
 
     @app.api_route(path, methods=["GET", "HEAD"], include_in_schema=False)
     async def web_app() -> Response:
@@ -71,7 +74,7 @@ def install(app: FastAPI, path: str = "/") -> None:
                 "scripts/ensure-web-vendor.sh) in the checkout, or install pocket3d from a wheel built after it. "
                 "The API and its docs (/docs) work without them.", status_code=503, headers=COMMON_HEADERS)
         page = INDEX.read_text()
-        return HTMLResponse(page, headers={**COMMON_HEADERS, "Content-Security-Policy": content_security_policy(page),
+        return HTMLResponse(page, headers={**COMMON_HEADERS, "Content-Security-Policy": content_security_policy(page, connect),
                                            "Cache-Control": "no-cache"})
 
     app.mount("/app", _AppFiles(directory=STATIC / "app", check_dir=False), name="web-app")

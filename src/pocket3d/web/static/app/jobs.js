@@ -139,6 +139,7 @@ export class JobList {
       showError(this.error, null);
       for (const job of page.jobs) this.place(job, false);
       this.cursor = page.next_cursor;
+      this.list.dataset.loaded = "true";
       this.more.hidden = !page.next_cursor;
       this.empty.hidden = this.cards.size > 0;
     } catch (error) {
