@@ -12,7 +12,8 @@ const POLL_MS = 3000;
 export function jobTitle(job) {
   const input = job.input || {};
   const images = (input.images || []).length + Object.keys(input.views || {}).length;
-  const source = input.mesh?.startsWith?.("job_") ? "of a job's result" : "";
+  const source = input.convert_of ? `in ${(input.output_formats || []).join(", ").toUpperCase()}`
+    : input.mesh?.startsWith?.("job_") ? "of a job's result" : "";
   const made = {
     mesh_generation: images > 1 ? `Mesh from ${images} views` : images ? "Mesh from an image" : "Mesh",
     texture_generation: "Texture", segmentation: "Parts", auto_rigging: "Rig",
@@ -164,6 +165,7 @@ export class JobList {
   }
 
   watch(card) {
+    if (this.controller.signal.aborted) return;  // the list is gone: its streams were closed, open no more
     if (FINAL.has(card.job.status) || this.followed.has(card.job.job_id)) return;
     if (this.followed.size >= FOLLOWED_AT_ONCE) return;  // polled instead
     this.followed.add(card.job.job_id);

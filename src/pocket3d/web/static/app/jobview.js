@@ -87,6 +87,11 @@ export class JobPage {
           const viewer = new Viewer(canvas);
           this.viewers.push(viewer);
           await viewer.load(blob, format);
+          const turned = job.orientation?.applied_rotation;
+          if (turned) {  // shown upright, as the model saw it
+            viewer.turn(turned.matrix);
+            slot.querySelector("figcaption").append(` (turned ${turned.degrees}° about ${turned.axis.toUpperCase()} to stand Y-up)`);
+          }
         }
       } catch (error) {
         slot.append(h("div", { class: "muted" }, error.status === 410 || error.status === 404
@@ -104,7 +109,10 @@ export class JobPage {
     const glb = job.outputs.find((o) => o.name === "model.glb");
     this.side.append(this.downloads(job), this.actions(job));
     if (!glb) {
-      this.stage.append(h("p", { class: "muted" }, "This job has no GLB to show; its downloads are beside."));
+      const source = job.input?.convert_of;
+      this.stage.append(h("p", { class: "muted" }, source
+        ? ["A conversion of ", h("a", { href: `#/jobs/${source}` }, source), ": the 3D view is on its page."]
+        : "This job made no GLB to show; its downloads are beside."));
       return;
     }
     const canvas = h("canvas", { class: "viewer-canvas", tabindex: 0,

@@ -12,7 +12,7 @@ import { OrbitControls } from "three/addons/controls/OrbitControls.js";
 import { RoomEnvironment } from "three/addons/environments/RoomEnvironment.js";
 
 export const BACKGROUND = 0xe9ecf1;
-const GREY = new THREE.MeshStandardMaterial({ color: 0xb8bcc4, roughness: 0.7, metalness: 0 });
+const GREY = new THREE.MeshStandardMaterial({ color: 0x9ea4ae, roughness: 0.7, metalness: 0 });
 
 /** A part's colour: hues a golden angle apart, so neighbours differ whatever their number. */
 export function partColor(index) {
@@ -131,6 +131,16 @@ export class Viewer {
       this.scene.add(this.skeleton);
     }
     this.setWireframe(this.wireframe);
+    this.frame();
+  }
+
+  /** Turn the model by a 3x3 matrix (rows), as the server turned a job's input (job.orientation), and frame it. */
+  turn(rows) {
+    const [a, b, c] = rows;
+    const m = new THREE.Matrix4().set(a[0], a[1], a[2], 0, b[0], b[1], b[2], 0, c[0], c[1], c[2], 0, 0, 0, 0, 1);
+    this.model.position.set(0, 0, 0);
+    this.model.applyMatrix4(m);
+    this.model.updateMatrixWorld(true);
     this.frame();
   }
 
