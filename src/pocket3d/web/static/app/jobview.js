@@ -77,6 +77,8 @@ export class JobPage {
           slot.querySelector("figcaption").textContent = [label, info.filename || ref].filter(Boolean).join(": ");
         } else {
           [url, format] = [`/api/v1/jobs/${ref.split("/")[0]}/outputs/${ref.split("/")[1]}`, ref.split(".").pop()];
+          fill(slot.querySelector("figcaption"), label ? `${label}: ` : "",
+            h("a", { href: `#/jobs/${ref.split("/")[0]}` }, ref));
         }
         const blob = await fetchBlob(url, { signal: this.controller.signal });
         if (kind === "image") {
