@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from client_helpers import IMAGES, assert_valid_gltf
-from compat_clients import ClientFailed, ComfyTripoNode
+from compat_clients import ClientFailed, ComfyTripoNode, glb_faces
 
 IMAGE = IMAGES / "typical_humanoid_block_robot.png"
 
@@ -25,6 +25,9 @@ def test_image_to_model_through_the_storage(node, tmp_path):
     assert_valid_gltf(path.read_bytes(), tmp_path)
     task = node.polls[-1]["data"]
     assert task["type"] == "image_to_model" and task["progress"] == 100 and isinstance(task["create_time"], int)
+    # the node's default face_limit -1 is "no limit": the model's whole mesh (the test model's 15 x 15 x 2
+    # triangles), not one cut down to a few faces
+    assert glb_faces(path.read_bytes()) == 450
 
 
 def test_storage_links_do_one_thing_each(node):

@@ -11,11 +11,12 @@ import asyncio
 import base64
 import io
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import urljoin
 
 import httpx
@@ -263,9 +264,10 @@ TRIPO_STATUSES = {"queued", "running", "success", "failed", "cancelled", "unknow
 @dataclass
 class ComfyTripoNode:
     """ComfyUI's ``TripoImageToModelNode`` against ``--comfy-api-base``: the image to the API's storage (signed
-    PUT, no key), the task naming its download URL, a poll every 5 s (at most 120), the first of pbr_model,
-    model, base_model downloaded without the key. Its pydantic models are strict: status an enum, progress an
-    integer 0-100."""
+    PUT, no key, no content type: the node passes none), the task naming its download URL with every widget's
+    value (the node's defaults: ``face_limit`` -1 means no limit), a poll every 5 s (at most 120), the first of
+    pbr_model, model, base_model downloaded without the key. Its pydantic models are strict: status an enum,
+    progress an integer 0-100."""
 
     api_base: str  # with the trailing slash, as ComfyUI urljoins "proxy/..." onto it
     key: str | None = None
@@ -286,19 +288,23 @@ class ComfyTripoNode:
             raise ClientFailed(f"{response.status_code}: {body['message']}")
         return response.json()
 
+    # The node's widgets at their defaults, as its request model sends them (exclude_none: style "None" is left out).
+    DEFAULTS: ClassVar[dict[str, Any]] = {
+        "texture": True, "pbr": True, "model_seed": 42, "texture_seed": 42, "texture_quality": "standard",
+        "texture_alignment": "original_image", "face_limit": -1, "auto_size": True, "orientation": "default",
+        "quad": False}
+
     def upload(self, image: Path) -> str:
-        slot = self._call("POST", "customers/storage", json={"file_name": f"{image.stem}.png",
-                                                               "content_type": "image/png"})
+        slot = self._call("POST", "customers/storage", json={"file_name": f"{uuid.uuid4()}.png"})
         self.requests.append("PUT upload_url")
-        put = httpx.put(slot["upload_url"], content=image.read_bytes(), headers={"Content-Type": "image/png"},
-                        timeout=60)
+        put = httpx.put(slot["upload_url"], content=image.read_bytes(), timeout=60)
         put.raise_for_status()
         return slot["download_url"]
 
     def run(self, image: Path, out_dir: Path, **options: Any) -> Path:
         url = self.upload(image)
         created = self._call("POST", "proxy/tripo/v2/openapi/task", json={
-            "type": "image_to_model", "file": {"type": "jpeg", "url": url}, "auto_size": True, **options})
+            "type": "image_to_model", "file": {"type": "jpeg", "url": url}, **self.DEFAULTS, **options})
         assert created["code"] == 0
         task_id = created["data"]["task_id"]
         for _ in range(120):

@@ -123,8 +123,9 @@ def _seed(value: int | None) -> int | None:
 
 def mesh_options(options: GenerationOptions) -> dict[str, Any]:
     faces = options.face_limit
+    # face_limit <= 0 is Tripo's "no limit" (ComfyUI's nodes send -1 by default)
     return {"seed": _seed(options.model_seed), "texture": options.texture,
-            "target_faces": min(max(faces, 100), 5_000_000) if faces else None,
+            "target_faces": min(max(faces, 100), 5_000_000) if faces is not None and faces > 0 else None,
             "quality": Quality.HIGH if options.geometry_quality == "detailed" else Quality.MEDIUM}
 
 
