@@ -74,14 +74,18 @@ def test_rig_texture_and_segment_a_finished_task_by_its_id(compat_server, tmp_pa
         base = await client.wait_for_task(await client.image_to_model(str(IMAGE)), polling_interval=FAST)
         rigged = await client.rig_model(base.task_id)
         textured = await client.texture_model(base.task_id, text_prompt="rusty orange metal")
+        retextured = await client.texture_model(base.task_id)  # no prompt: after the image it was made from
         parts = await client.mesh_segmentation(base.task_id)
-        done = [await client.wait_for_task(t, polling_interval=FAST) for t in (rigged, textured, parts)]
-        return done, await client.download_task_models(done[0], str(tmp_path))
+        done = [await client.wait_for_task(t, polling_interval=FAST) for t in (rigged, textured, retextured, parts)]
+        return base, done, await client.download_task_models(done[0], str(tmp_path))
 
-    (rigged, textured, parts), files = run(compat_server, flow)
-    assert [t.status for t in (rigged, textured, parts)] == [TaskStatus.SUCCESS] * 3, \
-        [(t.status, t.error_msg) for t in (rigged, textured, parts)]
+    base, (rigged, textured, retextured, parts), files = run(compat_server, flow)
+    assert [t.status for t in (rigged, textured, retextured, parts)] == [TaskStatus.SUCCESS] * 4, \
+        [(t.status, t.error_msg) for t in (rigged, textured, retextured, parts)]
     assert (rigged.type, textured.type, parts.type) == ("animate_rig", "texture_model", "mesh_segmentation")
+    with compat_server.client() as native:
+        source = native.get(f"/jobs/{base.task_id}").json()["input"]["images"]
+        assert native.get(f"/jobs/{retextured.task_id}").json()["input"]["images"] == source
     glb = Path(files["model"]).read_bytes()
     assert_valid_gltf(glb, tmp_path)
     assert json.loads(glb[20:20 + int.from_bytes(glb[12:16], "little")])["skins"]  # a skinned model

@@ -142,12 +142,19 @@ async def input_ref(request: Request, principal: Principal, value: str, role: st
     if role == "mesh":
         made = next((o.name for o in job.outputs if o.public and o.name.startswith("model.")), "model.glb")
         return f"{job.id}/{made}"
-    image = next((o.name for o in job.outputs if o.public and o.media_type.startswith("image/")
-                  and o.name != "preview.png" and not o.name.startswith("view_")), None)
+    image = made_image(job)
     if image is None:
         raise CompatError(400, f"task {job.id} made no image to start from", code=ErrorCode.INVALID_REQUEST,
                           hint="pass a file_token from POST /v3/files instead")
-    return f"{job.id}/{image}"
+    return image
+
+
+def made_image(job: JobRecord) -> str | None:
+    """An image the job made that a new job can start from (a drawn view, a cut-out; not its renders), as a
+    native input."""
+    name = next((o.name for o in job.outputs if o.public and o.media_type.startswith("image/")
+                 and o.name != "preview.png" and not o.name.startswith("view_")), None)
+    return f"{job.id}/{name}" if name is not None else None
 
 
 async def create(request: Request, principal: Principal, feature: Feature, native: _FeatureRequest,
@@ -303,17 +310,32 @@ async def texture_model(request: Request) -> JSONResponse:
 
 async def texture_request(request: Request, principal: Principal, source: str, prompt: TexturePrompt | None,
                           seed: int | None) -> TextureGenerationRequest:
-    """Guided by the prompt's text or image; without one, by the source task's own prompt."""
+    """Guided by the prompt's text or image; without one, by what guided the source task (as Tripo textures a
+    model after its original image)."""
     mesh = await input_ref(request, principal, source, "mesh")
     text = prompt.text if prompt else None
     images = [await input_ref(request, principal, prompt.image, "image")] if prompt and prompt.image else []
     if not text and not images:
         source_job = await base.read_job(request, principal, source) if source.startswith("job_") else None
-        text = source_job.request.get("text_prompt") if source_job is not None else None
-        if not text:
+        if source_job is not None:
+            text, images = source_guide(source_job)
+        if not text and not images:
             raise CompatError(400, "give texture_prompt.text or texture_prompt.image to guide the texture",
                               code=ErrorCode.INVALID_REQUEST)
     return TextureGenerationRequest(mesh=mesh, text_prompt=text, images=images, seed=_seed(seed))
+
+
+def source_guide(job: JobRecord) -> tuple[str | None, list[str]]:
+    """What a task was made from: its prompt; else the image it made from its input (the cut-out); else the
+    image it was given, while that is still stored (a data: URI is not kept whole in the request's echo)."""
+    if job.request.get("text_prompt"):
+        return job.request["text_prompt"], []
+    made = made_image(job)
+    if made is not None:
+        return None, [made]
+    given = job.input or {}
+    first = (given.get("images") or [None])[0] or (given.get("views") or {}).get("front")
+    return None, [first] if isinstance(first, str) and not first.startswith("data:") else []
 
 
 @router.post("/v3/animations/rig")
