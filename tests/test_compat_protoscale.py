@@ -113,6 +113,10 @@ def test_errors_and_refusals(api, tmp_path):
     httpx.post(f"{api}/api/jobs/{job_id}/generate-3d")
     failed = poll(api, job_id)
     assert failed["status"] == "failed" and "no object" in failed["error"]
+    # the history lists the models the app can open, as the original did: not this failed one, nor an upload alone
+    pending = upload(api)
+    listed = [item["job_id"] for item in httpx.get(f"{api}/api/jobs").json()]
+    assert job_id not in listed and pending not in listed
 
 
 def test_cors_on_answers_and_errors(api, page_site):

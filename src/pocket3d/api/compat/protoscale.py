@@ -169,12 +169,12 @@ async def history(request: Request) -> JSONResponse:
     owner = None if principal.is_admin else principal.owner_id
     found = await run_in_threadpool(
         lambda: sessions.list_for(node.store, flavour="protoscale", owner_id=owner, now=time.time()))
+    # Only the sessions with a model, as the original listed them: the app shows each as a model to open.
     items = []
     for session in found:
         job = await _job_of(request, principal, session, MODEL)
-        has_model = job is not None and job.status == JobStatus.SUCCEEDED and \
-            base.public_output(job, "model.glb") is not None
-        items.append({"job_id": session.id, "has_model": has_model, "created_at": iso(session.created_at)})
+        if job is not None and job.status == JobStatus.SUCCEEDED and base.public_output(job, "model.glb"):
+            items.append({"job_id": session.id, "has_model": True, "created_at": iso(session.created_at)})
     return JSONResponse(items)
 
 
