@@ -12,6 +12,10 @@ from PIL import Image
 
 from client_helpers import IMAGES
 from compat_clients import ClientFailed, TrellisClient
+from server import SUPPORT, InProcessServer
+
+from pocket3d.config import load_settings
+from pocket3d.node import Node
 
 IMAGE = IMAGES / "typical_vehicle_biplane.png"
 RESULT_KEYS = {"vertices", "faces", "vertex_colors", "vertex_normals"}
@@ -105,3 +109,25 @@ def test_the_body_is_json_without_base64_bytes(compat_server):
                    json={"image": base64.b64encode(IMAGE.read_bytes()).decode()})
     assert r.headers["content-type"] == "application/json"
     assert "glb_data" not in json.loads(r.content)
+
+
+def test_an_owners_full_share_is_still_loading_for_the_client(tmp_path):
+    """Every TRELLIS job acts as one owner: when that owner has scheduler.max_jobs_per_owner jobs, the client hears
+    503 "still loading" and retries (as for a full queue), it does not fail at once. No scheduler runs here: the
+    job that fills the share stays queued."""
+    settings = load_settings(SUPPORT / "system.yaml", data_dir=tmp_path / "data",
+                             models_file=SUPPORT / "models-compat.yaml", scheduler={"max_jobs_per_owner": 1},
+                             compat={"trellis": {"model": "compat_knobs"}})
+    node = Node(settings)
+    try:
+        server = InProcessServer(node, manage_node=False)
+        with server as native:
+            with open(IMAGE, "rb") as f:
+                file_id = native.post("/files", files={"file": ("plane.png", f, "image/png")}).json()["file_id"]
+            assert native.post("/mesh/generate", json={"images": [file_id]}).status_code == 202
+            trellis = TrellisClient(f"{server.url}/compat/trellis", base_delay=0.01)
+            with pytest.raises(ClientFailed, match="Models not loaded"):  # what it says when its retries run out
+                trellis.generate(TrellisClient.request(IMAGE))
+            assert trellis.posts == [503, 503, 503, 503]
+    finally:
+        node.stop()

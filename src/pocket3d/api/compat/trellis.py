@@ -3,8 +3,8 @@
 
 The client retries by status code, each retry a new job: 422 fails at once (a bad body, or a job that failed for
 a reason a retry would meet again), 500 is retried after 1, 2 and 4 s (a crashed or lost worker, out of memory),
-503 is retried only when its body says ``still loading`` (here: the queue is full), and a 503 without it means
-"Models not loaded" (no model can serve the request).
+503 is retried only when its body says ``still loading`` (here: the queue, or the share of the owner TRELLIS jobs
+act as, is full), and a 503 without it means "Models not loaded" (no model can serve the request).
 """
 
 from __future__ import annotations
@@ -27,6 +27,8 @@ from pocket3d.models.spec import Feature
 
 MODEL = "trellis2-4b"  # the model its clients were written for, used when available
 STILL_LOADING = "still loading"  # the words that make the client retry a 503
+# No room for the job now (the queue, or the share of the owner every TRELLIS job acts as): 503 "still loading".
+NO_ROOM = {ErrorCode.QUEUE_FULL, ErrorCode.CONCURRENCY_LIMITED}
 # Job failures a retry may get past; any other failure would happen again.
 TRANSIENT = {ErrorCode.OUT_OF_MEMORY, ErrorCode.WORKER_CRASHED, ErrorCode.WORKER_LOST, ErrorCode.STORAGE_UNAVAILABLE,
              ErrorCode.INTERNAL_ERROR, ErrorCode.SERVER_BUSY}
@@ -35,13 +37,13 @@ NO_MODEL = {ErrorCode.MODEL_UNAVAILABLE, ErrorCode.NO_MODEL_FOR_REQUEST, ErrorCo
 
 def _error(request: Request, e: CompatError) -> Response:
     message = e.message
-    if e.code == ErrorCode.QUEUE_FULL:
+    if e.code in NO_ROOM:
         message = f"{message} ({STILL_LOADING}: retry in a few seconds)"
     return JSONResponse({"detail": message}, status_code=e.status, headers=e.headers)
 
 
 def _status_of(e: Pocket3DError) -> int:
-    if e.code == ErrorCode.QUEUE_FULL or e.code in NO_MODEL:
+    if e.code in NO_ROOM or e.code in NO_MODEL:
         return 503
     if e.code in TRANSIENT or e.http_status >= 500:
         return 500
