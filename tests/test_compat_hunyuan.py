@@ -98,10 +98,11 @@ def test_bad_bodies_answer_in_the_original_shape(api):
     assert r.status_code == 404 and r.json()["error_code"] == 1
 
 
-def test_blender_mcp_local_api(api, tmp_path):
-    result = BlenderMCP(api).generate(IMAGE, tmp_path)
+def test_blender_mcp_local_api(api, native, tmp_path):
+    result = BlenderMCP(api).generate(tmp_path, image=IMAGE, text="a wooden crate")
     assert result["status"] == "DONE"
     assert glb_faces(open(result["path"], "rb").read()) > 0
+    assert latest_job(native)["model"] == "compat_knobs"  # given both, the image decides, as in the original
 
 
 def test_synctwin_health_async_generation_and_strict_polls(api, native):

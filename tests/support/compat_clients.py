@@ -39,7 +39,9 @@ def glb_faces(data: bytes) -> int:
 @dataclass
 class HunyuanBlender:
     """Tencent's Hunyuan3D-2 Blender add-on (``blender_addon.py``): one synchronous POST /generate without a
-    timeout; the answer's bytes are written to a .glb and imported, anything but 200 shows the body's text."""
+    timeout; the selected mesh goes along only when "Generate Texture" is on (else it is a plain generation), with
+    the image if one is set, else the prompt; the answer's bytes are written to a .glb and imported, anything but
+    200 shows the body's text."""
 
     api_url: str
     octree_resolution: int = 256
@@ -51,7 +53,7 @@ class HunyuanBlender:
         body: dict[str, Any] = {"octree_resolution": self.octree_resolution,
                                 "num_inference_steps": self.num_inference_steps,
                                 "guidance_scale": self.guidance_scale, "texture": texture}
-        if mesh is not None:
+        if mesh is not None and texture:
             body["mesh"] = base64.b64encode(mesh).decode()
         if image is not None:
             body["image"] = base64.b64encode(image.read_bytes()).decode()
@@ -65,14 +67,19 @@ class HunyuanBlender:
 
 @dataclass
 class BlenderMCP:
-    """blender-mcp's LOCAL_API mode: the same POST /generate; DONE with the file it wrote, or an error."""
+    """blender-mcp's LOCAL_API mode: the same POST /generate, with the prompt and the image when it was given
+    both (the original server then goes by the image); DONE with the file it wrote, or an error."""
 
     api_url: str
 
-    def generate(self, image: Path, out_dir: Path) -> dict[str, Any]:
-        response = httpx.post(f"{self.api_url.rstrip('/')}/generate", timeout=None, json={
-            "image": base64.b64encode(image.read_bytes()).decode(), "octree_resolution": 256,
-            "num_inference_steps": 20, "guidance_scale": 5.5, "texture": False})
+    def generate(self, out_dir: Path, *, image: Path | None = None, text: str | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {"octree_resolution": 256, "num_inference_steps": 20, "guidance_scale": 5.5,
+                                "texture": False}
+        if text:
+            body["text"] = text
+        if image is not None:
+            body["image"] = base64.b64encode(image.read_bytes()).decode()
+        response = httpx.post(f"{self.api_url.rstrip('/')}/generate", timeout=None, json=body)
         if response.status_code != 200:
             return {"status": "ERROR", "message": response.text}
         path = out_dir / "hunyuan_local.glb"
