@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import httpx
 import pytest
 from client_helpers import IMAGES, wait_final
 from receiver import Receiver, StubResolverForTests
@@ -98,3 +99,35 @@ def test_https_only_by_default(tmp_path, images):
         r = c.post("/mesh/generate", json={"images": [f"http://images.example.test:{images.port}/crate.png"]})
     assert r.status_code == 422 and r.json()["error_code"] == "INPUT_URL_FORBIDDEN"
     assert "https://" in r.json()["message"]
+
+
+def test_compat_url_inputs_go_through_the_same_guard(tmp_path, images):
+    """A URL where a Tripo SDK or ComfyUI task wants an image is a native URL input: fetched through the guard
+    when the operator allows URLs, refused where the guard refuses. (No scheduler: the fetch happens at
+    submission, and the job stays queued.)"""
+    from compat_clients import with_tripo
+    from tripo3d import TripoAPIError
+
+    node, _ = node_with(tmp_path, images, allow_urls=True, url_schemes=["https", "http"],
+                        allow_hosts=["images.example.test"], max_url_size=len(PNG) * 2)
+    base = f"http://images.example.test:{images.port}"
+    server = InProcessServer(node, manage_node=False)
+    try:
+        with server as c:
+            before = len(images.requests)
+            task_id = with_tripo(server.url, lambda client: client.image_to_model(f"{base}/crate.png"))
+            assert images.requests[before].path == "/crate.png"
+            assert c.get(f"/jobs/{task_id}").json()["status"] == "queued"
+            with pytest.raises(TripoAPIError, match="metadata"):
+                with_tripo(server.url, lambda client: client.image_to_model("http://metadata.example.test/x.png"))
+
+            comfy = f"{server.url}/compat/comfy/proxy/tripo/v2/openapi/task"
+            r = httpx.post(comfy, headers={"X-API-KEY": "any"},
+                           json={"type": "image_to_model", "file": {"type": "jpeg", "url": f"{base}/crate.png"}})
+            assert r.status_code == 200 and r.json()["code"] == 0, r.text
+            assert images.requests[-1].path == "/crate.png"
+            r = httpx.post(comfy, headers={"X-API-KEY": "any"}, json={
+                "type": "image_to_model", "file": {"type": "jpeg", "url": f"{base}/to-metadata"}})
+            assert r.status_code == 422 and r.json()["code"] != 0 and "metadata" in r.json()["message"], r.text
+    finally:
+        node.stop()
