@@ -144,6 +144,7 @@ def test_a_url_input_is_refused_where_urls_are_off(compat_server):
     with pytest.raises(TripoAPIError) as raised:
         run(compat_server, flow)
     assert "URL" in raised.value.message
+    assert "/v3/files" in raised.value.suggestion and "inputs.allow_urls" in raised.value.suggestion  # the SDK's way
 
 
 def test_a_client_at_the_bare_origin_is_told_the_mount(compat_server):

@@ -30,7 +30,7 @@ from pocket3d.api.schemas import (
     TextureGenerationRequest,
     _FeatureRequest,
 )
-from pocket3d.errors import ErrorCode
+from pocket3d.errors import ErrorCode, Pocket3DError
 from pocket3d.jobs.records import JobRecord, JobStatus
 from pocket3d.jobs.store import new_id
 from pocket3d.models.spec import Feature
@@ -43,6 +43,7 @@ TASK_ERRORS = {ErrorCode.INVALID_INPUT: 2002, ErrorCode.MODEL_ERROR: 3001, Error
                ErrorCode.TIMEOUT: 3003, ErrorCode.WORKER_CRASHED: 3004, ErrorCode.WORKER_LOST: 3005,
                ErrorCode.EXPORT_FAILED: 3006, ErrorCode.STORAGE_UNAVAILABLE: 3007}
 UPLOAD_LINK_SECONDS = 3600
+UPLOAD_INSTEAD = "pass the image's local path (the SDK uploads it) or a file_token from POST /v3/files"
 BALANCE = {"balance": 1_000_000.0, "frozen": 0.0}  # no credits here; clients that check the balance go on
 
 
@@ -161,7 +162,15 @@ async def create(request: Request, principal: Principal, feature: Feature, nativ
                  flavour: str = "tripo") -> str:
     if native.model_preference is None:
         native.model_preference = base.pinned_model(base.node_of(request), flavour, feature)
-    return await base.submit(request, principal, feature, native)
+    try:
+        return await base.submit(request, principal, feature, native)
+    except Pocket3DError as e:
+        if e.code not in (ErrorCode.INPUT_URL_FORBIDDEN, ErrorCode.INPUT_URL_FAILED) or flavour != "tripo":
+            raise
+        # The native hint names the native upload; a Tripo client uploads its own way.
+        allow = " (the server's operator can allow image URLs: inputs.allow_urls)" if "allow_urls" in (e.hint or "") \
+            else ""
+        raise CompatError(e.http_status, e.message, code=e.code, hint=UPLOAD_INSTEAD + allow) from None
 
 
 # -- a native job as a Tripo task --------------------------------------------------------------------------------
