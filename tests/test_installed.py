@@ -66,6 +66,25 @@ def test_the_wheel_runs_its_own_code(installed: Path, tmp_path: Path) -> None:
     assert str(installed.parent) in out and str(ROOT / "src") not in out
 
 
+def test_the_wheel_requires_every_package_its_builtin_models_import(installed: Path) -> None:
+    """A plain `pip install` of the wheel gets what each built-in model needs: U²-Netp's onnxruntime among them,
+    or the default cut-out would be GrabCut everywhere but in a checkout (whose set-up installs the extras). This
+    test's venv borrows this environment's packages, so it reads the wheel's own metadata."""
+    from importlib.metadata import PathDistribution
+
+    from packaging.requirements import Requirement
+
+    (info,) = installed.parent.glob("lib/python*/site-packages/pocket3d-*.dist-info")
+    dist = PathDistribution(info)
+    unconditional = {Requirement(r).name.lower().replace("_", "-") for r in dist.requires or []
+                     if Requirement(r).marker is None or Requirement(r).marker.evaluate()}
+    builtins = [ep for ep in dist.entry_points if ep.group == "pocket3d.models"]
+    assert {ep.name for ep in builtins} == BUILTINS
+    for ep in builtins:
+        for package in ep.load().requires:
+            assert package.lower().replace("_", "-") in unconditional, f"{ep.name} imports {package}"
+
+
 def test_models_lists_the_builtins_without_a_config_folder(installed: Path, tmp_path: Path) -> None:
     listed = subprocess.run([str(installed / "pocket3d"), "models"], cwd=tmp_path, env=_env(tmp_path / "no-weights"),
                             capture_output=True, text=True, timeout=120, check=True).stdout
