@@ -192,3 +192,33 @@ def test_the_root_serves_the_web_app_from_the_server_alone(shipped: ServerProces
             assert urlsplit(url).netloc == urlsplit(shipped.url).netloc, ref
             asset = client.get(url)
             assert asset.status_code == 200 and len(asset.content) > 100, (ref, asset.status_code)
+
+
+@pytest.mark.browser
+def test_the_docs_in_a_browser_ask_no_other_host_and_upload_through_try_it_out(shipped: ServerProcess) -> None:
+    """What a person on a host without internet sees: Swagger UI and ReDoc render from the server alone (no request
+    elsewhere, no console error: ReDoc's footer logo came from Redocly's CDN), Swagger UI has the Authorize button,
+    and "Try it out" on POST /files uploads a file picked in the browser."""
+    from browser import PageGuard, launch_chromium
+
+    with launch_chromium() as browser:
+        page = browser.new_page()
+        guard = PageGuard(page, shipped.url)
+        page.goto(f"{shipped.url}/redoc")
+        page.get_by_role("heading", name="Upload an image or a mesh").first.wait_for()
+        page.wait_for_load_state("networkidle")
+        guard.check()
+
+        page.goto(f"{shipped.url}/docs#/Files/uploadFile")
+        page.locator("button.authorize").wait_for()
+        upload = page.locator("#operations-Files-uploadFile")
+        upload.locator("button.try-out__btn").click()
+        upload.locator("input[type=file]").set_input_files(str(ROOT.parent / "shared" / "testdata" / "images" /
+                                                               "T.png"))
+        upload.locator("button.execute").click()
+        status = upload.locator(".live-responses-table tbody .response-col_status")
+        status.wait_for()
+        assert status.inner_text().strip() == "201"
+        assert '"file_id": "file_' in upload.locator(".live-responses-table .microlight").first.inner_text()
+        page.wait_for_load_state("networkidle")
+        guard.check()

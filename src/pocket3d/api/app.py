@@ -45,10 +45,11 @@ def create_app(node: Node, *, manage_node: bool = True) -> FastAPI:
             if manage_node:
                 await run_in_threadpool(node.stop)
 
-    # Swagger UI and ReDoc from the installed fastapi-offline package: /docs works without internet.
+    # Swagger UI and ReDoc from the installed fastapi-offline package: the docs work without internet.
     app = FastAPIOffline(title="pocket3d", version=__version__, lifespan=lifespan, description=openapi.DESCRIPTION,
-                         docs_url=openapi.DOCS_URL, redoc_url=openapi.REDOC_URL, static_url=openapi.ASSETS_URL,
+                         docs_url=openapi.DOCS_URL, redoc_url=None, static_url=openapi.ASSETS_URL,
                          swagger_ui_parameters=openapi.SWAGGER_UI_PARAMETERS)
+    openapi.install_redoc(app)
     app.state.node = node
     install_handlers(app)
     openapi.install(app)

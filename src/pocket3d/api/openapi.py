@@ -17,16 +17,26 @@ validation-error shape.
 
 from __future__ import annotations
 
+import functools
+from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI
+import fastapi_offline
+from fastapi import FastAPI, Request
+from fastapi.openapi.docs import get_redoc_html
 from fastapi.openapi.utils import get_openapi
+from starlette.responses import HTMLResponse, Response
 
 from pocket3d.api.schemas import ErrorBody
 
 DOCS_URL = "/docs"
 REDOC_URL = "/redoc"
 ASSETS_URL = "/docs/assets"
+REDOC_BUNDLE_URL = "/redoc/redoc.standalone.js"
+# ReDoc's sidebar footer shows Redocly's logo from their CDN, and no option turns it off: the bundle is served with
+# that one address swapped for an inline blank image, so /redoc asks no other host for anything.
+_REDOC_LOGO = b"https://cdn.redoc.ly/redoc/logo-mini.svg"
+_BLANK_IMAGE = b"data:image/gif;base64,R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7"
 # Swagger UI's defaults, less the validator badge, which would send the spec to validator.swagger.io.
 SWAGGER_UI_PARAMETERS = {"validatorUrl": None, "persistAuthorization": True, "displayRequestDuration": True,
                          "tryItOutEnabled": False, "defaultModelsExpandDepth": 0}
@@ -95,6 +105,28 @@ def install(app: FastAPI) -> None:
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+def install_redoc(app: FastAPI) -> None:
+    """ReDoc at ``REDOC_URL``, from the fastapi-offline package's bundle (less the logo from Redocly's CDN)."""
+
+    @app.get(REDOC_URL, include_in_schema=False)
+    async def redoc(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "")
+        return get_redoc_html(openapi_url=f"{root}{app.openapi_url}", title=f"{app.title} - ReDoc",
+                              redoc_js_url=f"{root}{REDOC_BUNDLE_URL}", with_google_fonts=False,
+                              redoc_favicon_url=f"{root}{ASSETS_URL}/favicon.png")
+
+    @app.get(REDOC_BUNDLE_URL, include_in_schema=False)
+    async def redoc_bundle() -> Response:
+        return Response(_redoc_bundle(), media_type="text/javascript",
+                        headers={"Cache-Control": "public, max-age=86400"})
+
+
+@functools.cache
+def _redoc_bundle() -> bytes:
+    bundle = Path(fastapi_offline.__file__).with_name("static") / "redoc.standalone.js"
+    return bundle.read_bytes().replace(_REDOC_LOGO, _BLANK_IMAGE)
 
 
 def _finish(schema: dict[str, Any]) -> None:
