@@ -84,7 +84,12 @@ def test_the_async_client_does_the_same(server: ServerProcess, tmp_path: Path) -
                 image = await p3d.upload(f)
             job = await p3d.generate_mesh(images=[image.file_id], model_preference="test_heightfield",
                                           parameters=SLOW)
-            await job.wait(timeout=60, on_progress=lambda view: percents.add(view.progress))
+
+            async def heard(view: schemas.JobView) -> None:  # an async callback is awaited
+                await asyncio.sleep(0)
+                percents.add(view.progress)
+
+            await job.wait(timeout=60, on_progress=heard)
             return percents, await job.download(tmp_path)
 
     percents, saved = asyncio.run(run())
@@ -318,7 +323,53 @@ def test_the_sdk_imports_without_the_server() -> None:
     assert out.stdout.strip() == "[]"
 
 
-def test_the_sdk_passes_mypy_strict() -> None:
-    run = subprocess.run([sys.executable, "-m", "mypy", "--strict", "-p", "pocket3d.client"], cwd=ROOT,
+USER_SCRIPT = """
+from typing import assert_type
+from pocket3d.client import (AsyncClient, Client, FileInfo, JobFailed, JobStatus, JobView, OutputInfo, Page,
+                             RateLimited, Job)
+
+def use(p3d: Client) -> None:
+    image = p3d.upload("chair.png")
+    assert_type(image, FileInfo)
+    job = p3d.generate_mesh(images=[image], output_formats=["glb", "fbx"], texture=False, view_renders=True)
+    assert_type(job.status, JobStatus)
+    done = job.wait(60, on_progress=lambda view: print(view.progress, view.message))
+    assert_type(done.outputs[0], OutputInfo)
+    rigged = p3d.rig(mesh=job, output_format="fbx", webhook_url="https://example.com/h")
+    assert_type(p3d.jobs.list(status="succeeded", feature="auto_rigging"), Page[Job])
+    assert_type(rigged.download("out/"), dict[str, "Path"])
+    try:
+        rigged.convert(["usdz"]).wait()
+    except JobFailed as e:
+        assert_type(e.job, JobView)
+    except RateLimited as e:
+        assert_type(e.retry_after, float | None)
+
+async def use_async(p3d: AsyncClient) -> None:
+    job = await p3d.generate_mesh(text_prompt="a chair")
+    assert_type(job.status, JobStatus)
+
+    async def heard(view: JobView) -> None: ...
+
+    assert_type(await job.wait(on_progress=heard), JobView)
+"""
+USER_MISTAKES = """
+from pocket3d.client import Client
+
+def use(p3d: Client) -> None:
+    p3d.jobs.list(status="suceeded")
+    p3d.generate_mesh(imagez=["file_1"])
+    p3d.generate_mesh(text_prompt="a chair", quality="ultra")
+"""
+
+
+def test_the_sdk_passes_mypy_strict_and_types_a_users_script(tmp_path: Path) -> None:
+    """The package, and a user's script with it: real types for jobs, outputs and errors; mistakes caught."""
+    (tmp_path / "user_script.py").write_text("from pathlib import Path\n" + USER_SCRIPT)
+    (tmp_path / "user_mistakes.py").write_text(USER_MISTAKES)
+    run = subprocess.run([sys.executable, "-m", "mypy", "--strict", "--no-error-summary", "src/pocket3d/client",
+                          str(tmp_path / "user_script.py"), str(tmp_path / "user_mistakes.py")], cwd=ROOT,
                          capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, run.stdout + run.stderr
+    errors = [line for line in run.stdout.splitlines() if ": error:" in line]
+    assert [e.split(":")[0].rsplit("/", 1)[-1] for e in errors] == ["user_mistakes.py"] * 3, run.stdout + run.stderr
+    assert [int(e.split(":")[1]) for e in errors] == [5, 6, 7], run.stdout

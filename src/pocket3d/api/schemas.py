@@ -10,7 +10,8 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_valida
 
 from pocket3d import formats
 from pocket3d.errors import ErrorCode
-from pocket3d.jobs.records import JobStatus, StageStatus
+from pocket3d.jobs.records import JobStatus as JobStatus  # re-exported: the SDK's users meet it in JobView
+from pocket3d.jobs.records import StageStatus
 
 OutputFormat = Literal["glb", "obj", "ply", "stl", "json", "fbx", "usdz"]  # every format pocket3d writes
 if set(get_args(OutputFormat)) != set(formats.KEEPS):

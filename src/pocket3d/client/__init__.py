@@ -11,7 +11,17 @@ Requests and answers are the server's own models (``pocket3d.api.schemas``). Imp
 httpx and pydantic, not the server.
 """
 
-from pocket3d.api.schemas import FileInfo, Health, JobView, ModelInfo, ModelList, OutputInfo, StageInfo
+from pocket3d.api.schemas import (
+    FileInfo,
+    Health,
+    JobFeature,
+    JobStatus,
+    JobView,
+    ModelInfo,
+    ModelList,
+    OutputInfo,
+    StageInfo,
+)
 from pocket3d.client._async import AsyncClient, AsyncFiles, AsyncJob, AsyncJobs, AsyncWebhooks
 from pocket3d.client._core import JobEvent, Page
 from pocket3d.client._sync import Client, Files, Job, Jobs, Webhooks
@@ -47,7 +57,8 @@ from pocket3d.client.errors import (
 __all__ = [
     "APIError", "AsyncClient", "AsyncFiles", "AsyncJob", "AsyncJobs", "AsyncWebhooks", "Client", "Conflict",
     "ConnectionFailed", "DownloadFailed", "FileExpired", "FileInfo", "Files", "Forbidden", "Gone", "Health",
-    "IdempotencyKeyReused", "Job", "JobCancelled", "JobError", "JobEvent", "JobFailed", "JobNotFinished",
+    "IdempotencyKeyReused", "Job", "JobCancelled", "JobError", "JobEvent", "JobFailed", "JobFeature",
+    "JobNotFinished", "JobStatus",
     "JobView", "Jobs", "ModelInfo", "ModelList", "NotFound", "OutputExpired", "OutputInfo", "Page",
     "PayloadTooLarge", "Pocket3DError", "QueueFull", "RateLimited", "ServerError", "ServerMismatch",
     "ServerUnreachable", "ServiceUnavailable", "StageInfo", "Unauthorized", "UnsupportedMediaType",

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import os
 from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
@@ -21,6 +22,7 @@ from pocket3d.api.schemas import (
     Health,
     JobAccepted,
     JobPage,
+    JobStatus,
     JobView,
     ModelList,
     OutputFormat,
@@ -40,12 +42,14 @@ from pocket3d.client._core import (
     TEXTURE_GENERATION,
     Config,
     Deadline,
+    FeatureFilter,
     JobEvent,
     MeshFields,
     MeshInputFields,
     Page,
     PartialFile,
     ProgressCallback,
+    StatusFilter,
     TextureFields,
     Uploadable,
     parse,
@@ -243,8 +247,8 @@ class AsyncJobs:
         r = await self._client._send("POST", sub.path, safe=True, json=sub.body, headers=sub.headers)
         return await self._client._answered(r)
 
-    async def list(self, *, status: str | None = None, feature: str | None = None, limit: int = 20,
-             cursor: str | None = None) -> Page[AsyncJob]:
+    async def list(self, *, status: StatusFilter | None = None, feature: FeatureFilter | None = None,
+                   limit: int = 20, cursor: str | None = None) -> Page[AsyncJob]:
         """Your jobs, newest first; pass ``next_cursor`` as ``cursor`` for the next page."""
         params = {k: v for k, v in {"status": status, "feature": feature, "limit": limit, "cursor": cursor}.items()
                   if v is not None}
@@ -315,7 +319,7 @@ class AsyncJob:
         return self.view.job_id
 
     @property
-    def status(self) -> str:
+    def status(self) -> JobStatus:
         return self.view.status
 
     def __repr__(self) -> str:
@@ -335,11 +339,14 @@ class AsyncJob:
             yield event
 
     async def wait(self, timeout: float | None = None, *, on_progress: ProgressCallback | None = None) -> JobView:
-        """Block until the job ends; ``on_progress(view)`` hears every change. Returns the succeeded job, or raises
-        :class:`JobFailed` (with the job's code and message), :class:`JobCancelled` or :class:`WaitTimeout`."""
+        """Until the job ends; ``on_progress(view)`` (a function, or a coroutine function) hears every change.
+        Returns the succeeded job, or raises :class:`JobFailed` (with the job's code and message),
+        :class:`JobCancelled` or :class:`WaitTimeout`."""
         async for event in self.events(timeout):
             if on_progress is not None:
-                on_progress(event.job)
+                heard = on_progress(event.job)
+                if inspect.isawaitable(heard):  # an async callback is awaited before the next event is read
+                    await heard
         return _core.outcome(self.view)
 
     async def cancel(self) -> JobView:

@@ -25,6 +25,8 @@ from pydantic import BaseModel, ValidationError
 from pocket3d.api.schemas import (
     ConvertRequest,
     FileInfo,
+    JobFeature,
+    JobStatus,
     JobView,
     MeshGenerationRequest,
     OutputFormat,
@@ -324,6 +326,11 @@ def outcome(job: JobView) -> JobView:
 
 
 ProgressCallback = Callable[[JobView], object]
+
+# The filters of a listing: the API's enums, or their values as plain strings (checked by mypy all the same).
+StatusFilter: TypeAlias = "JobStatus | Literal['queued', 'running', 'succeeded', 'failed', 'cancelled']"
+FeatureFilter: TypeAlias = ("JobFeature | Literal['mesh_generation', 'texture_generation', 'segmentation', "
+                            "'auto_rigging']")
 
 
 class Deadline:

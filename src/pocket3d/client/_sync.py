@@ -20,6 +20,7 @@ from pocket3d.api.schemas import (
     Health,
     JobAccepted,
     JobPage,
+    JobStatus,
     JobView,
     ModelList,
     OutputFormat,
@@ -39,12 +40,14 @@ from pocket3d.client._core import (
     TEXTURE_GENERATION,
     Config,
     Deadline,
+    FeatureFilter,
     JobEvent,
     MeshFields,
     MeshInputFields,
     Page,
     PartialFile,
     ProgressCallback,
+    StatusFilter,
     TextureFields,
     Uploadable,
     parse,
@@ -247,7 +250,7 @@ class Jobs:
         r = self._client._send("POST", sub.path, safe=True, json=sub.body, headers=sub.headers)
         return self._client._answered(r)
 
-    def list(self, *, status: str | None = None, feature: str | None = None, limit: int = 20,
+    def list(self, *, status: StatusFilter | None = None, feature: FeatureFilter | None = None, limit: int = 20,
              cursor: str | None = None) -> Page[Job]:
         """Your jobs, newest first; pass ``next_cursor`` as ``cursor`` for the next page."""
         params = {k: v for k, v in {"status": status, "feature": feature, "limit": limit, "cursor": cursor}.items()
@@ -319,7 +322,7 @@ class Job:
         return self.view.job_id
 
     @property
-    def status(self) -> str:
+    def status(self) -> JobStatus:
         return self.view.status
 
     def __repr__(self) -> str:
