@@ -177,3 +177,57 @@ def test_a_busy_server_is_retried_out_loud(server: ServerProcess, tmp_path: Path
     assert run.returncode == 0, run.stderr
     assert "CONCURRENCY_LIMITED" in run.stderr and "trying again in 1.0 s" in run.stderr
     assert [p.action for p in proxy.requests("POST", "^/api/v1/mesh/generate$")] == ["respond", None]
+
+
+def _pocket3d(server: ServerProcess, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("POCKET3D_")}, **_env(server)}
+    return subprocess.run([sys.executable, "-m", "pocket3d", *args], capture_output=True, text=True, env=env,
+                          cwd=cwd, timeout=120)
+
+
+def test_usage_errors_exit_2_before_any_request(tmp_path: Path) -> None:
+    """Options and local files are checked before the first request: a typo costs no upload, and no wait for a
+    server (here none answers at the URL)."""
+    from click.testing import CliRunner
+
+    from pocket3d.cli import main
+
+    image = str(IMAGES / "T.png")
+    nobody = f"http://127.0.0.1:{free_port()}"
+    for args, says in [(["--format", "xyz"], "--format"), (["--view", f"top={image}"], "the view names are"),
+                       (["--param", "grid"], "--param"), ([str(tmp_path / "missing.png")], "no such file"),
+                       (["--webhook-event", "job.progress"], "needs --webhook-url")]:
+        run = CliRunner().invoke(main, ["generate", image, *args, "--url", nobody])
+        assert run.exit_code == 2 and says in run.stderr, (args, run.exit_code, run.stderr)
+        assert "trying again" not in run.stderr and "no pocket3d server" not in run.stderr, (args, run.stderr)
+
+
+def test_every_request_field_and_listing_has_a_command(server: ServerProcess, tmp_path: Path) -> None:
+    image = str(IMAGES / "T.png")
+    run = _pocket3d(server, tmp_path, "generate", image, "--model", "test_heightfield", "--param", "delay=0.2",
+                    "--no-texture", "--view-renders", "-o", "t.glb", "--json")
+    assert run.returncode == 0, run.stderr
+    shape = json.loads(run.stdout)
+    assert shape["job"]["input"]["texture"] is False and shape["job"]["input"]["view_renders"] is True
+    assert shape["files"] == {"model.glb": "t.glb", **{f"view_{i}.png": f"t-view_{i}.png" for i in range(4)}}, \
+        "the renders asked for are saved beside the model"
+    assert all((tmp_path / name).is_file() for name in shape["files"].values())
+
+    failed = _pocket3d(server, tmp_path, "generate", "--prompt", "a chair", "--model", "test_failing", "--json")
+    assert failed.returncode == 1 and "MODEL_ERROR" in failed.stderr
+    assert json.loads(failed.stdout)["job"]["error"]["code"] == "MODEL_ERROR", "a script sees how the job ended"
+
+    [file_id] = shape["job"]["input"]["images"]
+    listed = json.loads(_pocket3d(server, tmp_path, "files", "list", "--limit", "100", "--json").stdout)
+    assert file_id in [f["file_id"] for f in listed["files"]]
+    assert _pocket3d(server, tmp_path, "files", "delete", file_id).returncode == 0
+    listed = json.loads(_pocket3d(server, tmp_path, "files", "list", "--limit", "100", "--json").stdout)
+    assert file_id not in [f["file_id"] for f in listed["files"]]
+    again = _pocket3d(server, tmp_path, "files", "delete", file_id)
+    assert again.returncode == 1 and "FILE_NOT_FOUND" in again.stderr
+
+    table = _pocket3d(server, tmp_path, "jobs", "list", "--limit", "5").stdout
+    row = next(line for line in table.splitlines() if shape["job"]["job_id"] in line)
+    assert "test_heightfield" in row and "mesh_generation" in row, "into a pipe, the table is not cut at 80 columns"
+    shown = _pocket3d(server, tmp_path, "jobs", "show", shape["job"]["job_id"]).stdout
+    assert "last message" in shown, "an ended job's message is said to be its last"

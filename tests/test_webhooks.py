@@ -6,6 +6,9 @@ ever leaves this machine."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -114,6 +117,33 @@ def test_registered_endpoints_get_the_events_they_chose(hooks: httpx.Client) -> 
         assert c.delete(f"/webhooks/{endpoint['id']}").status_code == 204
         r = c.get(f"/webhooks/{endpoint['id']}")
         assert r.status_code == 404 and r.json()["error_code"] == "WEBHOOK_NOT_FOUND"
+
+
+def test_the_cli_registers_endpoints_and_shows_deliveries(hook_server, hooks: httpx.Client, tmp_path: Path) -> None:
+    """pocket3d webhooks create/list/secret/delete, generate --webhook-url/--webhook-event, jobs deliveries."""
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("POCKET3D_")}, "POCKET3D_URL": hook_server.url}
+
+    def pocket3d(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "pocket3d", *args, "--json"], capture_output=True, text=True,
+                              env=env, cwd=tmp_path, timeout=120)
+
+    with Receiver() as rx:
+        endpoint = json.loads(pocket3d("webhooks", "create", f"{rx.url}/pager", "--event", "job.failed").stdout)
+        assert endpoint["events"] == ["job.failed"] and endpoint["secret"].startswith("whsec_")
+        assert [e["id"] for e in json.loads(pocket3d("webhooks", "list").stdout)["endpoints"]] == [endpoint["id"]]
+        own_secret = json.loads(pocket3d("webhooks", "secret").stdout)["secret"]
+        run = pocket3d("generate", "--prompt", "a chair", "--model", "test_failing", "--webhook-url",
+                       f"{rx.url}/own", "--webhook-event", "job.failed")
+        assert run.returncode == 1, run.stderr
+        job_id = json.loads(run.stdout)["job"]["job_id"]
+        got = {r.path: r for r in rx.wait_for(2)}
+        deliveries = json.loads(pocket3d("jobs", "deliveries", job_id).stdout)["deliveries"]
+        assert json.loads(pocket3d("webhooks", "delete", endpoint["id"]).stdout) == {"deleted": [endpoint["id"]]}
+    assert Webhook(endpoint["secret"]).verify(got["/pager"].body, got["/pager"].headers)["type"] == "job.failed"
+    assert Webhook(own_secret).verify(got["/own"].body, got["/own"].headers)["data"]["job_id"] == job_id
+    assert {(d["event"], d["endpoint_id"]) for d in deliveries} == {("job.failed", endpoint["id"]),
+                                                                   ("job.failed", None)}
+    assert hooks.get("/webhooks").json()["endpoints"] == []
 
 
 def test_progress_events_are_rate_limited(hooks: httpx.Client) -> None:

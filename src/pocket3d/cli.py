@@ -322,7 +322,7 @@ def bench_scheduler(traces: tuple[Path, ...], plot: Path | None, seed: int | Non
         raise SystemExit(code)
 
 
-from pocket3d.client.cli import COMMANDS  # noqa: E402 (the client commands: generate, texture, segment, rig, jobs)
+from pocket3d.client.cli import COMMANDS  # noqa: E402 (the client commands: generate, texture, segment, rig, jobs, files, webhooks)
 
 for _command in COMMANDS:
     main.add_command(_command)

@@ -1,4 +1,4 @@
-"""The ``pocket3d`` CLI's client commands, on the SDK: generate, texture, segment, rig, and jobs.
+"""The ``pocket3d`` CLI's client commands, on the SDK: generate, texture, segment, rig, jobs, files and webhooks.
 
 They talk to a server over HTTP (``--url`` / ``POCKET3D_URL``, ``--api-key`` / ``POCKET3D_API_KEY``), follow the
 job with a progress bar fed by its events, and download what it made. Exit status: 0 done, 1 the job or the
@@ -15,22 +15,26 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast, get_args
 
 import click
 
 from pocket3d import formats
+from pocket3d.api.schemas import ViewName, WebhookEventName
 
 if TYPE_CHECKING:
     from rich.console import Console
 
     from pocket3d.api.schemas import OutputFormat
     from pocket3d.client import Client, Job, JobView
+    from pocket3d.client._core import FeatureFilter, StatusFilter
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
 FORMATS = list(formats.KEEPS)
+VIEW_NAMES: tuple[str, ...] = get_args(ViewName)
+WEBHOOK_EVENTS: tuple[str, ...] = get_args(WebhookEventName)
 INTERRUPTED = 130  # what a shell reports for a command stopped by Ctrl-C
 
 
@@ -92,7 +96,9 @@ def _job_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--param", "params", multiple=True, metavar="KEY=VALUE",
                      help="a model parameter (repeatable); the value is read as JSON when it parses"),
         click.option("--webhook-url", default=None, metavar="URL",
-                     help="POST the job's end there, signed (pocket3d's webhook secret verifies it)"),
+                     help="POST the job's end there, signed (`pocket3d webhooks secret` verifies it)"),
+        click.option("--webhook-event", "webhook_events", multiple=True, type=click.Choice(WEBHOOK_EVENTS),
+                     help="what --webhook-url hears (repeatable) [default: job.succeeded, job.failed, job.cancelled]"),
         click.option("--no-wait", is_flag=True, help="submit, print the job id and return"),
         _server_options,
     ]
@@ -102,6 +108,8 @@ def _job_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 # -- feature commands ------------------------------------------------------------------------------------------
+# Every option and local file is checked before the first request: a usage error exits 2 having sent nothing (no
+# upload left behind, no wait on a server that is not there).
 
 @click.command()
 @click.argument("images", nargs=-1, type=click.Path(path_type=Path))
@@ -110,10 +118,14 @@ def _job_options(fn: Callable[..., Any]) -> Callable[..., Any]:
               help="a named view instead of IMAGES (front, left: the object's own left, back, right; repeatable)")
 @click.option("--target-faces", type=click.IntRange(100, 5_000_000), default=None,
               help="decimate the result to about this many faces")
+@click.option("--no-texture", "texture", flag_value=False, default=None,
+              help="the shape only, without colours or texture (a shape model's paint stage is skipped)")
+@click.option("--view-renders", is_flag=True, default=None,
+              help="also render the result from the front, left, back and right (saved beside the model)")
 @_job_options
 @_reports_errors
 def generate(images: tuple[Path, ...], text_prompt: str | None, views: tuple[str, ...], target_faces: int | None,
-             **opts: Any) -> None:
+             texture: bool | None, view_renders: bool | None, **opts: Any) -> None:
     """A textured mesh from IMAGES (one, or several views of one object) and/or --prompt.
 
     \b
@@ -123,9 +135,10 @@ def generate(images: tuple[Path, ...], text_prompt: str | None, views: tuple[str
     """
     if not images and not text_prompt and not views:
         raise click.UsageError("give one or more IMAGES (or --view NAME=IMAGE), or --prompt TEXT")
+    inputs, named = [_local(path) for path in images], _named_views(views)
+    fields = _fields(opts, target_faces=target_faces, texture=texture, view_renders=view_renders or None)
     _run(opts, lambda p3d: p3d.generate_mesh(
-        images=[_input(p3d, path) for path in images], views=_views(p3d, views), text_prompt=text_prompt,
-        **_fields(opts, target_faces=target_faces)))
+        images=[_sent(p3d, i) for i in inputs], views=_sent_views(p3d, named), text_prompt=text_prompt, **fields))
 
 
 @click.command()
@@ -136,16 +149,20 @@ def generate(images: tuple[Path, ...], text_prompt: str | None, views: tuple[str
               help="a named reference view instead of --image (front, left, back, right; repeatable)")
 @click.option("--prompt", "text_prompt", default=None, help="what the texture should look like")
 @click.option("--target-faces", type=click.IntRange(100, 5_000_000), default=None)
+@click.option("--view-renders", is_flag=True, default=None,
+              help="also render the result from the front, left, back and right (saved beside the model)")
 @_job_options
 @_reports_errors
 def texture(mesh: Path, images: tuple[Path, ...], views: tuple[str, ...], text_prompt: str | None,
-            target_faces: int | None, **opts: Any) -> None:
+            target_faces: int | None, view_renders: bool | None, **opts: Any) -> None:
     """A texture for MESH from --image(s) (or --view NAME=IMAGE) and/or --prompt."""
     if not images and not text_prompt and not views:
         raise click.UsageError("give --image PATH (or --view NAME=IMAGE) or --prompt TEXT (or both)")
+    source, inputs, named = _local(mesh), [_local(path) for path in images], _named_views(views)
+    fields = _fields(opts, target_faces=target_faces, view_renders=view_renders or None)
     _run(opts, lambda p3d: p3d.generate_texture(
-        mesh=_input(p3d, mesh), images=[_input(p3d, path) for path in images], views=_views(p3d, views),
-        text_prompt=text_prompt, **_fields(opts, target_faces=target_faces)))
+        mesh=_sent(p3d, source), images=[_sent(p3d, i) for i in inputs], views=_sent_views(p3d, named),
+        text_prompt=text_prompt, **fields))
 
 
 @click.command()
@@ -154,7 +171,8 @@ def texture(mesh: Path, images: tuple[Path, ...], views: tuple[str, ...], text_p
 @_reports_errors
 def segment(mesh: Path, **opts: Any) -> None:
     """Split MESH into labelled parts."""
-    _run(opts, lambda p3d: p3d.segment(mesh=_input(p3d, mesh), **_fields(opts)))
+    source, fields = _local(mesh), _fields(opts)
+    _run(opts, lambda p3d: p3d.segment(mesh=_sent(p3d, source), **fields))
 
 
 @click.command()
@@ -163,26 +181,45 @@ def segment(mesh: Path, **opts: Any) -> None:
 @_reports_errors
 def rig(mesh: Path, **opts: Any) -> None:
     """A skeleton and skin weights for MESH."""
-    _run(opts, lambda p3d: p3d.rig(mesh=_input(p3d, mesh), **_fields(opts)))
+    source, fields = _local(mesh), _fields(opts)
+    _run(opts, lambda p3d: p3d.rig(mesh=_sent(p3d, source), **fields))
 
 
-def _input(p3d: Client, path: Path) -> str:
-    """A local file is uploaded; a file id (file_…) or another job's output (job_…/model.glb) passes as it is."""
+def _local(path: Path) -> Path | str:
+    """A local file (uploaded when the job is submitted), or a file id (file_…) or another job's output
+    (job_…/model.glb), which passes as it is."""
     if not path.exists() and re.fullmatch(r"file_[0-9a-f]+|job_[0-9a-f]+/[\w.-]+", str(path)):
         return str(path)
     if not path.is_file():
         raise click.BadParameter(f"{path}: no such file")
-    return p3d.upload(path).file_id
+    return path
 
 
-def _views(p3d: Client, views: tuple[str, ...]) -> dict[Any, str] | None:
-    """--view NAME=IMAGE, each image uploaded; the names are checked by the request's model."""
-    named = dict(_pair(v, "--view") for v in views)
-    return {name: _input(p3d, Path(str(path))) for name, path in named.items()} or None
+def _sent(p3d: Client, item: Path | str) -> str:
+    return p3d.upload(item).file_id if isinstance(item, Path) else item
+
+
+def _named_views(views: tuple[str, ...]) -> dict[str, Path | str]:
+    """--view NAME=IMAGE, checked: a name the API knows, a file that exists."""
+    named: dict[str, Path | str] = {}
+    for text in views:
+        name, path = _pair(text, "--view")
+        if name not in VIEW_NAMES:
+            raise click.BadParameter(f"{text!r}: the view names are {', '.join(VIEW_NAMES)}", param_hint="--view")
+        named[name] = _local(Path(path))
+    return named
+
+
+def _sent_views(p3d: Client, named: dict[str, Path | str]) -> dict[Any, str] | None:
+    return {name: _sent(p3d, item) for name, item in named.items()} or None
 
 
 def _fields(opts: dict[str, Any], **extra: Any) -> dict[str, Any]:
     fields: dict[str, Any] = {k: opts[k] for k in ("model_preference", "quality", "seed", "priority", "webhook_url")}
+    fields["webhook_events"] = list(opts["webhook_events"]) or None
+    if fields["webhook_events"] and not fields["webhook_url"]:
+        raise click.BadParameter("needs --webhook-url (registered endpoints: pocket3d webhooks create)",
+                                 param_hint="--webhook-event")
     asked = _formats(opts["output_format"])
     fields["output_format" if len(asked) == 1 else "output_formats"] = asked[0] if len(asked) == 1 else asked
     fields["parameters"] = {key: _json_or_text(value) for key, value in (_pair(p, "--param") for p in opts["params"])}
@@ -228,7 +265,7 @@ def _say_retries(console: Console) -> None:
 
 
 def _run(opts: dict[str, Any], submit: Callable[[Client], Job]) -> None:
-    from pocket3d.client import Client
+    from pocket3d.client import Client, JobError
 
     as_json: bool = opts["as_json"]
     _say_retries(_console())
@@ -237,29 +274,39 @@ def _run(opts: dict[str, Any], submit: Callable[[Client], Job]) -> None:
         if opts["no_wait"]:
             _emit(as_json, job.view.model_dump(mode="json"), f"{job.id}\t{job.status}")
             return
-        _follow(job, quiet=as_json)
+        try:
+            _follow(job, quiet=as_json)
+        except JobError:  # a script reading --json gets the job as it ended too (its error, its stages)
+            if as_json:
+                _emit(True, {"job": job.view.model_dump(mode="json"), "files": {}}, "")
+            raise
         files = _save(job, opts["output"])
     _emit(as_json, {"job": job.view.model_dump(mode="json"), "files": {k: str(v) for k, v in files.items()}},
           "\n".join(f"saved {path}" for path in files.values()))
 
 
 def _save(job: Job, dest: Path | None) -> dict[str, Path]:
-    """The job's model files, one per format: by default here, under the names the server gives them; to -o, a
-    directory takes every output, a file path the model file (the suffix swapped for each further format)."""
+    """The job's model files, one per format, and its view renders when it made them: by default here, under the
+    names the server gives them; to -o, a directory takes every output, a file path the model file (the suffix
+    swapped for each further format; the renders beside it, out-view_0.png …)."""
     if dest is not None and (dest.is_dir() or not dest.suffix or str(dest).endswith(("/", os.sep))):
         return job.download(dest)
-    models = [o.name for o in job.view.outputs if o.name.startswith("model.")] or [job.view.outputs[0].name]
+    names = [o.name for o in job.view.outputs]
+    models = [n for n in names if n.startswith("model.")] or names[:1]
+    renders = [n for n in names if re.fullmatch(r"view_\d+\.png", n)]
+    here = Path(".")
     saved: dict[str, Path] = {}
     for name in models:
-        if dest is None:
-            to = Path(".")
-        elif len(models) == 1:
-            to = dest
-        else:
-            base = dest.name.removesuffix(".obj.zip") if dest.name.endswith(".obj.zip") else dest.stem
-            to = dest.with_name(base + name.removeprefix("model"))
+        to = here if dest is None else dest if len(models) == 1 else dest.with_name(_stem(dest) + name.removeprefix("model"))
         saved |= job.download(to, output=name)
+    for name in renders:
+        saved |= job.download(here if dest is None else dest.with_name(f"{_stem(dest)}-{name}"), output=name)
     return saved
+
+
+def _stem(dest: Path) -> str:
+    """out for out.glb and out.obj.zip."""
+    return dest.name.removesuffix(".obj.zip") if dest.name.endswith(".obj.zip") else dest.stem
 
 
 def _emit(as_json: bool, data: Any, text: str) -> None:
@@ -390,7 +437,8 @@ def jobs_list(status: str | None, feature: str | None, limit: int, cursor: str |
     from pocket3d.client import Client
 
     with Client(url, api_key=api_key) as p3d:
-        page = p3d.jobs.list(status=status, feature=feature, limit=limit, cursor=cursor)
+        page = p3d.jobs.list(status=cast("StatusFilter | None", status), feature=cast("FeatureFilter | None", feature),
+                             limit=limit, cursor=cursor)
     if as_json:
         _emit(True, {"jobs": [j.view.model_dump(mode="json") for j in page.items], "next_cursor": page.next_cursor},
               "")
@@ -495,10 +543,169 @@ def jobs_download(job_id: str, dest: Path, name: str | None, url: str | None, ap
           "\n".join(f"saved {path}" for path in files.values()))
 
 
+@jobs.command("deliveries")
+@click.argument("job_id")
+@_server_options
+@_reports_errors
+def jobs_deliveries(job_id: str, url: str | None, api_key: str | None, as_json: bool) -> None:
+    """The job's webhook deliveries and every attempt of each."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    from pocket3d.client import Client
+
+    with Client(url, api_key=api_key) as p3d:
+        deliveries = p3d.webhooks.deliveries(job_id)
+    if as_json:
+        _emit(True, {"deliveries": [d.model_dump(mode="json") for d in deliveries]}, "")
+        return
+    if not deliveries:
+        click.echo(f"no webhook deliveries for {job_id}", err=True)
+        return
+    table = Table("delivery", "event", "url", "status", "attempts", "last answer", box=None, pad_edge=False)
+    for d in deliveries:
+        last = d.attempts[-1] if d.attempts else None
+        answer = "" if last is None else str(last.status_code) if last.error is None else last.error
+        table.add_row(d.id, d.event, escape(d.url), d.status, str(len(d.attempts)), escape(answer))
+    _stdout().print(table)
+
+
+# -- files -----------------------------------------------------------------------------------------------------
+
+@click.group()
+def files() -> None:
+    """Your uploads on a server: list and delete them (generate, texture, segment and rig upload for you)."""
+
+
+@files.command("list")
+@click.option("--limit", type=click.IntRange(1, 100), default=20, show_default=True)
+@click.option("--cursor", default=None, help="next_cursor of the previous page")
+@_server_options
+@_reports_errors
+def files_list(limit: int, cursor: str | None, url: str | None, api_key: str | None, as_json: bool) -> None:
+    """Your uploads that have not expired, newest first."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    from pocket3d.client import Client
+
+    with Client(url, api_key=api_key) as p3d:
+        page = p3d.files.list(limit=limit, cursor=cursor)
+    if as_json:
+        _emit(True, {"files": [f.model_dump(mode="json") for f in page.items], "next_cursor": page.next_cursor}, "")
+        return
+    if not page.items:
+        click.echo("no files", err=True)
+        return
+    table = Table("file", "name", "kind", "format", "size", "expires", box=None, pad_edge=False)
+    for f in page.items:
+        table.add_row(f.file_id, escape(f.filename or ""), f.kind, f.format, f"{f.size:,}",
+                      (f.expires_at or "")[5:16].replace("T", " "))
+    _stdout().print(table)
+    if page.next_cursor:
+        click.echo(f"more: pocket3d files list --cursor {page.next_cursor}", err=True)
+
+
+@files.command("delete")
+@click.argument("file_ids", nargs=-1, required=True)
+@_server_options
+@_reports_errors
+def files_delete(file_ids: tuple[str, ...], url: str | None, api_key: str | None, as_json: bool) -> None:
+    """Delete uploads at once (a job that already took one keeps it until the job ends)."""
+    from pocket3d.client import Client
+
+    with Client(url, api_key=api_key) as p3d:
+        for file_id in file_ids:
+            p3d.files.delete(file_id)
+    _emit(as_json, {"deleted": list(file_ids)}, "\n".join(f"deleted {f}" for f in file_ids))
+
+
+# -- webhooks --------------------------------------------------------------------------------------------------
+
+@click.group()
+def webhooks() -> None:
+    """Endpoints that receive your jobs' events, signed by the Standard Webhooks scheme."""
+
+
+@webhooks.command("create")
+@click.argument("endpoint_url")
+@click.option("--event", "events", multiple=True, type=click.Choice(WEBHOOK_EVENTS),
+              help="an event it hears (repeatable) [default: job.succeeded, job.failed, job.cancelled]")
+@click.option("--description", default=None)
+@_server_options
+@_reports_errors
+def webhooks_create(endpoint_url: str, events: tuple[str, ...], description: str | None, url: str | None,
+                    api_key: str | None, as_json: bool) -> None:
+    """Register ENDPOINT_URL for all your jobs; prints its secret (whsec_…), which is shown only this once."""
+    from pocket3d.client import Client
+
+    chosen = cast("list[WebhookEventName]", list(events) or ["job.succeeded", "job.failed", "job.cancelled"])
+    with Client(url, api_key=api_key) as p3d:
+        created = p3d.webhooks.create(endpoint_url, chosen, description=description)
+    _emit(as_json, created.model_dump(mode="json"),
+          f"{created.id} {created.url} ({', '.join(created.events)})\nsecret {created.secret}\n"
+          "(shown only now: keep it where your receiver verifies deliveries)")
+
+
+@webhooks.command("list")
+@_server_options
+@_reports_errors
+def webhooks_list(url: str | None, api_key: str | None, as_json: bool) -> None:
+    """Your registered endpoints."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    from pocket3d.client import Client
+
+    with Client(url, api_key=api_key) as p3d:
+        endpoints = p3d.webhooks.list()
+    if as_json:
+        _emit(True, {"endpoints": [e.model_dump(mode="json") for e in endpoints]}, "")
+        return
+    if not endpoints:
+        click.echo("no webhook endpoints", err=True)
+        return
+    table = Table("endpoint", "url", "events", "description", box=None, pad_edge=False)
+    for e in endpoints:
+        table.add_row(e.id, escape(e.url), ", ".join(e.events), escape(e.description or ""))
+    _stdout().print(table)
+
+
+@webhooks.command("delete")
+@click.argument("endpoint_ids", nargs=-1, required=True)
+@_server_options
+@_reports_errors
+def webhooks_delete(endpoint_ids: tuple[str, ...], url: str | None, api_key: str | None, as_json: bool) -> None:
+    """Stop sending to these endpoints."""
+    from pocket3d.client import Client
+
+    with Client(url, api_key=api_key) as p3d:
+        for endpoint_id in endpoint_ids:
+            p3d.webhooks.delete(endpoint_id)
+    _emit(as_json, {"deleted": list(endpoint_ids)}, "\n".join(f"deleted {e}" for e in endpoint_ids))
+
+
+@webhooks.command("secret")
+@_server_options
+@_reports_errors
+def webhooks_secret(url: str | None, api_key: str | None, as_json: bool) -> None:
+    """The secret that signs deliveries to your requests' --webhook-url."""
+    from pocket3d.client import Client
+
+    with Client(url, api_key=api_key) as p3d:
+        secret = p3d.webhooks.secret()
+    _emit(as_json, {"secret": secret}, secret)
+
+
 def _stdout() -> Console:
+    """Tables on stdout. Into a pipe or a file they keep their natural width (up to 200 columns; $COLUMNS decides
+    where set): rich's 80 columns would cut model names and job ids short for grep and awk."""
     from rich.console import Console
 
-    return Console()
+    console = Console()
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console = Console(width=200)
+    return console
 
 
 def _status(view: JobView) -> str:
@@ -516,8 +723,8 @@ def _show(view: JobView) -> None:
         ("job", view.job_id), ("status", _status(view)), ("feature", view.feature), ("model", escape(view.model)),
         ("progress", f"{view.progress:.0f}%" + (f" ({view.current_stage})" if view.current_stage else "")),
         ("created", view.created_at), ("finished", view.finished_at or "")]
-    if view.message:
-        rows.append(("message", escape(view.message)))
+    if view.message:  # on a job that has ended, what its model said last, not what it is doing
+        rows.append(("last message" if view.status.is_final else "message", escape(view.message)))
     if view.error:
         rows.append(("error", f"[red]{view.error.code}[/]: {escape(view.error.message)}"))
     if view.expires_at:
@@ -543,4 +750,4 @@ def _show(view: JobView) -> None:
         console.print(outputs)
 
 
-COMMANDS = [generate, texture, segment, rig, jobs]
+COMMANDS = [generate, texture, segment, rig, jobs, files, webhooks]
