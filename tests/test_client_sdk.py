@@ -315,6 +315,37 @@ def test_each_call_takes_every_field_of_its_request(method: str, fields: type, r
     assert getattr(Client, method) and getattr(AsyncClient, method)
 
 
+@pytest.mark.parametrize(("sync", "asynchronous"), [
+    ("Client", "AsyncClient"), ("Jobs", "AsyncJobs"), ("Job", "AsyncJob"), ("Files", "AsyncFiles"),
+    ("Webhooks", "AsyncWebhooks")])
+def test_the_async_client_has_every_call_of_the_blocking_one(sync: str, asynchronous: str) -> None:
+    import inspect
+
+    import pocket3d.client as sdk
+
+    def calls(cls: type) -> dict[str, list[str]]:
+        return {name: list(inspect.signature(member).parameters) for name, member in vars(cls).items()
+                if not name.startswith("_") and callable(member)}
+
+    blocking, awaited = calls(getattr(sdk, sync)), calls(getattr(sdk, asynchronous))
+    if "close" in blocking:
+        blocking["aclose"] = blocking.pop("close")
+    assert blocking == awaited, "the same calls, with the same parameters"
+
+
+def test_who_am_i(server: ServerProcess) -> None:
+    with Client(server.url) as p3d:
+        caller = p3d.me()
+    assert caller.auth_enabled is False and caller.key_id is None
+    assert caller.limits.max_file_size > 0 and caller.limits.max_jobs_per_owner > 0
+
+    async def ask() -> schemas.Caller:
+        async with AsyncClient(server.url) as p3d:
+            return await p3d.me()
+
+    assert asyncio.run(ask()) == caller
+
+
 def test_the_sdk_imports_without_the_server() -> None:
     code = ("import sys, pocket3d.client; "
             "print(sorted(m for m in ('fastapi', 'starlette', 'numpy', 'trimesh', 'sqlalchemy', 'PIL', 'uvicorn') "

@@ -12,6 +12,7 @@ httpx and pydantic, not the server.
 """
 
 from pocket3d.api.schemas import (
+    Caller,
     FileInfo,
     Health,
     JobFeature,
@@ -55,7 +56,7 @@ from pocket3d.client.errors import (
 )
 
 __all__ = [
-    "APIError", "AsyncClient", "AsyncFiles", "AsyncJob", "AsyncJobs", "AsyncWebhooks", "Client", "Conflict",
+    "APIError", "AsyncClient", "AsyncFiles", "AsyncJob", "AsyncJobs", "AsyncWebhooks", "Caller", "Client", "Conflict",
     "ConnectionFailed", "DownloadFailed", "FileExpired", "FileInfo", "Files", "Forbidden", "Gone", "Health",
     "IdempotencyKeyReused", "Job", "JobCancelled", "JobError", "JobEvent", "JobFailed", "JobFeature",
     "JobNotFinished", "JobStatus",

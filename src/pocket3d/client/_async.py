@@ -15,6 +15,7 @@ import httpx
 from httpx_sse import SSEError, aconnect_sse
 
 from pocket3d.api.schemas import (
+    Caller,
     DeliveryList,
     DeliveryView,
     FileInfo,
@@ -117,6 +118,10 @@ class AsyncClient:
 
     async def health(self) -> Health:
         return parse(Health, await self._send("GET", "/system/health", safe=True))
+
+    async def me(self) -> Caller:
+        """Whose the key is (owner, role, key id) and this server's limits for it (upload size, jobs at once)."""
+        return parse(Caller, await self._send("GET", "/me", safe=True))
 
     # -- the mechanism ------------------------------------------------------------------------------------------
 

@@ -13,6 +13,7 @@ import httpx
 from httpx_sse import SSEError, connect_sse
 
 from pocket3d.api.schemas import (
+    Caller,
     DeliveryList,
     DeliveryView,
     FileInfo,
@@ -121,6 +122,10 @@ class Client:
 
     def health(self) -> Health:
         return parse(Health, self._send("GET", "/system/health", safe=True))
+
+    def me(self) -> Caller:
+        """Whose the key is (owner, role, key id) and this server's limits for it (upload size, jobs at once)."""
+        return parse(Caller, self._send("GET", "/me", safe=True))
 
     # -- the mechanism ------------------------------------------------------------------------------------------
 
