@@ -161,10 +161,20 @@ def test_json_logs_one_id_a_request_and_never_a_key(run: Run) -> None:
     assert access["key_id"] == admin_key_id and isinstance(access["seconds"], float)
     assert [line["logger"] for line in lines if line["request_id"] == generated] == ["pocket3d.access"]
 
+    [submitted] = [line for line in submit_lines if line["logger"] == "pocket3d.api.submission"]
+    assert submitted["job_id"] in submitted["message"], "a job's lines are found by its job_id, from the submit on"
     stage_lines = [line for line in lines if line.get("job_id") and line.get("model") == "test_heightfield"]
     assert any(line.get("stage") and line.get("device") == "cpu" for line in stage_lines)
     worker_lines = [line for line in lines if line["logger"].startswith("pocket3d.workers.child")]
-    assert worker_lines and all(line["device"] == "cpu" for line in worker_lines)
+    # each worker names its device: cpu for the models, export for pocket3d's own stages (orient, export)
+    assert worker_lines and {line["device"] for line in worker_lines} <= {"cpu", "export"}
+    assert any(line["device"] == "cpu" for line in worker_lines)
+    [failed] = [line for line in lines if line["logger"] == "pocket3d.scheduler.node"
+                and line.get("model") == "test_failing" and "MODEL_ERROR" in line["message"]]
+    raised = [line for line in worker_lines if "test_failing" in line["message"] and "raised" in line["message"]]
+    assert raised and all({"job_id": failed["job_id"], "stage": "generate_mesh", "model": "test_failing"}.items()
+                          <= line.items() and line["exception"] for line in raised), \
+        "the worker's traceback says which job, stage and model it belongs to"
 
     for token in (run.admin, run.user, "p3d_deadbeef00_not-a-real-secret"):
         assert token.rsplit("_", 1)[1] not in text and token not in text

@@ -14,13 +14,14 @@ QueueHandler and QueueListener).
 from __future__ import annotations
 
 import atexit
+import contextlib
 import copy
 import io
 import logging
 import logging.handlers
 import queue
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -37,18 +38,39 @@ def active_format() -> str:
     return _active_format
 
 
-class _CaptureContext(logging.Filter):
-    """Puts the request id and the bound context (job_id, stage, model, device) on the record where it is made:
-    the thread that formats it later has a context of its own."""
+class _CaptureBound(logging.Filter):
+    """Puts the bound context (job_id, stage, model, device) on the record where it is made: the thread that
+    formats it may have a context of its own."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        from asgi_correlation_id import correlation_id
         from structlog.contextvars import get_contextvars
 
-        record.request_id = correlation_id.get()
         for key, value in get_contextvars().items():
             record.__dict__.setdefault(key, value)
         return True
+
+
+class _CaptureContext(_CaptureBound):
+    """The bound context and the request id."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from asgi_correlation_id import correlation_id
+
+        record.request_id = correlation_id.get()
+        return super().filter(record)
+
+
+@contextlib.contextmanager
+def bound(fields: Mapping[str, str]) -> Iterator[None]:
+    """``fields`` on every JSON line this thread writes meanwhile (a device worker's lines about a stage: its
+    job_id, stage and model). Text lines do not show them, so structlog is not loaded for text."""
+    if not fields or _active_format != "json":
+        yield
+        return
+    from structlog.contextvars import bound_contextvars
+
+    with bound_contextvars(**fields):
+        yield
 
 
 class _TextRequestId(logging.Filter):
@@ -177,6 +199,7 @@ def configure_worker(log_format: str, level: int, device_id: str) -> None:
     _active_format = log_format
     handler = logging.StreamHandler(sys.stderr)
     if log_format == "json":
+        handler.addFilter(_CaptureBound())
         _set_root(_formatted([handler], json_formatter({"device": device_id, "process": "worker"}))[0], level)
         sys.stdout = _LineLogger(logging.getLogger("worker.stdout"), logging.INFO)
         sys.stderr = _LineLogger(logging.getLogger("worker.stderr"), logging.WARNING)

@@ -396,5 +396,5 @@ def _persist(node: Node, principal: Principal, feature: Feature, model_id: str, 
             raise
     node.scheduler.wake()
     log.info("job %s submitted by %s: %s on %s, %d input file(s)", job_id, principal.owner_id, feature.value,
-             model_id, len(inputs))
+             model_id, len(inputs), extra={"job_id": job_id, "model": model_id})
     return job_id

@@ -31,7 +31,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from structlog.contextvars import bound_contextvars
+from structlog.contextvars import bound_contextvars, get_contextvars
 
 from pocket3d.config import Settings
 from pocket3d.errors import ErrorCode, storage_failure
@@ -692,7 +692,8 @@ class NodeScheduler(Scheduler):
                 try:
                     running.phase = "handed"
                     worker.run(StageRequest(stage_id=stage.id, model_id=model_id, adapter=adapter,
-                                            spec=registered.spec, inputs=inputs, params=stage.params))
+                                            spec=registered.spec, inputs=inputs, params=stage.params,
+                                            log_context=_log_context()))
                 except WorkerUnavailable as e:
                     outcome = self._stopped(running) if running.stop_reason else (REQUEUE, str(e))
                     return
@@ -860,7 +861,8 @@ class NodeScheduler(Scheduler):
                     self._exporter.run(StageRequest(stage_id=claim.stage.id, model_id=OWN_STAGES_MODEL_ID,
                                                     adapter=adapter_path(OwnStages), spec=self._own_spec,
                                                     inputs=inputs, params={"stage": name,
-                                                                           "params": claim.stage.params}))
+                                                                           "params": claim.stage.params},
+                                                    log_context=_log_context()))
                 except WorkerUnavailable as e:
                     outcome = self._stopped(running) if running.stop_reason else (REQUEUE, str(e))
                     return
@@ -1178,3 +1180,9 @@ def _moving(mean: float | None, sample: float) -> float:
 def adapter_path(cls: type) -> str:
     """How the worker process finds an adapter class: ``package.module:Class``."""
     return f"{cls.__module__}:{cls.__qualname__}"
+
+
+def _log_context() -> dict[str, str]:
+    """What this thread's log lines are bound to (job, stage, model), for the worker's lines about the stage; the
+    worker names its device itself."""
+    return {k: str(v) for k, v in get_contextvars().items() if k != "device"}

@@ -278,6 +278,10 @@ class ChildWorker:
     # -- stages ----------------------------------------------------------------------------------------------
 
     def _stage_command(self, stage: _Stage) -> None:
+        with logs.bound(stage.request.log_context):
+            self._stage(stage)
+
+    def _stage(self, stage: _Stage) -> None:
         request = stage.request
         hosted: _Hosted | None = None
         try:

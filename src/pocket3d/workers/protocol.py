@@ -49,6 +49,8 @@ class StageRequest:
     spec: ModelSpec
     inputs: RunInputs  # paths valid in the child (same machine); outputs go to inputs.work_dir
     params: dict  # validated in the child with the adapter's Params
+    # job_id, stage, model: what the scheduler's lines about this stage carry, so the worker's lines carry it too
+    log_context: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
