@@ -20,16 +20,20 @@ from hostile_files import (
     gltf_naming_another_file,
     instanced_glb,
     many_nodes_glb,
+    material_groups_obj,
     only_zero_area_faces_obj,
     overflow_cube_obj,
     polygon_obj,
+    primitives_gltf,
     scaled_by_node_glb,
     single_triangle_obj,
     slivers_obj,
+    sparse_accessor_gltf,
+    textured_glb,
     with_zero_area_faces_obj,
 )
 from server import ServerProcess
-from watchdog import ChildWatch
+from watchdog import ChildWatch, TreeWatch
 
 from pocket3d import geometry
 from pocket3d.geometry.formats import fbx
@@ -173,15 +177,33 @@ def test_concurrent_fbx_uploads_share_a_small_pool(hostile_server, c, tmp_path) 
     ("scaled.glb", scaled_by_node_glb, 422, "INVALID_MESH"),
     ("flat.obj", only_zero_area_faces_obj, 422, "INVALID_MESH"),
     ("other.gltf", gltf_naming_another_file, 422, "INVALID_MESH"),
+    ("sparse.gltf", sparse_accessor_gltf, 413, "MESH_TOO_LARGE"),
+    ("primitives.gltf", primitives_gltf, 413, "MESH_TOO_LARGE"),
+    ("materials.obj", material_groups_obj, 413, "MESH_TOO_LARGE"),
+    ("texture.glb", textured_glb, 413, "MESH_TOO_LARGE"),
 ])
-def test_meshes_larger_or_stranger_than_they_look_are_refused_at_upload(c, name, make, status, code) -> None:
+def test_meshes_larger_or_stranger_than_they_look_are_refused_at_upload(hostile_server, c, name, make, status,
+                                                                        code) -> None:
+    """Refused from what the file declares, in seconds and without the server (which reads uploads itself)
+    growing: past 2 GB the watchdog kills it."""
     data = make()
     assert len(data) < 500_000  # small files, all of them
-    started = time.monotonic()
-    r = _upload(c, data, name)
-    assert time.monotonic() - started < 10
+    with TreeWatch(hostile_server.proc.pid, 2048, hostile_server.kill_group) as watch:
+        started = time.monotonic()
+        r = _upload(c, data, name)
+        took = time.monotonic() - started
+    assert not watch.killed, "the server grew past 2 GB reading a small file"
     assert r.status_code == status, r.text
     assert r.json()["error_code"] == code
+    assert took < 10
+    assert watch.peak_growth_mb < 300, f"the server grew {watch.peak_growth_mb:.0f} MB"
+
+
+def test_a_large_texture_is_named_with_what_to_do(c) -> None:
+    body = _upload(c, textured_glb(), "texture.glb").json()
+    assert body["details"]["texture_pixels"] == 13_000 ** 2
+    assert "13000x13000" in body["message"] and "downscale" in body["hint"]
+    assert _upload(c, textured_glb(1024), "small-texture.glb").status_code == 201
 
 
 def test_instanced_faces_are_counted_and_said(c) -> None:

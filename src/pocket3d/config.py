@@ -174,6 +174,8 @@ class StorageSettings(_Section):
                                 "every node that places a mesh")
     max_mesh_coordinate: float = Field(1e7, gt=0, description="meshes reaching farther from the origin are "
                                        "refused with INVALID_MESH (such values overflow in the models' arithmetic)")
+    max_texture_pixels: int = Field(8192 * 8192, ge=1, description="pixels of a mesh's textures, all together; "
+                                    "more is refused with MESH_TOO_LARGE (each is decoded whole by what reads it)")
 
     @model_validator(mode="after")
     def _s3_needs_a_bucket(self) -> StorageSettings:
@@ -187,6 +189,7 @@ class StorageSettings(_Section):
 
         return MeshLimits(max_faces=self.max_mesh_faces, max_vertices=self.max_mesh_vertices,
                           max_nodes=self.max_mesh_nodes, max_coordinate=self.max_mesh_coordinate,
+                          max_texture_pixels=self.max_texture_pixels,
                           max_unpacked_bytes=int(self.max_file_size))  # a zip holds no more than an upload
 
 

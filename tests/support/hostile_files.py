@@ -100,3 +100,79 @@ def with_zero_area_faces_obj() -> bytes:
 
 def only_zero_area_faces_obj() -> bytes:
     return b"v 0 0 0\nv 1 0 0\nv 2 0 0\nf 1 2 3\nf 1 1 2\n"
+
+
+def _triangle_gltf() -> dict:
+    """One triangle, its buffer inline."""
+    import base64
+
+    data = struct.pack("<9f", 0, 0, 0, 1, 0, 0, 0, 1, 0)
+    return {"asset": {"version": "2.0"},
+            "buffers": [{"uri": "data:application/octet-stream;base64," + base64.b64encode(data).decode(),
+                         "byteLength": len(data)}],
+            "bufferViews": [{"buffer": 0, "byteLength": len(data)}],
+            "accessors": [{"bufferView": 0, "componentType": 5126, "count": 3, "type": "VEC3",
+                           "min": [0, 0, 0], "max": [1, 1, 0]}],
+            "meshes": [{"primitives": [{"attributes": {"POSITION": 0}}]}],
+            "nodes": [{"mesh": 0}], "scenes": [{"nodes": [0]}], "scene": 0}
+
+
+def sparse_accessor_gltf(count: int = 500_000_000) -> bytes:
+    """Half a kilobyte of glTF whose positions are a sparse accessor of ``count`` elements: trimesh allocated that
+    many zeros (6 GB here) in the process reading the upload before it found anything wrong."""
+    tree = _triangle_gltf()
+    tree["accessors"][0] = {"componentType": 5126, "count": count, "type": "VEC3",
+                            "sparse": {"count": 1, "indices": {"bufferView": 0, "componentType": 5125},
+                                       "values": {"bufferView": 0}}}
+    return json.dumps(tree).encode()
+
+
+def primitives_gltf(nodes: int = 2000, primitives: int = 2000) -> bytes:
+    """``nodes`` nodes placing one mesh of ``primitives`` primitives (the same triangle): trimesh makes a scene
+    graph node of every primitive at every placement, four million here, from a file of 100 KB."""
+    tree = _triangle_gltf()
+    tree["meshes"] = [{"primitives": [{"attributes": {"POSITION": 0}} for _ in range(primitives)]}]
+    tree["nodes"] = [{"mesh": 0, "translation": [2.0 * i, 0, 0]} for i in range(nodes)]
+    tree["scenes"] = [{"nodes": list(range(nodes))}]
+    return json.dumps(tree).encode()
+
+
+def material_groups_obj(groups: int = 20_000) -> bytes:
+    """One triangle drawn again under ``groups`` materials: trimesh names each material's mesh by searching the
+    names before it (n² steps: 10,000 materials took 14 s of CPU in the server, 100,000 hours)."""
+    return b"v 0 0 0\nv 1 0 0\nv 0 1 0\n" + b"".join(b"usemtl m%d\nf 1 2 3\n" % i for i in range(groups))
+
+
+def textured_glb(side: int = 13_000) -> bytes:
+    """A textured cube whose texture is ``side`` x ``side`` pixels of one colour (a 20 KB file at 13,000): whatever
+    reads its colours decodes it whole (rigging it grew the server's workers by 6 GB and took 50 s)."""
+    import io
+
+    from PIL import Image
+
+    texture = io.BytesIO()
+    Image.new("1", (side, side)).save(texture, "PNG")
+    placeholder = Image.new("RGB", (2, 2))
+    box = trimesh.creation.box()
+    uv = np.random.default_rng(0).random((len(box.vertices), 2))
+    box.visual = trimesh.visual.TextureVisuals(uv=uv, material=trimesh.visual.material.PBRMaterial(
+        baseColorTexture=placeholder))
+    glb = box.export(file_type="glb")
+    # Put the large PNG where the placeholder's bytes were (trimesh would re-encode a PIL image it was given).
+    json_length = struct.unpack_from("<I", glb, 12)[0]
+    tree = json.loads(glb[20:20 + json_length])
+    binary = glb[20 + json_length + 8:]
+    view = tree["bufferViews"][tree["images"][0]["bufferView"]]
+    start, length = view.get("byteOffset", 0), view["byteLength"]
+    png = texture.getvalue()
+    binary = binary[:start] + png + binary[start + length:]
+    for other in tree["bufferViews"]:
+        if other.get("byteOffset", 0) > start:
+            other["byteOffset"] += len(png) - length
+    view["byteLength"] = len(png)
+    binary += b"\0" * (-len(binary) % 4)
+    tree["buffers"][0]["byteLength"] = len(binary)
+    text = json.dumps(tree).encode()
+    text += b" " * (-len(text) % 4)
+    return (struct.pack("<4sII", b"glTF", 2, 28 + len(text) + len(binary)) + struct.pack("<I4s", len(text), b"JSON")
+            + text + struct.pack("<I4s", len(binary), b"BIN\0") + binary)

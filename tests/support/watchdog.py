@@ -70,3 +70,47 @@ class ChildWatch:
             if total > self.limit_mb and not self.killed:
                 self.killed = True
                 self.kill()
+
+
+class TreeWatch:
+    """The same watch over a whole process tree (the server that reads an upload itself, and its workers): the peak
+    growth of their RSS together over what it was at the start; past ``limit_mb`` of growth the server's process
+    group is killed."""
+
+    def __init__(self, pid: int, limit_mb: float, kill: Callable[[], None], every: float = 0.02):
+        self.pid, self.limit_mb, self.kill, self.every = pid, limit_mb, kill, every
+        self.peak_growth_mb = 0.0
+        self.killed = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="tree-watch", daemon=True)
+        self._start_mb = self._rss_mb()
+
+    def __enter__(self) -> TreeWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def _rss_mb(self) -> float:
+        try:
+            root = psutil.Process(self.pid)
+            processes = [root, *root.children(recursive=True)]
+        except psutil.Error:
+            return 0.0
+        total = 0.0
+        for process in processes:
+            try:
+                total += process.memory_info().rss / 2**20
+            except psutil.Error:
+                continue
+        return total
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every):
+            growth = self._rss_mb() - self._start_mb
+            self.peak_growth_mb = max(self.peak_growth_mb, growth)
+            if growth > self.limit_mb and not self.killed:
+                self.killed = True
+                self.kill()

@@ -13,10 +13,11 @@ from pathlib import Path
 
 import numpy as np
 import trimesh
+from PIL import Image
 
 from pocket3d.errors import ErrorCode
 from pocket3d.geometry.errors import MeshError
-from pocket3d.geometry.formats import FORMATS, gltf, zipped
+from pocket3d.geometry.formats import FORMATS, gltf, obj, zipped
 
 
 @dataclass(frozen=True)
@@ -24,12 +25,21 @@ class MeshLimits:
     max_faces: int = 2_000_000  # over all instances
     max_vertices: int = 2_000_000
     max_nodes: int = 10_000  # scene graph nodes
+    # Pixels of a mesh's textures, all of them together. A texture is decoded whole by whatever reads its colours
+    # (tens of bytes a pixel on the way): a 20 KB file can carry a 13000x13000 one.
+    max_texture_pixels: int = 8192 * 8192
     # Largest absolute world coordinate. Far beyond any object in metres (or millimetres); what lies beyond it
     # overflows float32 arithmetic (squares, cross products) in the models.
     max_coordinate: float = 1e7
     # A mesh zip (formats.zipped): its entries, and the bytes they unpack to.
     max_zip_entries: int = 256
     max_unpacked_bytes: int = 500 * 1024 * 1024
+
+    @property
+    def max_allocated_bytes(self) -> int:
+        """What reading a mesh may allocate beyond the file's own bytes: a mesh at the limits with every common
+        vertex attribute (128 bytes a vertex) and its indices."""
+        return self.max_vertices * 128 + self.max_faces * 12
 
 
 LOADABLE = frozenset(name for name, f in FORMATS.items() if f.loader is not None)
@@ -43,7 +53,9 @@ def load_scene(path: Path, fmt: str, limits: MeshLimits = MeshLimits()) -> trime
     if fmt in zipped.MESH_SUFFIXES.values() and zipped.is_zip(path):
         return _load_zip(path, limits)
     if fmt in ("glb", "gltf"):
-        _check_nodes(gltf.declared_nodes(path, fmt) or 0, limits)
+        _check_declared(gltf.declared(path, fmt), limits)
+    elif fmt == "obj":
+        _check_material_groups(path.read_bytes(), limits)
     try:
         scene = spec.loader(path)
     except MeshError:  # the loader's own verdict (a malformed FBX, a busy Blender), as it said it
@@ -63,7 +75,9 @@ def zip_format(path: Path, limits: MeshLimits = MeshLimits()) -> str:
 def _load_zip(path: Path, limits: MeshLimits) -> trimesh.Scene:
     with zipped.opened(path, limits.max_zip_entries, limits.max_unpacked_bytes) as bundle:
         if bundle.format in ("glb", "gltf"):
-            _check_nodes(gltf.declared_nodes(io.BytesIO(bundle.read(bundle.main)), bundle.format) or 0, limits)
+            _check_declared(gltf.declared(io.BytesIO(bundle.read(bundle.main)), bundle.format), limits)
+        elif bundle.format == "obj":
+            _check_material_groups(bundle.read(bundle.main), limits)
         try:
             scene = bundle.load()
         except MeshError:
@@ -94,6 +108,56 @@ def check(scene: trimesh.Scene, limits: MeshLimits) -> None:
         if len(g.faces) and (g.faces.min() < 0 or g.faces.max() >= len(g.vertices)):
             raise MeshError("face indices point past the vertex list")
     _check_extent(meshes, instances, limits)
+    _check_textures(scene, limits)
+
+
+_TEXTURES = ("image", "baseColorTexture", "metallicRoughnessTexture", "normalTexture", "occlusionTexture",
+             "emissiveTexture")
+
+
+def _check_textures(scene: trimesh.Scene, limits: MeshLimits) -> None:
+    """The textures' pixels together, by their headers (reading the file decoded none of them)."""
+    images: dict[int, Image.Image] = {}
+    for g in scene.geometry.values():
+        material = getattr(getattr(g, "visual", None), "material", None)
+        for sub in getattr(material, "materials", None) or [material]:
+            for name in _TEXTURES:
+                image = getattr(sub, name, None)
+                if isinstance(image, Image.Image):
+                    images[id(image)] = image
+    pixels = sum(image.width * image.height for image in images.values())
+    if pixels > limits.max_texture_pixels:
+        largest = max(images.values(), key=lambda image: image.width * image.height)
+        side = int(limits.max_texture_pixels ** 0.5)
+        raise MeshError(f"the mesh's {len(images)} texture(s) hold {pixels} pixels (the largest "
+                        f"{largest.width}x{largest.height}); at most {limits.max_texture_pixels} are accepted",
+                        ErrorCode.MESH_TOO_LARGE, {"texture_pixels": pixels, "textures": len(images),
+                                                   "max_texture_pixels": limits.max_texture_pixels},
+                        hint=f"downscale its textures (to {side}x{side} in all, or less) and send it again")
+
+
+def _check_material_groups(data: bytes, limits: MeshLimits) -> None:
+    groups = obj.material_groups(data)
+    most = min(limits.max_nodes, obj.MAX_MATERIAL_GROUPS)
+    if groups > most:
+        raise MeshError(f"the OBJ switches between {groups} materials (usemtl); at most {most} are accepted",
+                        ErrorCode.MESH_TOO_LARGE, {"material_groups": groups, "max_material_groups": most},
+                        hint="merge faces that share a look under one material")
+
+
+def _check_declared(declared: gltf.Declared | None, limits: MeshLimits) -> None:
+    """What a glTF's JSON declares, before trimesh builds it."""
+    if declared is None:
+        return
+    _check_nodes(declared.nodes, limits)
+    if declared.primitives > limits.max_nodes:
+        raise MeshError(f"the meshes have {declared.primitives} primitives; at most {limits.max_nodes} are accepted",
+                        ErrorCode.MESH_TOO_LARGE, {"primitives": declared.primitives, "max_nodes": limits.max_nodes})
+    if declared.allocated_bytes > limits.max_allocated_bytes:
+        raise MeshError(f"the accessors declare {declared.allocated_bytes >> 20} MB of data that the file does not "
+                        f"hold as it is (sparse, strided or left to an extension); at most "
+                        f"{limits.max_allocated_bytes >> 20} MB are accepted", ErrorCode.MESH_TOO_LARGE,
+                        {"allocated_bytes": declared.allocated_bytes, "max_bytes": limits.max_allocated_bytes})
 
 
 def _check_nodes(nodes: int, limits: MeshLimits) -> None:
