@@ -133,6 +133,11 @@ def test_server_paths_and_process_details_are_for_admins(auth_server) -> None:
         assert alice.get(f"/jobs/{failed['job_id']}").json()["error"] == failed["error"], "the cache keeps them apart"
         listed = next(j for j in alice.get("/jobs").json()["jobs"] if j["job_id"] == failed["job_id"])
         assert listed["error"] == failed["error"]
+        warned = submit(alice, "/mesh/generate?wait=20", {
+            "images": [upload(alice, IMAGES / "T.png")["file_id"]], "model_preference": "test_heightfield",
+            "parameters": {"warning": "no weights under /opt/TRELLIS.2/ckpts: used the defaults"}}, expect=200)
+        assert [w["message"] for w in warned["warnings"]] == ["no weights under <server path>: used the defaults"]
+        assert "/opt/TRELLIS.2/ckpts" in admin.get(f"/jobs/{warned['job_id']}").json()["warnings"][0]["message"]
 
         user_models, admin_models = alice.get("/system/models").text, admin.get("/system/models").text
         assert "/opt/hidden-layout" in admin_models and "/opt/hidden-layout" not in user_models

@@ -98,13 +98,16 @@ def test_registered_endpoints_get_the_events_they_chose(hooks: httpx.Client) -> 
         assert "secret" not in c.get(f"/webhooks/{endpoint['id']}").json()
 
         ok_job = _image_job(c)
-        failed = submit(c, "/mesh/generate", {"text_prompt": "a chair", "model_preference": "test_failing"})["job_id"]
+        failed = submit(c, "/mesh/generate", {"text_prompt": "a chair", "model_preference": "test_failing", "parameters":
+                                              {"message": "weights missing at /opt/TRELLIS.2/ckpts/model.pt"}})["job_id"]
         assert wait_final(c, failed)["status"] == "failed" and wait_final(c, ok_job)["status"] == "succeeded"
         [got] = rx.wait_for(1)
         [delivery] = _deliveries(c, failed)
         assert c.get(f"/jobs/{ok_job}/deliveries").json()["deliveries"] == [], "job.succeeded was not asked for"
         message = Webhook(endpoint["secret"]).verify(got.body, got.headers)
         assert message["type"] == "job.failed" and message["data"]["error"]["code"] == "MODEL_ERROR"
+        # The message leaves the server: no server paths in it, as the API shows none to a non-admin key.
+        assert message["data"]["error"]["message"] == "RuntimeError: weights missing at <server path>"
         assert delivery["endpoint_id"] == endpoint["id"] and got.path == "/failures"
         owner_secret = c.get("/webhooks/secret").json()["secret"]
         with pytest.raises(WebhookVerificationError):

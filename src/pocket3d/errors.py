@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import sqlite3
 from enum import StrEnum
 from typing import Any
@@ -183,3 +184,15 @@ class WarningCode(StrEnum):
     VIEW_LEFT_OUT = "VIEW_LEFT_OUT"  # a view disagreed with the others and was not used
     OPEN_MESH = "OPEN_MESH"  # the mesh has holes or is a sheet: it was treated as a thickened surface
     FLAT_MESH = "FLAT_MESH"  # the mesh is (nearly) flat: it has hardly a volume to work with
+
+
+# An absolute path of two or more parts, not inside a word or a URL ("http://host/a/b" keeps its path).
+_SERVER_PATH = re.compile(r"(?<![\w.:/~-])/(?:[\w.+~@-]+/)+[\w.+~@-]*")
+_API_ROUTES = ("/api/", "/docs", "/redoc")  # the API's own routes are not server paths
+HIDDEN_PATH = "<server path>"
+
+
+def hide_server_paths(text: str) -> str:
+    """``text`` with the server's file paths (a checkout at /opt/TRELLIS.2, the data directory) in a message made
+    for someone who is not its operator replaced by ``<server path>``."""
+    return _SERVER_PATH.sub(lambda m: m.group(0) if m.group(0).startswith(_API_ROUTES) else HIDDEN_PATH, text)

@@ -15,6 +15,7 @@ from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
 from pocket3d.models import Device, InputRejected, ModelAdapter, ProgressFn, RunInputs
+from pocket3d.models.spec import warn
 
 
 class HeightfieldParams(BaseModel):
@@ -22,6 +23,8 @@ class HeightfieldParams(BaseModel):
     grid: int = Field(16, ge=2, le=128)
     delay: float = Field(0.0, ge=0, le=3600, description="seconds to spend, in progress steps (slow-model tests)")
     steps: int = Field(5, ge=1, le=100)
+    warning: str | None = Field(None, max_length=500, description="a warning it gives (TEST_WARNING), as a model "
+                                "telling of a fallback (naming its files) would")
 
 
 class HeightfieldTestModel(ModelAdapter):
@@ -38,6 +41,8 @@ class HeightfieldTestModel(ModelAdapter):
         for i in range(params.steps):
             time.sleep(params.delay / params.steps)
             progress((i + 1) / (params.steps + 1), "thinking slowly")
+        if params.warning:
+            warn(progress, "TEST_WARNING", params.warning)
         with Image.open(inputs.images[0]) as im:
             rgb = np.asarray(im.convert("RGB").resize((params.grid, params.grid)), dtype=np.float64) / 255.0
         n = params.grid

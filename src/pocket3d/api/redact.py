@@ -4,19 +4,17 @@ processes behind the devices. Every other caller gets the same answer with ``<se
 from __future__ import annotations
 
 import dataclasses
-import re
 from typing import Any, TypeVar
 
 from starlette.requests import HTTPConnection
 
 from pocket3d.api.keys import STATE_KEY
-from pocket3d.jobs.records import JobRecord
+from pocket3d.errors import HIDDEN_PATH as HIDDEN
+from pocket3d.errors import hide_server_paths as text
+from pocket3d.jobs.records import JobRecord, StageRecord, StageWarning
 
 T = TypeVar("T")
-# An absolute path of two or more parts, not inside a word or a URL ("http://host/a/b" keeps its path).
-_PATH = re.compile(r"(?<![\w.:/~-])/(?:[\w.+~@-]+/)+[\w.+~@-]*")
-_ROUTES = ("/api/", "/docs", "/redoc")  # the API's own routes are not server paths
-HIDDEN = "<server path>"
+__all__ = ["HIDDEN", "deep", "dump", "job", "sees_everything", "text"]
 
 
 def sees_everything(request: HTTPConnection) -> bool:
@@ -25,10 +23,6 @@ def sees_everything(request: HTTPConnection) -> bool:
         return True
     principal = request.scope.get("state", {}).get(STATE_KEY)
     return principal is not None and principal.is_admin
-
-
-def text(value: str) -> str:
-    return _PATH.sub(lambda m: m.group(0) if m.group(0).startswith(_ROUTES) else HIDDEN, value)
 
 
 def deep(value: T) -> T:
@@ -43,14 +37,22 @@ def deep(value: T) -> T:
 
 
 def job(record: JobRecord) -> JobRecord:
-    """The job with its error messages redacted (the same record when they hold no path)."""
-    messages = [record.error_message] + [s.error_message for s in record.stages]
-    if not any(m and _PATH.search(m) for m in messages):
+    """The job with its messages redacted: its error, and each stage's error, progress message and warnings (the
+    same record when they hold no path)."""
+    stages = [_stage(s) for s in record.stages]
+    error = text(record.error_message) if record.error_message else None
+    if error == record.error_message and all(new is old for new, old in zip(stages, record.stages, strict=True)):
         return record
-    stages = [dataclasses.replace(s, error_message=text(s.error_message)) if s.error_message else s
-              for s in record.stages]
-    return dataclasses.replace(record, stages=stages,
-                               error_message=text(record.error_message) if record.error_message else None)
+    return dataclasses.replace(record, stages=stages, error_message=error)
+
+
+def _stage(stage: StageRecord) -> StageRecord:
+    error = text(stage.error_message) if stage.error_message else None
+    message = text(stage.message) if stage.message else None
+    warnings = [StageWarning(w.code, text(w.message)) for w in stage.warnings]
+    if error == stage.error_message and message == stage.message and warnings == stage.warnings:
+        return stage
+    return dataclasses.replace(stage, error_message=error, message=message, warnings=warnings)
 
 
 def dump(model: Any) -> Any:

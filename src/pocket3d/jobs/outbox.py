@@ -17,7 +17,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from pocket3d.errors import ErrorCode, Pocket3DError
+from pocket3d.errors import ErrorCode, Pocket3DError, hide_server_paths
 from pocket3d.jobs import schema as t
 from pocket3d.jobs.records import (
     DEFAULT_REQUEST_EVENTS,
@@ -173,7 +173,9 @@ def _payload(tx: WriteTx, job: Any, event: WebhookEvent, now: float) -> dict[str
                                  .where(o.job_id == job["id"], o.public == sa.true())
                                  .order_by(o.stage_idx, o.name)).mappings():
             outputs.append({**r, "url": f"{API}/jobs/{job['id']}/outputs/{r['name']}"})
-    error = {"code": job["error_code"], "message": job["error_message"] or ""} if job["error_code"] else None
+    # The message leaves the server for a receiver the API would not show server paths to (admins read them there).
+    error = {"code": job["error_code"], "message": hide_server_paths(job["error_message"] or "")} \
+        if job["error_code"] else None
     data = {"job_id": job["id"], "status": job["status"], "feature": job["feature"], "model": job["model_id"],
             "progress": job["progress"], "version": job["version"], "error": error, "outputs": outputs,
             "created_at": _iso(job["created_at"]), "started_at": _iso(job["started_at"]),
