@@ -36,6 +36,20 @@ def test_a_format_the_model_cannot_write_names_the_formats_it_can(client: httpx.
     assert body["details"]["supported_outputs"] == ["glb"] and body["hint"] == "ask for one of glb"
 
 
+def test_a_format_that_would_lose_what_the_feature_makes_is_refused_the_same_way(client: httpx.Client) -> None:
+    """Before any model is chosen: a rig as USDZ, parts as STL (known formats that cannot hold a skin or parts) get
+    the code a model's refusal gets, with the formats that can; a name pocket3d does not write stays a bad request."""
+    body = _error(client.post("/rig", json={"mesh": "file_x", "output_format": "usdz"}), 422,
+                  "UNSUPPORTED_OUTPUT_FORMAT")
+    assert body["details"] == {"output_format": "usdz", "supported_outputs": ["glb", "fbx"]}
+    assert "skeleton and skin weights" in body["message"] and body["hint"] == "ask for one of glb, fbx"
+    body = _error(client.post("/segment", json={"mesh": "file_x", "output_formats": ["glb", "stl"]}), 422,
+                  "UNSUPPORTED_OUTPUT_FORMAT")
+    assert body["details"]["supported_outputs"] == ["glb", "obj", "fbx", "usdz"] and "parts" in body["message"]
+    body = _error(client.post("/rig", json={"mesh": "file_x", "output_format": "dwg"}), 422, "INVALID_REQUEST")
+    assert body["hint"] == "ask for one of glb, fbx"
+
+
 def test_an_unknown_model_says_where_the_models_are_listed(client: httpx.Client) -> None:
     body = _error(client.post("/mesh/generate", json={"text_prompt": "a chair", "model_preference": "trellis-xl"}),
                   422, "UNKNOWN_MODEL")
