@@ -193,7 +193,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
 def run_job(served: Served, route: str, body: dict, status: str = "succeeded") -> dict:
     job = submit(served.client, route, body)
     job = wait_final(served.client, job["job_id"], timeout=60)
-    assert job["status"] == status, job
+    assert job["status"] == status, (job["error"], job["stages"])
     return job
 
 

@@ -87,9 +87,21 @@ class _CheckoutModel(WeightedModel):
 
     def __init__(self, spec: ModelSpec):
         super().__init__(spec)  # puts the checkout itself on sys.path
+        self._add_tree(spec)
+
+    @classmethod
+    def warm(cls, spec: ModelSpec) -> None:
+        # The tree goes on sys.path before the warm imports: with the checkout alone there, ``import hy3dshape``
+        # would find the checkout's outer hy3dshape/ folder as a namespace package and keep it in sys.modules, and
+        # the load's ``hy3dshape.pipelines`` would then not be found.
+        cls._add_tree(spec)
+        super().warm(spec)
+
+    @classmethod
+    def _add_tree(cls, spec: ModelSpec) -> None:
         root = checkout(spec)
-        if root is not None and (root / self.tree).is_dir() and str(root / self.tree) not in sys.path:
-            sys.path.insert(0, str(root / self.tree))
+        if root is not None and (root / cls.tree).is_dir() and str(root / cls.tree) not in sys.path:
+            sys.path.insert(0, str(root / cls.tree))
 
     @classmethod
     def unavailable_reasons(cls, spec: ModelSpec) -> list[str]:
