@@ -54,7 +54,8 @@ def test_image_to_mesh_makes_a_closed_textured_mesh(client: httpx.Client, tmp_pa
     job = submit(client, "/mesh/generate?wait=30", {"images": [file_id], "model_preference": "builtin_silhouette"},
                  expect=200)
     assert job["status"] == "succeeded", job
-    data = client.get(job["outputs"][0]["url"].removeprefix("/api/v1")).content
+    model = next(o for o in job["outputs"] if o["name"] == "model.glb")  # beside it, the cut-out it was made from
+    data = client.get(model["url"].removeprefix("/api/v1")).content
     report = assert_valid_gltf(data, tmp_path)
     assert report["numErrors"] == 0
     scene = trimesh.load(io.BytesIO(data), file_type="glb", force="scene")

@@ -124,7 +124,7 @@ def test_a_job_runs_on_s3_and_downloads_are_proxied_with_range_and_etag(s3_srv, 
         assert r.status_code == 200 and r.content == in_s3 and hashlib.sha256(r.content).hexdigest() == sha
         assert r.headers["etag"] == f'"{sha}"' and r.headers["accept-ranges"] == "bytes"
         assert r.headers["content-type"] == "model/gltf-binary"
-        assert r.headers["content-disposition"] == 'attachment; filename="model.glb"'
+        assert r.headers["content-disposition"] == 'attachment; filename="T.glb"'  # named after the upload
 
         r = c.get(f"/jobs/{job['job_id']}/outputs/model.glb", headers={"Range": "bytes=100-199"})
         assert r.status_code == 206 and r.content == in_s3[100:200]
@@ -184,7 +184,7 @@ def test_downloads_redirect_to_a_presigned_url_and_expired_outputs_leave_the_buc
         assert r.headers["etag"] == f'"{model["sha256"]}"' and r.headers["cache-control"] == "no-store"
         got = httpx.get(r.headers["location"], timeout=30)
         assert got.status_code == 200 and hashlib.sha256(got.content).hexdigest() == model["sha256"]
-        assert got.headers["content-disposition"] == 'attachment; filename="model.glb"'
+        assert got.headers["content-disposition"] == 'attachment; filename="T.glb"'  # the store names it as the server would
         assert got.headers["content-type"] == "model/gltf-binary"
         r = c.get(f"/jobs/{job['job_id']}/outputs/model.glb", headers={"If-None-Match": f'"{model["sha256"]}"'})
         assert r.status_code == 304
