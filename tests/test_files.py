@@ -31,12 +31,14 @@ def test_one_upload_serves_jobs_one_after_another(client: httpx.Client) -> None:
     assert again.status_code == 200 and again.json()["expires_at"] == info["expires_at"]
 
 
-def test_an_upload_expires_at_its_expires_at_but_not_under_a_running_job(make_server) -> None:
+def test_an_upload_expires_at_its_expires_at_but_not_under_a_running_job(make_server, tmp_path: Path) -> None:
     srv = make_server(env={"POCKET3D_STORAGE__FILE_LIFETIME": "2", "POCKET3D_SCHEDULER__CLEANUP_INTERVAL": "1"})
+    release = tmp_path / "release"
     with srv.client() as c:
         used = upload(c, IMAGES / "T.png")
+        # the job runs until the test releases it, however slow the machine
+        slow = submit(c, "/mesh/generate", {"images": [used["file_id"]], "parameters": {"hold_until": str(release)}})
         idle = upload(c, IMAGES / "typical_misc_crate.png")
-        slow = submit(c, "/mesh/generate", {"images": [used["file_id"]], "parameters": {"delay": 4}})
         for info in (used, idle):
             created, expires = (datetime.fromisoformat(info[k]).timestamp() for k in ("created_at", "expires_at"))
             assert round(expires - created, 3) == 2, "storage.file_lifetime"
@@ -54,6 +56,7 @@ def test_an_upload_expires_at_its_expires_at_but_not_under_a_running_job(make_se
         assert c.get(f"/jobs/{slow['job_id']}").json()["status"] in ("queued", "running")
         assert used["sha256"] in blobs(srv.data_dir), "the running job keeps its input's blob past expires_at"
         _until(lambda: idle["sha256"] not in blobs(srv.data_dir), what="the retention sweep")
+        release.touch()
         assert wait_final(c, slow["job_id"])["status"] == "succeeded"
         _until(lambda: used["sha256"] not in blobs(srv.data_dir), what="the blob freed after its job")
         assert c.get(f"/files/{used['file_id']}").json()["error_code"] == "FILE_EXPIRED", "the tombstone stays"
@@ -80,12 +83,14 @@ def test_delete_frees_the_blob_unless_a_job_holds_it(client: httpx.Client, serve
 
     held = upload(client, _unique_png(tmp_path, "held.png"))
     twin = upload(client, tmp_path / "held.png")  # the same bytes: one blob, two uploads
-    job = submit(client, "/mesh/generate", {"images": [held["file_id"]], "parameters": {"delay": 2}})
+    release = tmp_path / "release"
+    job = submit(client, "/mesh/generate", {"images": [held["file_id"]], "parameters": {"hold_until": str(release)}})
     assert client.delete(f"/files/{held['file_id']}").status_code == 204
     assert client.delete(f"/files/{twin['file_id']}").status_code == 204
     assert client.get(f"/files/{held['file_id']}").status_code == 404
     assert client.get(f"/jobs/{job['job_id']}").json()["status"] in ("queued", "running")
     assert held["sha256"] in blobs(server.data_dir), "the running job keeps the blob of the file it took"
+    release.touch()
     assert wait_final(client, job["job_id"])["status"] == "succeeded"
     assert held["sha256"] not in blobs(server.data_dir), "and it goes when the job ends"
 

@@ -185,6 +185,7 @@ def test_timeout_and_cancel_free_the_device(scheduler_server) -> None:
         started = time.monotonic()
         job = wait_final(c, _job(c, "hanging"), timeout=30)
         assert job["status"] == "failed" and job["error"]["code"] == "TIMEOUT"
+        assert "scheduler.job_timeout (2 s)" in job["error"]["message"]
         assert time.monotonic() - started < 10
         # a model that reports progress stops at its next report
         running = _job(c, "alloc_a", seconds=30, steps=300)
@@ -206,8 +207,8 @@ def test_timeout_and_cancel_free_the_device(scheduler_server) -> None:
 
 def test_a_stage_stopped_while_its_model_loads_harms_no_other_stage(scheduler_server) -> None:
     """Cancelled during its model's load: cancelled, and the worker (with the other stage running in it) lives
-    on. Past job_timeout during the load: TIMEOUT, not a crash."""
-    srv = scheduler_server([1000], POCKET3D_SCHEDULER__JOB_TIMEOUT="4", POCKET3D_SCHEDULER__CANCEL_GRACE="1",
+    on. A load past load_timeout: TIMEOUT naming it, not a crash."""
+    srv = scheduler_server([1000], POCKET3D_SCHEDULER__LOAD_TIMEOUT="4", POCKET3D_SCHEDULER__CANCEL_GRACE="1",
                            POCKET3D_SCHEDULER__MAX_ATTEMPTS="1")
     with srv.client() as c:
         neighbour = _job(c, "alloc_a", seconds=3, steps=30)
@@ -216,9 +217,10 @@ def test_a_stage_stopped_while_its_model_loads_harms_no_other_stage(scheduler_se
         (device,) = c.get("/system/devices").json()
         pid = device["worker_pid"]
         loading = _job(c, "medium_load")  # a 2 s load
-        while c.get(f"/jobs/{loading}").json()["status"] != "running":
+        deadline = time.monotonic() + 20
+        while "loading medium_load on vcpu0" not in srv.log():  # its load has begun
+            assert time.monotonic() < deadline, srv.log()[-3000:]
             time.sleep(0.05)
-        time.sleep(0.5)
         c.post(f"/jobs/{loading}/cancel")
         assert wait_final(c, loading, timeout=20)["status"] == "cancelled"
         assert wait_final(c, neighbour, timeout=20)["status"] == "succeeded"
@@ -227,6 +229,7 @@ def test_a_stage_stopped_while_its_model_loads_harms_no_other_stage(scheduler_se
         assert "medium_load" in device["resident_models"], "the load finished: the books count its memory"
         job = wait_final(c, _job(c, "slow_load"), timeout=30)  # a 6 s load
         assert job["status"] == "failed" and job["error"]["code"] == "TIMEOUT", job["error"]
+        assert "scheduler.load_timeout (4 s)" in job["error"]["message"]
 
 
 def test_a_graceful_stop_gives_running_stages_back(scheduler_server, make_server, tmp_path: Path) -> None:

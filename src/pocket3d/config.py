@@ -106,7 +106,11 @@ class SchedulerSettings(_Section):
     max_jobs_per_owner: int = Field(100, ge=1, description="jobs one owner may have waiting or running before "
                                     "their submit answers 429 CONCURRENCY_LIMITED, so one key's flood leaves room "
                                     "in the queue for the others")
-    job_timeout: int = Field(1800, ge=1, description="seconds one stage may run")
+    job_timeout: int = Field(1800, ge=1, description="seconds one stage may run once its model is loaded (the "
+                             "load has load_timeout of its own)")
+    load_timeout: int = Field(1800, ge=1, description="seconds a model's load may take, apart from job_timeout: a "
+                              "cold start of a large model from a slow disk takes minutes, and a user's stage must "
+                              "not time out because a load was slow")
     cleanup_interval: int = Field(300, ge=1, description="seconds between retention sweeps")
     priority_weights: dict[str, float] = Field(default_factory=lambda: {
         "mesh_generation": 1.0, "texture_generation": 0.8, "segmentation": 0.6, "auto_rigging": 0.4})

@@ -18,6 +18,9 @@ from pocket3d.models import Device, InputRejected, ModelAdapter, ProgressFn, Run
 from pocket3d.models.spec import warn
 
 
+HOLD_LIMIT = 120.0  # seconds a held run waits for its release before it fails
+
+
 class HeightfieldParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
     grid: int = Field(16, ge=2, le=128)
@@ -25,6 +28,9 @@ class HeightfieldParams(BaseModel):
     steps: int = Field(5, ge=1, le=100)
     warning: str | None = Field(None, max_length=500, description="a warning it gives (TEST_WARNING), as a model "
                                 "telling of a fallback (naming its files) would")
+    hold_until: str | None = Field(None, max_length=4096, description="a path: after its delay the run waits, "
+                                   "reporting progress, until a file exists there (tests that act while a stage "
+                                   "runs release it when they are done)")
 
 
 class HeightfieldTestModel(ModelAdapter):
@@ -43,6 +49,13 @@ class HeightfieldTestModel(ModelAdapter):
             progress((i + 1) / (params.steps + 1), "thinking slowly")
         if params.warning:
             warn(progress, "TEST_WARNING", params.warning)
+        if params.hold_until is not None:
+            held = time.monotonic() + HOLD_LIMIT
+            while not Path(params.hold_until).exists():
+                if time.monotonic() > held:
+                    raise RuntimeError(f"held for {HOLD_LIMIT} s and never released: the test forgot to")
+                time.sleep(0.05)
+                progress(params.steps / (params.steps + 1), "held")
         with Image.open(inputs.images[0]) as im:
             rgb = np.asarray(im.convert("RGB").resize((params.grid, params.grid)), dtype=np.float64) / 255.0
         n = params.grid

@@ -58,7 +58,7 @@ class ServerProcess:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 30.0) -> ServerProcess:
+    def start(self, timeout: float = 90.0) -> ServerProcess:
         cmd = [sys.executable, "-m", "pocket3d", "--config", str(self.config), "--models", str(self.models),
                "serve", "--port", str(self.port), *self.serve_args]
         self._log = open(self.log_path, "ab")

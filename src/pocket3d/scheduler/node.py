@@ -11,9 +11,11 @@ Failure handling, each a rule of the issue:
   retried up to ``scheduler.max_attempts``, then failed with ``WORKER_CRASHED``;
 - an out-of-memory error inside a model evicts the other models on that device and retries once, then fails
   with ``OUT_OF_MEMORY``;
-- a stage past ``scheduler.job_timeout`` is killed (with its worker: a model that hangs cannot be stopped
-  otherwise) and failed with ``TIMEOUT``; a cancelled stage that does not stop within
-  ``scheduler.cancel_grace`` seconds is killed the same way.
+- a stage whose model's load takes longer than ``scheduler.load_timeout``, or whose run takes longer than
+  ``scheduler.job_timeout`` (counted from its hand-over to the worker, so a slow cold start costs a user's stage
+  nothing), is killed (with its worker: a model that hangs cannot be stopped otherwise) and failed with
+  ``TIMEOUT``; a cancelled stage that does not stop within ``scheduler.cancel_grace`` seconds is killed the same
+  way.
 pocket3d's own stages (orient; export: format conversion, preview) run in a worker process of their own
 (:mod:`pocket3d.scheduler.own_stages`), so that none of that work lands in the process that serves the API.
 """
@@ -101,7 +103,7 @@ class _Running:
     claim: ClaimedStage
     device_id: str | None  # None for an export stage
     model_id: str | None
-    deadline: float
+    deadline: float  # of its current phase: the load's (load_timeout), else the run's (job_timeout)
     started: float = 0.0
     done: Future = field(default_factory=Future)
     stop_reason: str | None = None  # TIMEOUT or CANCELLED once the scheduler decided to stop it
@@ -116,6 +118,7 @@ class _Running:
     phase: str = "preparing"  # preparing, loading (its model into the worker), handed (run() gave it over)
     bystander: bool = False  # its worker was killed to stop another stage
     settled: threading.Event = field(default_factory=threading.Event)  # its end is recorded in the store
+    limit: str = "job_timeout"  # the setting its deadline comes from: job_timeout, or load_timeout while loading
 
     @property
     def run_key(self) -> tuple[str, str]:
@@ -304,7 +307,7 @@ class NodeScheduler(Scheduler):
         log.info("loading %s on %s (%s)", model_id, device_id, why)
         try:
             loaded = self._worker(device_id).load(model_id, adapter_path(registered.adapter_cls), registered.spec,
-                                                  timeout=self.settings.scheduler.job_timeout)
+                                                  timeout=self.settings.scheduler.load_timeout)
         except Exception as e:  # a worker that will not start: the model loads with its first stage instead
             loaded = None
             log.warning("loading %s on %s (%s) failed: %s", model_id, device_id, why, e)
@@ -690,6 +693,7 @@ class NodeScheduler(Scheduler):
                     outcome = self._stopped(running)
                     return
                 try:
+                    self._start_clock(running)
                     running.phase = "handed"
                     worker.run(StageRequest(stage_id=stage.id, model_id=model_id, adapter=adapter,
                                             spec=registered.spec, inputs=inputs, params=stage.params,
@@ -715,9 +719,12 @@ class NodeScheduler(Scheduler):
               spec: ModelSpec) -> tuple[str, str] | None:
         """Load the model for this stage; None when it is there, else how the stage ends."""
         started = self.clock()
+        load_timeout = self.settings.scheduler.load_timeout
+        running.deadline, running.limit = started + load_timeout, "load_timeout"
         running.phase = "loading"
+        log.info("loading %s on %s", model_id, device_id)
         # the lease keeper kills a load past the deadline (and knows why); this timeout is a backstop
-        loaded = worker.load(model_id, adapter, spec, timeout=max(1.0, running.deadline - started) + 5.0)
+        loaded = worker.load(model_id, adapter, spec, timeout=load_timeout + 5.0)
         running.phase = "preparing"
         if loaded.ok:
             # Booked before anything else, even for a stage stopped meanwhile: the model is in the worker now.
@@ -743,8 +750,14 @@ class NodeScheduler(Scheduler):
 
     def _stopped(self, running: _Running) -> tuple[str, str]:
         if running.stop_reason == ErrorCode.TIMEOUT:
-            return ErrorCode.TIMEOUT, self._timeout_message()
+            return ErrorCode.TIMEOUT, self._timeout_message(running)
         return CANCELLED, ""
+
+    def _start_clock(self, running: _Running) -> None:
+        """The run's deadline starts when the stage is handed to its worker: what came before (the worker's start,
+        the model's load, fetching the inputs) is not the stage's run, and a load has load_timeout of its own."""
+        if running.stop_reason is None:
+            running.deadline, running.limit = self.clock() + self.settings.scheduler.job_timeout, "job_timeout"
 
     def _memory_estimate(self, model_id: str) -> float:
         profile = self._profile(model_id)
@@ -857,6 +870,7 @@ class NodeScheduler(Scheduler):
                     return
                 try:
                     self._exporter.start()  # a no-op while it runs; after a crash, a fresh one
+                    self._start_clock(running)
                     running.phase = "handed"
                     self._exporter.run(StageRequest(stage_id=claim.stage.id, model_id=OWN_STAGES_MODEL_ID,
                                                     adapter=adapter_path(OwnStages), spec=self._own_spec,
@@ -1117,7 +1131,7 @@ class NodeScheduler(Scheduler):
                         r.stop_reason = r.stop_reason or ErrorCode.TIMEOUT
                         if r.phase in ("loading", "handed"):  # else its thread sees the flag before hand-over
                             r.killed = self._kill_for(r, f"stage {r.claim.stage.id} ran past "
-                                                         "scheduler.job_timeout")
+                                                         f"scheduler.{r.limit}")
                     elif (r.stop_reason == CANCELLED and r.stop_asked_at is not None and r.handed_at is not None
                           and now - max(r.stop_asked_at, r.handed_at) > self.settings.scheduler.cancel_grace):
                         self._kill_for(r, f"stage {r.claim.stage.id} did not stop within "
@@ -1160,7 +1174,10 @@ class NodeScheduler(Scheduler):
         worker.kill(why)
         return True
 
-    def _timeout_message(self) -> str:
+    def _timeout_message(self, running: _Running) -> str:
+        if running.limit == "load_timeout":
+            return (f"the model's load took longer than scheduler.load_timeout "
+                    f"({self.settings.scheduler.load_timeout} s)")
         return f"the stage ran longer than scheduler.job_timeout ({self.settings.scheduler.job_timeout} s)"
 
 
