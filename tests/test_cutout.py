@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from client_helpers import IMAGES
+from client_helpers import IMAGES, Recorder
 from PIL import Image
 
 from pocket3d.models import weights
@@ -59,7 +59,7 @@ def test_the_stage_writes_cutouts_and_passes_cutouts_through(u2netp: U2NetCutout
     messages: list[str | None] = []
     out = u2netp.run(RunInputs(work_dir=tmp_path, images=[tmp_path / "photo.png", already]), u2netp.Params(),
                      lambda _, message=None: messages.append(message))
-    assert set(out) == {"image0", "image1"} and "removing the background of image 2 of 2" in messages
+    assert set(out) == {"image0", "image1"} and "reading the image (image 2 of 2)" in messages
     with Image.open(out["image0"]) as im:
         cut = np.array(im)
     assert cut.shape == (*truth.shape, 4) and _iou(cut[:, :, 3] > 127, truth) > 0.9
@@ -99,7 +99,37 @@ def test_quality_high_says_when_u2net_is_not_fetched(u2netp: U2NetCutoutModel) -
     if weights.missing_reason("u2net") is None:
         pytest.skip("U²-Net is fetched here: quality high uses it")
     rgb, truth = _noisy("typical_misc_crate.png")
-    messages: list[str | None] = []
-    alpha = u2netp.mask(rgb, "high", lambda _, message=None: messages.append(message))
-    assert any("pocket3d weights fetch u2net" in (m or "") for m in messages), messages
+    recorder = Recorder()
+    alpha = u2netp.mask(rgb, "high", recorder)
+    ((code, message),) = recorder.warnings
+    assert code == "CUTOUT_FALLBACK" and "pocket3d weights fetch u2net" in message, message
     assert _iou(alpha > 127, truth) > 0.9, "and cuts out with U²-Netp meanwhile"
+
+
+@pytest.mark.parametrize("name", ["u2netp", "grabcut"])
+def test_a_cutout_reports_five_steps_or_more_that_a_person_can_follow(name: str, tmp_path: Path,
+                                                                      request: pytest.FixtureRequest) -> None:
+    """As every built-in model does (tests/test_builtin_models.py): GrabCut takes seconds on a large photo."""
+    model = request.getfixturevalue("u2netp") if name == "u2netp" else GrabCutModel(GrabCutModel.default_spec)
+    Image.fromarray(_noisy("typical_vehicle_biplane.png")[0]).save(tmp_path / "photo.png")
+    recorder = Recorder()
+    model.run(RunInputs(work_dir=tmp_path, images=[tmp_path / "photo.png"]), model.Params(), recorder)
+    steps = [(fraction, message) for fraction, message in recorder.calls if message]
+    assert len({f for f, _ in steps}) >= 5 and len({m for _, m in steps}) >= 5, steps
+    assert [f for f, _ in steps] == sorted(f for f, _ in steps) and steps[-1][0] <= 1, "forwards, within 0-1"
+
+
+def test_grabcut_standing_in_for_u2netp_says_so(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    Image.fromarray(_noisy("typical_misc_crate.png")[0]).save(tmp_path / "photo.png")
+    grabcut = GrabCutModel(GrabCutModel.default_spec)
+
+    def cut_out() -> list[tuple[str, str]]:
+        recorder = Recorder()
+        grabcut.run(RunInputs(work_dir=tmp_path, images=[tmp_path / "photo.png"]), grabcut.Params(), recorder)
+        return recorder.warnings
+
+    if weights.missing_reason("u2netp") is None:  # make test fetches them
+        assert cut_out() == [], "GrabCut chosen while U²-Netp could run is no fallback"
+    monkeypatch.setenv("POCKET3D_WEIGHTS_DIR", str(tmp_path / "no-weights"))
+    ((code, message),) = cut_out()
+    assert code == "CUTOUT_FALLBACK" and "GrabCut" in message and "pocket3d weights fetch" in message, message

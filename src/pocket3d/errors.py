@@ -184,6 +184,7 @@ class WarningCode(StrEnum):
     VIEW_LEFT_OUT = "VIEW_LEFT_OUT"  # a view disagreed with the others and was not used
     OPEN_MESH = "OPEN_MESH"  # the mesh has holes or is a sheet: it was treated as a thickened surface
     FLAT_MESH = "FLAT_MESH"  # the mesh is (nearly) flat: it has hardly a volume to work with
+    CUTOUT_FALLBACK = "CUTOUT_FALLBACK"  # a weaker cut-out did the work: GrabCut for U²-Netp, U²-Netp for U²-Net
 
 
 # An absolute path of two or more parts, not inside a word or a URL ("http://host/a/b" keeps its path).

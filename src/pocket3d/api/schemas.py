@@ -255,7 +255,8 @@ class StageInfo(BaseModel):
 
 
 class JobWarning(BaseModel):
-    code: str = Field(description="stable, e.g. ROTATED_TO_Y_UP, UNKNOWN_OBJECT, VIEW_LEFT_OUT, OPEN_MESH")
+    code: str = Field(description="stable: ROTATED_TO_Y_UP, UNKNOWN_OBJECT, VIEW_LEFT_OUT, FLAT_MESH, OPEN_MESH, "
+                                  "CUTOUT_FALLBACK, or a model's own")
     message: str
     stage: str = Field(description="the stage that raised it")
 

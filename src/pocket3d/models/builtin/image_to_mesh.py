@@ -80,21 +80,26 @@ def cut_out(rgba: np.ndarray) -> np.ndarray:
     return out
 
 
-def foreground_mask(rgba: np.ndarray, work_size: int = 320) -> np.ndarray:
-    """A boolean mask of the object at the image's resolution: the largest region, holes filled."""
+def foreground_mask(rgba: np.ndarray, work_size: int = 320, progress: ProgressFn | None = None) -> np.ndarray:
+    """A boolean mask of the object at the image's resolution: the largest region, holes filled. ``progress``
+    hears GrabCut's steps (fractions of this call)."""
     alpha = rgba[:, :, 3]
     if alpha.min() < 250:  # the image says what is transparent: trust it
         mask = alpha > 127
     else:
-        mask = _grabcut(rgba[:, :, :3], work_size)
+        mask = _grabcut(rgba[:, :, :3], work_size, progress)
+    if progress is not None:
+        progress(0.8, "keeping the largest object, its holes filled")
     mask = _largest_component(mask)
     if mask.sum() < 16:
         raise InputRejected("no object found in the image (the foreground is empty)")
     return mask
 
 
-def _grabcut(rgb: np.ndarray, work_size: int) -> np.ndarray:
+def _grabcut(rgb: np.ndarray, work_size: int, progress: ProgressFn | None = None) -> np.ndarray:
     h, w = rgb.shape[:2]
+    if progress is not None:
+        progress(0.1, "seeding GrabCut from the border colour")
     scale = min(1.0, work_size / max(h, w))
     small = cv2.resize(rgb, (max(1, int(w * scale)), max(1, int(h * scale))), interpolation=cv2.INTER_AREA)
     bgr = np.ascontiguousarray(small[:, :, ::-1])
@@ -108,6 +113,8 @@ def _grabcut(rgb: np.ndarray, work_size: int) -> np.ndarray:
     if not (seed == cv2.GC_PR_FGD).any():  # all of it looks like the border: nothing to cut out
         return np.zeros((h, w), bool)
     bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
+    if progress is not None:
+        progress(0.25, f"separating the object from the background with GrabCut ({sw}×{sh}, 4 rounds)")
     cv2.grabCut(bgr, seed, None, bgd, fgd, 4, cv2.GC_INIT_WITH_MASK)
     small_mask = np.isin(seed, (cv2.GC_FGD, cv2.GC_PR_FGD)).astype(np.uint8)
     return cv2.resize(small_mask, (w, h), interpolation=cv2.INTER_NEAREST).astype(bool)
