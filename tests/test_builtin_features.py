@@ -297,7 +297,7 @@ def test_the_job_says_what_was_asked_and_what_happened(shipped: httpx.Client) ->
         assert view["status"] == "succeeded"
         assert view["input"]["text_prompt"] == body["text_prompt"] and view["input"]["quality"] == "low"
         assert view["input"]["seed"] == 3 and view["input"]["parameters"] == {"variation": 0.1}
-        assert view["input"]["output_format"] == "glb" and view["input"]["model_preference"] is None
+        assert view["input"]["output_formats"] == ["glb"] and view["input"]["model_preference"] is None
         assert [(s["name"], s["model"], s["status"]) for s in view["stages"]] == [
             ("generate_mesh", "builtin_procedural", "succeeded"), ("export", None, "succeeded")]
         model_stage = view["stages"][0]

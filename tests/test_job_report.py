@@ -36,7 +36,9 @@ def test_the_view_echoes_the_request_and_shows_stages_and_the_models_message(cli
     shown = echo["images"][0]
     assert shown.startswith("data:image/png;base64,iVBOR") and shown.endswith(f"({len(data_uri)} characters)")
     assert len(shown) < 100, "a data URI is shortened, not stored twice"
-    assert {k: echo[k] for k in body if k != "images"} == {k: v for k, v in body.items() if k != "images"}
+    assert {k: echo[k] for k in body if k not in ("images", "output_format")} == {
+        k: v for k, v in body.items() if k not in ("images", "output_format")}
+    assert echo["output_formats"] == ["ply"] and "output_format" not in echo, "the formats written, once"
     assert echo["text_prompt"] is None and echo["views"] is None
     assert [(s["name"], s["model"], s["device"]) for s in job["stages"]] == [
         ("generate_mesh", "test_heightfield", "cpu"), ("export", None, None)]
@@ -45,8 +47,11 @@ def test_the_view_echoes_the_request_and_shows_stages_and_the_models_message(cli
     assert model_stage["started_at"] < model_stage["finished_at"] <= job["finished_at"]
     assert job["message"] == "thinking slowly" and job["warnings"] == [] and job["orientation"] is None
     file_ids = [upload(client, IMAGES / "T.png")["file_id"]]
-    job = submit(client, "/mesh/generate?wait=30", {"images": file_ids}, expect=200)
+    job = submit(client, "/mesh/generate?wait=30", {"images": file_ids, "output_formats": ["obj", "glb"]},
+                 expect=200)
     assert job["input"]["images"] == file_ids, "a file id is shown as given"
+    assert job["input"]["output_formats"] == ["obj", "glb"] and "output_format" not in job["input"], \
+        "not also the shorthand's default, as if both had been sent"
     assert client.delete(f"/files/{file_ids[0]}").status_code == 204  # the shared server's blobs as they were
 
 

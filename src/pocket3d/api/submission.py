@@ -278,8 +278,13 @@ def _check_views(view_names: list[str] | None, parameters: dict) -> None:
 
 def echo(req: BaseModel) -> dict:
     """The request as the job shows it back: everything the client sent or left at its default, data URIs
-    shortened (the bytes they carried are among the job's inputs)."""
-    return _shorten(req.model_dump(mode="json"))
+    shortened (the bytes they carried are among the job's inputs). The formats show once, as the list written
+    (``output_format`` is its shorthand: both keys would read as a request that sent both, which is refused)."""
+    echoed = req.model_dump(mode="json")
+    if "output_format" in echoed:
+        del echoed["output_format"]
+        echoed["output_formats"] = req.formats  # type: ignore[attr-defined]
+    return _shorten(echoed)
 
 
 def _shorten(value: object) -> object:
