@@ -124,6 +124,18 @@ class FilePicker {
   }
 }
 
+/** The request field an API error is about: details.field (inputs), else the first place its validation errors
+ * name (["body", "seed"] → seed; a model's own parameters are checked apart, their places under parameters.). */
+function errorField(error) {
+  const details = error.details || {};
+  if (details.field) return details.field;
+  const loc = details.errors?.[0]?.loc;
+  if (!Array.isArray(loc)) return "";
+  const path = loc[0] === "body" ? loc.slice(1) : loc;
+  const name = path.map((p, i) => typeof p === "number" ? `[${p}]` : (i ? `.${p}` : p)).join("");
+  return error.code === "INVALID_PARAMETERS" ? `parameters.${name}` : name;
+}
+
 /** The form of one tab. `onSubmitted(jobId)` is called with each job it makes. */
 export class CreateForm {
   constructor(tab, { models, caller, onSubmitted }) {
@@ -174,6 +186,15 @@ export class CreateForm {
     const on = this.named.checked;
     this.viewGrid.hidden = !on;
     this.images.element.hidden = on;
+    this.drawModelList();
+  }
+
+  /** Why a model that is available cannot take this form's input as it stands now ("" when it can): on the
+   * image tab, named views want a multi-view model, one image an image model. */
+  misfit(model) {
+    if (this.tab.id !== "image") return "";
+    if (this.named.checked) return model.supported_inputs.includes("multiview") ? "" : "takes one image, not named views";
+    return model.supported_inputs.includes("image") ? "" : "takes named views only";
   }
 
   paste(e) {
@@ -181,7 +202,12 @@ export class CreateForm {
     if (!files.length) return;
     e.preventDefault();
     const images = files.filter((f) => f.type.startsWith("image/"));
-    if (images.length && this.images && !(this.named && this.named.checked)) this.images.add(images);
+    if (images.length && this.named?.checked) {
+      // Into the view slot that has the focus, else the first empty one.
+      const slots = VIEWS.map((v) => this.views[v]);
+      const slot = slots.find((p) => p.element.contains(document.activeElement)) || slots.find((p) => p.empty) || slots[0];
+      slot.add(images.slice(0, 1));
+    } else if (images.length && this.images) this.images.add(images);
     else if (this.mesh) this.mesh.add(files.slice(0, 1));
   }
 
@@ -192,8 +218,7 @@ export class CreateForm {
     const id = (n) => `${this.tab.id}-${n}`;
     this.model = h("select", { id: id("model"), dataset: { field: "model_preference" }, onchange: () => this.drawModelOptions() },
       h("option", { value: "" }, "Automatic (the first available)"),
-      this.models.map((m) => h("option", { value: m.id, disabled: !m.available },
-        m.available ? m.id : `${m.id} — unavailable: ${m.unavailable_reasons.join("; ")}`)));
+      this.models.map((m) => h("option", { value: m.id })));
     this.quality = h("select", { id: id("quality"), dataset: { field: "quality" } },
       ["low", "medium", "high"].map((q) => h("option", { value: q, selected: q === "medium" }, q)));
     this.seed = h("input", { id: id("seed"), type: "number", min: 0, max: 4294967295, step: 1, placeholder: "random",
@@ -219,14 +244,27 @@ export class CreateForm {
       this.formats, this.params,
       this.unavailable.children.length ? h("details", { class: "why" }, h("summary", {}, "Unavailable models"), this.unavailable) : null,
       h("div", { class: "slot-error" }));
-    this.drawModelOptions();
+    this.drawModelList();
     return section;
   }
 
-  /** The chosen model's parameters, from its JSON schema. */
+  /** The model list: the ones that cannot run greyed out, each with its reason. */
+  drawModelList() {
+    for (const option of this.model.options) {
+      const m = this.models.find((x) => x.id === option.value);
+      if (!m) continue;
+      const why = m.available ? this.misfit(m) : `unavailable: ${m.unavailable_reasons.join("; ")}`;
+      option.disabled = !!why;
+      option.textContent = why ? `${m.id} — ${why}` : m.id;
+    }
+    if (this.model.selectedOptions[0]?.disabled) this.model.value = "";
+    this.drawModelOptions();
+  }
+
+  /** The chosen model's parameters (or those of the one "Automatic" picks), from its JSON schema. */
   drawModelOptions() {
     const model = this.models.find((m) => m.id === this.model.value)
-      || this.models.find((m) => m.available);
+      || this.models.find((m) => m.available && !this.misfit(m));
     const schema = model?.parameters_schema;
     this.paramInputs = {};
     if (!schema || !schema.properties) { fill(this.params); return; }
@@ -253,7 +291,8 @@ export class CreateForm {
       input.dataset.field = `parameters.${name}`;
       return [h("label", { for: id, title: spec.description || "" }, spec.title || name), input];
     });
-    fill(this.params, h("div", { class: "label" }, `${model.id} parameters`), h("div", { class: "grid" }, rows));
+    fill(this.params, h("div", { class: "label" }, `${model.id} parameters`), h("div", { class: "grid" }, rows),
+      h("div", { class: "slot-error" }));
   }
 
   parameters() {
@@ -267,15 +306,22 @@ export class CreateForm {
     return out;
   }
 
-  /** Put an error next to what caused it: the field named in its details, else the submit button. */
+  /** Put an error next to what caused it: the field its details name, else the submit button. */
   place(error) {
     for (const slot of this.form.querySelectorAll(".slot-error")) showError(slot, null);
-    const field = error.details?.field || "";
+    const field = errorField(error);
     const target = field && [...this.form.querySelectorAll("[data-field]")]
       .find((el) => field === el.dataset.field || field.startsWith(el.dataset.field + "[")
         || field.startsWith(el.dataset.field + "."));
-    const slot = target && (target.querySelector(":scope > .slot-error") || target.parentElement.querySelector(".slot-error"));
+    let slot = null;
+    for (let el = target; el && el !== this.form && !slot; el = el.parentElement) {
+      slot = el.querySelector(":scope > .slot-error");
+    }
     if (target && target.closest("details")) target.closest("details").open = true;
+    if (target && target.matches("input, select, textarea")) {
+      target.setAttribute("aria-invalid", "true");
+      target.addEventListener("input", () => target.removeAttribute("aria-invalid"), { once: true });
+    }
     showError(slot || this.submitError, error);
   }
 

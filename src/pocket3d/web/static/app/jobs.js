@@ -79,7 +79,7 @@ export class JobCard {
     fill(this.warnings, (job.warnings || []).map((w) => h("li", {}, `⚠ ${w.message}`)));
     const waiting = [];
     if (job.queue_position !== null && job.queue_position !== undefined && job.status === "queued") {
-      waiting.push(`#${job.queue_position + 1} in the queue`);
+      waiting.push(`#${job.queue_position} in the queue`);  // 1-based: #1 is next
     }
     if (job.eta_seconds !== null && job.eta_seconds !== undefined && !FINAL.has(job.status)) {
       waiting.push(`about ${seconds(job.eta_seconds)} left`);

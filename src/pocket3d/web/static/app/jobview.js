@@ -151,7 +151,7 @@ export class JobPage {
       return h("li", {}, b);
     }));
     return h("section", { class: "parts", "aria-labelledby": "parts-heading" },
-      h("h3", { id: "parts-heading" }, `${parts.length} parts`), list);
+      h("h3", { id: "parts-heading" }, `${parts.length} ${parts.length === 1 ? "part" : "parts"}`), list);
   }
 
   rigControls(viewer, bones) {

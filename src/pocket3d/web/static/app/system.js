@@ -44,7 +44,7 @@ export class SystemPage {
         ? h("table", {}, h("thead", {}, h("tr", {}, ["Job", "Feature", "Model", "Status", "Progress"].map((c) => h("th", { scope: "col" }, c)))),
           h("tbody", {}, jobs.map((j) => h("tr", {},
             h("td", {}, h("a", { href: `#/jobs/${j.job_id}` }, j.job_id)), h("td", {}, FEATURE_NAMES[j.feature]),
-            h("td", {}, j.model), h("td", {}, j.status + (j.queue_position !== null ? ` #${j.queue_position + 1}` : "")),
+            h("td", {}, j.model), h("td", {}, j.status + (j.queue_position !== null ? ` #${j.queue_position}` : "")),
             h("td", {}, `${Math.round(j.progress)} %`)))))
         : h("p", { class: "muted" }, "Nothing waiting or running."));
       const listed = [...models.models].sort((a, b) => Number(b.available) - Number(a.available));
