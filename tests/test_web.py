@@ -19,9 +19,9 @@ import httpx
 import numpy as np
 import pytest
 from browser import PageGuard
-from client_helpers import IMAGES
+from client_helpers import IMAGES, upload, wait_final
 from PIL import Image
-from server import ROOT, ServerProcess, cli
+from server import ROOT, SUPPORT, ServerProcess, cli
 
 pytestmark = pytest.mark.browser
 
@@ -29,9 +29,12 @@ MESHES = ROOT.parent / "shared" / "testdata" / "meshes"
 CRATE = IMAGES / "typical_misc_crate.png"
 GOBLIN = MESHES / "typical_humanoid_goblin.obj"
 ELEPHANT = MESHES / "typical_creature_elephant.obj"
+VIEWS = ROOT.parent / "shared" / "testdata" / "multiview"
 BACKGROUND = np.array([0xE9, 0xEC, 0xF1], dtype=float)  # viewer.js BACKGROUND
 WIDTHS = {"desktop": {"width": 1280, "height": 900}, "phone": {"width": 390, "height": 844}}
-AUTH = {"POCKET3D_AUTH__ENABLED": "true"}
+# The auth server runs the test registry (a model that holds its run until a file exists) and takes uploads up
+# to 800 KB, so the crate (627 KB) goes and T.png (932 KB) is refused by the page before it is sent.
+AUTH = {"POCKET3D_AUTH__ENABLED": "true", "POCKET3D_STORAGE__MAX_FILE_SIZE": str(800 * 1024)}
 JOB_TIMEOUT_MS = 90_000
 
 
@@ -184,6 +187,58 @@ def test_an_image_becomes_a_textured_model_to_watch_orbit_and_download(crate_job
     api = httpx.get(f"{pages.origin}/api/v1/jobs/{crate_job['job_id']}/outputs/model.glb", timeout=30).content
     assert saved == api and saved[:4] == b"glTF"
 
+    # The input is shown beside the result.
+    assert page.locator(".inputs img").first.evaluate("img => img.complete && img.naturalWidth > 0")
+    assert "typical_misc_crate.png" in page.text_content(".inputs")
+
+    # Convert, and chain, with one click each: the page moves to the new job.
+    crate = crate_job["job_id"]
+    page.select_option("#convert-to", "obj")
+    page.click("button:text-is('Convert')")
+    page.wait_for_selector(f".job-page .card:not([data-job-id={crate}])")
+    page.wait_for_selector("button[data-output^='model.obj']", timeout=JOB_TIMEOUT_MS)  # its download (obj, or a zip of it and its texture)
+    page.go_back()
+    page.wait_for_selector(f".job-page .card[data-job-id={crate}]")
+    page.click("button:text-is('Segment this')")
+    chained = page.wait_for_selector(f".job-page .card:not([data-job-id={crate}])").get_attribute("data-job-id")
+    job = httpx.get(f"{pages.origin}/api/v1/jobs/{chained}", timeout=30).json()
+    assert (job["feature"], job["input"]["mesh"]) == ("segmentation", f"{crate}/model.glb")
+    httpx.post(f"{pages.origin}/api/v1/jobs/{chained}/cancel", timeout=30)  # seen enough: spare the CPU
+
+
+def test_named_views_go_to_their_slots_and_uploads_can_be_deleted(pages: Pages, app_server) -> None:
+    page = pages.open("/")
+    page.wait_for_selector(".cards[data-loaded]", state="attached")
+    page.click("#tab-image")
+    page.click("#form-image .options summary")
+    page.check("#named-views")
+    # Named views take a multi-view model: the list and the parameters follow.
+    assert "builtin_visual_hull" in page.text_content("#form-image .params .label")
+    assert page.eval_on_selector("#image-model option[value=builtin_silhouette]", "o => o.disabled")
+    shots = {"front": "character_1.png", "left": "character_2.png", "back": "character_3.png"}
+    for view, name in shots.items():
+        page.set_input_files(f"#pick-views\\.{view}", str(VIEWS / name))
+        page.wait_for_selector(f"[data-field='views.{view}'] .thumb img")
+    before = set(page.eval_on_selector_all(".card", "cards => cards.map(c => c.dataset.jobId)"))
+    page.click("#form-image button[type=submit]")
+    page.wait_for_function("n => document.querySelectorAll('.card').length > n", arg=len(before))
+    (job_id,) = set(page.eval_on_selector_all(".card", "cards => cards.map(c => c.dataset.jobId)")) - before
+    job = httpx.get(f"{app_server.url}/api/v1/jobs/{job_id}", timeout=30).json()
+    assert sorted(job["input"]["views"]) == sorted(shots) and job["model"] == "builtin_visual_hull", job
+    open_result(page, job_id)
+    captions = page.eval_on_selector_all(".inputs figcaption", "fs => fs.map(f => f.textContent)")
+    assert [f"{v}: {n}" for v, n in shots.items()] == captions[:3], captions
+
+    # An upload deleted from the list is gone from the server.
+    page.goto(pages.origin + "/#/")
+    page.click(".uploads-box summary")
+    row = page.locator(".uploads li", has_text="character_3.png").first
+    row.wait_for()
+    rows = page.locator(".uploads li").count()
+    row.locator("button").click()
+    page.wait_for_function("n => document.querySelectorAll('.uploads li').length < n", arg=rows)
+    assert httpx.get(f"{app_server.url}/api/v1/files/{job['input']['views']['back']}", timeout=30).status_code == 404
+
 
 def test_a_reload_keeps_the_job(crate_job: dict, pages: Pages) -> None:
     page = pages.open("/")
@@ -268,6 +323,10 @@ def test_every_page_loads_only_from_the_server_without_errors(crate_job: dict, p
     page.screenshot(path=tmp_path / f"home-{size}.png", full_page=True)
     page.click("nav a[href='#/system']")
     page.wait_for_selector(".device")
+    device = page.text_content(".device")
+    assert "MB in use" in device and "budget" in device and "Resident" in device, device
+    unavailable = page.text_content(".models li.off")  # a model this machine cannot run, with the reason
+    assert "not installed" in unavailable or "no cuda" in unavailable, unavailable
     fits()
     page.screenshot(path=tmp_path / f"system-{size}.png", full_page=True)
     open_result(page, crate_job["job_id"])
@@ -309,9 +368,18 @@ def test_the_form_works_from_the_keyboard_and_an_error_shows_beside_its_file(pag
     error = page.wait_for_selector(".thumb .error")
     assert "UNSUPPORTED_MEDIA_TYPE" in error.text_content() or "image" in error.text_content().lower()
     assert error.query_selector(".hint") is not None, "the API's hint is shown with its message"
-    # The browser logs the refused upload as a failed resource: the one console error this test expects.
+    # A parameter the model refuses (thickness must be above 0): the error is under that parameter.
+    page.click("button[aria-label='remove broken.png']")
+    page.set_input_files("#pick-images", str(CRATE))
+    page.click("#form-image .options summary")
+    page.fill("#image-param-thickness", "0")
+    page.click("#form-image button[type=submit]")
+    error = page.wait_for_selector("#form-image .params .error")
+    assert "thickness" in error.text_content() and error.query_selector(".hint") is not None
+    assert page.get_attribute("#image-param-thickness", "aria-invalid") == "true"
+    # The browser logs refused requests as failed resources: the console errors this test expects.
     guard = pages.opened[-1][1]
-    guard.errors = [e for e in guard.errors if "status of 415" not in e]
+    guard.errors = [e for e in guard.errors if "status of 415" not in e and "status of 422" not in e]
 
 
 def test_the_page_has_a_policy_and_the_docs_still_work(app_server, pages: Pages) -> None:
@@ -327,7 +395,7 @@ def auth_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Serv
     data_dir = tmp_path_factory.mktemp("web-auth") / "data"
     alice, bob = (cli(data_dir, "keys", "create", "--name", n, "--role", "user", env=AUTH).stdout.strip()
                   for n in ("alice", "bob"))
-    proc = ServerProcess(data_dir, env=AUTH, models=ROOT / "config" / "models.yaml").start()
+    proc = ServerProcess(data_dir, env=AUTH, models=SUPPORT / "models.yaml").start()
     yield proc, alice, bob
     proc.stop()
 
@@ -335,7 +403,8 @@ def auth_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Serv
 def test_with_auth_on_the_app_asks_for_a_key_and_shows_only_its_owners_jobs(browser, auth_server) -> None:
     server, alice, bob = auth_server
     with httpx.Client(base_url=f"{server.url}/api/v1", headers={"Authorization": f"Bearer {alice}"}, timeout=60) as c:
-        job = c.post("/mesh/generate", params={"wait": 30}, json={"text_prompt": "a red chair"}).json()
+        job = c.post("/mesh/generate", params={"wait": 30},
+                     json={"images": [upload(c, CRATE)["file_id"]], "model_preference": "test_heightfield"}).json()
     assert job["status"] == "succeeded", job
     pages = Pages(browser, server.url)
     try:
@@ -364,3 +433,64 @@ def test_with_auth_on_the_app_asks_for_a_key_and_shows_only_its_owners_jobs(brow
         for _, guard in pages.opened:
             guard.errors = [e for e in guard.errors if "401" not in e]
         pages.close()
+
+
+def sign_in(page, key: str) -> None:  # noqa: ANN001
+    page.wait_for_selector("#api-key")
+    page.fill("#api-key", key)
+    page.click("form.signin button[type=submit]")
+    page.wait_for_selector(".cards[data-loaded]", state="attached")
+
+
+def test_cards_show_the_queue_eta_warnings_and_cancel_and_the_list_pages_and_filters(browser, auth_server,
+                                                                                   tmp_path: Path) -> None:
+    """TEST-ONLY model (test_heightfield): its runs wait for a release file, so the queue holds still while the page
+    is looked at."""
+    server, alice, _ = auth_server
+    release = tmp_path / "release"
+    held = {"model_preference": "test_heightfield",
+            "parameters": {"hold_until": str(release), "warning": "the test model held its run", "steps": 2}}
+    with httpx.Client(base_url=f"{server.url}/api/v1", headers={"Authorization": f"Bearer {alice}"}, timeout=60) as c:
+        image = upload(c, CRATE)["file_id"]
+        # Seven that finish (their times give the next ones an ETA), then six held: four run, two wait.
+        for _ in range(7):
+            assert c.post("/mesh/generate", params={"wait": 30}, json={"images": [image], "model_preference": "test_heightfield"}).json()["status"] == "succeeded"
+        waiting = [c.post("/mesh/generate", json={"images": [image], **held}).json()["job_id"] for _ in range(6)]
+        pages = Pages(browser, server.url)
+        try:
+            page = pages.open("/")
+            sign_in(page, alice)
+            queued = page.wait_for_selector(".card .queue:text('#2 in the queue')")
+            assert page.locator(".card .queue:text('#1 in the queue')").count() == 1
+            assert "left" in queued.text_content(), "a waiting job has an ETA"
+            running = page.locator(".card[data-status=running]").first
+            running.locator(".message:text('held')").wait_for()  # the model's own message
+            assert "left" in running.locator(".queue").text_content()
+            # Cancel the last in the queue from its card.
+            card = page.locator(".card", has=page.locator(".queue:text('#2 in the queue')"))
+            cancelled = card.get_attribute("data-job-id")
+            card.locator("button:text-is('Cancel')").click()
+            page.wait_for_selector(f".card[data-job-id={cancelled}][data-status=cancelled]")
+            # Thirteen jobs and more: twelve a page, then the rest.
+            assert page.locator(".card").count() == 12
+            page.click(".jobs button:text-is('More')")
+            page.wait_for_function("() => document.querySelectorAll('.card').length > 12")
+            page.select_option("#status-filter", "cancelled")
+            page.wait_for_selector(f".card[data-job-id={cancelled}]")
+            page.wait_for_function("() => document.querySelectorAll('.card').length === 1")
+            # A file over the server's limit is refused before anything is sent.
+            sent = []
+            page.on("request", lambda r: sent.append(r.url) if "/files" in r.url and r.method == "POST" else None)
+            page.click("#tab-image")
+            page.set_input_files("#pick-images", str(IMAGES / "T.png"))
+            refused = page.wait_for_selector("[data-field=images] .error").text_content()
+            assert "takes files up to 800 KB" in refused and not sent, refused
+            # Released, they finish; a finished card lists the model's warning.
+            release.touch()
+            assert {wait_final(c, job_id)["status"] for job_id in waiting} == {"succeeded", "cancelled"}
+            page.select_option("#status-filter", "succeeded")
+            warnings = page.wait_for_selector(f".card[data-job-id={waiting[0]}] .warnings li").text_content()
+            assert "the test model held its run" in warnings, warnings
+        finally:
+            release.touch()
+            pages.close()
