@@ -327,7 +327,7 @@ def test_requests_a_model_would_refuse_are_refused_at_once(shipped: httpx.Client
         ("/segment", {"mesh": mesh_id, "target_faces": 3000}, "INVALID_REQUEST", "target_faces"),
         # an OBJ cannot hold a skeleton: not offered for rigging
         ("/rig", {"mesh": mesh_id, "output_format": "obj", "model_preference": "builtin_rigging"},
-         "INVALID_REQUEST", "'glb' or 'fbx'"),
+         "UNSUPPORTED_OUTPUT_FORMAT", "skeleton"),
     ]
     for route, body, code, words in cases:
         r = shipped.post(route, json=body)

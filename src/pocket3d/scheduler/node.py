@@ -167,6 +167,7 @@ class NodeScheduler(Scheduler):
         # stage id -> (rank in the policy's last ordering, run seconds of the stages ranked before it): status
         # polls read a job's place in O(1) instead of walking the queue
         self._queue: dict[int, tuple[int, float]] = {}
+        self._queue_tail: tuple[int, float] = (1, 0.0)  # the place of a stage queued since the last pass
         self._seen: dict[int, PendingStage] = {}  # the queued stages of the last round, counted in the usage stats
         self.stats = UsageStats()
         self._lock = threading.RLock()
@@ -380,6 +381,9 @@ class NodeScheduler(Scheduler):
         waiting = next((s for s in job.stages if s.status == StageStatus.QUEUED), None)
         with self._lock:
             place = self._queue.get(waiting.id) if waiting is not None else None
+            if place is None and waiting is not None:
+                # queued since the last pass: behind every stage waiting then, until the next pass ranks it
+                place = self._queue_tail
         position, seconds_ahead = place if place is not None else (None, 0.0)
         remaining = [s for s in job.stages if s.status in (StageStatus.PENDING, StageStatus.QUEUED,
                                                            StageStatus.RUNNING)]
@@ -567,7 +571,7 @@ class NodeScheduler(Scheduler):
             queue[p.stage_id] = (rank, ahead)
             ahead += profiles[p.model_id].run_seconds
         with self._lock:
-            self._queue = queue
+            self._queue, self._queue_tail = queue, (len(queue) + 1, ahead)
         if self.policy.unload_idle:
             for device_id, model_id in idle_unloads(self._views(), profiles, now,
                                                     self.settings.scheduler.model_idle_timeout):
