@@ -323,12 +323,13 @@ def test_a_delete_racing_a_submit_leaves_the_job_its_input(store, tmp_path, monk
     wins, and then the job holds the blob although the upload's row is gone."""
     from pocket3d.node import Retention
     from pocket3d.storage import LocalArtifactStore
+    from pocket3d.storage.locks import BlobLock
 
     artifacts = LocalArtifactStore(tmp_path / "blobs")
     blob = tmp_path / "blobs" / "tmp" / "input"
     blob.write_bytes(b"an image")
     sha, _ = artifacts.put(blob)
-    retention = Retention(store, artifacts, threading.RLock())
+    retention = Retention(store, artifacts, BlobLock(None if store.is_sqlite else store.engine))
     store.add_release_listener(retention.collect)
     upload(store, "file_s", sha)
     locked, go_on = threading.Event(), threading.Event()

@@ -9,6 +9,7 @@ import logging
 import signal
 import sys
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -46,11 +47,14 @@ def main(ctx: click.Context, config: Path | None, data_dir: Path | None, models:
 @click.option("--port", type=int, default=None, help="port (server.port; default 8000)")
 @click.option("--log-format", type=click.Choice(["text", "json"]), default=None,
               help="text for people, json (one object a line) for a log shipper (logging.format; default text)")
+@click.option("--role", type=click.Choice(["embedded", "gateway"]), default="embedded", show_default=True,
+              help="embedded: the API, the scheduler and the device workers in one process tree; gateway: the API "
+                   "of a cluster only (PostgreSQL and S3 shared with `pocket3d worker` nodes; no device, no model)")
 @click.pass_context
-def serve(ctx: click.Context, host: str | None, port: int | None, log_format: str | None) -> None:
-    """Run the API, the scheduler and the workers in this process."""
+def serve(ctx: click.Context, host: str | None, port: int | None, log_format: str | None, role: str) -> None:
+    """Run the API, and (embedded) the scheduler and the workers, in this process."""
     from pocket3d import logs
-    from pocket3d.node import Node
+    from pocket3d.node import Node, Role
 
     settings = _settings(ctx, host=host, port=port)
     try:
@@ -59,13 +63,13 @@ def serve(ctx: click.Context, host: str | None, port: int | None, log_format: st
         raise click.ClickException(str(e)) from None
     logs.configure(settings, log_format)
     try:
-        node = Node(settings)
+        node = Node(settings, role=Role(role))
     except ConfigError as e:
         raise click.ClickException(str(e)) from None
     if not settings.auth.enabled:
         log.warning("auth is off: every request acts as the local owner; allowed because %s is loopback",
                     settings.server.host)
-    log.info("data dir %s, store %s, %d model(s) registered", settings.data_dir.resolve(),
+    log.info("%s: data dir %s, store %s, %d model(s) registered", role, settings.data_dir.resolve(),
              settings.db_url.split("://")[0], len(node.registry.all()))
     # A write past a file-size limit (RLIMIT_FSIZE) kills the process by default; ignored, it fails with EFBIG
     # like a full disk, and is answered 503 STORAGE_UNAVAILABLE.
@@ -88,11 +92,105 @@ def serve(ctx: click.Context, host: str | None, port: int | None, log_format: st
         sockets.append(config.bind_socket())
         log.info("compat flavour %s also at the root of port %d", flavour, port)
     config.port = settings.server.port
-    uvicorn.Server(config).run(sockets=sockets)
+    _uvicorn_server(config, on_exit=node.bus.close).run(sockets=sockets)
 
 
 def _exit_cleanly(signum: int, _frame: object) -> None:
     sys.exit(0)
+
+
+def _uvicorn_server(config, *, on_exit: Callable[[], None]):  # noqa: ANN001, ANN202 - uvicorn's Config, Server
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        """uvicorn's server, telling the node when a stop begins: open SSE streams end at once with a hint to
+        reconnect (to another gateway), and ?wait requests answer with the state they have, while uvicorn lets
+        the other requests in flight finish."""
+
+        def __init__(self, config: uvicorn.Config, *, on_exit: Callable[[], None]):
+            super().__init__(config)
+            self._on_exit = on_exit
+
+        def handle_exit(self, sig: int, frame: object) -> None:
+            try:
+                self._on_exit()
+            finally:
+                super().handle_exit(sig, frame)
+
+    return Server(config, on_exit=on_exit)
+
+
+@main.command()
+@click.option("--devices", type=click.Choice(["all", "cpu", "cuda"]), default="all", show_default=True,
+              help="cpu: the CPU (and virtual devices), with pocket3d's own stages (orient, export); cuda: the GPUs "
+                   "only; all: what is found")
+@click.option("--host", default=None, help="address of the health and metrics port (server.host)")
+@click.option("--port", type=int, default=None, help="the health and metrics port (server.port; the deploy files "
+              "use 9100)")
+@click.option("--log-format", type=click.Choice(["text", "json"]), default=None,
+              help="text for people, json (one object a line) for a log shipper (logging.format; default text)")
+@click.pass_context
+def worker(ctx: click.Context, devices: str, host: str | None, port: int | None, log_format: str | None) -> None:
+    """Run one worker node of a cluster: its devices, its scheduler and device workers, claiming from the shared
+    PostgreSQL queue the stages of the models its registry lists (POCKET3D_MODELS_FILE). No public API: a health
+    and metrics port (/api/v1/system/health, /api/v1/system/ready, /metrics). SIGTERM: it claims nothing more,
+    lets running stages finish within worker.drain_seconds, then gives the rest back to the queue; a second
+    SIGTERM gives them back at once."""
+    from pocket3d import logs
+    from pocket3d.node import Node, Role
+
+    settings = _settings(ctx, host=host, port=port)
+    if devices == "cpu":
+        settings.gpu.auto_detect = False
+    elif devices == "cuda":
+        settings.gpu.cpu_device = False
+        settings.gpu.virtual_devices = []
+    logs.configure(settings, log_format)
+    try:
+        node = Node(settings, role=Role.WORKER)
+    except ConfigError as e:
+        raise click.ClickException(str(e)) from None
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    import threading
+
+    import uvicorn
+
+    from pocket3d.api.worker_app import create_worker_app
+
+    stops: list[int] = []
+    asked = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        stops.append(signum)
+        if len(stops) == 1:
+            log.info("%s: draining (up to worker.drain_seconds, %g s); again to stop at once",
+                     signal.Signals(signum).name, settings.worker.drain_seconds)
+        else:
+            node.scheduler.stop_draining()
+        asked.set()
+
+    for stop in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(stop, on_signal)
+    node.start()
+    log.info("worker %s: %d device(s), health and metrics on http://%s:%d", node.node_id,
+             len(node.scheduler.device_list), settings.server.host, settings.server.port)
+    health = uvicorn.Server(uvicorn.Config(create_worker_app(node), host=settings.server.host,
+                                           port=settings.server.port, log_config=None, access_log=False))
+    serving = threading.Thread(target=health.run, name="health", daemon=True)
+    serving.start()
+    try:
+        while not asked.wait(1.0):
+            if not serving.is_alive():  # the health port could not be bound: say so and stop
+                raise click.ClickException(f"the health port {settings.server.host}:{settings.server.port} could "
+                                           "not be served (in use?)")
+        left = node.drain(settings.worker.drain_seconds)
+        if left:
+            log.warning("%d stage(s) still running after the drain: given back to the queue", left)
+    finally:
+        node.stop()
+        health.should_exit = True
+        serving.join(10)
+    log.info("worker stopped")
 
 
 @main.group()

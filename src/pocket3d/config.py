@@ -308,6 +308,25 @@ class LoggingSettings(_Section):
         return data
 
 
+class ClusterSettings(_Section):
+    """Gateways and workers sharing PostgreSQL and an S3 bucket (``pocket3d serve --role gateway``,
+    ``pocket3d worker``)."""
+
+    heartbeat_seconds: float = Field(5.0, gt=0, le=60, description="how often a node writes its row in the nodes "
+                                     "table; one silent for 3 beats is taken as gone")
+    prefer_resident_seconds: float = Field(10.0, ge=0, description="a stage whose model is loaded, with room, on "
+                                           "another live worker is left to that worker for this long before a "
+                                           "worker without it loads the model itself (hot models stay hot)")
+
+
+class WorkerSettings(_Section):
+    """``pocket3d worker``: one node of a cluster, its devices and no public API."""
+
+    drain_seconds: float = Field(300.0, ge=0, description="on SIGTERM the worker claims nothing more and lets its "
+                                 "running stages finish for this long; what still runs then is given back to the "
+                                 "queue for another worker (keep it under the pod's termination grace period)")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="POCKET3D_", env_nested_delimiter="__", extra="forbid")
 
@@ -324,6 +343,8 @@ class Settings(BaseSettings):
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     compat: CompatSettings = Field(default_factory=CompatSettings)
     inputs: InputSettings = Field(default_factory=InputSettings)
+    cluster: ClusterSettings = Field(default_factory=ClusterSettings)
+    worker: WorkerSettings = Field(default_factory=WorkerSettings)
 
     @property
     def db_url(self) -> str:
@@ -340,6 +361,23 @@ class Settings(BaseSettings):
             raise ConfigError(
                 f"server.host: {self.server.host!r} is not a loopback address and auth.enabled is false; "
                 "enable auth (and create keys with `pocket3d keys create`) or bind to 127.0.0.1")
+
+
+    def check_cluster_role(self, role: str) -> None:
+        """A gateway or worker shares its jobs and artifacts with other nodes: refuse what only this machine
+        can read."""
+        command = "pocket3d worker" if role == "worker" else f"pocket3d serve --role {role}"
+        if not self.db_url.startswith("postgresql"):
+            raise ConfigError(
+                f"{command} needs a database every node reaches: set database_url to a PostgreSQL URL "
+                "(POCKET3D_DATABASE_URL=postgresql+psycopg://user:password@host:5432/pocket3d); "
+                f"{self.db_url.split(':', 1)[0]} is one machine's file. `pocket3d serve` without --role runs "
+                "everything in one process on SQLite")
+        if self.storage.backend == "local":
+            raise ConfigError(
+                f"{command} needs artifacts every node reaches: storage.backend is local ({self.data_dir}/artifacts, "
+                "which other nodes cannot read); set storage.backend: s3 and storage.s3.bucket "
+                "(POCKET3D_STORAGE__BACKEND=s3, POCKET3D_STORAGE__S3__BUCKET=…)")
 
 
 def format_validation_error(err: ValidationError, what: str) -> str:

@@ -150,10 +150,13 @@ _STORAGE_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS, errno.E
 _STORAGE_MESSAGES = ("database or disk is full", "disk i/o error", "no space left on device", "file too large",
                      "database is locked")
 _STORAGE_SQLSTATES = {"53100", "53000", "58030"}  # PostgreSQL: disk_full, insufficient_resources, io_error
+# PostgreSQL going away: the server shut down or restarts (57P01-57P03), or a connection failure (class 08)
+_UNREACHABLE_SQLSTATES = {"57P01", "57P02", "57P03"}
 
 
 def storage_failure(error: BaseException) -> str | None:
-    """Why ``error`` is a failure to write to the disk or the store (full, over a limit, failing), or None.
+    """Why ``error`` is a failure to write to the disk or the store (full, over a limit, failing, or a database
+    that cannot be reached: it restarts, the network dropped), or None.
 
     Walks the chain of causes (SQLAlchemy wraps the driver's error in ``orig``), so an error raised deep in a
     layer is recognised wherever it surfaces."""
@@ -168,6 +171,8 @@ def storage_failure(error: BaseException) -> str | None:
             return e.strerror or os.strerror(e.errno)
         if getattr(e, "sqlstate", None) in _STORAGE_SQLSTATES or getattr(e, "pgcode", None) in _STORAGE_SQLSTATES:
             return str(e).splitlines()[0] if str(e) else "the database cannot write"
+        if _database_unreachable(e):
+            return "the database is unreachable: " + (str(e).splitlines()[0] if str(e) else type(e).__name__)
         if isinstance(e, sqlite3.Error):
             text = str(e).lower()
             if any(m in text for m in _STORAGE_MESSAGES):
@@ -197,3 +202,15 @@ def hide_server_paths(text: str) -> str:
     """``text`` with the server's file paths (a checkout at /opt/TRELLIS.2, the data directory) in a message made
     for someone who is not its operator replaced by ``<server path>``."""
     return _SERVER_PATH.sub(lambda m: m.group(0) if m.group(0).startswith(_API_ROUTES) else HIDDEN_PATH, text)
+
+
+def _database_unreachable(e: BaseException) -> bool:
+    """A PostgreSQL connection that failed or broke (psycopg's OperationalError, SQLAlchemy's invalidated
+    connection), as opposed to a statement the database refused."""
+    sqlstate = getattr(e, "sqlstate", None) or ""
+    if sqlstate in _UNREACHABLE_SQLSTATES or sqlstate.startswith("08"):
+        return True
+    if getattr(e, "connection_invalidated", False):
+        return True
+    kind = type(e)
+    return kind.__name__ == "OperationalError" and kind.__module__.startswith("psycopg")

@@ -14,6 +14,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterable
+from enum import StrEnum
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -24,6 +25,7 @@ from pocket3d.jobs import schema as t
 from pocket3d.jobs import transitions
 from pocket3d.jobs.events import EventBus
 from pocket3d.jobs.migrations import SchemaMismatch
+from pocket3d.jobs.notify import ChangeListener
 from pocket3d.jobs.records import JobStatus
 from pocket3d.jobs.snapshots import JobSnapshots
 from pocket3d.jobs.store import Store
@@ -32,10 +34,14 @@ from pocket3d.models.registry import Registry
 from pocket3d.outbound.client import OutboundClient
 from pocket3d.outbound.guard import AddressGuard, Resolver
 from pocket3d.outbound.webhooks import WebhookSender
+from pocket3d.scheduler.base import Scheduler
+from pocket3d.scheduler.cluster import ClusterView, Membership, Peers, node_id
 from pocket3d.scheduler.node import NodeScheduler
 from pocket3d.storage import ArtifactStore, StorageUnavailable, open_store
+from pocket3d.storage.locks import BlobLock
 
 log = logging.getLogger(__name__)
+SWEEP_LOCK = 0x70336401  # advisory lock key: one retention sweep at a time in a cluster
 
 
 class DataDirLock:
@@ -65,34 +71,36 @@ class DataDirLock:
 class Retention:
     """Deletes blobs nobody references: deleted and expired uploads once no job holds them, inputs sent inline once
     their job ended, expired outputs, leftovers of a crash. A blob is referenced by an upload's row, an output's
-    row, or an input of a job that is waiting or running."""
+    row, or an input of a job that is waiting or running. Writers hold a blob (``BlobLock.writing``) from before it
+    is stored until its row has committed; a held blob is left for a later sweep."""
 
-    def __init__(self, store: Store, artifacts: ArtifactStore, blob_lock: threading.RLock):
+    def __init__(self, store: Store, artifacts: ArtifactStore, blob_lock: BlobLock):
         self.store, self.artifacts, self.blob_lock = store, artifacts, blob_lock
 
     def collect(self, candidates: Iterable[str]) -> int:
-        candidates = set(candidates)
-        if not candidates:
-            return 0
+        ordered = sorted(set(candidates))
         deleted = 0
-        # Under the lock that also covers "put blob, then insert its row": no blob goes while a row is coming.
-        with self.blob_lock:
-            referenced: set[str] = set()
-            ordered = sorted(candidates)
-            with self.store.read() as conn:
-                ji = t.job_inputs.c
-                referenced.update(conn.execute(
-                    sa.select(ji.sha256).join(t.jobs, t.jobs.c.id == ji.job_id)
-                    .where(t.jobs.c.status.in_([JobStatus.QUEUED, JobStatus.RUNNING]))).scalars())
-                for i in range(0, len(ordered), 500):
-                    chunk = ordered[i:i + 500]
-                    referenced.update(conn.execute(sa.select(t.files.c.sha256).where(t.files.c.sha256.in_(chunk)))
-                                      .scalars())
-                    referenced.update(conn.execute(sa.select(t.outputs.c.sha256)
-                                                   .where(t.outputs.c.sha256.in_(chunk))).scalars())
-            for sha in candidates - referenced:
-                deleted += self.artifacts.delete(sha)
+        for i in range(0, len(ordered), 500):
+            chunk = ordered[i:i + 500]
+            if self.store.is_sqlite:
+                with self.blob_lock.deleting(None, chunk) as free, self.store.read() as conn:
+                    deleted += self._delete_unreferenced(conn, free)
+            else:  # the references are read, and the blobs deleted, in the transaction that holds their locks
+                with self.store.write() as tx, self.blob_lock.deleting(tx.conn, chunk) as free:
+                    deleted += self._delete_unreferenced(tx.conn, free)
         return deleted
+
+    def _delete_unreferenced(self, conn: sa.Connection, shas: set[str]) -> int:
+        if not shas:
+            return 0
+        ji, j = t.job_inputs.c, t.jobs.c
+        chunk = sorted(shas)
+        referenced = set(conn.execute(
+            sa.select(ji.sha256).join(t.jobs, j.id == ji.job_id)
+            .where(ji.sha256.in_(chunk), j.status.in_([JobStatus.QUEUED, JobStatus.RUNNING]))).scalars())
+        referenced.update(conn.execute(sa.select(t.files.c.sha256).where(t.files.c.sha256.in_(chunk))).scalars())
+        referenced.update(conn.execute(sa.select(t.outputs.c.sha256).where(t.outputs.c.sha256.in_(chunk))).scalars())
+        return sum(self.artifacts.delete(sha) for sha in shas - referenced)
 
     def sweep(self, now: float) -> int:
         """Expire what is due, then delete every stored blob nothing references any more."""
@@ -150,17 +158,35 @@ class StorageHealth:
         return None
 
 
+class Role(StrEnum):
+    """What a process runs: every part (``pocket3d serve``), or one side of a cluster."""
+
+    EMBEDDED = "embedded"  # the API, the scheduler and the device workers, on SQLite or one PostgreSQL
+    GATEWAY = "gateway"  # the API only (pocket3d serve --role gateway): no device, no model
+    WORKER = "worker"  # one node's devices, scheduler and device workers, no public API (pocket3d worker)
+
+
 class Node:
-    def __init__(self, settings: Settings, registry: Registry | None = None, *, resolver: Resolver | None = None):
+    """One process's parts. Embedded: everything; a gateway: the API's parts, a view of the cluster instead of a
+    scheduler, and the change listener that feeds its SSE streams and snapshot cache; a worker: the scheduler and
+    its device workers, and the listener that wakes it for new work and cancels."""
+
+    def __init__(self, settings: Settings, registry: Registry | None = None, *, role: Role = Role.EMBEDDED,
+                 resolver: Resolver | None = None):
         """``resolver``: how outbound requests resolve host names (tests stub it; default the system's)."""
-        self.settings = settings
+        self.settings, self.role = settings, role
+        if role is not Role.EMBEDDED:
+            settings.check_cluster_role(role.value)
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.lock = DataDirLock(settings.data_dir)
         self.lock.acquire()
         try:
             self.store = Store(settings.db_url)
             try:
-                self.store.prepare_schema()
+                if role is Role.EMBEDDED:
+                    self.store.prepare_schema()  # a SQLite file is upgraded in place; PostgreSQL only checked
+                else:
+                    self.store.check_schema()
             except SchemaMismatch as e:
                 raise ConfigError(str(e)) from None
             try:
@@ -174,22 +200,30 @@ class Node:
                     models_file = None
                 registry = Registry.from_config(models_file)
             self.registry = registry
-            self.blob_lock = threading.RLock()
+            self.blob_lock = BlobLock(None if self.store.is_sqlite else self.store.engine)
             self.release = transitions.ReleasePolicy(settings.storage.cleanup_after)
             if settings.storage.keep_inputs is not None:
                 log.warning("storage.keep_inputs no longer has an effect: an upload is usable by any number of jobs "
                             "until its expires_at (storage.file_lifetime); remove the key")
-            # The snapshot cache listens before the bus, so events and polls read the same fresh state.
-            self.snapshots = JobSnapshots(self.store, enabled=self.store.is_sqlite)
+            # The snapshot cache listens before the bus, so events and polls read the same fresh state. It is on
+            # where this process hears of every change: alone on SQLite, or a gateway hearing PostgreSQL's notices.
+            self.snapshots = JobSnapshots(self.store, enabled=self.store.is_sqlite or role is Role.GATEWAY)
             self.bus = EventBus(self.store, self.snapshots)
             self.retention = Retention(self.store, self.artifacts, self.blob_lock)
             self.store.add_release_listener(self.retention.collect)
             self.storage_health = StorageHealth(self.store, self.artifacts.tmp, int(settings.storage.min_free_space))
             self.metrics = Metrics(self.store)
-            self.scheduler = NodeScheduler(settings=settings, store=self.store, artifacts=self.artifacts,
-                                           registry=registry, blob_lock=self.blob_lock, release=self.release,
-                                           on_storage_failure=self.storage_health.failed, observer=self.metrics)
-            self.metrics.watch(self.scheduler)
+            self.scheduler: Scheduler
+            self.node_id = node_id(role.value)
+            if role is Role.GATEWAY:
+                self.scheduler = ClusterView(self.store, settings, registry)
+            else:
+                peers = Peers(self.store, settings, self.node_id) if role is Role.WORKER else None
+                self.scheduler = NodeScheduler(settings=settings, store=self.store, artifacts=self.artifacts,
+                                               registry=registry, blob_lock=self.blob_lock, release=self.release,
+                                               on_storage_failure=self.storage_health.failed, observer=self.metrics,
+                                               sole_node=role is Role.EMBEDDED, peers=peers, node=self.node_id)
+                self.metrics.watch(self.scheduler)  # a gateway has no devices of its own to report
             self.guard = AddressGuard(settings.webhooks.allow_hosts, resolver)
             self.webhooks = WebhookSender(self.store, settings.webhooks, self.guard,
                                           on_attempt=self.metrics.webhook_attempt,
@@ -200,21 +234,61 @@ class Node:
                 AddressGuard(inputs.allow_hosts, resolver, schemes=tuple(inputs.url_schemes),
                              allow_setting="inputs.allow_hosts"),
                 timeout=inputs.url_timeout, max_response_size=int(inputs.max_url_size), max_redirects=3)
+            self.listener = self._listener()
+            self.membership = None if role is Role.EMBEDDED else Membership(
+                self.store, settings, node=self.node_id, role=role.value,
+                state=self.scheduler.cluster_state if isinstance(self.scheduler, NodeScheduler) else dict)
         except BaseException:
             self.lock.release()
             raise
         self._stop = threading.Event()
         self._sweeper: threading.Thread | None = None
 
+    def _listener(self) -> ChangeListener | None:
+        """What this process must hear of other processes' writes (PostgreSQL's notices)."""
+        if self.role is Role.GATEWAY:
+            def jobs_changed(job_ids: set[str]) -> None:
+                self.snapshots.changed(job_ids)
+                self.bus.notify(job_ids)
+
+            def resync() -> None:
+                self.snapshots.forget_all()
+                self.bus.resync()
+                self.webhooks.wake()
+
+            return ChangeListener(self.store, {"jobs": jobs_changed, "outbox": lambda _: self.webhooks.wake()},
+                                  on_resync=[resync])
+        if self.role is Role.WORKER:
+            scheduler = self.scheduler
+
+            def cancelled(job_ids: set[str]) -> None:
+                for job_id in job_ids:
+                    scheduler.cancel(job_id)
+
+            return ChangeListener(self.store, {"queue": lambda _: scheduler.wake(), "cancel": cancelled},
+                                  on_resync=[scheduler.wake])
+        return None  # embedded: every write is this process's own
+
+    @property
+    def sends_webhooks(self) -> bool:
+        return self.role is not Role.WORKER
+
     def start(self) -> None:
         removed = self.artifacts.clear_tmp()
         if removed:
             log.warning("removed %d temporary file(s) left by a previous process", removed)
+        if self.listener is not None:
+            self.listener.start()
         self.scheduler.start()
-        # Embedded (SQLite under the data-dir lock), this is the only sender: what it had in flight is due now.
-        self.webhooks.start(only_sender=self.store.is_sqlite)
+        if self.membership is not None:
+            self.membership.start()
+        if self.sends_webhooks:
+            # Embedded (SQLite under the data-dir lock), this is the only sender: what it had in flight is due now.
+            self.webhooks.start(only_sender=self.store.is_sqlite)
         if self.settings.metrics.enabled and self.settings.metrics.port is not None:
             self.metrics.serve(self.settings.metrics.host, self.settings.metrics.port)
+        if self.role is Role.WORKER:
+            return  # workers leave the sweeps to the gateways (one of them at a time)
         try:
             self.retention.sweep(time.time())
         except StorageUnavailable as e:  # an S3 store that is down: start anyway, not ready until it is back
@@ -222,9 +296,26 @@ class Node:
         self._sweeper = threading.Thread(target=self._sweep_loop, name="retention", daemon=True)
         self._sweeper.start()
 
+    def drain(self, seconds: float) -> int:
+        """Stop taking work and let what runs finish for up to ``seconds`` (a worker's SIGTERM); returns how many
+        stages still ran then (``stop`` gives them back to the queue)."""
+        if self.membership is not None:
+            try:
+                self.membership.drain()
+            except Exception as e:  # the database is away: the drain goes on without telling the others
+                log.warning("could not mark this node draining: %s", e)
+        if isinstance(self.scheduler, NodeScheduler):
+            return self.scheduler.drain(seconds)
+        return 0
+
     def stop(self) -> None:
         self._stop.set()
+        self.bus.close()
         self.scheduler.stop()
+        if self.membership is not None:
+            self.membership.stop()
+        if self.listener is not None:
+            self.listener.stop()
         self.webhooks.stop()
         self.metrics.stop_serving()
         self.url_inputs.close()
@@ -236,7 +327,7 @@ class Node:
     def _sweep_loop(self) -> None:
         while not self._stop.wait(self.settings.scheduler.cleanup_interval):
             try:
-                deleted = self.retention.sweep(time.time())
+                deleted = self._sweep_once()
                 if deleted:
                     log.info("retention removed %d artifact(s)", deleted)
             except Exception as e:
@@ -245,3 +336,16 @@ class Node:
                     log.warning("retention sweep failed: storage unavailable: %s", reason)
                 else:
                     log.exception("retention sweep failed")
+
+    def _sweep_once(self) -> int:
+        """One sweep; in a cluster, by one gateway at a time (the others find the lock taken and skip): listing a
+        large bucket is the sweep's cost, and once is enough."""
+        if self.store.is_sqlite:
+            return self.retention.sweep(time.time())
+        with self.store.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            if not conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": SWEEP_LOCK}).scalar():
+                return 0
+            try:
+                return self.retention.sweep(time.time())
+            finally:
+                conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": SWEEP_LOCK})

@@ -41,6 +41,13 @@ class TempPostgres:
                   "-o", f"-h 127.0.0.1 -p {self.port} -k {self.dir} -c fsync=off")
         return f"postgresql+psycopg://pocket3d@127.0.0.1:{self.port}/postgres"
 
+    def restart(self) -> None:
+        """Stop the server (fast: open connections are cut) and start it again on the same port and data."""
+        data = str(self.dir / "data")
+        self._run(_bin("pg_ctl"), "-D", data, "-m", "fast", "-w", "stop")
+        self._run(_bin("pg_ctl"), "-D", data, "-l", str(self.dir / "log"), "-w", "-t", "60", "start",
+                  "-o", f"-h 127.0.0.1 -p {self.port} -k {self.dir} -c fsync=off")
+
     def stop(self) -> None:
         try:
             self._run(_bin("pg_ctl"), "-D", str(self.dir / "data"), "-m", "fast", "-w", "stop")

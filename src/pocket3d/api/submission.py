@@ -378,11 +378,12 @@ def _persist(node: Node, principal: Principal, feature: Feature, model_id: str, 
     settings = node.settings
     now = time.time()
     stored: list[str] = []
-    with node.blob_lock:  # blobs enter the store and the rows that hold them commit together (Retention.collect)
+    # blobs enter the store and the rows that hold them commit together (Retention.collect)
+    with node.blob_lock.writing(node.artifacts) as blobs:
         job_inputs = []
         for inp in inputs:
             if inp.staged is not None and inp.media is not None:
-                sha, _ = node.artifacts.put(inp.staged.path, inp.staged.sha256)
+                sha, _ = blobs.put(inp.staged.path, inp.staged.sha256)
                 stored.append(sha)
                 job_inputs.append(JobInput(inp.role, file_id=inp.file_id, sha256=sha, format=inp.media.format))
             elif inp.output is not None:

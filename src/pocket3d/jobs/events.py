@@ -1,8 +1,10 @@
 """Job change events for SSE and ``?wait``: after a write commits, subscribers of the changed jobs get a
 fresh snapshot. Every snapshot carries the job's ``version``, so a subscriber drops what it has already seen.
 
-In one process the store calls the bus directly; across processes (PostgreSQL) LISTEN/NOTIFY feeds the same
-``notify`` method.
+In one process the store calls the bus directly; in a gateway, PostgreSQL's notices of other processes' writes
+feed the same ``notify`` method (``jobs.notify``), and ``resync`` sends every followed job afresh after the listener
+reconnects. ``close`` ends every stream (the server is stopping): a follower gets :class:`Closing`, and the SSE
+route tells the client to reconnect (to another gateway behind the load balancer).
 """
 
 from __future__ import annotations
@@ -19,12 +21,20 @@ from pocket3d.jobs.store import Store
 log = logging.getLogger(__name__)
 
 
+class Closing(Exception):
+    """The server is stopping; the stream should end with a hint to reconnect."""
+
+
+_CLOSING = object()  # what a follower's queue gets when the bus closes
+
+
 class EventBus:
     def __init__(self, store: Store, snapshots: JobSnapshots):
         self._snapshots = snapshots
         self._loop: asyncio.AbstractEventLoop | None = None
         self._subscribers: dict[str, set[asyncio.Queue[JobRecord]]] = {}
         self._lock = threading.Lock()
+        self.closing = False
         store.add_listener(self.notify)
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -42,8 +52,27 @@ class EventBus:
             for q in queues:
                 self._loop.call_soon_threadsafe(q.put_nowait, job)
 
+    def resync(self) -> None:
+        """Changes may have gone unheard: send every followed job as it is now (followers drop what they saw)."""
+        with self._lock:
+            followed = set(self._subscribers)
+        self.notify(followed)
+
+    def close(self) -> None:
+        """End every stream now (from any thread); streams opened after this end at once too."""
+        self.closing = True
+        with self._lock:
+            queues = [q for subs in self._subscribers.values() for q in subs]
+        if self._loop is None:
+            return
+        for q in queues:
+            self._loop.call_soon_threadsafe(q.put_nowait, _CLOSING)
+
     async def follow(self, job_id: str, after_version: int = 0) -> AsyncIterator[JobRecord]:
-        """Yield the job now (if newer than ``after_version``) and at every change, until a final state."""
+        """Yield the job now (if newer than ``after_version``) and at every change, until a final state. Raises
+        :class:`Closing` when the bus closes first."""
+        if self.closing:
+            raise Closing()
         queue: asyncio.Queue[JobRecord] = asyncio.Queue()
         with self._lock:
             self._subscribers.setdefault(job_id, set()).add(queue)
@@ -60,6 +89,8 @@ class EventBus:
                 return
             while True:
                 job = await queue.get()
+                if job is _CLOSING:
+                    raise Closing()
                 if job.version <= seen:
                     continue
                 seen = job.version
@@ -85,6 +116,6 @@ class EventBus:
 
         try:
             await asyncio.wait_for(run(), timeout)
-        except TimeoutError:
+        except (TimeoutError, Closing):  # closing: the caller answers with the state it has
             pass
         return latest

@@ -220,3 +220,24 @@ compat_sessions = sa.Table(
     sa.Index("ix_compat_sessions_owner", "flavour", "owner_id", "id"),
     sa.Index("ix_compat_sessions_expires_at", "expires_at"),
 )
+
+# -- the cluster -------------------------------------------------------------------------------------------------
+
+# One row a gateway or worker, written at start and at every heartbeat, marked stopped at a clean stop. What a
+# worker can do and holds (devices, budgets, resident models, what it measured) is in `state`. A row whose
+# heartbeat_at is old belongs to a process that died; rows are kept a week (a pool scaled to zero still says which
+# models the cluster hosts), then pruned.
+nodes = sa.Table(
+    "nodes", metadata,
+    sa.Column("id", sa.String(128), primary_key=True),  # also the lease_owner of the stages it claims
+    sa.Column("role", sa.String(16), nullable=False),  # gateway or worker
+    sa.Column("host", sa.String(255), nullable=False),
+    sa.Column("pid", sa.Integer, nullable=False),
+    sa.Column("version", sa.String(32), nullable=False),
+    sa.Column("started_at", sa.Float, nullable=False),
+    sa.Column("heartbeat_at", sa.Float, nullable=False),
+    sa.Column("draining", sa.Boolean, nullable=False),
+    sa.Column("stopped_at", sa.Float),
+    sa.Column("state", sa.JSON, nullable=False),
+    sa.Index("ix_nodes_heartbeat_at", "heartbeat_at"),
+)

@@ -18,6 +18,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from pocket3d.jobs import notify
 from pocket3d.jobs import schema as t
 from pocket3d.jobs.records import (
     FileRecord,
@@ -46,6 +47,8 @@ class WriteTx:
     released: set[str] = field(default_factory=set)  # artifact hashes this write stopped referencing
     events: list[JobEvent] = field(default_factory=list)  # jobs submitted or finished by this write
     outbox: int = 0  # webhook deliveries this write made due
+    queued: set[str | None] = field(default_factory=set)  # models of stages this write queued (None: export)
+    cancelled: set[str] = field(default_factory=set)  # running jobs this write asked to stop
 
     def touch(self, job_id: str) -> None:
         self.changed_jobs.add(job_id)
@@ -56,6 +59,8 @@ class Store:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
         self.engine: Engine = _create_engine(url, echo)
+        # This process's mark on its change notices (PostgreSQL), so it skips its own: it heard them after commit.
+        self.origin = secrets.token_hex(6)
         self._listeners: list[Callable[[set[str]], None]] = []
         self._release_listeners: list[Callable[[set[str]], None]] = []
         self._event_listeners: list[Callable[[list[JobEvent]], None]] = []
@@ -114,6 +119,9 @@ class Store:
             tx = WriteTx(conn)
             with conn.begin():
                 yield tx
+                if not self.is_sqlite:
+                    # Other processes hear of the change from PostgreSQL (LISTEN/NOTIFY), only once it commits.
+                    notify.announce(conn, self.origin, tx)
         # Released artifacts are announced first (clean-up), then every change (events): a client that hears
         # "succeeded" finds the job's inputs already deleted.
         for items, listeners in ((tx.released, self._release_listeners), (tx.changed_jobs, self._listeners),

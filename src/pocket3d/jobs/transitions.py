@@ -156,6 +156,7 @@ def _submit(store: Store, new: NewJob, *, queue_size: int, max_attempts: int, no
                 owner_id=new.owner_id, key=key.key, fingerprint=key.fingerprint, job_id=job_id, created_at=now,
                 expires_at=key.expires_at))
         tx.touch(job_id)
+        tx.queued.add(new.stages[0].model_id)
         tx.events.append(JobEvent("submitted", job_id, new.feature, JobStatus.QUEUED))
     return job_id
 
@@ -224,6 +225,13 @@ def claim_stage(store: Store, stage_id: int, *, worker_id: str, lease_seconds: f
     """Take this queued stage (the scheduler's placement chose it, for ``device``); None if it is no longer
     queued (another node took it, or its job was cancelled)."""
     with store.write() as tx:
+        if not store.is_sqlite:
+            # Two nodes reaching for one stage: the second moves on at once instead of waiting for the first's
+            # commit (SQLite has one writer at a time anyway).
+            free = tx.conn.execute(sa.select(S.id).where(S.id == stage_id, S.status == StageStatus.QUEUED)
+                                   .with_for_update(skip_locked=True)).first()
+            if free is None:
+                return None
         return _claim(tx, stage_id, worker_id, lease_seconds, now, device)
 
 
@@ -248,17 +256,30 @@ def _claim(tx: WriteTx, stage_id: int, worker_id: str, lease_seconds: float, now
     return ClaimedStage(stage=stage, lease_token=token, job_request=job.request, owner_id=job.owner_id)
 
 
-def renew_leases(store: Store, claims: Sequence[ClaimedStage], *, lease_seconds: float, now: float) -> int:
-    """Extend the leases of stages this worker is really running (not merely every stage it once claimed)."""
+def renew_leases(store: Store, claims: Sequence[ClaimedStage], *, lease_seconds: float, now: float) -> set[int]:
+    """Extend the leases of stages this worker is really running (not merely every stage it once claimed). Returns
+    the stages it should stop: those whose lease it lost (another node took them over while this one was paused or
+    cut off) and those whose job was asked to cancel (a notice this node may have missed)."""
     if not claims:
-        return 0
+        return set()
+    tokens = {c.stage.id: c.lease_token for c in claims}
     with store.write() as tx:
-        renewed = 0
-        for c in claims:
-            renewed += tx.conn.execute(t.stages.update().where(S.id == c.stage.id, S.lease_token == c.lease_token,
-                                                               S.status == StageStatus.RUNNING)
-                                       .values(lease_expires_at=now + lease_seconds)).rowcount
-        return renewed
+        held = tx.conn.execute(t.stages.update().where(S.id.in_(list(tokens)), S.status == StageStatus.RUNNING)
+                               .where(S.lease_token == sa.case(tokens, value=S.id))
+                               .values(lease_expires_at=now + lease_seconds).returning(S.id, S.job_id)).all()
+        stop = set(tokens) - {r.id for r in held}
+        cancelled = set(tx.conn.execute(sa.select(J.id).where(J.id.in_(list({r.job_id for r in held})),
+                                                              J.cancel_requested.is_(True))).scalars()) if held else ()
+        stop.update(r.id for r in held if r.job_id in cancelled)
+    return stop
+
+
+def holds_lease(store: Store, claim: ClaimedStage) -> bool:
+    """Whether this claim is still the stage's (checked before storing its outputs: a node that lost the lease
+    writes nothing for it)."""
+    with store.read() as conn:
+        return conn.execute(sa.select(S.id).where(S.id == claim.stage.id, S.lease_token == claim.lease_token,
+                                                  S.status == StageStatus.RUNNING)).first() is not None
 
 
 def report_progress(store: Store, claim: ClaimedStage, fraction: float, now: float, message: str | None = None, *,
@@ -304,7 +325,8 @@ def complete_stage(store: Store, claim: ClaimedStage, outputs: Sequence[OutputRe
         owned = tx.conn.execute(t.stages.update().where(S.id == st.id, S.lease_token == claim.lease_token,
                                                         S.status == StageStatus.RUNNING)
                                 .values(**values)).rowcount
-        if not owned:
+        if not owned:  # fenced: another node holds the stage now; what this one stored is nobody's
+            tx.released.update(o.sha256 for o in outputs)
             return False
         if job.cancel_requested:
             released = {o.sha256 for o in outputs}
@@ -319,8 +341,9 @@ def complete_stage(store: Store, claim: ClaimedStage, outputs: Sequence[OutputRe
                      media_type=o.media_type, format=o.format, public=o.public) for o in outputs])
         nxt = tx.conn.execute(t.stages.update().where(S.job_id == st.job_id, S.idx == st.index + 1,
                                                       S.status == StageStatus.PENDING)
-                              .values(status=StageStatus.QUEUED, queued_at=now)).rowcount
-        if nxt:
+                              .values(status=StageStatus.QUEUED, queued_at=now).returning(S.model_id)).first()
+        if nxt is not None:
+            tx.queued.add(nxt.model_id)
             tx.conn.execute(t.jobs.update().where(J.id == st.job_id).values(
                 current_stage=st.index + 1, progress=_job_progress(job.stage_weights, st.index + 1, 0.0),
                 version=J.version + 1))
@@ -347,6 +370,7 @@ def fail_stage(store: Store, claim: ClaimedStage, *, code: str, message: str, re
                 status=StageStatus.QUEUED, progress=0.0, lease_owner=None, lease_token=None,
                 lease_expires_at=None, error_code=code, error_message=message))
             tx.conn.execute(t.jobs.update().where(J.id == st.job_id).values(version=J.version + 1))
+            tx.queued.add(st.model_id)
         else:
             tx.conn.execute(t.stages.update().where(S.id == st.id).values(
                 status=StageStatus.FAILED, finished_at=now, lease_owner=None, lease_token=None,
@@ -374,6 +398,7 @@ def requeue_stage(store: Store, claim: ClaimedStage, *, release: ReleasePolicy, 
             lease_expires_at=None))
         tx.conn.execute(t.jobs.update().where(J.id == st.job_id).values(version=J.version + 1))
         tx.touch(st.job_id)
+        tx.queued.add(st.model_id)
     return True
 
 
@@ -397,19 +422,22 @@ def cancel_job(store: Store, job_id: str, *, release: ReleasePolicy, now: float)
             tx.conn.execute(t.jobs.update().where(J.id == job_id).values(cancel_requested=True,
                                                                          version=J.version + 1))
             tx.touch(job_id)
+            tx.cancelled.add(job_id)  # the node running it hears of it (LISTEN/NOTIFY in a cluster)
             return JobStatus.RUNNING
         _cancel_now(tx, job_id, now, release)
         return JobStatus.CANCELLED
 
 
-def acknowledge_cancel(store: Store, claim: ClaimedStage, *, release: ReleasePolicy, now: float) -> None:
-    """The worker stopped a stage because its job was cancelled."""
+def acknowledge_cancel(store: Store, claim: ClaimedStage, *, release: ReleasePolicy, now: float) -> bool:
+    """The worker stopped a stage because its job was cancelled. False if the lease was lost meanwhile."""
     with store.write() as tx:
         _lock_job(tx, claim.stage.job_id)
         owned = tx.conn.execute(sa.select(S.id).where(S.id == claim.stage.id, S.lease_token == claim.lease_token,
                                                       S.status == StageStatus.RUNNING)).first()
-        if owned is not None:
-            _cancel_now(tx, claim.stage.job_id, now, release)
+        if owned is None:
+            return False
+        _cancel_now(tx, claim.stage.job_id, now, release)
+    return True
 
 
 def _cancel_now(tx: WriteTx, job_id: str, now: float, release: ReleasePolicy) -> None:
@@ -439,7 +467,7 @@ def recover_lost_stages(store: Store, *, now: float, release: ReleasePolicy, all
     touched: list[str] = []
     with store.write() as tx:
         # Two nodes reaping at once each take different stages (PostgreSQL); SQLite has one writer anyway.
-        rows = tx.conn.execute(sa.select(S.id, S.job_id, S.interruptions, J.cancel_requested)
+        rows = tx.conn.execute(sa.select(S.id, S.job_id, S.model_id, S.interruptions, J.cancel_requested)
                                .join(t.jobs, J.id == S.job_id).where(cond)
                                .with_for_update(skip_locked=True, of=t.stages)).all()
         for r in rows:
@@ -461,6 +489,7 @@ def recover_lost_stages(store: Store, *, now: float, release: ReleasePolicy, all
                     lease_owner=None, lease_token=None, lease_expires_at=None, error_code=None,
                     error_message=f"{what} while this stage ran; it runs again (no attempt counted)"))
                 tx.conn.execute(t.jobs.update().where(J.id == r.job_id).values(version=J.version + 1))
+                tx.queued.add(r.model_id)
             tx.touch(r.job_id)
     return touched
 

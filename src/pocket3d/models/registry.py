@@ -102,6 +102,9 @@ class Registry:
         for m in models:
             self._models[m.spec.id] = m
         self.problems = problems or []
+        # Where availability is judged elsewhere (a gateway: by the cluster's workers, not this process), the
+        # judge says why a model is unavailable and replaces the checks against this process's devices.
+        self.judge: Callable[[RegisteredModel], list[str]] | None = None
 
     # -- building ---------------------------------------------------------------------------------------
 
@@ -145,6 +148,8 @@ class Registry:
 
     def unavailable_reasons(self, model: RegisteredModel, devices: list[Device],
                             budget_of: Callable[[Device], float]) -> list[str]:
+        if self.judge is not None:
+            return self.judge(model)
         reasons = list(model.static_reasons)
         fitting = [d for d in devices if d.kind in model.spec.devices]
         if not fitting:

@@ -44,6 +44,7 @@ from pocket3d.jobs.records import (
     ClaimedStage,
     JobRecord,
     QueuedStage,
+    StageRecord,
     StageStatus,
     StageWarning,
 )
@@ -54,6 +55,7 @@ from pocket3d.scheduler import devices as inventory
 from pocket3d.scheduler import stage_io
 from pocket3d.scheduler.base import DeviceState, Estimate, Measured, Scheduler, SchedulerObserver
 from pocket3d.scheduler.own_stages import DETAILS_KEY, OWN_STAGES_MODEL_ID, OwnStages, own_stages_spec
+from pocket3d.scheduler.cluster import Peers
 from pocket3d.scheduler.policy import (
     Assignment,
     DeviceView,
@@ -68,6 +70,7 @@ from pocket3d.scheduler.policy import (
     preload_placement,
 )
 from pocket3d.storage import ArtifactStore
+from pocket3d.storage.locks import BlobLock
 from pocket3d.workers.supervisor import DeviceWorker, StageRequest, StageResult, WorkerUnavailable
 
 log = logging.getLogger(__name__)
@@ -137,12 +140,17 @@ class _Learned:
 
 class NodeScheduler(Scheduler):
     def __init__(self, *, settings: Settings, store: Store, artifacts: ArtifactStore, registry: Registry,
-                 blob_lock: threading.RLock, release: transitions.ReleasePolicy, clock: Clock = time.time,
+                 blob_lock: BlobLock, release: transitions.ReleasePolicy, clock: Clock = time.time,
                  policy: SchedulingPolicy | None = None, worker_env: dict[str, str] | None = None,
                  on_storage_failure: Callable[[str], None] = lambda reason: None,
-                 observer: SchedulerObserver | None = None):
+                 observer: SchedulerObserver | None = None, sole_node: bool = True, peers: Peers | None = None,
+                 node: str | None = None):
         """``on_storage_failure(reason)``: the disk or the store refused a write (readiness then probes).
-        ``observer``: told of stages, loads, unloads and worker restarts as they happen (the metrics)."""
+        ``observer``: told of stages, loads, unloads and worker restarts as they happen (the metrics).
+        ``sole_node``: the only node on its store (embedded): what ran when it stopped was its own, and a stage no
+        device here can hold fails at once. Otherwise (a cluster's worker) it claims only stages of models it can
+        host, leaves a stage to ``peers`` holding its model loaded, and recovers only expired leases.
+        ``node``: its name in the cluster (the lease owner of its claims)."""
         self.settings, self.store, self.artifacts, self.registry = settings, store, artifacts, registry
         self.observer = observer or SchedulerObserver()
         self._on_storage_failure = on_storage_failure
@@ -152,7 +160,11 @@ class NodeScheduler(Scheduler):
         self.policy = policy or pocket3d_policy(settings.scheduler.priority_weights,
                                                 ageing_seconds=settings.scheduler.ageing_seconds,
                                                 max_wait=settings.scheduler.max_wait)
-        self.worker_id = f"{socket.gethostname()[:40]}-{os.getpid()}-{id(self) & 0xFFFF:04x}"
+        self.worker_id = node or f"{socket.gethostname()[:40]}-{os.getpid()}-{id(self) & 0xFFFF:04x}"
+        self.sole_node, self.peers = sole_node, peers
+        self._draining = False  # a worker told to stop claims nothing more
+        self._drain_cut = threading.Event()
+        self._hostable: set[str] | None = None  # a cluster's worker: the models it can host (None: any)
         self._devices = inventory.discover(settings.gpu)
         self._device_by_id = {d.id: d for d in self._devices}
         self._worker_env = worker_env
@@ -201,11 +213,13 @@ class NodeScheduler(Scheduler):
     # -- lifecycle ------------------------------------------------------------------------------------------
 
     def start(self) -> None:
-        # This node is the only one on its store (embedded mode): whatever it left running, it lost.
-        lost = transitions.recover_lost_stages(self.store, now=self.clock(), release=self.release, all_running=True,
-                                               max_interruptions=self.settings.scheduler.max_interruptions)
-        if lost:
-            log.warning("recovered %d stage(s) left running by a previous process", len(lost))
+        if self.sole_node:  # the only node on its store (embedded): whatever it left running, it lost
+            lost = transitions.recover_lost_stages(self.store, now=self.clock(), release=self.release,
+                                                   all_running=True,
+                                                   max_interruptions=self.settings.scheduler.max_interruptions)
+            if lost:
+                log.warning("recovered %d stage(s) left running by a previous process", len(lost))
+        self._hostable = self._models_hostable_here()
         by_model: dict[str, list[float]] = {}
         for (key, quality), seconds in self.store.recent_stage_seconds().items():  # run times outlive a restart
             self._run_times[(key, quality)] = seconds
@@ -218,6 +232,26 @@ class NodeScheduler(Scheduler):
         for th in self._threads:
             th.start()
         self._warm_up()
+
+    def drain(self, seconds: float) -> int:
+        """Claim nothing more, and wait up to ``seconds`` for the running stages to end; returns how many still
+        run (``stop`` gives them back to the queue, for another node)."""
+        self._draining = True
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline and not self._drain_cut.is_set():
+            with self._lock:
+                left = len(self._running)
+            if not left:
+                return 0
+            log.info("draining: %d stage(s) still running, up to %.0f s more", left, deadline - time.monotonic())
+            self._drain_cut.wait(min(5.0, max(0.0, deadline - time.monotonic())))
+        with self._lock:
+            return len(self._running)
+
+    def stop_draining(self) -> None:
+        """End a drain now (a second SIGTERM): what runs goes back to the queue."""
+        self._draining = True
+        self._drain_cut.set()
 
     def stop(self, timeout: float = 10.0) -> None:
         """Give running stages back to the queue (their attempt uncounted) and stop the workers."""
@@ -269,7 +303,8 @@ class NodeScheduler(Scheduler):
             models = [m for d, m in placement if d == device.id]
             threading.Thread(target=self._warm_device, args=(device.id, models), name=f"warm-{device.id}",
                              daemon=True).start()
-        threading.Thread(target=self._start_exporter, name="warm-export", daemon=True).start()
+        if self.takes_own_stages:
+            threading.Thread(target=self._start_exporter, name="warm-export", daemon=True).start()
 
     def _start_exporter(self) -> None:
         try:
@@ -331,6 +366,57 @@ class NodeScheduler(Scheduler):
             running = [r for r in self._running.values() if r.claim.stage.job_id == job_id]
         for r in running:
             self._ask_to_stop(r, CANCELLED)
+
+    # -- the cluster ----------------------------------------------------------------------------------------
+
+    @property
+    def draining(self) -> bool:
+        return self._draining
+
+    @property
+    def takes_own_stages(self) -> bool:
+        """Whether this node runs pocket3d's own stages (orient, export): CPU work, so a node with a CPU device
+        (every embedded node does; a GPU-only worker of a cluster leaves them to the CPU workers)."""
+        return self.sole_node or any(d.kind == "cpu" for d in self._devices)
+
+    def _models_hostable_here(self) -> set[str] | None:
+        """A cluster's worker claims only stages of models it can run: its registry's (POCKET3D_MODELS_FILE),
+        with their packages and weights here and a device they fit. None for the sole node: it takes any stage
+        (one it cannot run fails, saying why)."""
+        if self.sole_node:
+            return None
+        hostable = {m.spec.id for m in self.registry.all()
+                    if m.adapter_cls is not None and not self.registry.unavailable_reasons(m, self._devices,
+                                                                                           self._static_budget)}
+        log.info("this worker takes stages of %d model(s): %s%s", len(hostable), ", ".join(sorted(hostable)),
+                 " and pocket3d's own stages (orient, export)" if self.takes_own_stages else "")
+        return hostable
+
+    def cluster_state(self) -> dict:
+        """What this node's heartbeat tells the cluster (``jobs.nodes``): devices, the models it can host with
+        what it measured of them, whether it takes pocket3d's own stages."""
+        with self._lock:
+            devices = []
+            for d in self._devices:
+                books = self._resident[d.id]
+                running = [sid for sid, r in self._running.items() if r.device_id == d.id]
+                devices.append({
+                    "id": d.id, "kind": d.kind, "name": d.name, "virtual": d.virtual, "memory_total": d.memory_total,
+                    "budget_mb": round(self._static_budget(d)), "used_mb": round(sum(r.memory_mb for r in
+                                                                                    books.values())),
+                    "slots": 1 if d.kind == "cuda" else self.settings.scheduler.concurrency,
+                    "running": len(running), "stages": running,
+                    "resident": {m: {"running": r.running, "loading": r.loading} for m, r in books.items()}})
+            models = {}
+            for model_id in sorted(self._hostable or ()):
+                learned = self._learned.get(model_id, _Learned())
+                spec = self.registry.get(model_id).spec
+                models[model_id] = {"run_seconds": learned.run_seconds, "load_seconds": learned.load_seconds,
+                                    "peak_mb": learned.peak_mb, "max_concurrent": spec.max_concurrent,
+                                    "kinds": list(spec.devices)}
+            own = self._learned.get(None)
+        return {"devices": devices, "models": models, "exports": self.takes_own_stages,
+                "export_seconds": own.run_seconds if own else None}
 
     # -- views ----------------------------------------------------------------------------------------------
 
@@ -520,6 +606,8 @@ class NodeScheduler(Scheduler):
         return [q for stages in self._queued.values() for q in stages]
 
     def _dispatch_once(self) -> None:
+        if self._draining:
+            return
         try:
             queued = self._read_queue()
         except BaseException:
@@ -527,12 +615,13 @@ class NodeScheduler(Scheduler):
                 self._changed_jobs = None  # what changed was not read: read it all next time
             raise
         now = self.clock()
-        for q in sorted((q for q in queued if q.model_id is None), key=lambda q: (q.queued_at, q.stage_id)):
-            self._start_own(q)
+        if self.takes_own_stages:
+            for q in sorted((q for q in queued if q.model_id is None), key=lambda q: (q.queued_at, q.stage_id)):
+                self._start_own(q)
         pending: list[PendingStage] = []
         profiles: dict[str, ModelProfile] = {}
         for q in queued:
-            if q.model_id is None:
+            if q.model_id is None or (self._hostable is not None and q.model_id not in self._hostable):
                 continue
             profile = profiles.get(q.model_id) or self._profile(q.model_id)
             if profile is None:
@@ -557,12 +646,20 @@ class NodeScheduler(Scheduler):
         fits = {m: self._fits_somewhere(p) for m, p in profiles.items()}
         if not all(fits.values()):
             for p in pending:
-                if not fits[p.model_id]:
+                if not fits[p.model_id] and self.sole_node:  # a cluster's worker leaves it to a larger node
                     self._fail_too_large(p, profiles[p.model_id])
             pending = [p for p in pending if fits[p.model_id]]
         ordered = self.policy.ordering.order(pending, now, profiles)
+        runnable, ranked = pending, ordered
+        if self.peers is not None:  # a stage another worker can start on its loaded model is left to it a while
+            with self._lock:
+                loaded_here = {m for device_models in self._resident.values() for m in device_models}
+            runnable = [p for p in pending if p.model_id in loaded_here or not self.peers.leave_to_others(p, now)]
+            if len(runnable) < len(pending):
+                kept = {p.stage_id for p in runnable}
+                ranked = [p for p in ordered if p.stage_id in kept]
         started = set()
-        for assignment in plan(pending, self._views(), profiles, self.stats, now, self.policy, ranked=ordered):
+        for assignment in plan(runnable, self._views(), profiles, self.stats, now, self.policy, ranked=ranked):
             if self._start_stage(assignment, profiles[assignment.stage.model_id]):
                 started.add(assignment.stage.stage_id)
         # queue positions: the rank among the stages still waiting after this round
@@ -752,6 +849,14 @@ class NodeScheduler(Scheduler):
             return REQUEUE, loaded.message  # the worker was down before the load began, or killed for another
         return loaded.error_code or ErrorCode.MODEL_ERROR, loaded.message
 
+    def _lease_lost(self, running: _Running) -> tuple[str, str]:
+        """The stage's lease went to another node (this one was paused or cut off past it): its result is dropped,
+        nothing is stored, and whatever this node reports of the stage is refused (the lease token fences it)."""
+        stage = running.claim.stage
+        log.warning("job %s stage %d: this node lost the stage's lease (another node took it over); its result is "
+                    "dropped", stage.job_id, stage.index)
+        return REQUEUE, "the lease was lost"
+
     def _stopped(self, running: _Running) -> tuple[str, str]:
         if running.stop_reason == ErrorCode.TIMEOUT:
             return ErrorCode.TIMEOUT, self._timeout_message(running)
@@ -778,10 +883,13 @@ class NodeScheduler(Scheduler):
             self.observer.stage_finished(model_id, running.device_id, result.seconds)
             warnings = [StageWarning(code, message) for code, message in result.warnings]
             last_message = self._unsaved_message(running)
-            with self.blob_lock:
-                outputs = stage_io.store_outputs(self.artifacts, running.claim, result.files or {}, work)
-                transitions.complete_stage(self.store, running.claim, outputs, release=self.release,
-                                           now=self.clock(), warnings=warnings, message=last_message)
+            if not transitions.holds_lease(self.store, running.claim):
+                return self._lease_lost(running)
+            with self.blob_lock.writing(self.artifacts) as blobs:
+                outputs = stage_io.store_outputs(blobs, running.claim, result.files or {}, work)
+                if not transitions.complete_stage(self.store, running.claim, outputs, release=self.release,
+                                                  now=self.clock(), warnings=warnings, message=last_message):
+                    _refused(running.claim.stage, "its completion")
             log.info("job %s stage %d (%s) done on %s in %.2f s", running.claim.stage.job_id,
                      running.claim.stage.index, model_id, running.device_id, result.seconds)
             return None
@@ -826,15 +934,17 @@ class NodeScheduler(Scheduler):
             self._storage_failed(OSError(message), f"job {stage.job_id} stage {stage.index}", known=True)
             code = REQUEUE
         if code == REQUEUE:
-            transitions.requeue_stage(self.store, claim, release=self.release, now=now)
-            log.info("job %s stage %d queued again: %s", stage.job_id, stage.index, message)
+            if transitions.requeue_stage(self.store, claim, release=self.release, now=now):
+                log.info("job %s stage %d queued again: %s", stage.job_id, stage.index, message)
+            else:
+                _refused(stage, "giving it back")
             return
         if code == CANCELLED:
             if self._stop.is_set():  # shutting down, not cancelled: the next start runs it again
                 transitions.requeue_stage(self.store, claim, release=self.release, now=now)
                 log.info("job %s stage %d requeued at shutdown", stage.job_id, stage.index)
-            else:
-                transitions.acknowledge_cancel(self.store, claim, release=self.release, now=now)
+            elif not transitions.acknowledge_cancel(self.store, claim, release=self.release, now=now):
+                _refused(stage, "its cancellation")
             return
         retry = False
         if code == ErrorCode.OUT_OF_MEMORY and stage.id not in self._oom_retried:
@@ -895,10 +1005,14 @@ class NodeScheduler(Scheduler):
                 details_file = files.pop(DETAILS_KEY, None)
                 details = json.loads(Path(details_file).read_text()) if details_file is not None else None
                 warnings = [StageWarning(code, message) for code, message in result.warnings]
-                with self.blob_lock:
-                    outputs = stage_io.store_outputs(self.artifacts, claim, files, work)
-                    transitions.complete_stage(self.store, claim, outputs, release=self.release, now=self.clock(),
-                                               warnings=warnings, details=details)
+                if not transitions.holds_lease(self.store, claim):
+                    outcome = self._lease_lost(running)
+                    return
+                with self.blob_lock.writing(self.artifacts) as blobs:
+                    outputs = stage_io.store_outputs(blobs, claim, files, work)
+                    if not transitions.complete_stage(self.store, claim, outputs, release=self.release,
+                                                      now=self.clock(), warnings=warnings, details=details):
+                        _refused(claim.stage, "its completion")
                 self._learn_run(None, running.run_key, self.clock() - running.started)
                 self.observer.stage_finished(None, None, self.clock() - running.started)
         except Exception as e:
@@ -1141,7 +1255,11 @@ class NodeScheduler(Scheduler):
                         self._kill_for(r, f"stage {r.claim.stage.id} did not stop within "
                                           f"{self.settings.scheduler.cancel_grace:g} s of its cancel")
                         r.stop_asked_at = None
-                transitions.renew_leases(self.store, [r.claim for r in running], lease_seconds=lease, now=now)
+                for stage_id in transitions.renew_leases(self.store, [r.claim for r in running],
+                                                         lease_seconds=lease, now=now):
+                    r = next(r for r in running if r.claim.stage.id == stage_id)
+                    if not r.done.done():  # lost its lease (this node was paused past it) or its job was cancelled
+                        self._ask_to_stop(r, CANCELLED)
                 transitions.recover_lost_stages(self.store, now=now, release=self.release,
                                                 max_interruptions=self.settings.scheduler.max_interruptions)
             except Exception as e:
@@ -1196,6 +1314,11 @@ def _run_key(model_id: str | None, stage_name: str) -> str:
 
 def _moving(mean: float | None, sample: float) -> float:
     return sample if mean is None else 0.7 * mean + 0.3 * sample
+
+
+def _refused(stage: StageRecord, what: str) -> None:
+    log.warning("job %s stage %d: %s was refused: the stage's lease is no longer this node's (another node took it "
+                "over, or its job ended)", stage.job_id, stage.index, what)
 
 
 def adapter_path(cls: type) -> str:

@@ -21,6 +21,7 @@ from pocket3d.jobs.records import EXPORT_STAGE, ORIENT_STAGE, ClaimedStage, Outp
 from pocket3d.jobs.store import Store
 from pocket3d.models.spec import RunInputs
 from pocket3d.storage import ArtifactStore
+from pocket3d.storage.locks import BlobWriter
 
 
 # Output keys a model stage passes on as images to the stages after it: "image", or "image0", "image1", ...
@@ -100,9 +101,10 @@ def _with_suffix(path: Path, fmt: str, work: Path, stem: str) -> Path:
     return linked
 
 
-def store_outputs(artifacts: ArtifactStore, claim: ClaimedStage, files: dict[str, Path],
+def store_outputs(blobs: BlobWriter, claim: ClaimedStage, files: dict[str, Path],
                   work: Path) -> list[OutputRecord]:
-    """Move the stage's files into the artifact store (call under the node's blob lock)."""
+    """Move the stage's files into the artifact store, each held until the stage's completion commits
+    (``BlobLock.writing``)."""
     stage = claim.stage
     exporting = is_export(claim)
     outputs: list[OutputRecord] = []
@@ -127,7 +129,7 @@ def store_outputs(artifacts: ArtifactStore, claim: ClaimedStage, files: dict[str
             name = f"{stage.name}-{number}.{fmt}" if number else f"{stage.name}.{fmt}"
         else:
             name = f"{key}.{fmt}"
-        sha, size = artifacts.put(path)
+        sha, size = blobs.put(path)
         media = known.media_type if known else (mimetypes.guess_type(path.name)[0] or "application/octet-stream")
         outputs.append(OutputRecord(name=name, stage_index=stage.index, sha256=sha, size=size, media_type=media,
                                     format=fmt, public=public))

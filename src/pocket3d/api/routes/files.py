@@ -36,8 +36,8 @@ def store_upload(node: Node, owner_id: str, staged: uploads.StagedFile, *, file_
         now = time.time()
         new = NewFile(id=file_id or new_id("file"), owner_id=owner_id, sha256=staged.sha256, size=staged.size,
                       media_type=found.media_type, kind=found.kind, format=found.format, filename=staged.filename)
-        with node.blob_lock:
-            node.artifacts.put(staged.path, staged.sha256)
+        with node.blob_lock.writing(node.artifacts) as blobs:
+            blobs.put(staged.path, staged.sha256)
             transitions.register_file(node.store, new, now=now, expires_at=now + node.settings.storage.file_lifetime)
     finally:
         staged.discard()

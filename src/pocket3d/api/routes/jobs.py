@@ -34,6 +34,7 @@ from pocket3d.api.submission import submit_conversion
 from pocket3d.api.views import download_filename, job_view
 from pocket3d.errors import ErrorCode, Pocket3DError
 from pocket3d.jobs import outbox, transitions
+from pocket3d.jobs.events import Closing
 from pocket3d.jobs.records import JobRecord, JobStatus
 from pocket3d.node import Node
 
@@ -216,7 +217,9 @@ def download_output(job_id: JobIdPath,
 EVENTS_RESPONSES = {
     200: {"description": "`text/event-stream`: an event per change until the job ends, then the stream closes. "
                          "`event` is `status` (the status or stage changed) or `progress`; `data` is the job as "
-                         "GET /jobs/{job_id} shows it; `id` is the job's version, for `Last-Event-ID`.",
+                         "GET /jobs/{job_id} shows it; `id` is the job's version, for `Last-Event-ID`. A server that is "
+                         "stopping ends the stream with `event: reconnect` and a `retry` hint: reconnect with "
+                         "`Last-Event-ID` (another gateway answers) to go on where it left off.",
           "content": {"text/event-stream": {"schema": {"type": "string"}, "example": (
               'event: status\nid: 3\ndata: {"job_id": "job_01JD8X4T0M5Q3V7W9Y2B6C8E1F", "status": "running", '
               '"progress": 12.5, …}\n\n')}}},
@@ -224,6 +227,7 @@ EVENTS_RESPONSES = {
 
 
 KEY_RECHECK_SECONDS = 2.0  # an open stream notices a revoked key within this long
+RECONNECT_MS = 1000  # what a stream closed by a stopping server tells the client to wait before reconnecting
 
 
 async def _while_key_is_valid(node: Node, principal: Principal,
@@ -284,10 +288,15 @@ async def job_events(job_id: JobIdPath, request: Request, node: NodeDep, princip
                 kind = "status" if (job.status, job.current_stage) != last_status else "progress"
                 last_status = (job.status, job.current_stage)
                 yield {"event": kind, "id": str(job.version), "data": view.model_dump_json()}
+        except Closing:  # the server is stopping: the client reconnects, to another gateway, where it left off
+            yield {"event": "reconnect", "retry": RECONNECT_MS,
+                   "data": json.dumps({"message": "the server is stopping; reconnect with Last-Event-ID to go on",
+                                       "retry_ms": RECONNECT_MS})}
         finally:
             node.metrics.sse_streams.dec()
 
-    return EventSourceResponse(events(), ping=15, send_timeout=30)
+    # The grace period lets a stream send its reconnect event when the server stops (node.bus.close ends it).
+    return EventSourceResponse(events(), ping=15, send_timeout=30, shutdown_grace_period=2)
 
 
 @router.get("/jobs/{job_id}/deliveries", response_model=DeliveryList, responses=NOT_FOUND, tags=["Webhooks"],

@@ -10,7 +10,7 @@ from pocket3d.api.schemas import Caller, CallerLimits, DeviceInfo, Health, Model
 from pocket3d.errors import ErrorCode, Pocket3DError
 from pocket3d.models import pipeline
 from pocket3d.models.spec import Feature
-from pocket3d.node import Node
+from pocket3d.node import Node, Role
 from pocket3d.scheduler.devices import read as read_device
 
 router = APIRouter(prefix="/system", tags=["System"])
@@ -35,7 +35,7 @@ def readiness(node: Node) -> Readiness:
     if (disk := node.storage_health.problem()) is not None:
         reasons.append(disk)
     devices = node.scheduler.device_list
-    if not devices:
+    if not devices and node.role is Role.EMBEDDED:  # a gateway's devices are its workers', maybe scaled to zero
         reasons.append("no device found")
     for feature in Feature:
         if feature.is_stage_only:  # only needed by the models that ask for them, which say so when they do

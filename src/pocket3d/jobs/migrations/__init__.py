@@ -9,6 +9,7 @@ initial revision, which is that schema, and upgraded from there.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -19,6 +20,9 @@ from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection, Engine
 
 HERE = Path(__file__).resolve().parent
+# Alembic says which dialect it found every time a process checks the schema; only migrations are worth a line.
+logging.getLogger("alembic.runtime.migration").setLevel(logging.WARNING)
+log = logging.getLogger(__name__)
 INITIAL = "0001"  # the schema of the code before migrations
 
 
@@ -62,7 +66,10 @@ def upgrade(engine: Engine, revision: str = "head") -> tuple[str | None, str]:
             command.stamp(config, INITIAL)  # made before migrations: its tables are the initial revision's
         command.upgrade(config, revision)
         conn.commit()
-    return before, current(engine) or ""
+    after = current(engine) or ""
+    if after != before:
+        log.info("upgraded the database schema from revision %s to %s", before or "(empty)", after)
+    return before, after
 
 
 def downgrade(engine: Engine, revision: str) -> tuple[str | None, str | None]:

@@ -1,0 +1,104 @@
+"""Between "store a blob, then commit the row that references it" and retention's "find a blob unreferenced, then
+delete it": without an order, retention can delete a blob whose row is about to commit.
+
+One process (the embedded node) orders them with a lock of its own. Processes sharing a bucket and a PostgreSQL
+database order them per blob with PostgreSQL advisory locks: a writer holds a shared lock on each hash it stores
+until its row has committed; retention deletes only the blobs whose lock it can take exclusively (without waiting;
+a blob being written is left for the next sweep), inside the transaction in which it found them unreferenced.
+Writers of different blobs never wait for each other.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from pocket3d.storage.artifacts import ArtifactStore, sha256_file
+
+
+def lock_key(sha256: str) -> int:
+    """The advisory lock key of a blob: its hash's first 8 bytes, as PostgreSQL's signed bigint. (A collision
+    between two blobs only makes one wait for the other.)"""
+    return int.from_bytes(bytes.fromhex(sha256[:16]), "big", signed=True) ^ _NAMESPACE
+
+
+_NAMESPACE = int.from_bytes(hashlib.sha256(b"pocket3d blob").digest()[:8], "big", signed=True)
+
+
+class BlobWriter:
+    """What a writer stores blobs through while it holds them (:meth:`BlobLock.writing`)."""
+
+    def __init__(self, artifacts: ArtifactStore, lock: BlobLock):
+        self.artifacts, self._lock = artifacts, lock
+        self._conn: Connection | None = None
+        self._held: set[int] = set()
+
+    def put(self, src: Path, sha256: str | None = None) -> tuple[str, int]:
+        """``ArtifactStore.put``, with the blob held until the block ends (its row committed by then)."""
+        digest = sha256 or sha256_file(src)
+        self.hold(digest)
+        return self.artifacts.put(src, digest)
+
+    def hold(self, sha256: str) -> None:
+        if self._lock.engine is None:
+            return  # one process: the block holds the process's lock already
+        key = lock_key(sha256)
+        if key in self._held:
+            return
+        if self._conn is None:
+            self._conn = self._lock.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        self._conn.execute(sa.text("SELECT pg_advisory_lock_shared(:k)"), {"k": key})
+        self._held.add(key)
+
+    def _release(self) -> None:
+        if self._conn is None:
+            return
+        try:
+            for key in self._held:
+                self._conn.execute(sa.text("SELECT pg_advisory_unlock_shared(:k)"), {"k": key})
+        except Exception:
+            self._conn.invalidate()  # a session-level lock ends with its session: never pool a connection holding one
+        finally:
+            self._conn.close()
+            self._conn, self._held = None, set()
+
+
+class BlobLock:
+    """``engine``: the shared PostgreSQL database (per-blob advisory locks); None: one process (its own lock)."""
+
+    def __init__(self, engine: Engine | None = None):
+        self.engine = engine
+        self._local = threading.RLock()
+
+    @contextmanager
+    def writing(self, artifacts: ArtifactStore) -> Iterator[BlobWriter]:
+        """``with lock.writing(artifacts) as blobs: blobs.put(path); <commit the rows that reference it>``."""
+        writer = BlobWriter(artifacts, self)
+        if self.engine is None:
+            with self._local:
+                yield writer
+            return
+        try:
+            yield writer
+        finally:
+            writer._release()
+
+    @contextmanager
+    def deleting(self, conn: Connection | None, candidates: Iterable[str]) -> Iterator[set[str]]:
+        """The candidates that no writer holds, kept from writers until the block ends; on PostgreSQL ``conn`` is
+        the transaction in which the caller checks references and deletes (the locks end with it)."""
+        candidates = set(candidates)
+        if self.engine is None or conn is None:
+            with self._local:
+                yield candidates
+            return
+        keys = {lock_key(sha): sha for sha in candidates}
+        locked = conn.execute(sa.text("SELECT k FROM unnest(CAST(:keys AS bigint[])) AS k "
+                                      "WHERE pg_try_advisory_xact_lock(k)"), {"keys": sorted(keys)}).scalars().all()
+        yield {keys[k] for k in locked}
