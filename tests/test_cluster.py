@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 import sqlalchemy as sa
 from cluster import Cluster, ClusterProcess
@@ -78,10 +79,12 @@ def healthy(cluster: Cluster) -> Iterator[Cluster]:
             p.start()
 
 
-def submit(gateway: ClusterProcess, seconds: float = 0.3, steps: int = 3, prompt: str = "a crate", **kw) -> str:
+def submit(gateway: ClusterProcess, seconds: float = 0.3, steps: int = 3, prompt: str = "a crate",
+           parameters: dict | None = None, **kw) -> str:
+    """Submit a job of the ``timed`` test model; ``parameters``: more of its parameters."""
+    sent = {"seconds": seconds, "steps": steps, **(parameters or {})}
     with gateway.client() as c:
-        r = c.post("/mesh/generate", json={"text_prompt": prompt, "parameters": {"seconds": seconds, "steps": steps}},
-                   **kw)
+        r = c.post("/mesh/generate", json={"text_prompt": prompt, "parameters": sent}, **kw)
     assert r.status_code == 202, r.text
     return r.json()["job_id"]
 
@@ -174,6 +177,8 @@ def test_forty_jobs_through_two_gateways_run_on_both_workers_and_every_gateway_s
     assert ids == sorted(set(ids)), "each event once, in the job's order"
     for worker in (healthy.processes["worker-1"], healthy.processes["worker-2"]):
         assert " done on slot " in worker.log(), f"{worker.name} ran no stage"
+    for gateway in (a, b):  # the exports ran on the workers: a gateway starts no device worker, not even for those
+        assert not psutil.Process(gateway.proc.pid).children(recursive=True), f"{gateway.name} runs a process"
 
     # every artifact is in the bucket, and either gateway serves the same bytes
     in_bucket = {key.rsplit("/", 1)[-1] for key in s3_server.keys(healthy.prefix)}
@@ -189,28 +194,36 @@ def test_forty_jobs_through_two_gateways_run_on_both_workers_and_every_gateway_s
             assert hashlib.sha256(from_a.content).hexdigest() == output["sha256"]
 
 
-def test_queue_positions_and_etas_are_cluster_wide(healthy: Cluster) -> None:
+def test_queue_positions_and_etas_are_cluster_wide(healthy: Cluster, tmp_path: Path) -> None:
     a, b = healthy.processes["gateway-a"], healthy.processes["gateway-b"]
     measured = [submit(a, seconds=0.2, prompt="measured") for _ in range(2)]
     wait_final(a, measured)
-    time.sleep(2.5)  # the workers' next heartbeats carry what they measured
-    # four slots in the cluster (two workers, two each): the other jobs wait, in order, whichever gateway asks
-    jobs = [submit((a, b)[i % 2], seconds=2.0, steps=4, prompt=f"queued {i}") for i in range(12)]
-    deadline = time.monotonic() + 30
-    while True:
-        views = [job(b, j) for j in jobs]
-        waiting = [v for v in views if v["status"] == "queued" and v["queue_position"] is not None]
-        if len(waiting) >= 3 or time.monotonic() > deadline:
-            break
-        time.sleep(0.1)
-    assert len(waiting) >= 3, views
-    positions = [v["queue_position"] for v in waiting]
-    assert positions == sorted(positions) and len(set(positions)) == len(positions), "submission order, once each"
-    etas = [v["eta_seconds"] for v in waiting]
-    assert None not in etas, "the run times the workers measured reach the gateways' ETAs"
-    assert etas == sorted(etas), "the later in the queue, the later the end"
-    assert job(a, waiting[-1]["job_id"])["queue_position"] is not None  # the other gateway knows the place too
-    wait_final(a, jobs)
+    # four slots in the cluster (two workers, two each), held by four jobs: the queue behind them stands still
+    # while it is read, one job at a time, through either gateway
+    release = tmp_path / "release"
+    holding = [submit(a, seconds=0.0, steps=1, prompt=f"holding {i}", parameters={"hold_until": str(release)})
+               for i in range(4)]
+    try:
+        deadline = time.monotonic() + 30
+        while sum(job(b, j)["status"] == "running" for j in holding) < 4:
+            assert time.monotonic() < deadline, [job(b, j) for j in holding]
+            time.sleep(0.1)
+        jobs = [submit((a, b)[i % 2], seconds=0.2, prompt=f"queued {i}") for i in range(8)]
+        deadline = time.monotonic() + 30
+        while True:  # until every gateway's view of the queue (read at most every second) holds the eight
+            views = [job(b, j) for j in jobs]
+            if all(v["queue_position"] is not None and v["eta_seconds"] is not None for v in views):
+                break
+            assert time.monotonic() < deadline, views
+            time.sleep(0.2)
+        assert {v["status"] for v in views} == {"queued"}
+        assert [v["queue_position"] for v in views] == list(range(1, 9)), "submission order, once each"
+        etas = [v["eta_seconds"] for v in views]
+        assert etas == sorted(etas) and etas[-1] > etas[0], "the later in the queue, the later the end"
+        assert job(a, jobs[-1])["queue_position"] == 8  # the other gateway knows the place too
+    finally:
+        release.touch()
+    wait_final(a, [*holding, *jobs])
 
 
 def test_a_cancel_through_a_gateway_stops_the_stage_on_its_worker(healthy: Cluster) -> None:

@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pocket3d.models import Device, ModelAdapter, ProgressFn, RunInputs
 
 MB = 1024 * 1024
+HOLD_LIMIT = 120.0  # seconds a held run waits for its release before it fails
 IMPOSSIBLE_BYTES = 1 << 60  # more than any address space: the allocation fails whatever the overcommit setting
 
 
@@ -56,6 +57,8 @@ class AllocatingParams(BaseModel):
     run_mb: float = Field(0, ge=0, le=8192, description="MB to allocate and touch for the run, freed at its end")
     seconds: float = Field(0.0, ge=0, le=3600, description="seconds to spend holding it, in progress steps")
     steps: int = Field(10, ge=1, le=10000, description="progress reports over those seconds")
+    hold_until: str | None = Field(None, max_length=4096, description="a path: after its seconds the run waits "
+                                   "until a file exists there (tests that act while stages run release them)")
 
 
 class AllocatingTestModel(ModelAdapter):
@@ -83,6 +86,12 @@ class AllocatingTestModel(ModelAdapter):
         for i in range(params.steps):
             time.sleep(params.seconds / params.steps)
             progress((i + 1) / (params.steps + 1), f"step {i + 1} of {params.steps}")
+        if params.hold_until is not None:
+            held = time.monotonic() + HOLD_LIMIT
+            while not Path(params.hold_until).exists():
+                if time.monotonic() > held:
+                    raise RuntimeError(f"held for {HOLD_LIMIT} s and never released: the test forgot to")
+                time.sleep(0.05)
         served = {"pid": os.getpid(), "load_number": self.load_number,
                   "device": self.device.id if self.device else None, "scratch_mb": scratch.nbytes / MB}
         report = inputs.work_dir / "served.json"
