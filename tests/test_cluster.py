@@ -23,6 +23,7 @@ import httpx
 import psutil
 import pytest
 import sqlalchemy as sa
+import yaml
 from cluster import Cluster, ClusterProcess
 from postgres import TempPostgres, create_database
 
@@ -441,3 +442,35 @@ def test_retention_on_one_node_leaves_a_blob_another_node_is_storing(pg: TempPos
     finally:
         for store in stores.values():
             store.dispose()
+
+
+def test_a_gateway_accepts_a_model_of_a_pool_scaled_to_zero_only_when_told(pg: TempPostgres, tmp_path: Path) -> None:
+    """KEDA starts a GPU pool when its stages wait, so a gateway must accept a model that no worker has hosted yet
+    when cluster.hosted_models names it (the Helm chart names its autoscaled pools' models); another model no
+    worker hosts is refused with what to do."""
+    from pocket3d.config import load_settings
+    from pocket3d.jobs import nodes
+    from pocket3d.jobs.store import Store
+    from pocket3d.models.registry import Registry
+    from pocket3d.scheduler.cluster import ClusterView
+
+    models = tmp_path / "models.yaml"
+    models.write_text("entry_points: false\nmodels:\n  mesh_generation:\n"
+                      + "".join(f"    {m}:\n      class: \"p3d_workermodels:AllocatingTestModel\"\n"
+                                "      supported_inputs: [text]\n      supported_outputs: [glb]\n" for m in ("timed", "gpu_pool_model")))
+    store = Store(create_database(pg.url, "hosted"))
+    try:
+        store.create_schema()
+        nodes.heartbeat(store, "cpu-worker-1", role=nodes.WORKER, host="h", pid=1, version="x", started_at=0,
+                        draining=False, state={"models": {"timed": {}}, "devices": []}, now=time.time())
+        registry = Registry.from_config(models)
+        config = tmp_path / "system.yaml"
+        for hosted, refused in (([], ["gpu_pool_model"]), (["gpu_pool_model"], []), (["*"], [])):
+            config.write_text(yaml.safe_dump({"cluster": {"hosted_models": hosted}}))
+            view = ClusterView(store, load_settings(config), registry)
+            why = {m.spec.id: registry.unavailable_reasons(m, [], view.budget_of) for m in registry.all()}
+            assert [m for m, reasons in why.items() if reasons] == refused, why
+            if refused:
+                assert "cluster.hosted_models" in why["gpu_pool_model"][0]
+    finally:
+        store.dispose()

@@ -6,6 +6,7 @@ KEDA's queue query runs on the real stages table; the compose file gives pocket3
 from __future__ import annotations
 
 import json
+import os
 import re
 import secrets
 import subprocess
@@ -13,11 +14,15 @@ import sys
 import time
 from pathlib import Path
 
+import click
 import jsonschema
 import pytest
 import yaml
 from server import ROOT
 
+from pocket3d.api import worker_app
+from pocket3d.api.routes.system import router as system_router
+from pocket3d.cli import main as pocket3d_cli
 from pocket3d.config import Settings, load_settings
 from pocket3d.jobs import EXPORT_STAGE, NewJob, NewStage
 from pocket3d.jobs import transitions as tr
@@ -117,16 +122,13 @@ def assert_settings_load(env: dict[str, str], tmp_path: Path, system_yaml: str |
     assert not unknown, f"not pocket3d settings: {unknown}"
     config = tmp_path / f"system-{secrets.token_hex(3)}.yaml"
     config.write_text(system_yaml or "{}\n")  # explicit, so no config/system.yaml of the checkout sneaks in
-    overrides: dict = {}
-    for key, value in env.items():
-        if not key.startswith("POCKET3D_") or key == "POCKET3D_CONFIG":
-            continue
-        node = overrides
-        *parents, leaf = key.removeprefix("POCKET3D_").lower().split("__")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = value
-    return load_settings(config, **overrides)
+    given = {k: v for k, v in env.items() if k.startswith("POCKET3D_") and k != "POCKET3D_CONFIG"}
+    with pytest.MonkeyPatch.context() as env_now:  # read as pocket3d reads them: from its environment, alone
+        for key in [k for k in os.environ if k.startswith("POCKET3D_")]:
+            env_now.delenv(key)
+        for key, value in given.items():
+            env_now.setenv(key, value)
+        return load_settings(config)
 
 
 # -- Dockerfiles ------------------------------------------------------------------------------------------------
@@ -186,7 +188,7 @@ def test_default_values_deploy_gateways_a_cpu_worker_and_gpu_workers_from_zero()
     gpu = deployments["p3d-pocket3d-worker-gpu"]
     assert "replicas" not in gpu["spec"], "KEDA owns the GPU pool's replica count"
     container = gpu["spec"]["template"]["spec"]["containers"][0]
-    assert container["args"] == ["worker", "--devices", "cuda"] and container["image"] == "pocket3d-cuda:0.1.0"
+    assert container["args"][:3] == ["worker", "--devices", "cuda"] and container["image"] == "pocket3d-cuda:0.1.0"
     assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
     assert gpu["spec"]["template"]["spec"]["tolerations"][0]["key"] == "nvidia.com/gpu"
     (scaled,) = of_kind(docs, "ScaledObject")
@@ -323,3 +325,92 @@ def test_the_compose_cluster_has_its_parts_and_gives_pocket3d_settings_it_accept
         assert (DEPLOY / service["build"]["context"] / service["build"]["dockerfile"]).resolve().is_file()
     assert services["gpu-worker"]["deploy"]["resources"]["reservations"]["devices"][0]["driver"] == "nvidia"
     assert json.dumps(services["s3"]["command"]).count("-bucket=pocket3d") == 1
+
+
+# -- what the files ask of pocket3d's command line ---------------------------------------------------------------
+
+GATEWAY_PATHS = {"/api/v1" + route.path for route in system_router.routes}
+WORKER_PATHS = {worker_app.HEALTH_PATH, worker_app.READY_PATH}
+
+
+def parse_cli(args: list[str]) -> tuple[str, dict]:
+    """The command and its parameters as the real ``pocket3d`` command line parses ``args``; click.UsageError for
+    an option, a choice or a command it does not have."""
+    ctx = pocket3d_cli.make_context("pocket3d", list(args))
+    command, path = pocket3d_cli, []
+    while isinstance(command, click.Group):
+        # until click 9, a group keeps its subcommand's words apart (Context.protected_args, deprecated)
+        name, command, rest = command.resolve_command(ctx, [*getattr(ctx, "_protected_args", ()), *ctx.args])
+        path.append(name)
+        ctx = command.make_context(name, rest, parent=ctx)
+    return " ".join(path), ctx.params
+
+
+def listens(params: dict, settings: Settings) -> tuple[str, int]:
+    """Where the parsed command serves: its --host/--port, else server.host/server.port from its settings."""
+    return params.get("host") or settings.server.host, params.get("port") or settings.server.port
+
+
+def _container_env(c: dict) -> dict[str, str]:
+    return {e["name"]: e.get("value", "postgresql+psycopg://u:p@db:5432/d") for e in c.get("env", [])}
+
+
+def test_the_chart_runs_commands_pocket3d_has_on_the_ports_and_paths_it_serves(tmp_path) -> None:
+    for values in ({}, production_values()):
+        docs = render(values)
+        files = of_kind(docs, "ConfigMap")[0].get("data") or {}
+        for deployment in of_kind(docs, "Deployment"):
+            pod = deployment["spec"]["template"]["spec"]
+            (c,) = pod["containers"]
+            env = _container_env(c)
+            settings = assert_settings_load(env, tmp_path, files["system.yaml"] if "POCKET3D_CONFIG" in env else None)
+            command, params = parse_cli(c["args"])
+            host, port = listens(params, settings)
+            ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+            probes = [c[k]["httpGet"] for k in ("startupProbe", "livenessProbe", "readinessProbe") if k in c]
+            assert host == "0.0.0.0", f"{c['name']}: the kubelet probes the pod's address, not its loopback"
+            assert all(ports[p["port"]] == port for p in probes), (c["name"], ports, port)
+            if c["name"] == "gateway":
+                assert command == "serve" and params["role"] == "gateway"
+                assert {p["path"] for p in probes} <= GATEWAY_PATHS
+                hosted = settings.cluster.hosted_models  # pools KEDA may hold at zero still get their jobs
+                assert hosted == ["*"] if not values else {"hunyuan3d-2", "trellis2-4b"} <= set(hosted), hosted
+            else:
+                assert command == "worker"
+                assert (params["devices"] == "cuda") == ("pocket3d-cuda" in c["image"]), c["image"]
+                assert {p["path"] for p in probes} <= WORKER_PATHS
+                assert settings.worker.drain_seconds + 30 <= pod["terminationGracePeriodSeconds"], \
+                    "the drain ends before the kubelet's SIGKILL, with time to give the rest back"
+        (job,) = of_kind(docs, "Job")
+        assert parse_cli(job["spec"]["template"]["spec"]["containers"][0]["args"]) == ("db upgrade",
+                                                                                       {"revision": "head"})
+    with pytest.raises(click.UsageError):  # the parser is the real one: it refuses what pocket3d lacks
+        parse_cli(["worker", "--devices", "gpu"])
+
+
+def test_the_compose_file_and_the_images_run_commands_pocket3d_has(tmp_path) -> None:
+    services = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())["services"]
+    for name, service in services.items():
+        if not str(service.get("image", "")).startswith("pocket3d"):
+            continue
+        env = {k: str(v) for k, v in service["environment"].items()}
+        command, params = parse_cli(service["command"])
+        if command == "db upgrade":
+            continue
+        settings = assert_settings_load(env, tmp_path)
+        host, port = listens(params, settings)
+        # the images' HEALTHCHECK asks POCKET3D_SERVER__PORT (8000 unset) on 127.0.0.1 inside the container
+        assert port == int(env.get("POCKET3D_SERVER__PORT", 8000)), (name, port)
+        assert host == "0.0.0.0", f"{name}: reachable from the compose network (published ports, Prometheus)"
+        if command == "serve":
+            assert params["role"] == "gateway" and [p.split(":")[1] for p in service["ports"]] == [str(port)]
+        else:
+            grace = int(service["stop_grace_period"].removesuffix("m")) * 60
+            assert settings.worker.drain_seconds + 30 <= grace, name
+    for dockerfile in sorted((DEPLOY / "docker").glob("Dockerfile*")):
+        text = dockerfile.read_text()
+        command, params = parse_cli(json.loads(re.search(r"^CMD (\[.*\])$", text, re.M).group(1)))
+        env_port = re.search(r"POCKET3D_SERVER__PORT=(\d+)", text)
+        port = params.get("port") or int(env_port.group(1) if env_port else 8000)
+        assert f"EXPOSE {port}" in text, dockerfile.name
+        assert params["host"] == "0.0.0.0", dockerfile.name

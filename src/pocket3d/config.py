@@ -317,6 +317,11 @@ class ClusterSettings(_Section):
     prefer_resident_seconds: float = Field(10.0, ge=0, description="a stage whose model is loaded, with room, on "
                                            "another live worker is left to that worker for this long before a "
                                            "worker without it loads the model itself (hot models stay hot)")
+    hosted_models: list[str] = Field(default_factory=list, description="models a worker pool hosts even while "
+                                     "none of its workers runs (scaled to zero, KEDA starts them when stages "
+                                     "wait): a gateway accepts their jobs, which wait for the pool; '*': every "
+                                     "model of the gateway's registry. Other models are accepted once a worker "
+                                     "hosting them has been seen (the Helm chart fills this in from its pools)")
 
 
 class WorkerSettings(_Section):

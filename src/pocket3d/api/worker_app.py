@@ -9,17 +9,22 @@ from fastapi.responses import JSONResponse, Response
 from pocket3d import __version__
 from pocket3d.node import Node
 
+# The paths a gateway serves too, so one probe fits both (deploy/ uses them)
+HEALTH_PATH = "/api/v1/system/health"
+READY_PATH = "/api/v1/system/ready"
+METRICS_PATH = "/metrics"
+
 
 def create_worker_app(node: Node) -> FastAPI:
     app = FastAPI(title="pocket3d worker", version=__version__, docs_url=None, redoc_url=None, openapi_url=None)
 
-    @app.get("/api/v1/system/health")
+    @app.get(HEALTH_PATH)
     def health() -> dict:
         """Alive (a draining worker is alive: it is finishing its stages)."""
         return {"status": "draining" if node.scheduler.draining else "ok", "version": __version__,
                 "node": node.node_id}
 
-    @app.get("/api/v1/system/ready")
+    @app.get(READY_PATH)
     def ready() -> JSONResponse:
         reasons = worker_problems(node)
         status = "ready" if not reasons else "not_ready"
@@ -27,7 +32,7 @@ def create_worker_app(node: Node) -> FastAPI:
                             status_code=200 if not reasons else 503)
 
     if node.settings.metrics.enabled:
-        @app.get("/metrics")
+        @app.get(METRICS_PATH)
         def metrics() -> Response:
             body, content_type = node.metrics.render()
             return Response(body, media_type=content_type)

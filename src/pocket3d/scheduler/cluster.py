@@ -183,11 +183,15 @@ class ClusterView(Scheduler):
         scales up; a cluster none of whose workers ever reported judges by the registry alone)."""
         if model.adapter_cls is None:
             return list(model.static_reasons)
+        hosted = self.settings.cluster.hosted_models
+        if "*" in hosted or model.spec.id in hosted:  # a pool scaled to zero hosts it: its jobs wait for the pool
+            return []
         workers = self._nodes.rows()
         if not workers or any(model.spec.id in n.models for n in workers):
             return []
         return [f"no worker of this cluster hosts it (none has in the last {KNOWN_SECONDS / 86400:.0f} days): "
-                "start a worker whose registry lists it, with the packages, weights and device it needs"]
+                "start a worker whose registry lists it, with the packages, weights and device it needs (a pool "
+                "scaled to zero: name the model in cluster.hosted_models)"]
 
     @property
     def device_list(self) -> list[Device]:

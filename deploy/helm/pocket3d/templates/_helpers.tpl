@@ -147,3 +147,23 @@ modelCacheClaim: ""
 {{- end -}}
 {{- toYaml $pools -}}
 {{- end -}}
+
+{{/* The models of the pools KEDA scales (from zero, maybe), as JSON for cluster.hosted_models: a gateway accepts
+their jobs before any worker of the pool has run; "*" for a pool that hosts the whole registry. */}}
+{{- define "pocket3d.hostedModels" -}}
+{{- $ids := list -}}
+{{- range $name, $pool := include "pocket3d.pools" . | fromYaml -}}
+{{- if and $pool.enabled $pool.autoscaling.enabled $.Values.keda.enabled -}}
+{{- if $pool.registry -}}
+{{- range $feature, $models := (fromYaml $pool.registry).models -}}
+{{- range $id, $_ := $models -}}
+{{- $ids = append $ids $id -}}
+{{- end -}}
+{{- end -}}
+{{- else -}}
+{{- $ids = append $ids "*" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- $ids | uniq | sortAlpha | toJson -}}
+{{- end -}}
