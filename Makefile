@@ -51,13 +51,17 @@ serve: $(STAMP)
 	@$(BIN)/pocket3d weights fetch || echo "U²-Netp could not be fetched: the cut-out falls back to GrabCut"
 	$(BIN)/pocket3d serve $(ARGS)
 
+# Two pytest processes, a test file each at a time: most tests wait on a server, a worker or a browser, so two
+# keep a 2-core machine busy (PYTEST_WORKERS=0 runs them in this process, one after another).
+PYTEST_WORKERS ?= 2
+
 test: $(STAMP) $(BPY_STAMP)
 	scripts/ensure-postgres.sh
 	scripts/ensure-gltf-validator.sh
 	scripts/ensure-web-vendor.sh
 	scripts/ensure-chromium.sh
 	$(BIN)/pocket3d weights fetch
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python bench/api_overhead.py

@@ -180,7 +180,9 @@ def test_a_busy_server_is_retried_out_loud(server: ServerProcess, tmp_path: Path
 
 
 def _pocket3d(server: ServerProcess, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("POCKET3D_")}, **_env(server)}
+    # as from a script into a pipe: no terminal width handed down (pytest's own, under xdist, sets COLUMNS)
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("POCKET3D_") and k not in ("COLUMNS", "LINES")},
+           **_env(server)}
     return subprocess.run([sys.executable, "-m", "pocket3d", *args], capture_output=True, text=True, env=env,
                           cwd=cwd, timeout=120)
 
