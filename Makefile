@@ -69,6 +69,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/builtin_models.py
 	$(BIN)/python bench/cutout.py
 	$(BIN)/python bench/adapters_cpu.py
+	$(BIN)/python bench/cluster.py
 	$(BIN)/pocket3d bench scheduler --plot bench/scheduler/reference.png
 
 clean:

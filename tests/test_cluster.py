@@ -455,9 +455,10 @@ def test_a_gateway_accepts_a_model_of_a_pool_scaled_to_zero_only_when_told(pg: T
     from pocket3d.scheduler.cluster import ClusterView
 
     models = tmp_path / "models.yaml"
-    models.write_text("entry_points: false\nmodels:\n  mesh_generation:\n"
-                      + "".join(f"    {m}:\n      class: \"p3d_workermodels:AllocatingTestModel\"\n"
-                                "      supported_inputs: [text]\n      supported_outputs: [glb]\n" for m in ("timed", "gpu_pool_model")))
+    entry = {"class": "p3d_workermodels:AllocatingTestModel", "supported_inputs": ["text"],
+             "supported_outputs": ["glb"]}
+    models.write_text(yaml.safe_dump({"entry_points": False,
+                                      "models": {"mesh_generation": {"timed": entry, "gpu_pool_model": entry}}}))
     store = Store(create_database(pg.url, "hosted"))
     try:
         store.create_schema()

@@ -18,9 +18,11 @@ def _bin(name: str) -> str | None:
 
 
 class TempPostgres:
-    def __init__(self) -> None:
+    def __init__(self, *settings: str) -> None:
+        """``settings``: more server settings, ``name=value`` (e.g. ``shared_preload_libraries=pg_stat_statements``)."""
         self.dir = Path(tempfile.mkdtemp(prefix="p3d-pg-"))
         self.port = free_port()
+        self.settings = " ".join(f"-c {s}" for s in ("fsync=off", *settings))
         self._as_postgres = os.geteuid() == 0  # the server refuses to run as root
 
     @staticmethod
@@ -38,7 +40,7 @@ class TempPostgres:
         data = self.dir / "data"
         self._run(_bin("initdb"), "-D", str(data), "-U", "pocket3d", "--auth=trust", "-E", "UTF8")
         self._run(_bin("pg_ctl"), "-D", str(data), "-l", str(self.dir / "log"), "-w", "-t", "60", "start",
-                  "-o", f"-h 127.0.0.1 -p {self.port} -k {self.dir} -c fsync=off")
+                  "-o", f"-h 127.0.0.1 -p {self.port} -k {self.dir} {self.settings}")
         return f"postgresql+psycopg://pocket3d@127.0.0.1:{self.port}/postgres"
 
     def restart(self) -> None:
@@ -46,7 +48,7 @@ class TempPostgres:
         data = str(self.dir / "data")
         self._run(_bin("pg_ctl"), "-D", data, "-m", "fast", "-w", "stop")
         self._run(_bin("pg_ctl"), "-D", data, "-l", str(self.dir / "log"), "-w", "-t", "60", "start",
-                  "-o", f"-h 127.0.0.1 -p {self.port} -k {self.dir} -c fsync=off")
+                  "-o", f"-h 127.0.0.1 -p {self.port} -k {self.dir} {self.settings}")
 
     def stop(self) -> None:
         try:

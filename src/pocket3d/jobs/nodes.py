@@ -15,6 +15,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from pocket3d.jobs import schema as t
+from pocket3d.jobs.records import StageStatus
 from pocket3d.jobs.store import Store
 
 N = t.nodes.c
@@ -79,3 +80,14 @@ def prune(store: Store, *, older_than: float) -> int:
     """Forget nodes silent since ``older_than`` (they died without leaving); their stages' leases expire anyway."""
     with store.write() as tx:
         return tx.conn.execute(t.nodes.delete().where(N.heartbeat_at < older_than)).rowcount
+
+
+def running_stages(store: Store) -> dict[tuple[str, str, str | None], int]:
+    """(lease owner, device, model) -> how many stages run there now: what the nodes' heartbeats tell, but as it is
+    this moment (a heartbeat is seconds old)."""
+    s = t.stages.c
+    with store.read() as conn:
+        rows = conn.execute(sa.select(s.lease_owner, s.device, s.model_id, sa.func.count())
+                            .where(s.status == StageStatus.RUNNING)
+                            .group_by(s.lease_owner, s.device, s.model_id)).all()
+    return {(owner, device, model): count for owner, device, model, count in rows}

@@ -36,6 +36,7 @@ BEATS_TO_GONE = 3  # heartbeats missed before a node counts as gone
 KNOWN_SECONDS = 7 * 86400.0  # a worker's row (and the models it hosted) is remembered this long after it stopped
 DEFAULT_RUN_SECONDS = 10.0  # a model no worker has measured yet
 VIEW_TTL = 1.0  # seconds a gateway's reading of the queue and the nodes is used
+RUNNING_TTL = 0.5  # seconds a worker's reading of what runs on its peers is used
 
 
 def node_id(role: str) -> str:
@@ -129,24 +130,43 @@ class Peers:
     """A worker's view of the other workers, for :meth:`leave_to_others`."""
 
     def __init__(self, store: Store, settings: Settings, me: str):
-        self.settings, self.me = settings, me
+        self.store, self.settings, self.me = store, settings, me
         self._nodes = _NodesCache(store, settings, ttl=settings.cluster.heartbeat_seconds / 2)
+        self._running: dict[tuple[str, str, str | None], int] = {}
+        self._running_at = -1e9
 
     def leave_to_others(self, stage: PendingStage, now: float) -> bool:
         """Whether to leave this stage for now: another live worker, not draining, holds its model loaded with
-        room for one more stage, and the stage has waited less than ``cluster.prefer_resident_seconds``."""
+        room for one more stage, and the stage has waited less than ``cluster.prefer_resident_seconds``. Which
+        models a peer holds comes from its heartbeat; what runs there now from the stages table, since a
+        heartbeat seconds old may show room that its last claims filled (and the stage would wait for nothing)."""
         if now - stage.ready >= self.settings.cluster.prefer_resident_seconds:
             return False
+        running: dict[tuple[str, str, str | None], int] | None = None
         for n in self._nodes.live():
             if n.id == self.me or n.draining:
                 continue
             limit = int(n.models.get(stage.model_id, {}).get("max_concurrent") or 1)
             for d in n.devices:
                 held = d.get("resident", {}).get(stage.model_id)
-                if held is not None and not held.get("loading") and int(held.get("running", 0)) < limit \
-                        and int(d.get("running", 0)) < int(d.get("slots", 1)):
+                if held is None or held.get("loading"):
+                    continue
+                running = self._running_now() if running is None else running
+                on_device = sum(c for (owner, device, _), c in running.items() if owner == n.id and device == d["id"])
+                if running.get((n.id, d["id"], stage.model_id), 0) < limit and on_device < int(d.get("slots", 1)):
                     return True
         return False
+
+    def _running_now(self) -> dict[tuple[str, str, str | None], int]:
+        """What runs where, read at most every RUNNING_TTL seconds (a dispatch round asks for each stage)."""
+        at = time.monotonic()
+        if at - self._running_at >= RUNNING_TTL:
+            try:
+                self._running = nodes.running_stages(self.store)
+            except Exception as e:  # the database is away: decide with what was read last
+                log.debug("reading the running stages failed: %s", e)
+            self._running_at = at
+        return self._running
 
 
 class ClusterView(Scheduler):
