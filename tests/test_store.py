@@ -432,3 +432,48 @@ def test_a_job_keeps_its_request_as_sent_and_what_each_stage_did(store) -> None:
     assert store.get_job(job_id).stages[0].message is None, "a new attempt starts clean"
     assert tr.complete_stage(store, c4, [], release=KEEP, now=205)
     assert store.recent_stage_seconds()[("m", "low")] == 1.0 and store.recent_stage_seconds()[("m", "high")] == 9.0
+
+
+def test_more_blob_writers_at_once_than_the_pool_holds_all_commit(postgres_url, tmp_path) -> None:
+    """A gateway's uploads (and a worker's stage outputs) hold their blob from before the upload to the bucket until
+    their row commits. Holding it must not take a connection of the store's pool: with as many writers mid-upload as
+    the pool has connections, none could get one to commit, and every request of the process waited for the pool
+    and failed."""
+    from pocket3d.storage import LocalArtifactStore
+    from pocket3d.storage.locks import BlobLock
+
+    store = Store(postgres_url)
+    empty_database(store.engine)
+    store.create_schema()
+    artifacts = LocalArtifactStore(tmp_path / "blobs")
+    lock = BlobLock(store.engine)
+    writers = store.engine.pool.size() + store.engine.pool._max_overflow + 1  # one more than the pool holds
+    all_uploading = threading.Barrier(writers, timeout=20)
+    committed: list[str] = []
+    failed: list[BaseException] = []
+
+    def write(i: int) -> None:
+        try:
+            src = tmp_path / "blobs" / "tmp" / f"upload-{i}"
+            src.write_bytes(f"upload {i}".encode())
+            with lock.writing(artifacts) as blobs:
+                sha, size = blobs.put(src)
+                all_uploading.wait()  # every writer holds its blob, mid-upload
+                tr.register_file(store, NewFile(id=f"file_{i}", owner_id="o", sha256=sha, size=size,
+                                                media_type="image/png", kind="image", format="png", filename="a.png"),
+                                 now=100.0, expires_at=1000.0)
+            committed.append(f"file_{i}")
+        except BaseException as e:  # noqa: BLE001 - reported below
+            failed.append(e)
+
+    threads = [threading.Thread(target=write, args=(i,)) for i in range(writers)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(60)
+    try:
+        assert not failed, failed[:2]
+        assert sorted(committed) == sorted(f"file_{i}" for i in range(writers))
+    finally:
+        lock.close()
+        store.dispose()

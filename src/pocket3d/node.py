@@ -321,6 +321,7 @@ class Node:
         self.url_inputs.close()
         if self._sweeper is not None:
             self._sweeper.join(5)
+        self.blob_lock.close()
         self.store.dispose()
         self.lock.release()
 

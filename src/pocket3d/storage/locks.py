@@ -5,7 +5,9 @@ One process (the embedded node) orders them with a lock of its own. Processes sh
 database order them per blob with PostgreSQL advisory locks: a writer holds a shared lock on each hash it stores
 until its row has committed; retention deletes only the blobs whose lock it can take exclusively (without waiting;
 a blob being written is left for the next sweep), inside the transaction in which it found them unreferenced.
-Writers of different blobs never wait for each other.
+Writers of different blobs never wait for each other. A writer holds its blobs on a connection of a pool of their
+own: it holds it through the upload to the bucket, and a writer that held one of the store's connections meanwhile
+would leave none to commit with once as many writers were uploading as the store's pool has connections.
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ class BlobWriter:
         if key in self._held:
             return
         if self._conn is None:
-            self._conn = self._lock.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+            self._conn = self._lock.sessions().connect().execution_options(isolation_level="AUTOCOMMIT")
         self._conn.execute(sa.text("SELECT pg_advisory_lock_shared(:k)"), {"k": key})
         self._held.add(key)
 
@@ -75,6 +77,23 @@ class BlobLock:
     def __init__(self, engine: Engine | None = None):
         self.engine = engine
         self._local = threading.RLock()
+        self._sessions: Engine | None = None
+        self._sessions_lock = threading.Lock()
+
+    def sessions(self) -> Engine:
+        """The writers' connections (see the module's docstring): a few kept, more opened while more writers hold
+        blobs (as many as the threads that write, at most)."""
+        assert self.engine is not None
+        with self._sessions_lock:
+            if self._sessions is None:
+                self._sessions = sa.create_engine(self.engine.url, pool_size=2, max_overflow=-1, pool_pre_ping=True)
+            return self._sessions
+
+    def close(self) -> None:
+        with self._sessions_lock:
+            if self._sessions is not None:
+                self._sessions.dispose()
+                self._sessions = None
 
     @contextmanager
     def writing(self, artifacts: ArtifactStore) -> Iterator[BlobWriter]:
