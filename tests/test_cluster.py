@@ -328,6 +328,47 @@ def test_a_stopping_gateway_ends_its_streams_with_a_reconnect_hint(healthy: Clus
     assert int(rest[0]["id"]) > int(seen[-2]["id"]), "only what it had not seen"
 
 
+def test_a_gateway_that_cannot_listen_reads_jobs_from_the_database_and_is_not_ready(
+        healthy: Cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A gateway's LISTEN connection drops and cannot come back while its pool still serves (PostgreSQL refusing
+    one more connection, say): it hears no other process's writes any more, so its job views come from the
+    database rather than from a cache nothing refreshes, and /ready says why it should get no traffic. The refusal
+    is the one stand-in: the listener's connect raises what a full server answers."""
+    import psycopg
+    from server import InProcessServer
+
+    from pocket3d.config import load_settings
+    from pocket3d.node import Node, Role
+
+    for k, v in healthy.env.items():
+        monkeypatch.setenv(k, v)
+    node = Node(load_settings(healthy.config, data_dir=tmp_path / "deaf", models_file=healthy.models),
+                role=Role.GATEWAY)
+    a = healthy.processes["gateway-a"]
+    with InProcessServer(node, manage_node=True) as deaf:
+        assert node.listener.connected.wait(20)
+        job_id = submit(a, seconds=30, steps=1)
+        running_on(healthy, job_id)
+        assert deaf.get(f"/jobs/{job_id}").json()["status"] == "running"  # read, and kept in its cache
+
+        def refused() -> None:
+            raise psycopg.OperationalError("FATAL: sorry, too many clients already")
+
+        monkeypatch.setattr(node.listener, "_connect", refused)
+        with healthy.engine.connect() as conn:
+            conn.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": node.listener._conn.info.backend_pid})
+        deadline = time.monotonic() + 20
+        while node.listener.connected.is_set():
+            assert time.monotonic() < deadline, "the listener did not notice its connection was cut"
+            time.sleep(0.05)
+        with a.client() as c:
+            assert c.post(f"/jobs/{job_id}/cancel").status_code == 200
+        assert wait_final(a, [job_id], timeout=20)[job_id]["status"] == "cancelled"
+        assert deaf.get(f"/jobs/{job_id}").json()["status"] == "cancelled"
+        ready = deaf.get("/system/ready")
+        assert ready.status_code == 503 and "PostgreSQL LISTEN" in ready.text, ready.text
+
+
 def test_a_gateway_killed_while_clients_submit_through_both_loses_no_accepted_job(healthy: Cluster) -> None:
     a, b = healthy.processes["gateway-a"], healthy.processes["gateway-b"]
     accepted: dict[str, str] = {}  # the client's key -> the job a 2xx named

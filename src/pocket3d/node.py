@@ -207,7 +207,9 @@ class Node:
                             "until its expires_at (storage.file_lifetime); remove the key")
             # The snapshot cache listens before the bus, so events and polls read the same fresh state. It is on
             # where this process hears of every change: alone on SQLite, or a gateway hearing PostgreSQL's notices.
-            self.snapshots = JobSnapshots(self.store, enabled=self.store.is_sqlite or role is Role.GATEWAY)
+            # A gateway's reads go to the store while its listener is not connected: it would not hear a change.
+            self.snapshots = JobSnapshots(self.store, enabled=self.store.is_sqlite or role is Role.GATEWAY,
+                                          hearing=role is not Role.GATEWAY)
             self.bus = EventBus(self.store, self.snapshots)
             self.retention = Retention(self.store, self.artifacts, self.blob_lock)
             self.store.add_release_listener(self.retention.collect)
@@ -257,7 +259,7 @@ class Node:
                 self.webhooks.wake()
 
             return ChangeListener(self.store, {"jobs": jobs_changed, "outbox": lambda _: self.webhooks.wake()},
-                                  on_resync=[resync])
+                                  on_resync=[resync], on_lost=[self.snapshots.deaf])
         if self.role is Role.WORKER:
             scheduler = self.scheduler
 

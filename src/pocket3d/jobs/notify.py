@@ -69,15 +69,17 @@ Handler = Callable[[set[str]], None]
 class ChangeListener:
     """Listens on the channels it has handlers for; calls ``handlers[channel](ids)`` with the ids of every notice
     other processes sent (coalesced), and each of ``on_resync`` after every connect, since notices sent while it was
-    not listening are lost."""
+    not listening are lost; each of ``on_lost`` as soon as it finds its connection gone (from its own thread)."""
 
-    def __init__(self, store: Store, handlers: dict[str, Handler], on_resync: Iterable[Callable[[], None]] = ()):
+    def __init__(self, store: Store, handlers: dict[str, Handler], on_resync: Iterable[Callable[[], None]] = (),
+                 on_lost: Iterable[Callable[[], None]] = ()):
         unknown = set(handlers) - set(CHANNELS)
         if unknown:
             raise ValueError(f"unknown channels {sorted(unknown)}")
         self.store = store
         self.handlers = handlers
         self.on_resync = list(on_resync)
+        self.on_lost = list(on_lost)
         self.connected = threading.Event()
         self._pending: dict[str, set[str]] = {}
         self._lock = threading.Lock()
@@ -138,6 +140,8 @@ class ChangeListener:
                     log.warning("the change listener lost its connection (%s); reconnecting", _short(e))
             finally:
                 self.connected.clear()
+                for lost in self.on_lost:
+                    self._call(lost)
                 try:
                     conn.close()
                 except Exception:  # noqa: S110 - closing a broken connection may fail too; it is gone either way

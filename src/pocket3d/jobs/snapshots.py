@@ -4,7 +4,8 @@ Status polling is the API's hottest path; answering it from memory makes ``GET /
 bare endpoint costs (bench/api_overhead.py). It is correct while this process hears of every change to the jobs:
 the embedded node (SQLite under the data-directory lock) hears its own writes from the store's after-commit
 listener; a gateway hears the other processes' writes too, from PostgreSQL (``jobs.notify``), and forgets
-everything when its listener reconnects, since notices sent meanwhile are lost. A gateway's cache may lag a write
+everything when its listener loses its connection, reading through until it listens again (notices sent
+meanwhile are lost). A gateway's cache may lag a write
 made elsewhere by the time its notice takes to arrive (milliseconds).
 """
 
@@ -21,9 +22,12 @@ CHANGES_KEPT = 65536  # jobs whose last change is remembered, to refuse a read t
 
 
 class JobSnapshots:
-    def __init__(self, store: Store, *, enabled: bool, capacity: int = 4096):
+    def __init__(self, store: Store, *, enabled: bool, capacity: int = 4096, hearing: bool = True):
+        """``hearing``: whether every change is heard from the start (a gateway's is not until its listener
+        connects)."""
         self._store = store
         self.enabled = enabled
+        self._hearing = hearing  # False: a change made elsewhere may go unheard; read through and keep nothing
         self._capacity = capacity
         self._jobs: OrderedDict[str, JobRecord] = OrderedDict()
         # A sequence number per change heard, and the last one per job: a read that began before a change to its
@@ -39,6 +43,8 @@ class JobSnapshots:
         if not self.enabled:
             return self._store.get_job(job_id)
         with self._lock:
+            if not self._hearing:
+                return self._store.get_job(job_id)
             job = self._jobs.get(job_id)
             if job is not None:
                 self._jobs.move_to_end(job_id)
@@ -73,9 +79,15 @@ class JobSnapshots:
                 elif current is None or fresh.version >= current.version:
                     self._put(fresh)
 
-    def forget_all(self) -> None:
+    def deaf(self) -> None:
+        """Changes made elsewhere go unheard from now (the listener lost its connection): keep nothing, and read
+        every job from the store until :meth:`forget_all`."""
+        self.forget_all(hearing=False)
+
+    def forget_all(self, hearing: bool = True) -> None:
         """Changes may have gone unheard (the listener reconnected): read everything afresh."""
         with self._lock:
+            self._hearing = hearing
             self._sequence += 1
             self._forgotten_before = self._sequence  # a read begun before this may have missed a change
             self._jobs.clear()

@@ -34,6 +34,9 @@ def readiness(node: Node) -> Readiness:
         reasons.append(storage)
     if (disk := node.storage_health.problem()) is not None:
         reasons.append(disk)
+    if node.role is Role.GATEWAY and node.listener is not None and not node.listener.connected.is_set():
+        reasons.append("not listening for the other processes' changes (PostgreSQL LISTEN): reconnecting; its job "
+                       "streams are paused meanwhile")
     devices = node.scheduler.device_list
     if not devices and node.role is Role.EMBEDDED:  # a gateway's devices are its workers', maybe scaled to zero
         reasons.append("no device found")
