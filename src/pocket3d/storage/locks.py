@@ -81,12 +81,12 @@ class BlobLock:
         self._sessions_lock = threading.Lock()
 
     def sessions(self) -> Engine:
-        """The writers' connections (see the module's docstring): a few kept, more opened while more writers hold
+        """The writers' connections (see the module's docstring): one kept, more opened while more writers hold
         blobs (as many as the threads that write, at most)."""
         assert self.engine is not None
         with self._sessions_lock:
             if self._sessions is None:
-                self._sessions = sa.create_engine(self.engine.url, pool_size=2, max_overflow=-1, pool_pre_ping=True)
+                self._sessions = sa.create_engine(self.engine.url, pool_size=1, max_overflow=-1, pool_pre_ping=True)
             return self._sessions
 
     def close(self) -> None:
