@@ -335,10 +335,10 @@ def test_a_delete_racing_a_submit_leaves_the_job_its_input(store, tmp_path, monk
     locked, go_on = threading.Event(), threading.Event()
     real_count = store.count_active_jobs
 
-    def pause_after_locking_inputs(conn):
+    def pause_after_locking_inputs(conn, *args, **kwargs):
         locked.set()
         go_on.wait(10)
-        return real_count(conn)
+        return real_count(conn, *args, **kwargs)
 
     monkeypatch.setattr(store, "count_active_jobs", pause_after_locking_inputs)
     result: dict[str, str] = {}

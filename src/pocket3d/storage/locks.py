@@ -40,6 +40,7 @@ class BlobWriter:
         self.artifacts, self._lock = artifacts, lock
         self._conn: Connection | None = None
         self._held: set[int] = set()
+        self._holds_local = False
 
     def put(self, src: Path, sha256: str | None = None) -> tuple[str, int]:
         """``ArtifactStore.put``, with the blob held until the block ends (its row committed by then)."""
@@ -49,7 +50,12 @@ class BlobWriter:
 
     def hold(self, sha256: str) -> None:
         if self._lock.engine is None:
-            return  # one process: the block holds the process's lock already
+            # One process: its lock, from the first blob on until the block ends. A block that stores no blob (a
+            # submit of a text prompt, or of uploads already stored) never waits for one that does.
+            if not self._holds_local:
+                self._lock._local.acquire()
+                self._holds_local = True
+            return
         key = lock_key(sha256)
         if key in self._held:
             return
@@ -59,6 +65,9 @@ class BlobWriter:
         self._held.add(key)
 
     def _release(self) -> None:
+        if self._holds_local:
+            self._holds_local = False
+            self._lock._local.release()
         if self._conn is None:
             return
         try:
@@ -99,10 +108,6 @@ class BlobLock:
     def writing(self, artifacts: ArtifactStore) -> Iterator[BlobWriter]:
         """``with lock.writing(artifacts) as blobs: blobs.put(path); <commit the rows that reference it>``."""
         writer = BlobWriter(artifacts, self)
-        if self.engine is None:
-            with self._local:
-                yield writer
-            return
         try:
             yield writer
         finally:
