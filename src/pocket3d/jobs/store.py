@@ -14,12 +14,13 @@ from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from pocket3d.jobs import notify
+from pocket3d.jobs.group_commit import GroupCommit
 from pocket3d.jobs import schema as t
 from pocket3d.jobs.records import (
     FileRecord,
@@ -34,6 +35,7 @@ from pocket3d.jobs.records import (
 )
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def new_id(prefix: str) -> str:
@@ -50,9 +52,24 @@ class WriteTx:
     outbox: int = 0  # webhook deliveries this write made due
     queued: set[str | None] = field(default_factory=set)  # models of stages this write queued (None: export)
     cancelled: set[str] = field(default_factory=set)  # running jobs this write asked to stop
+    # What a transition may remember for the rest of the transaction (counts it read and keeps up to date), shared
+    # by the pieces of a group commit, which run one after another in it.
+    memo: dict[Any, Any] = field(default_factory=dict)
 
     def touch(self, job_id: str) -> None:
         self.changed_jobs.add(job_id)
+
+    def piece(self) -> WriteTx:
+        """The record of one piece of a group commit: what it changed counts once its savepoint is kept."""
+        return WriteTx(self.conn, memo=self.memo)
+
+    def keep(self, piece: WriteTx) -> None:
+        self.changed_jobs |= piece.changed_jobs
+        self.released |= piece.released
+        self.events.extend(piece.events)
+        self.outbox += piece.outbox
+        self.queued |= piece.queued
+        self.cancelled |= piece.cancelled
 
 
 class Store:
@@ -70,6 +87,7 @@ class Store:
         # SQLite for its write lock, so a waiting writer wakes as soon as the lock is free instead of sleeping in
         # SQLite's busy handler (1 to 100 ms a try). Reentrant: a nested write behaves as without it.
         self._write_turn = threading.RLock() if self.is_sqlite else None
+        self._group: GroupCommit | None = GroupCommit(self) if self.is_sqlite else None
 
     # -- lifecycle ----------------------------------------------------------------------------------------
 
@@ -141,6 +159,16 @@ class Store:
         if tx.outbox:
             for wake in list(self._outbox_listeners):
                 wake()
+
+    def write_grouped(self, work: Callable[[WriteTx], T]) -> T:
+        """``work(tx)`` in a write transaction it may share with writes asked for at the same moment (on SQLite: a
+        group commit, each in a savepoint of its own, see :mod:`pocket3d.jobs.group_commit`); its result once the
+        transaction has committed and the listeners heard of it, or what it raised, having changed nothing.
+        ``work`` may run in another thread, and only writes through ``tx``."""
+        if self._group is None:
+            with self.write() as tx:
+                return work(tx)
+        return self._group.run(work)
 
     @contextmanager
     def _turn(self) -> Iterator[None]:

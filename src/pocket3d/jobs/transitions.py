@@ -119,59 +119,86 @@ _INSERT_KEY = t.idempotency_keys.insert()
 
 def _submit(store: Store, new: NewJob, *, queue_size: int, max_attempts: int, now: float,
             owner_limit: int | None) -> str:
+    # The submits arriving together share one transaction and one sync to disk (a group commit, on SQLite), each
+    # in a savepoint: a refused one leaves nothing, the others still go in.
+    return store.write_grouped(lambda tx: _persist_job(store, tx, new, queue_size=queue_size,
+                                                       max_attempts=max_attempts, now=now, owner_limit=owner_limit))
+
+
+def _persist_job(store: Store, tx: WriteTx, new: NewJob, *, queue_size: int, max_attempts: int, now: float,
+                 owner_limit: int | None) -> str:
     job_id = new_id("job")
     key = new.idempotency
-    with store.write() as tx:
-        if key is not None:
-            held = {"p_owner": new.owner_id, "p_key": key.key, "p_now": now}
-            if tx.conn.execute(_FIND_KEY, held).first() is not None:
-                raise IdempotencyKeyTaken(key.key)
-            tx.conn.execute(_DROP_EXPIRED_KEY, held)  # expired, not swept yet
-        # Outputs before files, the order expire() deletes them in, so the two never wait on each other.
-        sources = _lock_outputs(tx, [inp for inp in new.inputs if inp.job_id is not None], now)
-        uploads = _lock_files(tx, [inp.file_id for inp in new.inputs if inp.file_id and not inp.inline], now)
-        owner_active, active = store.count_active_jobs(tx.conn, new.owner_id, owner_limit=owner_limit or 0,
-                                                       limit=queue_size)
-        # The owner's own cap first: when one owner's flood fills the queue, they hear 429, the others still get in.
-        if owner_limit is not None and owner_active >= owner_limit:
-            raise Pocket3DError(ErrorCode.CONCURRENCY_LIMITED, f"you have {owner_limit} jobs waiting or running, "
-                                "the most one owner may have", {"max_jobs_per_owner": owner_limit},
-                                headers={"Retry-After": "10"},
-                                hint="send it again when one of your jobs has ended (GET /api/v1/jobs?status=queued)")
-        if active >= queue_size:
-            raise Pocket3DError(ErrorCode.QUEUE_FULL, f"the queue holds {queue_size} jobs; try again later",
-                                {"queue_size": queue_size}, headers={"Retry-After": "30"},
-                                hint="send it again after the Retry-After seconds")
-        # Values as parameters, not .values(): the statement stays the same one, compiled once.
-        tx.conn.execute(_INSERT_JOB, dict(
-            id=job_id, owner_id=new.owner_id, feature=new.feature, model_id=new.model_id,
-            status=JobStatus.QUEUED, progress=0.0, current_stage=0, priority=new.priority,
-            request=new.request, input=new.input, stage_weights=[s.weight for s in new.stages],
-            cancel_requested=False, created_at=now, version=1))
-        tx.conn.execute(_INSERT_STAGES, [
-            dict(job_id=job_id, idx=i, name=s.name, model_id=s.model_id, params=s.params,
-                 status=StageStatus.QUEUED if i == 0 else StageStatus.PENDING, progress=0.0, attempts=0,
-                 max_attempts=max_attempts, priority=new.priority, queued_at=now if i == 0 else None)
-            for i, s in enumerate(new.stages)])
-        rows = []
-        for i, inp in enumerate(new.inputs):
-            if inp.inline:
-                ref, sha, fmt = inp.file_id or new_id("file"), inp.sha256, inp.format
-            elif inp.job_id is not None:
-                ref, (sha, fmt) = inp.job_id, sources[(inp.job_id, inp.output)]
-            else:
-                ref, (sha, fmt) = inp.file_id, uploads[inp.file_id]
-            rows.append(dict(job_id=job_id, position=i, file_id=ref, role=inp.role, sha256=sha, format=fmt))
-        if rows:
-            tx.conn.execute(_INSERT_INPUTS, rows)
-        if key is not None:
-            tx.conn.execute(_INSERT_KEY, dict(
-                owner_id=new.owner_id, key=key.key, fingerprint=key.fingerprint, job_id=job_id, created_at=now,
-                expires_at=key.expires_at))
-        tx.touch(job_id)
-        tx.queued.add(new.stages[0].model_id)
-        tx.events.append(JobEvent("submitted", job_id, new.feature, JobStatus.QUEUED))
+    if key is not None:
+        held = {"p_owner": new.owner_id, "p_key": key.key, "p_now": now}
+        if tx.conn.execute(_FIND_KEY, held).first() is not None:
+            raise IdempotencyKeyTaken(key.key)
+        tx.conn.execute(_DROP_EXPIRED_KEY, held)  # expired, not swept yet
+    # Outputs before files, the order expire() deletes them in, so the two never wait on each other.
+    sources = _lock_outputs(tx, [inp for inp in new.inputs if inp.job_id is not None], now)
+    uploads = _lock_files(tx, [inp.file_id for inp in new.inputs if inp.file_id and not inp.inline], now)
+    active = _active_jobs(store, tx, new.owner_id, owner_limit or 0, queue_size)
+    owner_active, everyone = active.get(new.owner_id, 0), active[None]
+    # The owner's own cap first: when one owner's flood fills the queue, they hear 429, the others still get in.
+    if owner_limit is not None and owner_active >= owner_limit:
+        raise Pocket3DError(ErrorCode.CONCURRENCY_LIMITED, f"you have {owner_limit} jobs waiting or running, "
+                            "the most one owner may have", {"max_jobs_per_owner": owner_limit},
+                            headers={"Retry-After": "10"},
+                            hint="send it again when one of your jobs has ended (GET /api/v1/jobs?status=queued)")
+    if everyone >= queue_size:
+        raise Pocket3DError(ErrorCode.QUEUE_FULL, f"the queue holds {queue_size} jobs; try again later",
+                            {"queue_size": queue_size}, headers={"Retry-After": "30"},
+                            hint="send it again after the Retry-After seconds")
+    # Values as parameters, not .values(): the statement stays the same one, compiled once.
+    tx.conn.execute(_INSERT_JOB, dict(
+        id=job_id, owner_id=new.owner_id, feature=new.feature, model_id=new.model_id,
+        status=JobStatus.QUEUED, progress=0.0, current_stage=0, priority=new.priority,
+        request=new.request, input=new.input, stage_weights=[s.weight for s in new.stages],
+        cancel_requested=False, created_at=now, version=1))
+    tx.conn.execute(_INSERT_STAGES, [
+        dict(job_id=job_id, idx=i, name=s.name, model_id=s.model_id, params=s.params,
+             status=StageStatus.QUEUED if i == 0 else StageStatus.PENDING, progress=0.0, attempts=0,
+             max_attempts=max_attempts, priority=new.priority, queued_at=now if i == 0 else None)
+        for i, s in enumerate(new.stages)])
+    rows = []
+    for i, inp in enumerate(new.inputs):
+        if inp.inline:
+            ref, sha, fmt = inp.file_id or new_id("file"), inp.sha256, inp.format
+        elif inp.job_id is not None:
+            ref, (sha, fmt) = inp.job_id, sources[(inp.job_id, inp.output)]
+        else:
+            ref, (sha, fmt) = inp.file_id, uploads[inp.file_id]
+        rows.append(dict(job_id=job_id, position=i, file_id=ref, role=inp.role, sha256=sha, format=fmt))
+    if rows:
+        tx.conn.execute(_INSERT_INPUTS, rows)
+    if key is not None:
+        tx.conn.execute(_INSERT_KEY, dict(
+            owner_id=new.owner_id, key=key.key, fingerprint=key.fingerprint, job_id=job_id, created_at=now,
+            expires_at=key.expires_at))
+    # Nothing below can fail: the counts stay true for the next submit in this transaction.
+    active[None] += 1
+    if new.owner_id in active:
+        active[new.owner_id] += 1
+    tx.touch(job_id)
+    tx.queued.add(new.stages[0].model_id)
+    tx.events.append(JobEvent("submitted", job_id, new.feature, JobStatus.QUEUED))
     return job_id
+
+
+_ACTIVE_JOBS = "active_jobs"  # WriteTx.memo: {None: jobs waiting or running, owner: theirs}, each up to its cap
+
+
+def _active_jobs(store: Store, tx: WriteTx, owner_id: str, owner_limit: int, queue_size: int) -> dict[str | None, int]:
+    """Jobs waiting or running, in all and of ``owner_id``, read once per transaction: the submits of a group commit
+    keep them up to date. (Counted up to the caps only, which is all a cap needs; an owner whose count was not read
+    with a cap, ``owner_limit`` 0, is read again when one is given.)"""
+    active: dict[str | None, int] = tx.memo.setdefault(_ACTIVE_JOBS, {})
+    if None not in active or (owner_limit and owner_id not in active):
+        owner_active, everyone = store.count_active_jobs(tx.conn, owner_id, owner_limit=owner_limit, limit=queue_size)
+        active.setdefault(None, everyone)
+        if owner_limit:
+            active[owner_id] = owner_active
+    return active
 
 
 def _lock_files(tx: WriteTx, file_ids: list[str], now: float) -> dict[str, tuple[str, str]]:
