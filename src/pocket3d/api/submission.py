@@ -184,21 +184,22 @@ def submit_request(node: Node, principal: Principal, feature: Feature, req: _Fea
                 if inp.staged is not None:
                     inp.staged.discard()  # moved into the store by now, unless something failed
 
-    return _once(node, principal, idempotency_key, _fingerprint(feature.value, req), make)
+    return _once(node, principal, idempotency_key, lambda: _fingerprint(feature.value, req), make)
 
 
 def submit_conversion(node: Node, principal: Principal, job_id: str, req: ConvertRequest,
                       idempotency_key: str | None = None) -> Submitted:
-    return _once(node, principal, idempotency_key, _fingerprint(f"convert {job_id}", req),
+    return _once(node, principal, idempotency_key, lambda: _fingerprint(f"convert {job_id}", req),
                  lambda key: _convert(node, principal, job_id, req, key))
 
 
-def _once(node: Node, principal: Principal, idempotency_key: str | None, fingerprint: str,
+def _once(node: Node, principal: Principal, idempotency_key: str | None, fingerprint: Callable[[], str],
           make: Callable[[IdempotencyKey | None], str]) -> Submitted:
-    """``make`` the job, unless an earlier submit with this Idempotency-Key made it already."""
+    """``make`` the job, unless an earlier submit with this Idempotency-Key made it already (the request's
+    ``fingerprint`` is worked out only for a submit with a key)."""
     key = None
     if idempotency_key is not None:
-        key = IdempotencyKey(idempotency_key, fingerprint, time.time() + node.settings.server.idempotency_ttl)
+        key = IdempotencyKey(idempotency_key, fingerprint(), time.time() + node.settings.server.idempotency_ttl)
         earlier = _earlier_job(node, principal, key)
         if earlier is not None:  # a retry: answered before any input is read
             return Submitted(earlier, replayed=True)
