@@ -76,6 +76,10 @@ __all__ = ["DeviceWorker", "LoadResult", "StageRequest", "StageResult", "UnloadR
 log = logging.getLogger(__name__)
 
 RETAINED_RESTART_MB = 256.0
+# A CPU device's worker computes at a lower scheduling priority (nice) than the process that serves the API: on a
+# machine with few cores, requests are answered first under load and the models take what is left (all of it
+# while the API is idle). A GPU device's worker keeps the server's: it must feed its GPU without delay.
+CPU_WORKER_NICE = 10
 
 
 class WorkerUnavailable(RuntimeError):
@@ -314,6 +318,8 @@ class DeviceWorker:
             raise
         finally:
             theirs.close()
+        if self.device.kind == "cpu":
+            _lower_priority(proc.pid, CPU_WORKER_NICE)
         try:
             log_level = logging.getLogger("pocket3d").getEffectiveLevel()
             ours.send(Hello(_device_dict(self.device), self.budget_mb, log_level, self.warm, logs.active_format()))
@@ -505,6 +511,13 @@ def _device_dict(device: Device) -> dict[str, Any]:
     except TypeError:  # not a dataclass: the fields the child needs
         return {k: getattr(device, k, None) for k in ("id", "kind", "name", "memory_total", "memory_used",
                                                         "index", "virtual")}
+
+
+def _lower_priority(pid: int, nice: int) -> None:
+    try:
+        os.setpriority(os.PRIO_PROCESS, pid, min(19, os.getpriority(os.PRIO_PROCESS, 0) + nice))
+    except (AttributeError, OSError) as e:  # not on this platform, or the child is gone already
+        log.debug("could not lower the priority of worker %d: %s", pid, e)
 
 
 def _kill(proc: subprocess.Popen) -> None:
