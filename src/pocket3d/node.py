@@ -292,7 +292,7 @@ class Node:
         if self.role is Role.WORKER:
             return  # workers leave the sweeps to the gateways (one of them at a time)
         try:
-            self.retention.sweep(time.time())
+            self._sweep_once()
         except StorageUnavailable as e:  # an S3 store that is down: start anyway, not ready until it is back
             log.warning("retention sweep at start failed: %s", e)
         self._sweeper = threading.Thread(target=self._sweep_loop, name="retention", daemon=True)
