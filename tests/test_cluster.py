@@ -369,6 +369,41 @@ def test_a_gateway_that_cannot_listen_reads_jobs_from_the_database_and_is_not_re
         assert ready.status_code == 503 and "PostgreSQL LISTEN" in ready.text, ready.text
 
 
+def test_a_sigterm_while_the_gateway_opens_a_stream_still_stops_it(tmp_path: Path) -> None:
+    """A gateway ends its SSE streams from its SIGTERM handler, which Python runs in the event loop's thread
+    between two bytecodes: maybe while that thread holds the event bus's lock to open or end a stream. Waiting for
+    that lock there waits forever (the gateway hung on SIGTERM until it was killed)."""
+    import subprocess
+    import sys
+
+    script = """
+import asyncio, os, signal, sys
+from pocket3d.jobs.events import EventBus
+from pocket3d.jobs.snapshots import JobSnapshots
+from pocket3d.jobs.store import Store
+
+store = Store(sys.argv[1])
+bus = EventBus(store, JobSnapshots(store, enabled=True))
+
+async def main():
+    bus.bind(asyncio.get_running_loop())
+    signal.signal(signal.SIGTERM, lambda *_: bus.close())
+    with bus._lock:  # a stream opening in the loop's thread when the signal comes
+        os.kill(os.getpid(), signal.SIGTERM)
+        for _ in range(1000):  # the handler runs between these bytecodes
+            pass
+    print("stopped")
+
+asyncio.run(main())
+"""
+    try:
+        done = subprocess.run([sys.executable, "-c", script, f"sqlite:///{tmp_path / 'jobs.db'}"],
+                              capture_output=True, text=True, timeout=10)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the SIGTERM handler waited for the event bus's lock: the process never stopped")
+    assert done.returncode == 0 and "stopped" in done.stdout, done.stderr
+
+
 def test_a_gateway_killed_while_clients_submit_through_both_loses_no_accepted_job(healthy: Cluster) -> None:
     a, b = healthy.processes["gateway-a"], healthy.processes["gateway-b"]
     accepted: dict[str, str] = {}  # the client's key -> the job a 2xx named

@@ -59,24 +59,33 @@ class EventBus:
         self.notify(followed)
 
     def close(self) -> None:
-        """End every stream now (from any thread); streams opened after this end at once too."""
+        """End every stream now; streams opened after this end at once too. Safe in a signal handler (uvicorn's
+        SIGTERM): that runs in the event loop's thread, perhaps while it holds the lock, so the streams are ended by
+        the loop, not here."""
         self.closing = True
-        with self._lock:
-            queues = [q for subs in self._subscribers.values() for q in subs]
         if self._loop is None:
             return
+        try:
+            self._loop.call_soon_threadsafe(self._end_streams)
+        except RuntimeError:  # the loop is closed: no stream is left to end
+            pass
+
+    def _end_streams(self) -> None:
+        with self._lock:
+            queues = [q for subs in self._subscribers.values() for q in subs]
         for q in queues:
-            self._loop.call_soon_threadsafe(q.put_nowait, _CLOSING)
+            q.put_nowait(_CLOSING)
 
     async def follow(self, job_id: str, after_version: int = 0) -> AsyncIterator[JobRecord]:
         """Yield the job now (if newer than ``after_version``) and at every change, until a final state. Raises
         :class:`Closing` when the bus closes first."""
-        if self.closing:
-            raise Closing()
         queue: asyncio.Queue[JobRecord] = asyncio.Queue()
         with self._lock:
             self._subscribers.setdefault(job_id, set()).add(queue)
         try:
+            # After subscribing: a close from now on reaches this queue (its streams are ended by this loop).
+            if self.closing:
+                raise Closing()
             # Subscribed before reading, so no change can fall between the snapshot and the first event.
             current = await asyncio.to_thread(self._snapshots.get, job_id)
             if current is None:
