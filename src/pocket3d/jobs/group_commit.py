@@ -25,13 +25,14 @@ MAX_GROUP = 64  # pieces in one transaction at most: every answer of a group wai
 
 
 class _Piece(Generic[T]):
-    __slots__ = ("work", "done", "result", "error")
+    __slots__ = ("work", "done", "result", "error", "wake")
 
     def __init__(self, work: Callable[[WriteTx], T]):
         self.work = work
         self.done = False
         self.result: Any = None
         self.error: BaseException | None = None
+        self.wake = threading.Event()  # set when done, or when handed the lead
 
 
 class _GroupLost(Exception):
@@ -47,7 +48,7 @@ class GroupCommit:
     def __init__(self, store: Store, max_group: int = MAX_GROUP):
         self.store, self.max_group = store, max_group
         self._waiting: deque[_Piece[Any]] = deque()
-        self._cv = threading.Condition()
+        self._lock = threading.Lock()
         self._leading = False
 
     def run(self, work: Callable[[WriteTx], T]) -> T:
@@ -55,21 +56,25 @@ class GroupCommit:
         and the store's listeners heard of it, or what it raised (having changed nothing), or why the commit
         failed."""
         piece: _Piece[T] = _Piece(work)
-        with self._cv:
+        with self._lock:
             self._waiting.append(piece)
-            while not piece.done:
-                if self._leading:
-                    self._cv.wait()
-                    continue
-                self._leading = True
-                group = [self._waiting.popleft() for _ in range(min(self.max_group, len(self._waiting)))]
-                self._cv.release()
-                try:
+            leading = not self._leading
+            self._leading = True
+        if not leading:
+            piece.wake.wait()  # answered, or handed the lead (each waiter is woken once or twice, never more)
+            leading = not piece.done
+        if leading:
+            try:
+                while not piece.done:  # more were waiting ahead of it than a group takes: lead on
+                    with self._lock:
+                        group = [self._waiting.popleft() for _ in range(min(self.max_group, len(self._waiting)))]
                     self._commit(group)
-                finally:
-                    self._cv.acquire()
-                    self._leading = False
-                    self._cv.notify_all()
+            finally:
+                with self._lock:  # the first waiting leads next; with none, the next to come does
+                    if self._waiting:
+                        self._waiting[0].wake.set()
+                    else:
+                        self._leading = False
         if piece.error is not None:
             raise piece.error
         return piece.result
@@ -86,6 +91,7 @@ class GroupCommit:
             outcomes = [(e, None)] * len(group)
         for piece, (error, result) in zip(group, outcomes, strict=True):
             piece.error, piece.result, piece.done = error, result, True
+            piece.wake.set()
 
     @staticmethod
     def _one(tx: WriteTx, piece: _Piece[Any]) -> tuple[BaseException | None, Any]:
