@@ -276,6 +276,27 @@ def test_a_paused_worker_s_late_report_is_refused(healthy: Cluster) -> None:
     assert wait_final(a, [again])[again]["status"] == "succeeded"
 
 
+def test_a_worker_whose_clock_runs_ahead_takes_no_stage_from_live_workers(healthy: Cluster) -> None:
+    """Leases are reckoned in the database's time, not each machine's: a worker whose clock runs a minute ahead (the
+    stand-in: tests/support/sitecustomize.py shifts its time.time) must not see the other workers' fresh leases as
+    expired and take their stages over, cutting each run short."""
+    fast = healthy.worker("worker-fast", env={"POCKET3D_TEST_CLOCK_SKEW": "60"})
+    try:
+        fast.start()
+        a = healthy.processes["gateway-a"]
+        jobs = [submit(a, seconds=2, steps=2, prompt=f"a clock {i}") for i in range(6)]
+        done = wait_final(a, jobs, timeout=90)
+        assert [v["status"] for v in done.values()] == ["succeeded"] * len(jobs)
+        s = t.stages.c
+        with healthy.engine.connect() as conn:
+            interrupted = conn.execute(sa.select(sa.func.count()).where(s.job_id.in_(jobs), s.interruptions > 0)
+                                       ).scalar()
+        assert interrupted == 0, f"{interrupted} stage(s) taken over from a live worker"
+    finally:
+        fast.stop()
+        del healthy.processes["worker-fast"]
+
+
 def test_sigterm_on_a_worker_lets_its_stages_finish_or_move(healthy: Cluster) -> None:
     a = healthy.processes["gateway-a"]
     first = submit(a, seconds=3.0, steps=6, prompt="finishes")

@@ -35,7 +35,7 @@ from pocket3d.outbound.client import OutboundClient
 from pocket3d.outbound.guard import AddressGuard, Resolver
 from pocket3d.outbound.webhooks import WebhookSender
 from pocket3d.scheduler.base import Scheduler
-from pocket3d.scheduler.cluster import ClusterView, Membership, Peers, node_id
+from pocket3d.scheduler.cluster import ClusterView, DatabaseClock, Membership, Peers, node_id
 from pocket3d.scheduler.node import NodeScheduler
 from pocket3d.storage import ArtifactStore, StorageUnavailable, open_store
 from pocket3d.storage.locks import BlobLock
@@ -217,14 +217,19 @@ class Node:
             self.metrics = Metrics(self.store)
             self.scheduler: Scheduler
             self.node_id = node_id(role.value)
+            # A cluster's nodes judge each other's leases and heartbeats: all in the database's time
+            self.clock = None if role is Role.EMBEDDED else DatabaseClock(self.store)
+            if self.clock is not None:
+                self.clock.sync()
             if role is Role.GATEWAY:
-                self.scheduler = ClusterView(self.store, settings, registry)
+                self.scheduler = ClusterView(self.store, settings, registry, clock=self.clock)
             else:
-                peers = Peers(self.store, settings, self.node_id) if role is Role.WORKER else None
+                peers = Peers(self.store, settings, self.node_id, clock=self.clock) if role is Role.WORKER else None
                 self.scheduler = NodeScheduler(settings=settings, store=self.store, artifacts=self.artifacts,
                                                registry=registry, blob_lock=self.blob_lock, release=self.release,
                                                on_storage_failure=self.storage_health.failed, observer=self.metrics,
-                                               sole_node=role is Role.EMBEDDED, peers=peers, node=self.node_id)
+                                               sole_node=role is Role.EMBEDDED, peers=peers, node=self.node_id,
+                                               clock=self.clock or time.time)
                 self.metrics.watch(self.scheduler)  # a gateway has no devices of its own to report
             self.guard = AddressGuard(settings.webhooks.allow_hosts, resolver)
             self.webhooks = WebhookSender(self.store, settings.webhooks, self.guard,
@@ -239,7 +244,8 @@ class Node:
             self.listener = self._listener()
             self.membership = None if role is Role.EMBEDDED else Membership(
                 self.store, settings, node=self.node_id, role=role.value,
-                state=self.scheduler.cluster_state if isinstance(self.scheduler, NodeScheduler) else dict)
+                state=self.scheduler.cluster_state if isinstance(self.scheduler, NodeScheduler) else dict,
+                clock=self.clock)
         except BaseException:
             self.lock.release()
             raise

@@ -82,6 +82,12 @@ def prune(store: Store, *, older_than: float) -> int:
         return tx.conn.execute(t.nodes.delete().where(N.heartbeat_at < older_than)).rowcount
 
 
+def database_time(store: Store) -> float:
+    """The database server's clock, in seconds since the epoch."""
+    with store.read() as conn:
+        return float(conn.execute(sa.select(sa.func.extract("epoch", sa.func.clock_timestamp()))).scalar_one())
+
+
 def running_stages(store: Store) -> dict[tuple[str, str, str | None], int]:
     """(lease owner, device, model) -> how many stages run there now: what the nodes' heartbeats tell, but as it is
     this moment (a heartbeat is seconds old)."""

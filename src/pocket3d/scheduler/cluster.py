@@ -4,6 +4,7 @@
   for a worker, what its scheduler says of itself (devices, resident models, what it can host and measured).
 - :class:`Peers`: a worker's view of the others, so it leaves a stage to a worker that holds the stage's model
   loaded with room to spare (``cluster.prefer_resident_seconds``): hot models stay hot across the cluster.
+- :class:`DatabaseClock`: the time every node of a cluster reckons leases and heartbeats in: the database's.
 - :class:`ClusterView`: the gateway's :class:`~pocket3d.scheduler.base.Scheduler`. A gateway runs no model; it
   answers queue positions and ETAs from the whole queue in the policy's order, with the run times and device slots
   the workers report, lists the workers' devices, and judges a model available if a worker of the cluster hosts it
@@ -39,6 +40,30 @@ VIEW_TTL = 1.0  # seconds a gateway's reading of the queue and the nodes is used
 RUNNING_TTL = 0.5  # seconds a worker's reading of what runs on its peers is used
 
 
+class DatabaseClock:
+    """The database server's clock, read from this machine: ``time.time()`` plus the offset measured at start and at
+    every heartbeat (``sync``). Leases and heartbeats are written by one machine and judged by another; in the time
+    of each machine's own clock, a worker whose clock ran ahead by more than a lease took over every other worker's
+    stages as soon as they were claimed, and one running behind kept stages of a dead worker for as long."""
+
+    def __init__(self, store: Store):
+        self.store = store
+        self.offset = 0.0
+
+    def __call__(self) -> float:
+        return time.time() + self.offset
+
+    def sync(self) -> None:
+        before = time.time()
+        server = nodes.database_time(self.store)
+        after = time.time()
+        offset = server - (before + after) / 2
+        if abs(offset - self.offset) > 1.0:
+            log.info("this machine's clock is %+.1f s off the database's: leases and heartbeats use the database's",
+                     -offset)
+        self.offset = offset
+
+
 def node_id(role: str) -> str:
     """This process's name in the cluster (also the lease owner of what it claims): host, pid, a random tail."""
     return f"{socket.gethostname()[:60]}-{os.getpid()}-{role}-{os.urandom(2).hex()}"
@@ -50,9 +75,10 @@ class Membership:
     scaled to zero); a worker's row carries ``state()``."""
 
     def __init__(self, store: Store, settings: Settings, *, node: str, role: str,
-                 state: Callable[[], Mapping[str, Any]] = dict):
+                 state: Callable[[], Mapping[str, Any]] = dict, clock: DatabaseClock | None = None):
         self.store, self.settings, self.id, self.role, self._state = store, settings, node, role, state
-        self.started_at = time.time()
+        self.clock: Callable[[], float] = clock or time.time
+        self.started_at = self.clock()
         self.draining = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -72,12 +98,14 @@ class Membership:
         if self._thread is not None:
             self._thread.join(5)
         try:
-            nodes.leave(self.store, self.id, now=time.time())
+            nodes.leave(self.store, self.id, now=self.clock())
         except Exception as e:
             log.warning("could not mark this node stopped in the nodes table: %s", e)
 
     def beat(self) -> None:
-        now = time.time()
+        if isinstance(self.clock, DatabaseClock):
+            self.clock.sync()
+        now = self.clock()
         nodes.heartbeat(self.store, self.id, role=self.role, host=socket.gethostname(), pid=os.getpid(),
                         version=__version__, started_at=self.started_at, draining=self.draining,
                         state=self._state(), now=now)
@@ -90,7 +118,7 @@ class Membership:
                 if self._failing:
                     log.info("heartbeats are written again")
                     self._failing = False
-                nodes.prune(self.store, older_than=time.time() - KNOWN_SECONDS)
+                nodes.prune(self.store, older_than=self.clock() - KNOWN_SECONDS)
             except Exception as e:  # the database is away: keep trying; leases say what is lost meanwhile
                 if not self._failing:
                     log.warning("writing this node's heartbeat failed (%s); retrying", str(e).splitlines()[0])
@@ -100,8 +128,8 @@ class Membership:
 class _NodesCache:
     """The ``nodes`` table, read at most every ``ttl`` seconds."""
 
-    def __init__(self, store: Store, settings: Settings, ttl: float):
-        self.store, self.settings, self.ttl = store, settings, ttl
+    def __init__(self, store: Store, settings: Settings, ttl: float, clock: Callable[[], float] = time.time):
+        self.store, self.settings, self.ttl, self.clock = store, settings, ttl, clock
         self._at = -1e9
         self._rows: list[nodes.NodeRecord] = []
         self._lock = threading.Lock()
@@ -112,7 +140,7 @@ class _NodesCache:
             if now - self._at < self.ttl:
                 return self._rows
         try:
-            rows = nodes.known(self.store, since=time.time() - KNOWN_SECONDS, role=nodes.WORKER)
+            rows = nodes.known(self.store, since=self.clock() - KNOWN_SECONDS, role=nodes.WORKER)
         except Exception as e:  # the database is away: plan with what was read last
             log.debug("reading the nodes table failed: %s", e)
             return self._rows
@@ -122,16 +150,16 @@ class _NodesCache:
 
     def live(self) -> list[nodes.NodeRecord]:
         gone_after = BEATS_TO_GONE * self.settings.cluster.heartbeat_seconds
-        now = time.time()
+        now = self.clock()
         return [n for n in self.rows() if n.stopped_at is None and now - n.heartbeat_at <= gone_after]
 
 
 class Peers:
     """A worker's view of the other workers, for :meth:`leave_to_others`."""
 
-    def __init__(self, store: Store, settings: Settings, me: str):
+    def __init__(self, store: Store, settings: Settings, me: str, clock: Callable[[], float] = time.time):
         self.store, self.settings, self.me = store, settings, me
-        self._nodes = _NodesCache(store, settings, ttl=settings.cluster.heartbeat_seconds / 2)
+        self._nodes = _NodesCache(store, settings, ttl=settings.cluster.heartbeat_seconds / 2, clock=clock)
         self._running: dict[tuple[str, str, str | None], int] = {}
         self._running_at = -1e9
 
@@ -173,12 +201,12 @@ class ClusterView(Scheduler):
     """The gateway's scheduler: reads, never runs (see the module's docstring)."""
 
     def __init__(self, store: Store, settings: Settings, registry: Registry,
-                 policy: SchedulingPolicy | None = None):
+                 policy: SchedulingPolicy | None = None, clock: Callable[[], float] = time.time):
         self.store, self.settings, self.registry = store, settings, registry
         self.policy = policy or pocket3d_policy(settings.scheduler.priority_weights,
                                                 ageing_seconds=settings.scheduler.ageing_seconds,
                                                 max_wait=settings.scheduler.max_wait)
-        self._nodes = _NodesCache(store, settings, ttl=VIEW_TTL)
+        self._nodes = _NodesCache(store, settings, ttl=VIEW_TTL, clock=clock)
         self._queue_at = -1e9
         self._queue: dict[int, tuple[int, float]] = {}  # stage id -> (rank, run seconds ranked before it)
         self._queue_lock = threading.Lock()
