@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import gc
 import importlib.util
 import json
 import logging
@@ -83,7 +84,13 @@ def serve(ctx: click.Context, host: str | None, port: int | None, log_format: st
     # in place: this one, so a clean shutdown exits 0 rather than 143 (a supervisor reads 143 as a failure).
     for stop in (signal.SIGTERM, signal.SIGINT):
         signal.signal(stop, _exit_cleanly)
-    config = uvicorn.Config(create_app(node), host=settings.server.host, port=settings.server.port, log_config=None,
+    app = create_app(node)
+    # What start-up made (modules, the app, the registry, the node) lives as long as the process: out of the
+    # collector's sight, so a full collection walks only what requests made since (under a submit burst each one
+    # paused the whole process for 140-440 ms, 8-36 ms once frozen).
+    gc.collect()
+    gc.freeze()
+    config = uvicorn.Config(app, host=settings.server.host, port=settings.server.port, log_config=None,
                             timeout_graceful_shutdown=10, access_log=False)
     # One server, one socket per port: the API's, and each compat flavour's own (compat.<flavour>.listen).
     sockets = [config.bind_socket()]
