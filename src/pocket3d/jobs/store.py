@@ -295,6 +295,7 @@ class Store:
             row = conn.execute(sa.select(k.job_id, k.fingerprint).where(
                 k.owner_id == owner_id, k.key == key, k.expires_at >= now)).first()
         return (row.job_id, row.fingerprint) if row else None
+
     def list_files(self, owner_id: str | None, *, now: float, before_id: str | None = None,
                    limit: int = 20) -> list[FileRecord]:
         """Uploads not yet expired, newest first (``owner_id`` None: every owner's)."""

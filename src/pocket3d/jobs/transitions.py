@@ -185,6 +185,12 @@ def _persist_job(store: Store, tx: WriteTx, new: NewJob, *, queue_size: int, max
     return job_id
 
 
+# PostgreSQL: submits in a cluster count and insert under this transaction-scoped advisory lock, one at a time, so
+# two gateways' submits committing together cannot each see room for one more job (SQLite's writers already take
+# turns). Held for the count and the inserts only: a few milliseconds.
+SUBMIT_LOCK = 0x70336402
+_TAKE_SUBMIT_LOCK = sa.text("SELECT pg_advisory_xact_lock(:k)")
+
 _ACTIVE_JOBS = "active_jobs"  # WriteTx.memo: {None: jobs waiting or running, owner: theirs}, each up to its cap
 
 
@@ -194,6 +200,8 @@ def _active_jobs(store: Store, tx: WriteTx, owner_id: str, owner_limit: int, que
     with a cap, ``owner_limit`` 0, is read again when one is given.)"""
     active: dict[str | None, int] = tx.memo.setdefault(_ACTIVE_JOBS, {})
     if None not in active or (owner_limit and owner_id not in active):
+        if not store.is_sqlite and not active:
+            tx.conn.execute(_TAKE_SUBMIT_LOCK, {"k": SUBMIT_LOCK})
         owner_active, everyone = store.count_active_jobs(tx.conn, owner_id, owner_limit=owner_limit, limit=queue_size)
         active.setdefault(None, everyone)
         if owner_limit:
