@@ -297,6 +297,33 @@ def test_a_worker_whose_clock_runs_ahead_takes_no_stage_from_live_workers(health
         del healthy.processes["worker-fast"]
 
 
+def test_a_worker_does_not_claim_again_a_stage_it_still_runs(healthy: Cluster) -> None:
+    """Another node requeued a stage whose lease had run out (its worker was cut off from the database past the
+    lease, here the test process acting as that node) while the stage still runs on its worker. That worker holds
+    the model loaded, so it is the one to claim the stage again: not while its first run is still on the device
+    (the device refused a second run of the same stage, and the claim ended in an internal error)."""
+    from pocket3d.jobs import transitions
+    from pocket3d.jobs.store import Store
+
+    a = healthy.processes["gateway-a"]
+    job_id = submit(a, seconds=4, steps=8)
+    runner = running_on(healthy, job_id)
+    other = next(p for name, p in healthy.processes.items() if name.startswith("worker") and p is not runner)
+    other.signal_group(signal.SIGSTOP)  # the runner is the only worker left to claim it again
+    store = Store(healthy.database_url)
+    try:
+        assert transitions.recover_lost_stages(store, now=time.time() + 3600,
+                                               release=transitions.ReleasePolicy(60)) == [job_id]
+        assert wait_final(a, [job_id], timeout=60)[job_id]["status"] == "succeeded"
+    finally:
+        store.dispose()
+        other.signal_group(signal.SIGCONT)
+    s = t.stages.c
+    with healthy.engine.connect() as conn:
+        attempts = conn.execute(sa.select(s.attempts).where(s.job_id == job_id, s.name == "generate_mesh")).scalar()
+    assert attempts == 1, f"the stage took {attempts} attempts: a run failed"
+
+
 def test_sigterm_on_a_worker_lets_its_stages_finish_or_move(healthy: Cluster) -> None:
     a = healthy.processes["gateway-a"]
     first = submit(a, seconds=3.0, steps=6, prompt="finishes")

@@ -615,6 +615,12 @@ class NodeScheduler(Scheduler):
                 self._changed_jobs = None  # what changed was not read: read it all next time
             raise
         now = self.clock()
+        with self._lock:
+            still_here = set(self._running)
+        if still_here:
+            # Requeued by another node while it still runs here (its lease ran out while this node was cut off from
+            # the store): it is claimed again once that run has ended, not beside it on the same device.
+            queued = [q for q in queued if q.stage_id not in still_here]
         if self.takes_own_stages:
             for q in sorted((q for q in queued if q.model_id is None), key=lambda q: (q.queued_at, q.stage_id)):
                 self._start_own(q)
