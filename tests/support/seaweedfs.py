@@ -42,12 +42,6 @@ def _free_pair() -> int:
     raise RuntimeError("no pair of free ports on loopback")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class TempSeaweedFS:
     bucket = "pocket3d-test"
 
@@ -85,8 +79,10 @@ class TempSeaweedFS:
         p = self.ports
         cmd = [_weed(), "mini", f"-dir={self.dir / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
                f"-master.port={p['master']}", f"-volume.port={p['volume']}", f"-filer.port={p['filer']}",
-               f"-s3.port={p['s3']}", f"-admin.port={p['admin']}", f"-s3.port.lance={_free_port()}",
-               "-s3.port.iceberg=0", "-webdav=false", "-admin.ui=false", "-master.volumeSizeLimitMB=64",
+               f"-s3.port={p['s3']}", f"-admin.port={p['admin']}",
+               # no Lance or Iceberg listeners (a port picked for one could be taken before weed binds it, when
+               # two test processes start a store each), and no statistics sent anywhere: loopback only
+               "-s3.port.lance=0", "-s3.port.iceberg=0", "-master.telemetry=false", "-webdav=false", "-admin.ui=false", "-master.volumeSizeLimitMB=64",
                f"-bucket={self.bucket}"]
         (self.dir / "data").mkdir()
         env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}

@@ -109,8 +109,12 @@ class ChangeListener:
         # keepalives: a connection the network dropped silently is noticed in under a minute
         conn = psycopg.connect(url.render_as_string(hide_password=False), autocommit=True, connect_timeout=10,
                                keepalives=1, keepalives_idle=10, keepalives_interval=5, keepalives_count=3)
-        for channel in self.handlers:
-            conn.execute(f"LISTEN {PREFIX}{channel}")
+        try:
+            for channel in self.handlers:
+                conn.execute(f"LISTEN {PREFIX}{channel}")
+        except BaseException:
+            conn.close()  # else every failed attempt of the reconnect loop keeps a connection open
+            raise
         return conn
 
     def _listen(self) -> None:
