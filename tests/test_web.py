@@ -344,6 +344,8 @@ def test_every_page_loads_only_from_the_server_without_errors(crate_job: dict, p
 
 
 def test_the_form_works_from_the_keyboard_and_an_error_shows_beside_its_file(pages: Pages, tmp_path: Path) -> None:
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
     page = pages.open("/", "phone")
     page.wait_for_selector("#form-image")
     page.click("#tab-image")
@@ -356,8 +358,15 @@ def test_the_form_works_from_the_keyboard_and_an_error_shows_beside_its_file(pag
     assert outline != "none", "the focused picker shows it"
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"not a picture at all" * 10)
-    with page.expect_file_chooser() as chooser:
-        page.keyboard.press("Space")
+    for attempt in range(2):
+        # (once in a few runs on a loaded 2-core machine, headless Chromium let a Space on the focused picker pass
+        # without opening the chooser; a second press opens it, as a person would press again)
+        try:
+            with page.expect_file_chooser(timeout=15_000) as chooser:
+                page.keyboard.press("Space")
+            break
+        except PlaywrightTimeout:
+            assert attempt == 0 and page.evaluate("document.activeElement.id") == "pick-images", "no file chooser"
     chooser.value.set_files(str(broken))
     page.wait_for_selector(".thumb .name:text('broken.png')")
     for _ in range(10):  # on to the Create button
