@@ -207,6 +207,9 @@ def _rasterise(uv: np.ndarray, faces: np.ndarray, size: int) -> _Texels:
         ids = np.repeat(np.arange(lo, hi), rows_of[lo:hi])
         row = y0[ids] + _ranks(rows_of[lo:hi])
         left, right = _span(x[ids], y[ids], row)
+        # a row that crosses no edge (a corner grazed within float error) covers nothing: an empty span
+        missed = ~(np.isfinite(left) & np.isfinite(right))
+        left, right = np.where(missed, x1[ids] + 1.0, left), np.where(missed, x0[ids] - 1.0, right)
         left = np.maximum(np.ceil(left - 1e-3), x0[ids]).astype(np.int64)
         right = np.minimum(np.floor(right + 1e-3), x1[ids]).astype(np.int64)
         cols_of = np.maximum(right - left + 1, 0)
