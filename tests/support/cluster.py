@@ -9,11 +9,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
-from server import ROOT, SUPPORT, free_port, pocket3d_env
+from server import ROOT, SUPPORT, free_port, pocket3d_env, wait_until_healthy
 
 CLUSTER_CONFIG = SUPPORT / "system-cluster.yaml"
 CLUSTER_MODELS = SUPPORT / "models-cluster.yaml"
@@ -37,18 +36,8 @@ class ClusterProcess:
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(cmd, env=pocket3d_env(self.data_dir, self.env), cwd=ROOT, stdout=self._log,
                                      stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{self.log()[-4000:]}")
-            try:
-                if httpx.get(f"{self.url}/api/v1/system/health", timeout=1).status_code == 200:
-                    return self
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        self.kill()
-        raise RuntimeError(f"{self.name} did not start in {timeout} s:\n{self.log()[-4000:]}")
+        wait_until_healthy(self.proc, self.url, timeout, self.name, self.log, self.kill)
+        return self
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

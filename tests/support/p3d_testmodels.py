@@ -17,8 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pocket3d.models import Device, InputRejected, ModelAdapter, ProgressFn, RunInputs
 from pocket3d.models.spec import warn
 
-
-HOLD_LIMIT = 120.0  # seconds a held run waits for its release before it fails
+from p3d_workermodels import hold_until_released
 
 
 class HeightfieldParams(BaseModel):
@@ -50,12 +49,7 @@ class HeightfieldTestModel(ModelAdapter):
         if params.warning:
             warn(progress, "TEST_WARNING", params.warning)
         if params.hold_until is not None:
-            held = time.monotonic() + HOLD_LIMIT
-            while not Path(params.hold_until).exists():
-                if time.monotonic() > held:
-                    raise RuntimeError(f"held for {HOLD_LIMIT} s and never released: the test forgot to")
-                time.sleep(0.05)
-                progress(params.steps / (params.steps + 1), "held")
+            hold_until_released(params.hold_until, progress, params.steps / (params.steps + 1))
         with Image.open(inputs.images[0]) as im:
             rgb = np.asarray(im.convert("RGB").resize((params.grid, params.grid)), dtype=np.float64) / 255.0
         n = params.grid

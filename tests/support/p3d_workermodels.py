@@ -24,6 +24,18 @@ from pocket3d.models import Device, ModelAdapter, ProgressFn, RunInputs
 
 MB = 1024 * 1024
 HOLD_LIMIT = 120.0  # seconds a held run waits for its release before it fails
+
+
+def hold_until_released(path: str, progress: ProgressFn | None = None, at: float = 0.0) -> None:
+    """Wait until a file exists at ``path`` (a test that acts while a stage runs releases it when done), reporting
+    progress ``at`` meanwhile when given a ``progress``; fail after HOLD_LIMIT seconds."""
+    held = time.monotonic() + HOLD_LIMIT
+    while not Path(path).exists():
+        if time.monotonic() > held:
+            raise RuntimeError(f"held for {HOLD_LIMIT} s and never released: the test forgot to")
+        time.sleep(0.05)
+        if progress is not None:
+            progress(at, "held")
 IMPOSSIBLE_BYTES = 1 << 60  # more than any address space: the allocation fails whatever the overcommit setting
 
 
@@ -87,11 +99,7 @@ class AllocatingTestModel(ModelAdapter):
             time.sleep(params.seconds / params.steps)
             progress((i + 1) / (params.steps + 1), f"step {i + 1} of {params.steps}")
         if params.hold_until is not None:
-            held = time.monotonic() + HOLD_LIMIT
-            while not Path(params.hold_until).exists():
-                if time.monotonic() > held:
-                    raise RuntimeError(f"held for {HOLD_LIMIT} s and never released: the test forgot to")
-                time.sleep(0.05)
+            hold_until_released(params.hold_until)
         served = {"pid": os.getpid(), "load_number": self.load_number,
                   "device": self.device.id if self.device else None, "scratch_mb": scratch.nbytes / MB}
         report = inputs.work_dir / "served.json"

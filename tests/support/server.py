@@ -31,6 +31,23 @@ def pocket3d_env(data_dir: Path, extra: dict[str, str] | None = None) -> dict[st
     return env
 
 
+def wait_until_healthy(proc: subprocess.Popen, url: str, timeout: float, name: str, log, kill) -> None:  # noqa: ANN001
+    """Until ``url``'s /api/v1/system/health answers 200; a process that exits or does not answer within
+    ``timeout`` seconds is a RuntimeError carrying the end of its log (``log()``), killed first (``kill()``)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{name} exited with {proc.returncode}:\n{log()[-4000:]}")
+        try:
+            if httpx.get(f"{url}/api/v1/system/health", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    kill()
+    raise RuntimeError(f"{name} did not start in {timeout} s:\n{log()[-4000:]}")
+
+
 def cli(data_dir: Path, *args: str, env: dict[str, str] | None = None, check: bool = True,
         config: Path = SUPPORT / "system.yaml", models: Path = SUPPORT / "models.yaml") -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "pocket3d", "--config", str(config), "--models", str(models), *args]
@@ -67,18 +84,8 @@ class ServerProcess:
                                      stderr=subprocess.STDOUT, start_new_session=self.own_group)
         if self.piped_log:
             threading.Thread(target=self._copy_log, args=(self.proc.stdout, self._log), daemon=True).start()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log()}")
-            try:
-                if httpx.get(f"{self.url}/api/v1/system/health", timeout=1).status_code == 200:
-                    return self
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        self.kill()
-        raise RuntimeError(f"server did not start in {timeout} s:\n{self.log()}")
+        wait_until_healthy(self.proc, self.url, timeout, "server", self.log, self.kill)
+        return self
 
     @staticmethod
     def _copy_log(pipe, log) -> None:  # noqa: ANN001 - the child's stdout, the log file

@@ -1044,11 +1044,9 @@ class NodeScheduler(Scheduler):
             return failed, result.message
         return result.error_code, result.message
 
-    def _on_export_crash(self, reason: str, stage_ids: list[int]) -> None:
-        """The own-stage worker died: its stages go back to the queue uncounted when pocket3d killed it to stop
-        another one, else they count an attempt (WORKER_CRASHED); the next export stage starts a fresh worker."""
-        killed_by_us = self._killing.pop("export", None)
-        log.error("the own-stage worker crashed: %s", reason)
+    def _resolve_crashed(self, stage_ids: list[int], reason: str, killed_by_us: str | None) -> None:
+        """The stages of a worker that died: a bystander of a kill pocket3d made to stop another stage goes back to
+        the queue uncounted; the rest count an attempt (WORKER_CRASHED)."""
         for stage_id in stage_ids:
             with self._lock:
                 running = self._running.get(stage_id)
@@ -1056,6 +1054,13 @@ class NodeScheduler(Scheduler):
                 self._resolve(stage_id, REQUEUE, f"{reason} (to stop {killed_by_us})")
             else:
                 self._resolve(stage_id, ErrorCode.WORKER_CRASHED, reason)
+
+    def _on_export_crash(self, reason: str, stage_ids: list[int]) -> None:
+        """The own-stage worker died: its stages go back to the queue uncounted when pocket3d killed it to stop
+        another one, else they count an attempt (WORKER_CRASHED); the next export stage starts a fresh worker."""
+        killed_by_us = self._killing.pop("export", None)
+        log.error("the own-stage worker crashed: %s", reason)
+        self._resolve_crashed(stage_ids, reason, killed_by_us)
         self.wake()
 
     def _worker_of(self, running: _Running) -> DeviceWorker | None:
@@ -1140,13 +1145,7 @@ class NodeScheduler(Scheduler):
                     entry = books[r.model_id] = _Resident(self._memory_estimate(r.model_id), self.clock(),
                                                           self.clock(), loading=True)
                 entry.running += 1
-        for stage_id in stage_ids:
-            with self._lock:
-                running = self._running.get(stage_id)
-            if running is not None and killed_by_us is not None and running.stop_reason is None:
-                self._resolve(stage_id, REQUEUE, f"{reason} (to stop {killed_by_us})")
-            else:
-                self._resolve(stage_id, ErrorCode.WORKER_CRASHED, reason)
+        self._resolve_crashed(stage_ids, reason, killed_by_us)
         worker = self._workers.get(device_id)
         if worker is not None and not self._stop.is_set():
             try:
