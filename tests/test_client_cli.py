@@ -17,7 +17,7 @@ from pathlib import Path
 
 import httpx
 import trimesh
-from client_helpers import IMAGES, assert_valid_gltf
+from client_helpers import IMAGES, MESHES, assert_valid_gltf
 from fault_proxy import FaultProxy
 from server import ROOT, ServerProcess, free_port
 
@@ -202,6 +202,11 @@ def test_usage_errors_exit_2_before_any_request(tmp_path: Path) -> None:
         run = CliRunner().invoke(main, ["generate", image, *args, "--url", nobody])
         assert run.exit_code == 2 and says in run.stderr, (args, run.exit_code, run.stderr)
         assert "trying again" not in run.stderr and "no pocket3d server" not in run.stderr, (args, run.stderr)
+    # a format that cannot hold what the feature makes is refused before the mesh is uploaded
+    mesh = str(MESHES / "typical_creature_robot_dinosour.obj")
+    for command, says in [("rig", "one or more of glb, fbx"), ("segment", "one or more of glb, obj, fbx, usdz")]:
+        run = CliRunner().invoke(main, [command, mesh, "--format", "glb,stl", "--url", nobody])
+        assert run.exit_code == 2 and says in run.stderr and "trying again" not in run.stderr, (command, run.stderr)
 
 
 def test_every_request_field_and_listing_has_a_command(server: ServerProcess, tmp_path: Path) -> None:

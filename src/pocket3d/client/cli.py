@@ -86,7 +86,9 @@ def _job_options(fn: Callable[..., Any]) -> Callable[..., Any]:
                      help="where to save the result: a file (one per format, the suffix swapped), or a directory "
                           "for every output [default: here, named after the input: chair.png -> chair.glb]"),
         click.option("--format", "output_format", default="glb", show_default=True, metavar="FORMAT[,FORMAT…]",
-                     help=f"output format(s), the model runs once: {', '.join(FORMATS)}"),
+                     help=f"output format(s), the model runs once: {', '.join(FORMATS)} (a rig: "
+                          f"{', '.join(formats.formats_for('auto_rigging'))}; parts: "
+                          f"{', '.join(formats.formats_for('segmentation'))})"),
         click.option("--model", "model_preference", default=None,
                      help="a model id, as GET /api/v1/system/models lists them"),
         click.option("--quality", type=click.Choice(["low", "medium", "high"]), default=None,
@@ -171,7 +173,7 @@ def texture(mesh: Path, images: tuple[Path, ...], views: tuple[str, ...], text_p
 @_reports_errors
 def segment(mesh: Path, **opts: Any) -> None:
     """Split MESH into labelled parts."""
-    source, fields = _local(mesh), _fields(opts)
+    source, fields = _local(mesh), _fields(opts, feature="segmentation")
     _run(opts, lambda p3d: p3d.segment(mesh=_sent(p3d, source), **fields))
 
 
@@ -181,7 +183,7 @@ def segment(mesh: Path, **opts: Any) -> None:
 @_reports_errors
 def rig(mesh: Path, **opts: Any) -> None:
     """A skeleton and skin weights for MESH."""
-    source, fields = _local(mesh), _fields(opts)
+    source, fields = _local(mesh), _fields(opts, feature="auto_rigging")
     _run(opts, lambda p3d: p3d.rig(mesh=_sent(p3d, source), **fields))
 
 
@@ -214,13 +216,13 @@ def _sent_views(p3d: Client, named: dict[str, Path | str]) -> dict[Any, str] | N
     return {name: _sent(p3d, item) for name, item in named.items()} or None
 
 
-def _fields(opts: dict[str, Any], **extra: Any) -> dict[str, Any]:
+def _fields(opts: dict[str, Any], *, feature: str | None = None, **extra: Any) -> dict[str, Any]:
     fields: dict[str, Any] = {k: opts[k] for k in ("model_preference", "quality", "seed", "priority", "webhook_url")}
     fields["webhook_events"] = list(opts["webhook_events"]) or None
     if fields["webhook_events"] and not fields["webhook_url"]:
         raise click.BadParameter("needs --webhook-url (registered endpoints: pocket3d webhooks create)",
                                  param_hint="--webhook-event")
-    asked = _formats(opts["output_format"])
+    asked = _formats(opts["output_format"], feature)
     fields["output_format" if len(asked) == 1 else "output_formats"] = asked[0] if len(asked) == 1 else asked
     fields["parameters"] = {key: _json_or_text(value) for key, value in (_pair(p, "--param") for p in opts["params"])}
     fields["parameters"] = fields["parameters"] or None
@@ -242,10 +244,13 @@ def _json_or_text(value: str) -> Any:
         return value
 
 
-def _formats(text: str) -> list[OutputFormat]:
+def _formats(text: str, feature: str | None = None) -> list[OutputFormat]:
+    """--format's list, checked before anything is sent: formats pocket3d writes, and of those the ones that keep
+    what ``feature`` makes (a rig's skeleton, the parts of a segmentation)."""
+    offered = list(formats.formats_for(feature)) if feature else FORMATS
     asked = list(dict.fromkeys(f.strip().lower() for f in text.split(",") if f.strip()))
-    if not asked or any(f not in FORMATS for f in asked):
-        raise click.BadParameter(f"{text!r}: one or more of {', '.join(FORMATS)}, comma-separated",
+    if not asked or any(f not in offered for f in asked):
+        raise click.BadParameter(f"{text!r}: one or more of {', '.join(offered)}, comma-separated",
                                  param_hint="--format")
     return cast("list[OutputFormat]", asked)
 
