@@ -24,7 +24,7 @@ import pygltflib
 import pytest
 import tiny_rembg
 from adapter_harness import STANDINS, standin_env, write_models
-from client_helpers import IMAGES, assert_valid_gltf, submit, upload
+from client_helpers import IMAGES, assert_valid_gltf, finish, upload
 from PIL import Image
 from server import ServerProcess
 from standin_calls import calls
@@ -83,8 +83,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[httpx.Cli
 
 
 def _generate(client: httpx.Client, body: dict, image: Path = MUSHROOM) -> dict:
-    return submit(client, "/mesh/generate?wait=90", {"images": [upload(client, image)["file_id"]], **body},
-                  expect=200)
+    return finish(client, "/mesh/generate?wait=90", {"images": [upload(client, image)["file_id"]], **body})
 
 
 def _download(client: httpx.Client, job: dict, name: str) -> bytes:

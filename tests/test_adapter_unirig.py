@@ -27,7 +27,15 @@ import pytest
 import trimesh
 import yaml
 from adapter_harness import STANDINS, standin_env, write_models
-from client_helpers import MESHES, assert_valid_gltf, joint_heads, read_fbx, stood_up, submit, upload
+from client_helpers import (
+    MESHES,
+    assert_valid_gltf,
+    finish,
+    joint_heads,
+    read_fbx,
+    stood_up,
+    upload,
+)
 from server import SUPPORT, ServerProcess
 from standin_calls import calls
 
@@ -150,7 +158,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[httpx.Cli
 
 
 def _rig(client: httpx.Client, body: dict, mesh: Path = GOBLIN) -> dict:
-    return submit(client, "/rig?wait=90", {"mesh": upload(client, mesh)["file_id"], **body}, expect=200)
+    return finish(client, "/rig?wait=90", {"mesh": upload(client, mesh)["file_id"], **body})
 
 
 def _download(client: httpx.Client, job: dict, name: str) -> bytes:

@@ -6,6 +6,7 @@ import base64
 import hashlib
 import io
 import json
+import threading
 import time
 import zipfile
 
@@ -16,6 +17,7 @@ from client_helpers import (
     IMAGES,
     MESHES,
     assert_valid_gltf,
+    finish,
     follow_events,
     read_fbx,
     submit,
@@ -57,7 +59,7 @@ def test_upload_submit_follow_download(client: httpx.Client, tmp_path) -> None:
 
 def test_download_supports_etag_and_range(client: httpx.Client) -> None:
     file_id = upload(client, IMAGES / "T.png")["file_id"]
-    job = submit(client, "/mesh/generate?wait=20", {"images": [file_id]}, expect=200)
+    job = finish(client, "/mesh/generate?wait=20", {"images": [file_id]})
     url = job["outputs"][0]["url"].removeprefix("/api/v1")
     full = client.get(url)
     etag = full.headers["etag"]
@@ -71,7 +73,7 @@ def test_download_supports_etag_and_range(client: httpx.Client) -> None:
 @pytest.mark.parametrize("fmt", ["obj", "ply", "stl", "json"])
 def test_output_formats(client: httpx.Client, fmt: str) -> None:
     file_id = upload(client, IMAGES / "typical_creature_elephant.png")["file_id"]
-    job = submit(client, "/mesh/generate?wait=20", {"images": [file_id], "output_format": fmt}, expect=200)
+    job = finish(client, "/mesh/generate?wait=20", {"images": [file_id], "output_format": fmt})
     assert job["status"] == "succeeded", job
     output = job["outputs"][0]
     assert output["format"] == fmt
@@ -93,8 +95,8 @@ def test_output_formats(client: httpx.Client, fmt: str) -> None:
 
 def test_obj_output_of_a_textured_mesh_carries_its_material_and_texture(client: httpx.Client) -> None:
     mesh_id = upload(client, MESHES / "typical_humanoid_goblin.obj")["file_id"]
-    job = submit(client, "/texture/generate?wait=30", {"mesh": mesh_id, "text_prompt": "moss",
-                                                       "output_format": "obj"}, expect=200)
+    job = finish(client, "/texture/generate?wait=30", {"mesh": mesh_id, "text_prompt": "moss",
+                                                       "output_format": "obj"})
     data = client.get(job["outputs"][0]["url"].removeprefix("/api/v1")).content
     with zipfile.ZipFile(io.BytesIO(data)) as z:
         names = set(z.namelist())
@@ -108,8 +110,8 @@ def test_one_job_writes_several_formats_from_one_model_run(client: httpx.Client,
     from test_geometry import usd_faces_and_errors
 
     file_id = upload(client, IMAGES / "typical_creature_elephant.png")["file_id"]
-    job = submit(client, "/mesh/generate?wait=60", {"images": [file_id], "output_formats": ["glb", "obj", "fbx",
-                                                                                           "usdz"]}, expect=200)
+    job = finish(client, "/mesh/generate?wait=60", {"images": [file_id], "output_formats": ["glb", "obj", "fbx",
+                                                                                           "usdz"]})
     assert job["status"] == "succeeded", job
     assert [(s["name"], s["attempts"]) for s in job["stages"]] == [("generate_mesh", 1), ("export", 1)], \
         "the model ran once"
@@ -150,8 +152,7 @@ def test_each_feature_takes_the_formats_that_keep_its_result(client: httpx.Clien
 
 def test_downloads_are_named_after_the_upload_or_the_job(client: httpx.Client) -> None:
     file_id = upload(client, IMAGES / "typical_misc_crate.png")["file_id"]
-    job = submit(client, "/mesh/generate?wait=20", {"images": [file_id], "output_formats": ["glb", "obj"]},
-                 expect=200)
+    job = finish(client, "/mesh/generate?wait=20", {"images": [file_id], "output_formats": ["glb", "obj"]})
     names = {}
     for output in job["outputs"]:
         r = client.get(output["url"].removeprefix("/api/v1"))
@@ -160,7 +161,7 @@ def test_downloads_are_named_after_the_upload_or_the_job(client: httpx.Client) -
                      "model.obj.zip": 'attachment; filename="typical_misc_crate.obj.zip"',
                      "preview.png": 'attachment; filename="typical_misc_crate-preview.png"'}
     image = "data:image/png;base64," + base64.b64encode((IMAGES / "T.png").read_bytes()).decode()
-    inline = submit(client, "/mesh/generate?wait=20", {"images": [image]}, expect=200)
+    inline = finish(client, "/mesh/generate?wait=20", {"images": [image]})
     r = client.get(inline["outputs"][0]["url"].removeprefix("/api/v1"))
     assert r.headers["content-disposition"] == f'attachment; filename="{inline["job_id"]}.glb"'
 
@@ -178,8 +179,8 @@ def test_fbx_is_refused_up_front_without_the_bpy_environment(make_server) -> Non
 
 def test_target_faces_decimates_and_keeps_the_uvs(client: httpx.Client, tmp_path) -> None:
     mesh_id = upload(client, MESHES / "typical_humanoid_goblin.obj")["file_id"]
-    job = submit(client, "/texture/generate?wait=30", {"mesh": mesh_id, "text_prompt": "red", "target_faces": 5000,
-                                                       "model_preference": "test_subdivide_texture"}, expect=200)
+    job = finish(client, "/texture/generate?wait=30", {"mesh": mesh_id, "text_prompt": "red", "target_faces": 5000,
+                                                       "model_preference": "test_subdivide_texture"})
     assert job["status"] == "succeeded", job
     data = client.get(job["outputs"][0]["url"].removeprefix("/api/v1")).content
     out = trimesh.load(io.BytesIO(data), file_type="glb", force="mesh")
@@ -190,14 +191,14 @@ def test_target_faces_decimates_and_keeps_the_uvs(client: httpx.Client, tmp_path
 
 def test_data_uri_input_and_mesh_features(client: httpx.Client, tmp_path) -> None:
     png = (IMAGES / "typical_building_mushroom.png").read_bytes()
-    job = submit(client, "/mesh/generate?wait=20",
-                 {"images": ["data:image/png;base64," + base64.b64encode(png).decode()]}, expect=200)
+    job = finish(client, "/mesh/generate?wait=20",
+                 {"images": ["data:image/png;base64," + base64.b64encode(png).decode()]})
     assert job["status"] == "succeeded"
 
     source = trimesh.load(MESHES / "typical_creature_robot_dinosour.obj", force="mesh")
     for route, extra in (("/segment", {}), ("/rig", {}), ("/texture/generate", {"text_prompt": "rusty metal"})):
         mesh_id = upload(client, MESHES / "typical_creature_robot_dinosour.obj")["file_id"]
-        job = submit(client, f"{route}?wait=30", {"mesh": mesh_id, **extra}, expect=200)
+        job = finish(client, f"{route}?wait=30", {"mesh": mesh_id, **extra})
         assert job["status"] == "succeeded", job
         data = client.get(job["outputs"][0]["url"].removeprefix("/api/v1")).content
         out = trimesh.load(io.BytesIO(data), file_type="glb", force="mesh")
@@ -209,7 +210,7 @@ def test_status_alias_list_filters_and_pagination(client: httpx.Client) -> None:
     ids = []
     for _ in range(3):
         file_id = upload(client, IMAGES / "T.png")["file_id"]
-        ids.append(submit(client, "/mesh/generate?wait=20", {"images": [file_id]}, expect=200)["job_id"])
+        ids.append(finish(client, "/mesh/generate?wait=20", {"images": [file_id]})["job_id"])
     assert client.get(f"/mesh/status/{ids[0]}").json()["job_id"] == ids[0]
 
     seen: list[str] = []
@@ -232,7 +233,7 @@ def test_status_alias_list_filters_and_pagination(client: httpx.Client) -> None:
 
 
 def test_model_failure_is_a_failed_job_with_a_code(client: httpx.Client, server) -> None:
-    job = submit(client, "/mesh/generate?wait=20", {"text_prompt": "a chair"}, expect=200)
+    job = finish(client, "/mesh/generate?wait=20", {"text_prompt": "a chair"})
     assert job["status"] == "failed"
     assert job["error"]["code"] == "MODEL_ERROR"
     assert "failed on purpose" in job["error"]["message"]
@@ -266,9 +267,20 @@ def test_cancel_queued_and_running_jobs(client: httpx.Client, server) -> None:
     assert not list((server.data_dir / "tmp").iterdir()), "a cancelled stage leaves no temp files"
 
     done_id = upload(client, IMAGES / "T.png")["file_id"]
-    done = submit(client, "/mesh/generate?wait=20", {"images": [done_id]}, expect=200)["job_id"]
+    done = finish(client, "/mesh/generate?wait=20", {"images": [done_id]})["job_id"]
     r = client.post(f"/jobs/{done}/cancel")
     assert r.status_code == 409 and r.json()["error_code"] == "JOB_NOT_CANCELLABLE"
+
+
+def test_wait_answers_with_the_job_once_it_has_finished(client: httpx.Client, tmp_path) -> None:
+    file_id = upload(client, IMAGES / "T.png")["file_id"]
+    release = tmp_path / "release"
+    threading.Timer(1.0, release.touch).start()  # the job ends a second into the wait, however fast the machine
+    r = client.post("/mesh/generate?wait=60", json={"images": [file_id], "parameters": {"hold_until": str(release)}})
+    assert r.status_code == 200, r.text
+    job = r.json()
+    assert job["status"] == "succeeded" and job["outputs"], "the finished job itself, as GET /jobs/{id} shows it"
+    assert job == client.get(f"/jobs/{job['job_id']}").json()
 
 
 def test_wait_returns_202_when_the_job_is_slower(client: httpx.Client, tmp_path) -> None:
@@ -340,8 +352,8 @@ def test_an_adapter_returning_its_input_does_not_damage_the_stored_input(make_se
     with srv.client() as c:
         info = upload(c, IMAGES / "T.png")
         for _ in range(2):  # the second job proves the first left the stored input in place
-            job = submit(c, "/mesh/generate?wait=20", {"images": [info["file_id"]],
-                                                       "model_preference": "test_passthrough"}, expect=200)
+            job = finish(c, "/mesh/generate?wait=20", {"images": [info["file_id"]],
+                                                       "model_preference": "test_passthrough"})
             assert job["status"] == "succeeded", job
         blob = srv.data_dir / "artifacts" / info["sha256"][:2] / info["sha256"][2:4] / info["sha256"]
         assert blob.is_file() and hashlib.sha256(blob.read_bytes()).hexdigest() == info["sha256"]

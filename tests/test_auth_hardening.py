@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import httpx
 import psutil
 import pytest
-from client_helpers import IMAGES, submit, upload, wait_final
+from client_helpers import IMAGES, finish, submit, upload, wait_final
 from server import ServerProcess, cli
 
 AUTH = {"POCKET3D_AUTH__ENABLED": "true", "POCKET3D_BPY_PYTHON": "/opt/hidden-layout/bpy/bin/python",
@@ -123,9 +123,9 @@ def test_server_paths_and_process_details_are_for_admins(auth_server) -> None:
     srv, keys = auth_server
     with srv.client(keys.alice) as alice, srv.client(keys.admin) as admin:
         image = upload(alice, IMAGES / "T.png")["file_id"]
-        failed = submit(alice, "/mesh/generate?wait=20", {
+        failed = finish(alice, "/mesh/generate?wait=20", {
             "images": [image], "model_preference": "test_failing",
-            "parameters": {"message": "weights missing at /opt/TRELLIS.2/ckpts/model.pt"}}, expect=200)
+            "parameters": {"message": "weights missing at /opt/TRELLIS.2/ckpts/model.pt"}})
         assert failed["status"] == "failed"
         assert failed["error"]["message"] == "RuntimeError: weights missing at <server path>", failed["error"]
         assert "/opt/TRELLIS.2/ckpts" in admin.get(f"/jobs/{failed['job_id']}").json()["error"]["message"]
@@ -133,9 +133,9 @@ def test_server_paths_and_process_details_are_for_admins(auth_server) -> None:
         assert alice.get(f"/jobs/{failed['job_id']}").json()["error"] == failed["error"], "the cache keeps them apart"
         listed = next(j for j in alice.get("/jobs").json()["jobs"] if j["job_id"] == failed["job_id"])
         assert listed["error"] == failed["error"]
-        warned = submit(alice, "/mesh/generate?wait=20", {
+        warned = finish(alice, "/mesh/generate?wait=20", {
             "images": [upload(alice, IMAGES / "T.png")["file_id"]], "model_preference": "test_heightfield",
-            "parameters": {"warning": "no weights under /opt/TRELLIS.2/ckpts: used the defaults"}}, expect=200)
+            "parameters": {"warning": "no weights under /opt/TRELLIS.2/ckpts: used the defaults"}})
         assert [w["message"] for w in warned["warnings"]] == ["no weights under <server path>: used the defaults"]
         assert "/opt/TRELLIS.2/ckpts" in admin.get(f"/jobs/{warned['job_id']}").json()["warnings"][0]["message"]
 

@@ -6,7 +6,7 @@ import sqlite3
 
 import httpx
 import pytest
-from client_helpers import IMAGES, follow_events, submit, upload
+from client_helpers import IMAGES, finish, follow_events, submit, upload
 from server import cli
 
 AUTH = {"POCKET3D_AUTH__ENABLED": "true"}
@@ -74,7 +74,7 @@ def test_another_owner_sees_nothing(two_owners) -> None:
     srv, alice, bob = two_owners
     with srv.client(alice) as a, srv.client(bob) as b:
         file_a = upload(a, IMAGES / "T.png")
-        done = submit(a, "/mesh/generate?wait=20", {"images": [file_a["file_id"]]}, expect=200)
+        done = finish(a, "/mesh/generate?wait=20", {"images": [file_a["file_id"]]})
         assert done["status"] == "succeeded"
         slow_file = upload(a, IMAGES / "T.png")
         slow = submit(a, "/mesh/generate", {"images": [slow_file["file_id"]], "parameters": {"delay": 30}})

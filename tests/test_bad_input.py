@@ -8,7 +8,7 @@ import io
 import httpx
 import pytest
 import trimesh
-from client_helpers import IMAGES, MESHES, leftover_temp_files, upload
+from client_helpers import IMAGES, MESHES, finish, leftover_temp_files, upload
 from PIL import Image
 
 ERROR_KEYS = {"error_code", "message", "details", "timestamp", "request_id"}  # and "hint" where there is one
@@ -160,7 +160,7 @@ def test_bad_submissions(small_server) -> None:
         r = c.post("/mesh/generate", json={"images": ["data:image/png;base64," + "A" * 4_000_000]})
         assert_error(r, 413, "REQUEST_TOO_LARGE")
         # odd headers on reads: a non-ASCII digit as Last-Event-ID, Range past the end, a malformed Range
-        done = c.post("/mesh/generate?wait=20", json={"images": [upload(c, IMAGES / "T.png")["file_id"]]}).json()
+        done = finish(c, "/mesh/generate?wait=20", {"images": [upload(c, IMAGES / "T.png")["file_id"]]})
         with c.stream("GET", f"/jobs/{done['job_id']}/events", headers={"Last-Event-ID": "\u00b2".encode("latin-1")}) as r:
             assert r.status_code == 200
         url = done["outputs"][0]["url"].removeprefix("/api/v1")

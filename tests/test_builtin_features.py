@@ -17,12 +17,12 @@ import numpy as np
 import pygltflib
 import pytest
 import trimesh
-from PIL import Image
 from client_helpers import (
     IMAGES,
     MESHES,
     SHARED,
     assert_valid_gltf,
+    finish,
     follow_events,
     is_closed,
     joint_heads,
@@ -32,6 +32,7 @@ from client_helpers import (
     textured_goblin_zip,
     upload,
 )
+from PIL import Image
 from server import ROOT, ServerProcess
 
 from pocket3d.geometry.preview import PART_COLOURS
@@ -49,7 +50,7 @@ def shipped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
 
 
 def _run(client: httpx.Client, route: str, body: dict) -> dict:
-    job = submit(client, f"{route}?wait=60", body, expect=200)
+    job = finish(client, f"{route}?wait=60", body)
     assert job["status"] == "succeeded", job
     return job
 
@@ -200,8 +201,7 @@ def test_generate_then_rig_by_chaining_then_convert_to_fbx(shipped: httpx.Client
     assert assert_valid_gltf(data, tmp_path)["numErrors"] == 0
     (skin,) = pygltflib.GLTF2.load_from_bytes(data).skins
 
-    converted = submit(shipped, f"/jobs/{rigged['job_id']}/convert?wait=60", {"output_formats": ["fbx"]},
-                       expect=200)
+    converted = finish(shipped, f"/jobs/{rigged['job_id']}/convert?wait=60", {"output_formats": ["fbx"]})
     assert converted["status"] == "succeeded" and [s["name"] for s in converted["stages"]] == ["export"]
     fbx = tmp_path / "rigged.fbx"
     r = shipped.get(converted["outputs"][0]["url"].removeprefix("/api/v1"))

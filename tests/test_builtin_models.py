@@ -8,11 +8,22 @@ import httpx
 import numpy as np
 import pytest
 import trimesh
-from client_helpers import IMAGES, MESHES, SHARED, Recorder, assert_valid_gltf, submit, upload
+from client_helpers import (
+    IMAGES,
+    MESHES,
+    SHARED,
+    Recorder,
+    assert_valid_gltf,
+    finish,
+    upload,
+)
 from PIL import Image
 
 from pocket3d.models import InputRejected
-from pocket3d.models.builtin.image_to_mesh import SilhouetteInflationModel, foreground_mask
+from pocket3d.models.builtin.image_to_mesh import (
+    SilhouetteInflationModel,
+    foreground_mask,
+)
 from pocket3d.models.builtin.multiview import VisualHullModel
 from pocket3d.models.builtin.rigging import GeometricRiggingModel
 from pocket3d.models.builtin.segmentation import GeometricSegmentationModel
@@ -51,8 +62,7 @@ def test_every_builtin_reports_five_steps_or_more_that_a_person_can_follow(name:
 @pytest.mark.parametrize("image", ["typical_creature_elephant.png", "typical_vehicle_biplane.png", "T.png"])
 def test_image_to_mesh_makes_a_closed_textured_mesh(client: httpx.Client, tmp_path, image: str) -> None:
     file_id = upload(client, IMAGES / image)["file_id"]
-    job = submit(client, "/mesh/generate?wait=30", {"images": [file_id], "model_preference": "builtin_silhouette"},
-                 expect=200)
+    job = finish(client, "/mesh/generate?wait=30", {"images": [file_id], "model_preference": "builtin_silhouette"})
     assert job["status"] == "succeeded", job
     model = next(o for o in job["outputs"] if o["name"] == "model.glb")  # beside it, the cut-out it was made from
     data = client.get(model["url"].removeprefix("/api/v1")).content

@@ -4,7 +4,7 @@ result without running its model again (POST /jobs/{id}/convert)."""
 from __future__ import annotations
 
 import httpx
-from client_helpers import IMAGES, submit, upload, wait_final
+from client_helpers import IMAGES, finish, submit, upload, wait_final
 
 
 def _files(client: httpx.Client) -> int:
@@ -20,7 +20,7 @@ def test_a_job_output_feeds_the_next_job_without_a_download(client: httpx.Client
     assert wait_final(client, source)["status"] == "succeeded"
 
     uploads = _files(client)
-    chained = submit(client, "/segment?wait=30", {"mesh": f"{source}/model.glb"}, expect=200)
+    chained = finish(client, "/segment?wait=30", {"mesh": f"{source}/model.glb"})
     assert chained["status"] == "succeeded", chained
     assert _files(client) == uploads, "nothing was uploaded again"
     r = client.get(chained["outputs"][0]["url"].removeprefix("/api/v1"))
@@ -59,7 +59,7 @@ def test_convert_writes_other_formats_without_running_the_model(client: httpx.Cl
     again = client.post(f"/jobs/{converted['job_id']}/convert", params={"wait": 30}, json={"output_formats": ["ply"]})
     assert again.status_code == 200 and again.json()["status"] == "succeeded", "a conversion converts too"
 
-    segmented = submit(client, "/segment?wait=30", {"mesh": f"{slow}/model.glb"}, expect=200)
+    segmented = finish(client, "/segment?wait=30", {"mesh": f"{slow}/model.glb"})
     for formats, words in ((["stl"], "glb"), (["obj"], "glb")):  # stl drops the parts; the model lists only glb
         r = client.post(f"/jobs/{segmented['job_id']}/convert", json={"output_formats": formats})
         assert r.status_code == 422 and r.json()["error_code"] == "UNSUPPORTED_OUTPUT_FORMAT", r.text

@@ -16,7 +16,7 @@ import pytest
 import trimesh
 from PIL import Image
 
-from client_helpers import IMAGES, assert_valid_gltf, wait_final
+from client_helpers import IMAGES, assert_valid_gltf, finish, wait_final
 from compat_clients import HunyuanBlender, Sam3DProbe, SyncTwin, TrellisClient, glb_faces, with_tripo
 from server import ServerProcess, free_port
 
@@ -153,8 +153,8 @@ def test_shape_only_and_view_renders_natively(compat_server, tmp_path):
     with compat_server.client() as native:
         with open(IMAGE, "rb") as f:
             file_id = native.post("/files", files={"file": ("crate.png", f, "image/png")}).json()["file_id"]
-        shape = native.post("/mesh/generate?wait=30", json={"images": [file_id], "texture": False,
-                                                             "view_renders": True}).json()
+        shape = finish(native, "/mesh/generate?wait=30", {"images": [file_id], "texture": False,
+                                                             "view_renders": True})
         assert shape["status"] == "succeeded", shape
         assert [s["name"] for s in shape["stages"]] == ["generate_mesh", "export"]
         names = {o["name"] for o in shape["outputs"]}
@@ -169,6 +169,6 @@ def test_shape_only_and_view_renders_natively(compat_server, tmp_path):
         # the views differ: front and side of a height field are different pictures
         assert views[0].tobytes() != views[1].tobytes()
 
-        painted = native.post("/mesh/generate?wait=30", json={"images": [file_id]}).json()
+        painted = finish(native, "/mesh/generate?wait=30", {"images": [file_id]})
         assert [s["name"] for s in painted["stages"]] == ["generate_mesh", "paint_texture", "export"]
         assert not any(o["name"].startswith("view_") for o in painted["outputs"])

@@ -4,7 +4,7 @@ clients already read (error_code, message, details, timestamp, request_id)."""
 from __future__ import annotations
 
 import httpx
-from client_helpers import IMAGES, submit, upload
+from client_helpers import IMAGES, finish, upload
 
 KEYS = {"error_code", "message", "details", "timestamp", "request_id", "hint"}
 
@@ -72,7 +72,7 @@ def test_parameters_a_model_refuses_point_to_its_schema(client: httpx.Client) ->
 
 def test_downloads_and_routes_that_do_not_exist_say_what_does(client: httpx.Client) -> None:
     file_id = upload(client, IMAGES / "typical_creature_elephant.png")["file_id"]
-    job = submit(client, "/mesh/generate?wait=30", {"images": [file_id]}, expect=200)
+    job = finish(client, "/mesh/generate?wait=30", {"images": [file_id]})
     body = _error(client.get(f"/jobs/{job['job_id']}/outputs/model.fbx"), 404, "OUTPUT_NOT_FOUND")
     assert "model.glb" in body["hint"] and "preview.png" in body["hint"]
     body = _error(client.get("/jobs/job_nosuchjob"), 404, "JOB_NOT_FOUND")

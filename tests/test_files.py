@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import time
 from datetime import datetime
-
 from pathlib import Path
 
 import httpx
 import numpy as np
-from client_helpers import IMAGES, submit, upload, wait_final
+from client_helpers import IMAGES, finish, submit, upload, wait_final
 from PIL import Image
 from test_retention import blobs
 
@@ -25,7 +24,7 @@ def _until(condition, timeout: float = 15.0, what: str = "condition") -> None:
 def test_one_upload_serves_jobs_one_after_another(client: httpx.Client) -> None:
     info = upload(client, IMAGES / "typical_humanoid_block_robot.png")
     for _ in range(3):
-        job = submit(client, "/mesh/generate?wait=20", {"images": [info["file_id"]]}, expect=200)
+        job = finish(client, "/mesh/generate?wait=20", {"images": [info["file_id"]]})
         assert job["status"] == "succeeded", job
     again = client.get(f"/files/{info['file_id']}")
     assert again.status_code == 200 and again.json()["expires_at"] == info["expires_at"]

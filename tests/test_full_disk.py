@@ -7,8 +7,7 @@ from __future__ import annotations
 import resource
 import time
 
-import httpx
-from client_helpers import IMAGES, submit, upload, wait_final
+from client_helpers import IMAGES, finish, submit, upload, wait_final
 
 SOFT_UNLIMITED = resource.RLIM_INFINITY
 
@@ -59,8 +58,8 @@ def test_a_full_disk_answers_503_says_not_ready_and_charges_no_attempt(make_serv
         job = wait_final(c, job_id, timeout=60)
         assert job["status"] == "succeeded", job["error"]
         assert [s["attempts"] for s in job["stages"]] == [1, 1], "the re-run after the full disk was not charged"
-        again = submit(c, "/mesh/generate?wait=20", {"images": [upload(c, IMAGES / "T.png")["file_id"]],
-                                                     "model_preference": "test_heightfield"}, expect=200)
+        again = finish(c, "/mesh/generate?wait=20", {"images": [upload(c, IMAGES / "T.png")["file_id"]],
+                                                     "model_preference": "test_heightfield"})
         assert again["status"] == "succeeded"
     log = srv.log()
     assert "storage unavailable" in log

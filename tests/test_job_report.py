@@ -8,7 +8,7 @@ import base64
 import time
 
 import httpx
-from client_helpers import IMAGES, submit, upload, wait_final
+from client_helpers import IMAGES, finish, submit, upload, wait_final
 
 
 def _poll(client: httpx.Client, job_id: str, until, timeout: float = 30) -> dict:  # noqa: ANN001 - a predicate
@@ -47,8 +47,7 @@ def test_the_view_echoes_the_request_and_shows_stages_and_the_models_message(cli
     assert model_stage["started_at"] < model_stage["finished_at"] <= job["finished_at"]
     assert job["message"] == "thinking slowly" and job["warnings"] == [] and job["orientation"] is None
     file_ids = [upload(client, IMAGES / "T.png")["file_id"]]
-    job = submit(client, "/mesh/generate?wait=30", {"images": file_ids, "output_formats": ["obj", "glb"]},
-                 expect=200)
+    job = finish(client, "/mesh/generate?wait=30", {"images": file_ids, "output_formats": ["obj", "glb"]})
     assert job["input"]["images"] == file_ids, "a file id is shown as given"
     assert job["input"]["output_formats"] == ["obj", "glb"] and "output_format" not in job["input"], \
         "not also the shorthand's default, as if both had been sent"
@@ -57,7 +56,7 @@ def test_the_view_echoes_the_request_and_shows_stages_and_the_models_message(cli
 
 def test_named_views_are_checked_and_echoed(client: httpx.Client) -> None:
     front = upload(client, IMAGES / "T.png")["file_id"]
-    job = submit(client, "/mesh/generate?wait=30", {"views": {"front": front}}, expect=200)
+    job = finish(client, "/mesh/generate?wait=30", {"views": {"front": front}})
     assert job["status"] == "succeeded" and job["input"]["views"] == {"front": front}
     cases = [({"views": {"front": front}, "images": [front]}, "images or views"),
              ({"views": {}}, "front"),

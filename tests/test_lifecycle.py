@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 
 import httpx
-from client_helpers import IMAGES, follow_events, submit, upload, wait_final
+from client_helpers import IMAGES, finish, follow_events, submit, upload, wait_final
 from test_auth_isolation import AUTH, create_key
 
 
@@ -29,7 +29,7 @@ def test_graceful_stop_mid_job_requeues_it_without_using_an_attempt(make_server,
 
 def test_events_resume_from_last_event_id(client: httpx.Client) -> None:
     file_id = upload(client, IMAGES / "T.png")["file_id"]
-    job_id = submit(client, "/mesh/generate?wait=20", {"images": [file_id]}, expect=200)["job_id"]
+    job_id = finish(client, "/mesh/generate?wait=20", {"images": [file_id]})["job_id"]
     events = follow_events(client, job_id)
     assert [e for e, _ in events] == ["status"] and events[0][1]["status"] == "succeeded"
     with client.stream("GET", f"/jobs/{job_id}/events") as r:
@@ -83,7 +83,6 @@ def test_an_admin_key_sees_every_owner(make_server, tmp_path) -> None:
     user, admin = create_key(data_dir, "dana"), create_key(data_dir, "ops", role="admin")
     srv = make_server(data_dir, env=AUTH)
     with srv.client(user) as u, srv.client(admin) as a:
-        job_id = submit(u, "/mesh/generate?wait=20", {"images": [upload(u, IMAGES / "T.png")["file_id"]]},
-                        expect=200)["job_id"]
+        job_id = finish(u, "/mesh/generate?wait=20", {"images": [upload(u, IMAGES / "T.png")["file_id"]]})["job_id"]
         assert a.get(f"/jobs/{job_id}").status_code == 200
         assert job_id in [j["job_id"] for j in a.get("/jobs").json()["jobs"]]

@@ -14,7 +14,7 @@ import schema_77cc364 as old
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from client_helpers import IMAGES, submit, upload
+from client_helpers import IMAGES, finish, upload
 from postgres import create_database
 from server import ROOT, SUPPORT, ServerProcess, cli, pocket3d_env
 
@@ -78,8 +78,8 @@ def test_a_data_directory_made_before_migrations_is_upgraded_by_serve_itself(tmp
             assert job["status"] == "succeeded" and [o["name"] for o in job["outputs"]] == ["model.glb"]
             assert c.get("/jobs/job_0000old/outputs/model.glb").content == GLB
             image = upload(c, IMAGES / "typical_creature_elephant.png")  # new rows in the upgraded tables
-            made = submit(c, "/mesh/generate?wait=30", {"images": [image["file_id"]],
-                                                         "model_preference": "test_heightfield"}, expect=200)
+            made = finish(c, "/mesh/generate?wait=30", {"images": [image["file_id"]],
+                                                         "model_preference": "test_heightfield"})
             assert made["status"] == "succeeded"
     finally:
         server.stop()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from client_helpers import IMAGES, submit, upload
+from client_helpers import IMAGES, finish, upload
 from server import SUPPORT
 
 from pocket3d.config import load_settings
@@ -19,7 +19,7 @@ def test_expired_outputs_answer_410_and_are_deleted(make_server, tmp_path) -> No
     data_dir = tmp_path / "data"
     srv = make_server(data_dir)
     with srv.client() as c:
-        job = submit(c, "/mesh/generate?wait=20", {"images": [upload(c, IMAGES / "T.png")["file_id"]]}, expect=200)
+        job = finish(c, "/mesh/generate?wait=20", {"images": [upload(c, IMAGES / "T.png")["file_id"]]})
     srv.stop()
     sha = job["outputs"][0]["sha256"]
     assert sha in blobs(data_dir)

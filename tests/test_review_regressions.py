@@ -7,7 +7,14 @@ import zipfile
 import numpy as np
 import pygltflib
 import trimesh
-from client_helpers import IMAGES, MESHES, assert_valid_gltf, read_fbx, submit, upload
+from client_helpers import (
+    IMAGES,
+    MESHES,
+    assert_valid_gltf,
+    finish,
+    read_fbx,
+    upload,
+)
 from PIL import Image
 
 from pocket3d import geometry
@@ -16,14 +23,14 @@ from pocket3d.models.builtin.image_to_mesh import foreground_mask, inflate
 
 def test_a_skinned_result_keeps_its_skin_through_export(client, tmp_path) -> None:
     mesh_id = upload(client, MESHES / "typical_humanoid_goblin.obj")["file_id"]
-    job = submit(client, "/rig?wait=30", {"mesh": mesh_id, "model_preference": "test_skinned_tube"}, expect=200)
+    job = finish(client, "/rig?wait=30", {"mesh": mesh_id, "model_preference": "test_skinned_tube"})
     data = client.get(job["outputs"][0]["url"].removeprefix("/api/v1")).content
     glb = tmp_path / "rig.glb"
     glb.write_bytes(data)
     assert len(pygltflib.GLTF2().load(str(glb)).skins) == 1
     mesh_id = upload(client, MESHES / "typical_humanoid_goblin.obj")["file_id"]
-    job = submit(client, "/rig?wait=30", {"mesh": mesh_id, "model_preference": "test_skinned_tube",
-                                          "output_format": "fbx"}, expect=200)
+    job = finish(client, "/rig?wait=30", {"mesh": mesh_id, "model_preference": "test_skinned_tube",
+                                          "output_format": "fbx"})
     fbx = tmp_path / "rig.fbx"
     fbx.write_bytes(client.get(_model_url(job)).content)
     (armature,) = read_fbx(fbx)["armatures"]
@@ -37,8 +44,7 @@ def _model_url(job: dict) -> str:
 
 def test_silhouette_material_is_matte_white_with_a_texture_and_no_black_fringe(client, tmp_path) -> None:
     file_id = upload(client, IMAGES / "typical_creature_elephant.png")["file_id"]
-    job = submit(client, "/mesh/generate?wait=30", {"images": [file_id], "model_preference": "builtin_silhouette"},
-                 expect=200)
+    job = finish(client, "/mesh/generate?wait=30", {"images": [file_id], "model_preference": "builtin_silhouette"})
     glb = tmp_path / "m.glb"
     glb.write_bytes(client.get(_model_url(job)).content)
     gltf = pygltflib.GLTF2().load(str(glb))
@@ -50,8 +56,8 @@ def test_silhouette_material_is_matte_white_with_a_texture_and_no_black_fringe(c
     assert texture[:8, :8].max() > 0, "the transparent corner took an object colour, not black"
     # and the FBX keeps the texture
     file_id = upload(client, IMAGES / "typical_creature_elephant.png")["file_id"]
-    job = submit(client, "/mesh/generate?wait=30", {"images": [file_id], "model_preference": "builtin_silhouette",
-                                                    "output_format": "fbx"}, expect=200)
+    job = finish(client, "/mesh/generate?wait=30", {"images": [file_id], "model_preference": "builtin_silhouette",
+                                                    "output_format": "fbx"})
     fbx = tmp_path / "m.fbx"
     fbx.write_bytes(client.get(_model_url(job)).content)
     assert read_fbx(fbx)["meshes"][0]["images"] >= 1

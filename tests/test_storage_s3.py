@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from client_helpers import IMAGES, submit, upload
+from client_helpers import IMAGES, finish, upload
 from server import SUPPORT, free_port
 
 from pocket3d.config import load_settings
@@ -108,7 +108,7 @@ def test_a_job_runs_on_s3_and_downloads_are_proxied_with_range_and_etag(s3_srv, 
     with s3_srv.client() as c:
         info = upload(c, IMAGES / "T.png")
         assert stored(s3_server, s3_prefix) == {info["sha256"]}, "the upload is in the bucket"
-        job = submit(c, "/mesh/generate?wait=30", {"images": [info["file_id"]]}, expect=200)
+        job = finish(c, "/mesh/generate?wait=30", {"images": [info["file_id"]]})
         assert job["status"] == "succeeded", job
         in_bucket = stored(s3_server, s3_prefix)
         assert {o["sha256"] for o in job["outputs"]} <= in_bucket, "every output is in the bucket"
@@ -144,8 +144,7 @@ def test_a_failed_job_leaves_nothing_and_a_deleted_upload_leaves_the_bucket(s3_s
     with s3_srv.client() as c:
         before = stored(s3_server, s3_prefix)
         info = upload(c, IMAGES / "typical_humanoid_block_robot.png")
-        job = submit(c, "/mesh/generate?wait=30", {"images": [info["file_id"]], "model_preference": "test_failing"},
-                     expect=200)
+        job = finish(c, "/mesh/generate?wait=30", {"images": [info["file_id"]], "model_preference": "test_failing"})
         assert job["status"] == "failed"
         assert stored(s3_server, s3_prefix) == before | {info["sha256"]}, "no output, the upload alone stays"
         assert c.delete(f"/files/{info['file_id']}").status_code in (200, 204)
@@ -177,7 +176,7 @@ def test_downloads_redirect_to_a_presigned_url_and_expired_outputs_leave_the_buc
     policy = httpx.get(srv.url + "/", timeout=30).headers["content-security-policy"]
     assert f"connect-src 'self' blob: data: {public} " in policy + " "
     with srv.client() as c:
-        job = submit(c, "/mesh/generate?wait=30", {"images": [upload(c, IMAGES / "T.png")["file_id"]]}, expect=200)
+        job = finish(c, "/mesh/generate?wait=30", {"images": [upload(c, IMAGES / "T.png")["file_id"]]})
         model = next(o for o in job["outputs"] if o["name"] == "model.glb")
         r = c.get(f"/jobs/{job['job_id']}/outputs/model.glb")
         assert r.status_code == 307 and r.headers["location"].startswith(public + "/")

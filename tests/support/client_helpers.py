@@ -75,6 +75,21 @@ def submit(client: httpx.Client, route: str, body: dict, expect: int = 202) -> d
     return r.json()
 
 
+def finish(client: httpx.Client, route: str, body: dict, timeout: float = 300) -> dict:
+    """Submit a job and return it once it has ended.
+
+    The route's ``?wait=`` lets the server answer with the finished job; where the job outlives the wait (the
+    server caps it at ``server.max_wait``, 60 s) the answer is 202 and this follows the job to its end. How
+    fast a job runs on a loaded two-core CI machine is not what the tests that call this are about; the wait
+    itself is tested on its own (test_api_flow.py)."""
+    r = client.post(route, json=body)
+    assert r.status_code in (200, 202), r.text
+    job = r.json()
+    if job["status"] not in ("succeeded", "failed", "cancelled"):
+        job = wait_final(client, job["job_id"], timeout)
+    return job
+
+
 def follow_events(client: httpx.Client, job_id: str, timeout: float = 60) -> list[tuple[str, dict]]:
     """Read the job's SSE stream to its end; returns (event, data) pairs."""
     events: list[tuple[str, dict]] = []
