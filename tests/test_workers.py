@@ -421,3 +421,24 @@ def test_stop_cancels_running_stages_and_leaves_no_process(device, tmp_path: Pat
     assert not rec.crashes
     assert not psutil.pid_exists(pid)
     assert not handle.alive and handle.pid is None
+
+
+def test_the_cpu_and_export_workers_run_below_the_server_by_gpu_cpu_worker_nice(tmp_path: Path) -> None:
+    """Requests come first on a busy machine (nice 10 by default); an operator whose cores are shared with other
+    programs at normal priority sets less, and the models are not starved by them."""
+    from client_helpers import IMAGES, finish, upload
+    from server import ServerProcess
+
+    for nice in (10, 0):
+        srv = ServerProcess(tmp_path / f"nice{nice}" / "data", env={"POCKET3D_GPU__CPU_WORKER_NICE": str(nice)})
+        srv.start()
+        try:
+            with srv.client() as c:  # a job makes both workers: the CPU device's and the export stage's
+                assert finish(c, "/mesh/generate?wait=30", {"images": [upload(c, IMAGES / "T.png")["file_id"]]}
+                              )["status"] == "succeeded"
+            server = psutil.Process(srv.proc.pid)
+            workers = [p for p in server.children() if "pocket3d.workers.child" in " ".join(p.cmdline())]
+            assert len(workers) == 2, [p.cmdline() for p in server.children()]
+            assert {p.nice() for p in workers} == {min(19, server.nice() + nice)}
+        finally:
+            srv.stop()

@@ -90,6 +90,10 @@ class GpuSettings(_Section):
                                    "fill (before the buffer is taken off)")
     cpu_device: bool = Field(True, description="run CPU models in a worker of their own; its budget is the RAM "
                              "(x max_utilization, less the buffer); off when virtual devices stand in for it")
+    cpu_worker_nice: int = Field(10, ge=0, le=19, description="how much lower than the server's the scheduling "
+                                 "priority (nice) of the CPU device's worker and the export worker is: requests "
+                                 "are answered first on a busy machine; 0 where other programs at normal "
+                                 "priority share the cores and would starve the models")
     virtual_devices: list[VirtualDevice] = Field(default_factory=list)
 
     @field_validator("virtual_devices")

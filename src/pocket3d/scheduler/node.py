@@ -208,7 +208,7 @@ class NodeScheduler(Scheduler):
         self._exporter = DeviceWorker(
             Device(id="export", kind="cpu", name="pocket3d's own stages", memory_total=0), budget_mb=0.0,
             env=worker_env, warm=[(adapter_path(OwnStages), self._own_spec)], on_progress=self._on_progress,
-            on_result=self._on_result, on_crash=self._on_export_crash)
+            on_result=self._on_result, on_crash=self._on_export_crash, cpu_nice=settings.gpu.cpu_worker_nice)
 
     # -- lifecycle ------------------------------------------------------------------------------------------
 
@@ -755,7 +755,8 @@ class NodeScheduler(Scheduler):
                 device = self._device_by_id[device_id]
                 worker = DeviceWorker(
                     device, budget_mb=self.budget_of(device), env=self._worker_env, warm=self._hosted_here(device),
-                    on_progress=self._on_progress, on_result=self._on_result,
+                    cpu_nice=self.settings.gpu.cpu_worker_nice, on_progress=self._on_progress,
+                    on_result=self._on_result,
                     on_crash=lambda reason, stage_ids, d=device_id: self._on_crash(d, reason, stage_ids))
                 self._workers[device_id] = worker
         # Outside the lock: a spawn takes a while, and status reads and callbacks must not wait for it. A no-op

@@ -76,9 +76,10 @@ __all__ = ["DeviceWorker", "LoadResult", "StageRequest", "StageResult", "UnloadR
 log = logging.getLogger(__name__)
 
 RETAINED_RESTART_MB = 256.0
-# A CPU device's worker computes at a lower scheduling priority (nice) than the process that serves the API: on a
-# machine with few cores, requests are answered first under load and the models take what is left (all of it
-# while the API is idle). A GPU device's worker keeps the server's: it must feed its GPU without delay.
+# A CPU device's worker computes at a lower scheduling priority (nice, gpu.cpu_worker_nice) than the process that
+# serves the API: on a machine with few cores, requests are answered first under load and the models take what is
+# left (all of it while the machine is otherwise idle; a tenth of it against other programs at nice 0). A GPU
+# device's worker keeps the server's: it must feed its GPU without delay.
 CPU_WORKER_NICE = 10
 
 
@@ -120,8 +121,9 @@ class DeviceWorker:
     def __init__(self, device: Device, *, on_progress: Callable[[int, float, str | None], None],
                  on_result: Callable[[StageResult], None], on_crash: Callable[[str, list[int]], None],
                  env: dict[str, str] | None = None, budget_mb: float | None = None, start_timeout: float = 60.0,
-                 warm: Sequence[tuple[str, ModelSpec]] = ()):
+                 warm: Sequence[tuple[str, ModelSpec]] = (), cpu_nice: int = CPU_WORKER_NICE):
         self.device = device
+        self.nice = cpu_nice if device.kind == "cpu" else 0
         self.warm = tuple(warm)  # (adapter, spec) whose libraries each child imports as soon as it is up
         self.budget_mb = float(budget_mb if budget_mb is not None else device.memory_total)
         self.start_timeout = start_timeout
@@ -318,8 +320,8 @@ class DeviceWorker:
             raise
         finally:
             theirs.close()
-        if self.device.kind == "cpu":
-            _lower_priority(proc.pid, CPU_WORKER_NICE)
+        if self.nice:
+            _lower_priority(proc.pid, self.nice)
         try:
             log_level = logging.getLogger("pocket3d").getEffectiveLevel()
             ours.send(Hello(_device_dict(self.device), self.budget_mb, log_level, self.warm, logs.active_format()))
