@@ -90,7 +90,7 @@ def finish(client: httpx.Client, route: str, body: dict, timeout: float = 300) -
     return job
 
 
-def follow_events(client: httpx.Client, job_id: str, timeout: float = 60) -> list[tuple[str, dict]]:
+def follow_events(client: httpx.Client, job_id: str, timeout: float = 180) -> list[tuple[str, dict]]:
     """Read the job's SSE stream to its end; returns (event, data) pairs."""
     events: list[tuple[str, dict]] = []
     with client.stream("GET", f"/jobs/{job_id}/events", timeout=timeout) as r:
@@ -108,7 +108,7 @@ def follow_events(client: httpx.Client, job_id: str, timeout: float = 60) -> lis
     return events
 
 
-def wait_final(client: httpx.Client, job_id: str, timeout: float = 60) -> dict:
+def wait_final(client: httpx.Client, job_id: str, timeout: float = 180) -> dict:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         job = client.get(f"/jobs/{job_id}").json()
