@@ -276,7 +276,8 @@ def test_wait_answers_with_the_job_once_it_has_finished(client: httpx.Client, tm
     file_id = upload(client, IMAGES / "T.png")["file_id"]
     release = tmp_path / "release"
     threading.Timer(1.0, release.touch).start()  # the job ends a second into the wait, however fast the machine
-    r = client.post("/mesh/generate?wait=60", json={"images": [file_id], "parameters": {"hold_until": str(release)}})
+    r = client.post("/mesh/generate?wait=60", json={"images": [file_id], "parameters": {"hold_until": str(release)}},
+                    timeout=90)
     assert r.status_code == 200, r.text
     job = r.json()
     assert job["status"] == "succeeded" and job["outputs"], "the finished job itself, as GET /jobs/{id} shows it"

@@ -30,7 +30,7 @@ def test_the_same_key_and_body_return_the_first_job(client: httpx.Client) -> Non
     assert again.json()["job_id"] == job_id and again.json()["status"] in ("queued", "running", "succeeded")
     assert _jobs(client) == before, "no second job"
 
-    waited = client.post("/mesh/generate?wait=60", json=body, headers={"Idempotency-Key": key})
+    waited = client.post("/mesh/generate?wait=60", json=body, headers={"Idempotency-Key": key}, timeout=90)
     assert waited.status_code == 200 and waited.json()["status"] == "succeeded"
     assert waited.json()["job_id"] == job_id
 

@@ -82,7 +82,7 @@ def finish(client: httpx.Client, route: str, body: dict, timeout: float = 300) -
     server caps it at ``server.max_wait``, 60 s) the answer is 202 and this follows the job to its end. How
     fast a job runs on a loaded two-core CI machine is not what the tests that call this are about; the wait
     itself is tested on its own (test_api_flow.py)."""
-    r = client.post(route, json=body)
+    r = client.post(route, json=body, timeout=timeout)  # not the client's own, which may be the server's wait
     assert r.status_code in (200, 202), r.text
     job = r.json()
     if job["status"] not in ("succeeded", "failed", "cancelled"):
