@@ -69,13 +69,19 @@ def test_queue_position_and_eta_come_from_measured_stage_times(make_server, tmp_
 
 
 def test_cors_allows_only_configured_origins(make_server) -> None:
-    srv = make_server(env={"POCKET3D_SERVER__CORS_ORIGINS": '["https://studio.example"]'})
+    srv = make_server(env={"POCKET3D_SERVER__CORS_ORIGINS": '["https://studio.example"]',
+                           "POCKET3D_SERVER__MAX_REQUEST_SIZE": "1MB"})
     preflight = {"Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "content-type"}
     ok = httpx.options(f"{srv.url}/api/v1/mesh/generate", headers={"Origin": "https://studio.example", **preflight})
     assert ok.status_code == 200 and ok.headers["access-control-allow-origin"] == "https://studio.example"
     assert "access-control-allow-credentials" not in ok.headers
     bad = httpx.options(f"{srv.url}/api/v1/mesh/generate", headers={"Origin": "https://evil.example", **preflight})
     assert "access-control-allow-origin" not in bad.headers
+    # An error answered before the app runs is still readable by the page that asked.
+    big = httpx.post(f"{srv.url}/api/v1/mesh/generate", content=b"{" + b" " * 2_000_000 + b"}",
+                     headers={"Origin": "https://studio.example", "Content-Type": "application/json"})
+    assert big.status_code == 413 and big.json()["error_code"] == "REQUEST_TOO_LARGE"
+    assert big.headers["access-control-allow-origin"] == "https://studio.example"
 
 
 def test_an_admin_key_sees_every_owner(make_server, tmp_path) -> None:

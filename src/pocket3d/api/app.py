@@ -67,7 +67,11 @@ def create_app(node: Node, *, manage_node: bool = True) -> FastAPI:
 
     # The key is checked from the headers before anything reads a body.
     app.add_middleware(AuthMiddleware, store=node.store, enabled=settings.auth.enabled)
-    # CORS outside the key check, so a browser sees a 401 as a 401.
+    # Uploads stream to disk under storage.max_file_size (api.uploads); everything else is JSON.
+    app.add_middleware(BodyLimitMiddleware, limit=int(settings.server.max_request_size), exempt=("/api/v1/files",),
+                       exempt_prefixes=compat.UPLOAD_PATHS)
+    # CORS outside the key check and the body limit, so a browser reads a 401 or a 413 as what it is, not as a
+    # CORS failure.
     if settings.server.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.server.cors_origins,
                            allow_credentials=settings.server.cors_allow_credentials,
@@ -76,9 +80,6 @@ def create_app(node: Node, *, manage_node: bool = True) -> FastAPI:
                                           "Last-Event-ID", "Range", "If-None-Match", "Idempotency-Key"],
                            expose_headers=["X-Request-ID", "ETag", "Location", "Content-Range",
                                            "Idempotent-Replayed"])
-    # Uploads stream to disk under storage.max_file_size (api.uploads); everything else is JSON.
-    app.add_middleware(BodyLimitMiddleware, limit=int(settings.server.max_request_size), exempt=("/api/v1/files",),
-                       exempt_prefixes=compat.UPLOAD_PATHS)
     app.add_middleware(AccessLogMiddleware, observe=node.metrics.observe_request,
                        templates=RouteTemplates(lambda: app.openapi()["paths"]), log_access=settings.logging.access)
     # Ids are not secrets, only unique: random.getrandbits avoids a getrandom() syscall per request.
