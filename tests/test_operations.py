@@ -125,6 +125,7 @@ def test_metrics_count_what_was_run(run: Run) -> None:
     assert _value(m, "pocket3d_webhook_attempts_total", outcome="succeeded") == 1
     assert _value(m, "pocket3d_webhook_deliveries_pending") == 0
     assert not [v for (name, _), v in m.items() if name == "pocket3d_queue_depth" and v], "nothing waits"
+    assert ("pocket3d_queue_depth", (("feature", "auto_rigging"), ("priority", "0"))) in m, "an empty queue reads 0"
     assert _value(m, "pocket3d_device_memory_total_bytes", device="cpu") > 0
     assert 0 < _value(m, "pocket3d_device_memory_budget_bytes", device="cpu") \
         <= _value(m, "pocket3d_device_memory_total_bytes", device="cpu")

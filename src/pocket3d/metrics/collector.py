@@ -30,10 +30,14 @@ from prometheus_client.process_collector import ProcessCollector
 from pocket3d.jobs import outbox
 from pocket3d.jobs.records import DeliveryStatus, JobEvent
 from pocket3d.jobs.store import Store
+from pocket3d.models.spec import Feature
 from pocket3d.scheduler.base import Scheduler, SchedulerObserver
 from pocket3d.scheduler.devices import read as read_device
 
 log = logging.getLogger(__name__)
+
+REQUESTED_FEATURES = (Feature.MESH_GENERATION, Feature.TEXTURE_GENERATION, Feature.SEGMENTATION,
+                      Feature.AUTO_RIGGING)
 
 MB = 1024 * 1024
 EXPORT_MODEL = "export"  # the model label of the export stage, which pocket3d runs itself
@@ -144,8 +148,13 @@ class _StateCollector:
         pending = GaugeMetricFamily("pocket3d_webhook_deliveries_pending", "Webhook deliveries not yet delivered "
                                     "nor given up (waiting for an attempt, or being sent)")
         try:
-            for feature, priority, n in store.queue_depth():
-                depth.add_metric([feature, str(priority)], n)
+            waiting = {(feature, str(priority)): n for feature, priority, n in store.queue_depth()}
+            # Every feature at the default priority is there at 0 too: an alert on the queue reads 0 from an
+            # empty queue, not "no data".
+            for feature in REQUESTED_FEATURES:
+                waiting.setdefault((feature.value, "0"), 0)
+            for (feature, priority), n in sorted(waiting.items()):
+                depth.add_metric([feature, priority], n)
             counts = outbox.count_by_status(store)
             pending.add_metric([], counts.get(DeliveryStatus.PENDING, 0) + counts.get(DeliveryStatus.SENDING, 0))
         except Exception:  # a scrape must not fail because the store is down; /system/ready says that
