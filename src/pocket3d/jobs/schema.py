@@ -38,7 +38,7 @@ jobs = sa.Table(
     sa.Column("expires_at", sa.Float),
     sa.Column("version", sa.Integer, nullable=False, default=1),
     sa.Index("ix_jobs_owner_id", "owner_id", "id"),
-    sa.Index("ix_jobs_status", "status"),
+    sa.Index("ix_jobs_status_owner", "status", "owner_id"),  # the caps count active jobs by owner (0006)
 )
 
 stages = sa.Table(
