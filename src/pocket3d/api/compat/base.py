@@ -292,10 +292,16 @@ def check_signed(request: Request) -> dict[str, str]:
 
 # -- jobs ---------------------------------------------------------------------------------------------------------
 
+async def snapshot(request: Request, job_id: str) -> JobRecord | None:
+    """The job, whoever owns it (a signed URL's route, where the signature stands for the owner). Read on the
+    event loop from SQLite's cache-backed snapshots; in a thread from PostgreSQL, whose reads may wait."""
+    node = node_of(request)
+    return node.snapshots.get(job_id) if node.store.is_sqlite else await run_in_threadpool(node.snapshots.get, job_id)
+
+
 async def read_job(request: Request, principal: Principal, job_id: str) -> JobRecord | None:
     """The job as its owner sees it, or None (unknown, or another owner's)."""
-    node = node_of(request)
-    job = node.snapshots.get(job_id) if node.store.is_sqlite else await run_in_threadpool(node.snapshots.get, job_id)
+    job = await snapshot(request, job_id)
     if job is None or not principal.can_see(job.owner_id):
         return None
     return job

@@ -88,7 +88,7 @@ async def output(name: str, request: Request) -> Response:
     if found is None:
         raise CompatError(404, "Not Found")
     base.check_signed(request)
-    job = base.node_of(request).snapshots.get(found.group(3))
+    job = await base.snapshot(request, found.group(3))
     if job is None:
         raise CompatError(404, "Not Found")
     return base.output_response(request, job, "model.glb", CompatError(404, "the model has expired"))

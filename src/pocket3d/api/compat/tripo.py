@@ -410,7 +410,7 @@ async def output(job_id: str, name: str, request: Request) -> Response:
 async def signed_output(request: Request, job_id: str, name: str) -> Response:
     """A task's result at its signed URL: no key, the signature instead; 404 once it expired."""
     base.check_signed(request)
-    job = base.node_of(request).snapshots.get(job_id)
+    job = await base.snapshot(request, job_id)
     if job is None:
         raise CompatError(404, f"task {job_id} not found", code=ErrorCode.JOB_NOT_FOUND)
     return base.output_response(request, job, name, CompatError(404, f"{name} of task {job_id} has expired",
