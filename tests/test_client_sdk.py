@@ -145,6 +145,10 @@ def test_formats_chaining_and_conversion(p3d: Client, tmp_path: Path) -> None:
     assert as_obj.download(tmp_path / "t.obj.zip")["model.obj.zip"].stat().st_size == as_obj.view.outputs[0].size
     with pytest.raises(ValidationFailed):
         textured.convert(["gltf"])  # type: ignore[list-item]  # refused before it is sent
+    with pytest.raises(ValidationFailed) as as_stl:  # refused before it is sent, as the server refuses it
+        p3d.rig(mesh=made, output_format="stl")
+    assert as_stl.value.code == "UNSUPPORTED_OUTPUT_FORMAT" and as_stl.value.hint == "ask for one of glb, fbx"
+    assert as_stl.value.details == {"output_format": "stl", "supported_outputs": ["glb", "fbx"]}
 
 
 def test_webhook_calls(p3d: Client) -> None:

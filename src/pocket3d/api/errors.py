@@ -6,7 +6,7 @@ from __future__ import annotations
 import difflib
 import logging
 from datetime import UTC, datetime
-from typing import Any, get_args
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -14,8 +14,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from pocket3d import formats
-from pocket3d.api import redact
+from pocket3d.api import redact, schemas
 from pocket3d.api.middleware import TOO_LARGE_HINT, BodyTooLarge, current_request_id
 from pocket3d.errors import ErrorCode, Pocket3DError, storage_failure
 
@@ -60,7 +59,7 @@ def _validation_hint(request: Request, errors: list[dict[str, Any]]) -> str | No
             return f"did you mean {guess!r}?" + (f" This request takes: {fields}." if fields else "")
         return f"this request takes: {fields}" if fields else None
     if first["type"] == "literal_error" and {"output_format", "output_formats"} & set(first["loc"]):
-        offered = _offered_formats(request)
+        offered = schemas.offered_formats(_body_model_fields(request))
         return f"ask for one of {', '.join(offered)}" if offered else None
     if first["type"] == "missing" and first["loc"] == ["body"]:
         return "send the request as JSON with Content-Type: application/json; /docs has an example for each route"
@@ -79,33 +78,12 @@ def _body_model_fields(request: Request) -> dict[str, Any]:
     return fields if isinstance(fields, dict) else {}
 
 
-def _offered_formats(request: Request) -> list[str]:
-    """The output formats the called route's request takes (its output_format field's literals)."""
-    field = _body_model_fields(request).get("output_format")
-    return [a for a in get_args(field.annotation) if a in formats.KEEPS] if field is not None else []
-
-
-_HOLDS_NAMES = {formats.PARTS: "its parts", formats.SKIN: "its skeleton and skin weights"}
-
-
 def _unsupported_format(request: Request, error: dict[str, Any]) -> JSONResponse | None:
-    """A format pocket3d writes, asked of a feature whose result it cannot hold (a rig as USDZ, parts as STL): the
-    same 422 UNSUPPORTED_OUTPUT_FORMAT as a model or a conversion that cannot write it, naming the formats that
-    can. (A name pocket3d does not write at all stays INVALID_REQUEST.)"""
-    loc, fmt = [str(p) for p in error.get("loc", ())], error.get("input")
-    if error.get("type") != "literal_error" or not {"output_format", "output_formats"} & set(loc) or \
-            not isinstance(fmt, str) or fmt not in formats.KEEPS:
+    """The same 422 UNSUPPORTED_OUTPUT_FORMAT as a model or a conversion that cannot write the format."""
+    found = schemas.unsupported_format(_body_model_fields(request), error)
+    if found is None:
         return None
-    offered = _offered_formats(request)
-    if not offered:
-        return None
-    held = next((_HOLDS_NAMES[needed] for feature, needed in formats.RESULT_HOLDS.items()
-                 if formats.formats_for(feature) == tuple(offered)), "what it is")
-    where = ".".join(p for p in loc if p != "body")
-    return error_response(422, ErrorCode.UNSUPPORTED_OUTPUT_FORMAT,
-                          f"{where}: this request's result cannot be written as {fmt!r} without losing {held}",
-                          {"output_format": fmt, "supported_outputs": offered},
-                          hint=f"ask for one of {', '.join(offered)}")
+    return error_response(422, ErrorCode.UNSUPPORTED_OUTPUT_FORMAT, found.message, found.details, hint=found.hint)
 
 
 def _jsonable_errors(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:

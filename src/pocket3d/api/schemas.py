@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
@@ -459,3 +460,41 @@ class DeliveryView(BaseModel):
 
 class DeliveryList(BaseModel):
     deliveries: list[DeliveryView]
+
+
+# -- a format the request's feature cannot keep its result in ----------------------------------------------------
+
+_HOLDS_NAMES = {formats.PARTS: "its parts", formats.SKIN: "its skeleton and skin weights"}
+
+
+def offered_formats(fields: Mapping[str, Any]) -> list[str]:
+    """The output formats a request model takes (its output_format field's literals), from its model_fields."""
+    field = fields.get("output_format")
+    return [a for a in get_args(field.annotation) if a in formats.KEEPS] if field is not None else []
+
+
+class UnsupportedFormat(BaseModel):
+    """A format pocket3d writes, asked of a feature whose result it cannot hold (a rig as USDZ, parts as STL):
+    the server answers it, and the SDK refuses it before sending, as 422 UNSUPPORTED_OUTPUT_FORMAT."""
+
+    message: str
+    details: dict[str, Any]
+    hint: str
+
+
+def unsupported_format(fields: Mapping[str, Any], error: Mapping[str, Any]) -> UnsupportedFormat | None:
+    """``error`` (one of pydantic's, for a request model with ``fields``) as an unsupported format, or None when
+    it is something else (a name pocket3d does not write at all stays INVALID_REQUEST)."""
+    loc, fmt = [str(p) for p in error.get("loc", ())], error.get("input")
+    if error.get("type") != "literal_error" or not {"output_format", "output_formats"} & set(loc) or \
+            not isinstance(fmt, str) or fmt not in formats.KEEPS:
+        return None
+    offered = offered_formats(fields)
+    if not offered:
+        return None
+    held = next((_HOLDS_NAMES[needed] for feature, needed in formats.RESULT_HOLDS.items()
+                 if formats.formats_for(feature) == tuple(offered)), "what it is")
+    where = ".".join(p for p in loc if p != "body")
+    return UnsupportedFormat(message=f"{where}: this request's result cannot be written as {fmt!r} without losing "
+                             f"{held}", details={"output_format": fmt, "supported_outputs": offered},
+                             hint=f"ask for one of {', '.join(offered)}")

@@ -37,6 +37,7 @@ from pocket3d.api.schemas import (
     TextureGenerationRequest,
     ViewName,
     WebhookEventName,
+    unsupported_format,
 )
 from pocket3d.client.errors import (
     APIError,
@@ -237,7 +238,7 @@ def validated(model: type[BaseModel], fields: Mapping[str, Any]) -> dict[str, An
     try:
         return model.model_validate(dict(fields)).model_dump(mode="json", exclude_none=True)
     except ValidationError as e:
-        raise _validation_failed(e) from None
+        raise _validation_failed(e, model) from None
 
 
 def conversion(job_id: str, fields: Mapping[str, Any]) -> Submission:
@@ -257,13 +258,17 @@ def submission(feature: Feature, fields: Mapping[str, Any]) -> Submission:
     try:
         request = feature.request.model_validate(body)
     except ValidationError as e:
-        raise _validation_failed(e) from None
+        raise _validation_failed(e, feature.request) from None
     return Submission(feature.path, request.model_dump(mode="json", exclude_unset=True),
                       {"Idempotency-Key": key})
 
 
-def _validation_failed(e: ValidationError) -> ValidationFailed:
+def _validation_failed(e: ValidationError, model: type[BaseModel]) -> ValidationFailed:
     first = e.errors()[0]
+    unsupported = unsupported_format(model.model_fields, first)
+    if unsupported is not None:  # as the server would answer it
+        return ValidationFailed(422, "UNSUPPORTED_OUTPUT_FORMAT", unsupported.message, details=unsupported.details,
+                                hint=unsupported.hint)
     where = ".".join(str(p) for p in first["loc"]) or "request"
     return ValidationFailed(422, "INVALID_REQUEST", f"{where}: {first['msg']}",
                             details={"errors": e.errors(include_url=False, include_context=False)})
