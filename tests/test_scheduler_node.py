@@ -248,3 +248,19 @@ def test_a_graceful_stop_gives_running_stages_back(scheduler_server, make_server
         for job_id in (hung, busy):
             job = wait_final(c, job_id, timeout=30)
             assert job["status"] == "succeeded", "given back with its attempt uncounted, so max_attempts=1 holds"
+
+
+def test_a_job_under_way_between_two_stages_is_ranked_but_not_counted_as_a_job_in_the_queue() -> None:
+    """What a user saw: one queued job shown as '#2 in the queue', because another job, running, had its next
+    stage waiting ahead of it. Its work still counts in the seconds ahead (the ETA)."""
+    from pocket3d.scheduler.base import queue_places
+    from pocket3d.scheduler.policy import PendingStage
+
+    def stage(stage_id: int, job_id: str) -> PendingStage:
+        return PendingStage(stage_id=stage_id, job_id=job_id, model_id="m", feature="mesh_generation", priority=0,
+                            submitted_at=0.0)
+
+    places, tail = queue_places([stage(7, "job_running"), stage(3, "job_a"), stage(4, "job_b")], lambda m: 10.0,
+                                under_way={7})
+    assert places == {7: (1, 0.0), 3: (1, 10.0), 4: (2, 20.0)}
+    assert tail == (3, 30.0), "a job queued since the last pass comes after the two waiting to start"

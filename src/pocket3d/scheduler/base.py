@@ -3,16 +3,41 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING
+from collections.abc import Callable, Container, Iterable
 from dataclasses import dataclass, field
 
 from pocket3d.jobs.records import JobRecord
 from pocket3d.models.spec import Device
 
+if TYPE_CHECKING:
+    from pocket3d.scheduler.policy import PendingStage
+
 
 @dataclass(frozen=True)
 class Estimate:
-    queue_position: int | None  # 1-based among waiting stages, None when not waiting
+    queue_position: int | None  # 1-based among the jobs waiting to start (queue_places), None when not waiting
     eta_seconds: float | None  # until the job finishes; None when unknown or final
+
+
+Place = tuple[int, float]  # (queue position, run seconds of the stages ranked before it)
+
+
+def queue_places(ordered: Iterable[PendingStage], run_seconds: Callable[[str], float],
+                 under_way: Container[int]) -> tuple[dict[int, Place], Place]:
+    """Each waiting stage's place in the policy's ``ordered`` queue, and the place of a stage queued after all.
+
+    The position counts the jobs waiting to start that are ranked before it: the next stage of a job already
+    under way (``under_way``: stage ids whose job ran a stage before) is in the order and its work in the seconds
+    ahead, but it is not a job in the queue, so a lone queued job is #1 as the job list shows it."""
+    places: dict[int, Place] = {}
+    jobs_before, ahead = 0, 0.0
+    for stage in ordered:
+        places[stage.stage_id] = (jobs_before + 1, ahead)
+        if stage.stage_id not in under_way:
+            jobs_before += 1
+        ahead += run_seconds(stage.model_id)
+    return places, (jobs_before + 1, ahead)
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ from pocket3d.jobs.records import JobRecord, StageStatus
 from pocket3d.jobs.store import Store
 from pocket3d.models.registry import RegisteredModel, Registry
 from pocket3d.models.spec import Device
-from pocket3d.scheduler.base import DeviceState, Estimate, Measured, Scheduler
+from pocket3d.scheduler.base import DeviceState, Estimate, Measured, Scheduler, queue_places
 from pocket3d.scheduler.policy import ModelProfile, PendingStage, SchedulingPolicy, pocket3d_policy
 
 log = logging.getLogger(__name__)
@@ -316,10 +316,9 @@ class ClusterView(Scheduler):
                 pending.append(PendingStage(stage_id=q.stage_id, job_id=q.job_id, model_id=q.model_id,
                                             feature=q.feature, priority=q.priority, submitted_at=q.submitted_at,
                                             ready_at=q.queued_at, later=tuple(m for m in q.later if m is not None)))
-            ranks, ahead = {}, 0.0
-            for rank, p in enumerate(self.policy.ordering.order(pending, time.time(), profiles), 1):
-                ranks[p.stage_id] = (rank, ahead)
-                ahead += profiles[p.model_id].run_seconds
+            ranks, _ = queue_places(self.policy.ordering.order(pending, time.time(), profiles),
+                                    lambda model_id: profiles[model_id].run_seconds,
+                                    under_way={q.stage_id for q in queued if q.index > 0})
             # export stages are taken first come, first served by the workers that take them
             exports = sorted((q for q in queued if q.model_id is None), key=lambda q: (q.queued_at, q.stage_id))
             export_seconds = self.measured_export() or 1.0

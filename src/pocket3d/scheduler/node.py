@@ -53,7 +53,7 @@ from pocket3d.models.registry import Registry
 from pocket3d.models.spec import Device, ModelSpec
 from pocket3d.scheduler import devices as inventory
 from pocket3d.scheduler import stage_io
-from pocket3d.scheduler.base import DeviceState, Estimate, Measured, Scheduler, SchedulerObserver
+from pocket3d.scheduler.base import DeviceState, Estimate, Measured, Scheduler, SchedulerObserver, queue_places
 from pocket3d.scheduler.own_stages import DETAILS_KEY, OWN_STAGES_MODEL_ID, OwnStages, own_stages_spec
 from pocket3d.scheduler.cluster import Peers
 from pocket3d.scheduler.policy import (
@@ -668,13 +668,12 @@ class NodeScheduler(Scheduler):
         for assignment in plan(runnable, self._views(), profiles, self.stats, now, self.policy, ranked=ranked):
             if self._start_stage(assignment, profiles[assignment.stage.model_id]):
                 started.add(assignment.stage.stage_id)
-        # queue positions: the rank among the stages still waiting after this round
-        queue, ahead = {}, 0.0
-        for rank, p in enumerate((p for p in ordered if p.stage_id not in started), 1):
-            queue[p.stage_id] = (rank, ahead)
-            ahead += profiles[p.model_id].run_seconds
+        # queue positions: the places of the stages still waiting after this round
+        queue, tail = queue_places((p for p in ordered if p.stage_id not in started),
+                                   lambda model_id: profiles[model_id].run_seconds,
+                                   under_way={q.stage_id for q in queued if q.index > 0})
         with self._lock:
-            self._queue, self._queue_tail = queue, (len(queue) + 1, ahead)
+            self._queue, self._queue_tail = queue, tail
         if self.policy.unload_idle:
             for device_id, model_id in idle_unloads(self._views(), profiles, now,
                                                     self.settings.scheduler.model_idle_timeout):
