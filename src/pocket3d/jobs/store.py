@@ -11,7 +11,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Collection, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -86,7 +86,7 @@ class Store:
         # SQLite has one writer at a time. This process's writers take turns on a lock of its own before they ask
         # SQLite for its write lock, so a waiting writer wakes as soon as the lock is free instead of sleeping in
         # SQLite's busy handler (1 to 100 ms a try). Reentrant: a nested write behaves as without it.
-        self._write_turn = threading.RLock() if self.is_sqlite else None
+        self._write_turn: AbstractContextManager[Any] = threading.RLock() if self.is_sqlite else nullcontext()
         self._group: GroupCommit | None = GroupCommit(self) if self.is_sqlite else None
 
     # -- lifecycle ----------------------------------------------------------------------------------------
@@ -138,7 +138,7 @@ class Store:
 
     @contextmanager
     def write(self) -> Iterator[WriteTx]:
-        with self._turn(), self.engine.connect().execution_options(sqlite_begin="IMMEDIATE") as conn:
+        with self._write_turn, self.engine.connect().execution_options(sqlite_begin="IMMEDIATE") as conn:
             tx = WriteTx(conn)
             with conn.begin():
                 yield tx
@@ -169,14 +169,6 @@ class Store:
             with self.write() as tx:
                 return work(tx)
         return self._group.run(work)
-
-    @contextmanager
-    def _turn(self) -> Iterator[None]:
-        if self._write_turn is None:
-            yield
-            return
-        with self._write_turn:
-            yield
 
     def add_listener(self, fn: Callable[[set[str]], None]) -> None:
         """``fn(job_ids)`` after every write that changed those jobs."""
