@@ -65,6 +65,9 @@ def test_upload_generate_wait_download(p3d: Client, tmp_path: Path) -> None:
 
     saved = job.download(tmp_path / "crate.glb")
     assert saved == {"model.glb": tmp_path / "crate.glb"}
+    with pytest.raises(ValidationFailed) as a_path:  # a path where a file id goes: refused before it is sent
+        p3d.generate_mesh(images=[str(IMAGES / "typical_misc_crate.png")])
+    assert a_path.value.code == "INVALID_REQUEST" and "client.upload(path)" in (a_path.value.hint or "")
     data = (tmp_path / "crate.glb").read_bytes()
     assert hashlib.sha256(data).hexdigest() == done.outputs[0].sha256
     assert_valid_gltf(data, tmp_path)

@@ -208,6 +208,10 @@ AUTO_RIGGING = Feature("/rig", RiggingRequest)
 
 def _ref(value: FileRef) -> str:
     if isinstance(value, str):
+        if not value.startswith(("file_", "job_", "data:", "http://", "https://")) and os.path.isfile(value):
+            # the server would only say it knows no such file id
+            raise ValidationFailed(422, "INVALID_REQUEST", f"{value!r} is a file on this machine, not a file id",
+                                   hint="upload it first: pass what client.upload(path) returns")
         return value
     if isinstance(value, FileInfo):
         return value.file_id
