@@ -264,3 +264,30 @@ def test_a_job_under_way_between_two_stages_is_ranked_but_not_counted_as_a_job_i
                                 under_way={7})
     assert places == {7: (1, 0.0), 3: (1, 10.0), 4: (2, 20.0)}
     assert tail == (3, 30.0), "a job queued since the last pass comes after the two waiting to start"
+
+
+def test_a_high_priority_job_submitted_into_a_long_queue_starts_next(scheduler_server, tmp_path: Path) -> None:
+    """Past scheduler LONG_QUEUE stages the node ranks the whole queue at most once a second; the rounds between
+    plan from the top of that ranking with the stages queued since merged in. A job submitted then at priority 10
+    must still start at the next free slot, ahead of 300 low-priority jobs that were ranked before it came."""
+    from pocket3d.scheduler.node import LONG_QUEUE
+
+    srv = scheduler_server([400], POCKET3D_SCHEDULER__MAX_JOBS_PER_OWNER="1000")
+    release = tmp_path / "release"
+    with srv.client() as c:
+        try:
+            holding = [_job(c, "alloc_a", hold_until=str(release)) for _ in range(2)]  # both slots of the one copy
+            low = [submit(c, "/mesh/generate", {"text_prompt": "x", "model_preference": "alloc_a",
+                                                "priority": -5})["job_id"] for _ in range(LONG_QUEUE + 44)]
+            time.sleep(1.5)  # the long queue has been ranked whole
+            urgent = submit(c, "/mesh/generate", {"text_prompt": "x", "model_preference": "alloc_a",
+                                                  "priority": 10})["job_id"]
+        finally:
+            release.touch()
+        finished = wait_final(c, urgent, timeout=60)
+        assert finished["status"] == "succeeded", finished
+        assert all(wait_final(c, j, timeout=60)["status"] == "succeeded" for j in holding)
+        started_low = sorted(s for j in low if (s := c.get(f"/jobs/{j}").json()["started_at"]) is not None)
+        # Two slots free up at once: the urgent job takes one, at most one low-priority job the other.
+        assert len([s for s in started_low if s < finished["started_at"]]) <= 1, (finished["started_at"],
+                                                                                  started_low[:4])

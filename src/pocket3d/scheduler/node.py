@@ -22,12 +22,14 @@ pocket3d's own stages (orient; export: format conversion, preview) run in a work
 
 from __future__ import annotations
 
+import heapq
 import json
 import logging
 import os
 import socket
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -90,6 +92,13 @@ OWN_STAGE_CONCURRENCY = 2  # orient and export stages at once in the own-stage w
 QUEUE_RESYNC_SECONDS = 30.0  # the incremental queue view is read whole again this often (a safety net)
 DISPATCH_INTERVAL = 0.05  # seconds between two dispatch rounds at least: a burst of wakes becomes one round
 MAX_DISPATCH_PAUSE = 0.25  # seconds: the most a wake waits for the next round
+# A queue longer than LONG_QUEUE stages is ranked whole (and its places published) at most once a RANK_INTERVAL; the
+# rounds between plan from the top PLAN_WINDOW of that ranking with the stages queued since merged in by the same
+# key. Ranking thousands of stages every round cost a quarter of the API process during a burst of submissions,
+# while a round starts only the few stages that its free slots take.
+LONG_QUEUE = 256
+RANK_INTERVAL = 1.0
+PLAN_WINDOW = 256
 
 
 @dataclass
@@ -180,7 +189,18 @@ class NodeScheduler(Scheduler):
         # polls read a job's place in O(1) instead of walking the queue
         self._queue: dict[int, tuple[int, float]] = {}
         self._queue_tail: tuple[int, float] = (1, 0.0)  # the place of a stage queued since the last pass
-        self._seen: dict[int, PendingStage] = {}  # the queued stages of the last round, counted in the usage stats
+        # The queue as the planner sees it, kept up to date from the queue view's changes: model stages by stage id
+        # (each counted in the usage stats once, when first seen), how many per model, the model ids of the stages
+        # after them (the size-aware order needs those run times), orient and export stages, and the ranking of the
+        # last whole round with the stages queued since then.
+        self._pending: dict[int, PendingStage] = {}
+        self._pending_models: Counter[str] = Counter()
+        self._later_models: Counter[str] = Counter()
+        self._under_way: set[int] = set()  # pending stage ids of jobs that ran a stage before (queue_places)
+        self._own_queued: dict[int, QueuedStage] = {}
+        self._ranking: list[PendingStage] = []
+        self._ranked_at = float("-inf")  # monotonic
+        self._fresh: dict[int, PendingStage] = {}  # pending since the ranking was made
         self.stats = UsageStats()
         self._lock = threading.RLock()
         self._stop = threading.Event()
@@ -585,8 +605,9 @@ class NodeScheduler(Scheduler):
             if self._changed_jobs is not None:
                 self._changed_jobs |= job_ids
 
-    def _read_queue(self) -> list[QueuedStage]:
-        """The queued stages: the whole queue, or (incremental) only the jobs changed since the last round."""
+    def _read_queue(self) -> tuple[list[QueuedStage], list[QueuedStage]] | None:
+        """Bring the queue view up to date: the whole queue (None), or (incremental) only the jobs changed since
+        the last round, as (stages no longer queued as they were, stages queued now)."""
         now = time.monotonic()
         with self._lock:
             changed = self._changed_jobs
@@ -598,64 +619,114 @@ class NodeScheduler(Scheduler):
             for q in self.store.queued_stages():
                 queued.setdefault(q.job_id, []).append(q)
             self._queued, self._queue_read_at = queued, now
-        elif changed:
+            return None
+        gone: list[QueuedStage] = []
+        came: list[QueuedStage] = []
+        if changed:
             for job_id in changed:
-                self._queued.pop(job_id, None)
+                gone.extend(self._queued.pop(job_id, ()))
             for q in self.store.queued_stages(job_ids=changed):
                 self._queued.setdefault(q.job_id, []).append(q)
-        return [q for stages in self._queued.values() for q in stages]
+                came.append(q)
+        return gone, came
+
+    def _update_pending(self, changes: tuple[list[QueuedStage], list[QueuedStage]] | None, now: float) -> None:
+        if changes is None:
+            seen = self._pending
+            self._pending, self._own_queued, self._fresh = {}, {}, {}
+            self._pending_models, self._later_models, self._under_way = Counter(), Counter(), set()
+            self._ranked_at = float("-inf")
+            for stages in self._queued.values():
+                for q in stages:
+                    self._admit(q, seen.get(q.stage_id), now)
+            return
+        gone, came = changes
+        seen = {}
+        for q in gone:
+            self._own_queued.pop(q.stage_id, None)
+            self._fresh.pop(q.stage_id, None)
+            self._under_way.discard(q.stage_id)
+            p = self._pending.pop(q.stage_id, None)
+            if p is not None:
+                seen[q.stage_id] = p
+                self._pending_models[p.model_id] -= 1
+                self._later_models.subtract(p.later)
+        for q in came:
+            self._admit(q, seen.get(q.stage_id), now)
+        self._pending_models += Counter()  # drops the models counted down to zero
+        self._later_models += Counter()
+
+    def _admit(self, q: QueuedStage, seen: PendingStage | None, now: float) -> None:
+        if q.model_id is None:
+            self._own_queued[q.stage_id] = q
+            return
+        if self._hostable is not None and q.model_id not in self._hostable:
+            return
+        if seen is None:  # new in the queue: counted in the usage stats once, its record made once
+            seen = PendingStage(stage_id=q.stage_id, job_id=q.job_id, model_id=q.model_id, feature=q.feature,
+                                priority=q.priority, submitted_at=q.submitted_at, ready_at=q.queued_at,
+                                later=tuple(m for m in q.later if m is not None))
+            self.stats.record_request(q.model_id, now)
+        self._pending[q.stage_id] = seen
+        self._fresh[q.stage_id] = seen
+        self._pending_models[seen.model_id] += 1
+        self._later_models.update(seen.later)
+        if q.index > 0:
+            self._under_way.add(q.stage_id)
 
     def _dispatch_once(self) -> None:
         if self._draining:
             return
         try:
-            queued = self._read_queue()
+            changes = self._read_queue()
         except BaseException:
             with self._lock:
                 self._changed_jobs = None  # what changed was not read: read it all next time
             raise
         now = self.clock()
+        self._update_pending(changes, now)
         with self._lock:
-            still_here = set(self._running)
-        if still_here:
             # Requeued by another node while it still runs here (its lease ran out while this node was cut off from
             # the store): it is claimed again once that run has ended, not beside it on the same device.
-            queued = [q for q in queued if q.stage_id not in still_here]
-        if self.takes_own_stages:
-            for q in sorted((q for q in queued if q.model_id is None), key=lambda q: (q.queued_at, q.stage_id)):
+            still_here = set(self._running)
+        if self.takes_own_stages and self._own_queued:
+            for q in sorted((q for q in self._own_queued.values() if q.stage_id not in still_here),
+                            key=lambda q: (q.queued_at, q.stage_id)):
                 self._start_own(q)
-        pending: list[PendingStage] = []
         profiles: dict[str, ModelProfile] = {}
-        for q in queued:
-            if q.model_id is None or (self._hostable is not None and q.model_id not in self._hostable):
-                continue
-            profile = profiles.get(q.model_id) or self._profile(q.model_id)
-            if profile is None:
-                continue  # a model no longer registered: left queued, visible as waiting
-            profiles[q.model_id] = profile
-            seen = self._seen.get(q.stage_id)
-            if seen is None:  # new in the queue: counted in the usage stats once, its record made once
-                seen = PendingStage(stage_id=q.stage_id, job_id=q.job_id, model_id=q.model_id, feature=q.feature,
-                                    priority=q.priority, submitted_at=q.submitted_at, ready_at=q.queued_at,
-                                    later=tuple(m for m in q.later if m is not None))
-                self.stats.record_request(q.model_id, now)
-            pending.append(seen)
-        self._seen = {p.stage_id: p for p in pending}
         with self._lock:
             # running and resident models need a profile: their copies' concurrency, and eviction
             known = {r.model_id for r in self._running.values() if r.model_id}
             known |= {m for device_models in self._resident.values() for m in device_models}
-        known |= {m for p in pending for m in p.later}  # the size-aware order needs their run times
-        for model_id in known - profiles.keys():
+        for model_id in {*self._pending_models, *self._later_models, *known}:
             if (profile := self._profile(model_id)) is not None:
                 profiles[model_id] = profile
-        fits = {m: self._fits_somewhere(p) for m, p in profiles.items()}
-        if not all(fits.values()):
-            for p in pending:
-                if not fits[p.model_id] and self.sole_node:  # a cluster's worker leaves it to a larger node
+        # a model no longer registered: its stages are left queued, visible as waiting
+        usable = {m for m in self._pending_models if m in profiles}
+        too_large = {m for m in usable if not self._fits_somewhere(profiles[m])}
+        if too_large:
+            for p in list(self._pending.values()):
+                if p.model_id in too_large and self.sole_node:  # a cluster's worker leaves it to a larger node
                     self._fail_too_large(p, profiles[p.model_id])
-            pending = [p for p in pending if fits[p.model_id]]
+            usable -= too_large
+        still_pending = still_here & self._pending.keys()
+        if (self.peers is None and not still_pending and len(self._pending) > LONG_QUEUE
+                and time.monotonic() - self._ranked_at < RANK_INTERVAL
+                and (key := self.policy.ordering.sort_key(now, profiles)) is not None):
+            self._plan_from_ranking(key, usable, profiles, now)
+        else:
+            self._plan_whole(usable, still_pending, profiles, now)
+        if self.policy.unload_idle:
+            for device_id, model_id in idle_unloads(self._views(), profiles, now,
+                                                    self.settings.scheduler.model_idle_timeout):
+                self._stages.submit(self._unload, device_id, model_id, "idle")
+
+    def _plan_whole(self, usable: set[str], still_pending: set[int], profiles: dict[str, ModelProfile],
+                    now: float) -> None:
+        """Rank every waiting stage, start what the free slots take, and publish the places of the rest."""
+        pending = [p for p in self._pending.values() if p.model_id in usable and p.stage_id not in still_pending]
         ordered = self.policy.ordering.order(pending, now, profiles)
+        self._ranking, self._ranked_at, self._fresh = ordered, time.monotonic(), {}
         runnable, ranked = pending, ordered
         if self.peers is not None:  # a stage another worker can start on its loaded model is left to it a while
             with self._lock:
@@ -664,20 +735,36 @@ class NodeScheduler(Scheduler):
             if len(runnable) < len(pending):
                 kept = {p.stage_id for p in runnable}
                 ranked = [p for p in ordered if p.stage_id in kept]
-        started = set()
-        for assignment in plan(runnable, self._views(), profiles, self.stats, now, self.policy, ranked=ranked):
-            if self._start_stage(assignment, profiles[assignment.stage.model_id]):
-                started.add(assignment.stage.stage_id)
+        started = self._start(plan(runnable, self._views(), profiles, self.stats, now, self.policy, ranked=ranked),
+                              profiles)
         # queue positions: the places of the stages still waiting after this round
         queue, tail = queue_places((p for p in ordered if p.stage_id not in started),
-                                   lambda model_id: profiles[model_id].run_seconds,
-                                   under_way={q.stage_id for q in queued if q.index > 0})
+                                   lambda model_id: profiles[model_id].run_seconds, under_way=self._under_way)
         with self._lock:
             self._queue, self._queue_tail = queue, tail
-        if self.policy.unload_idle:
-            for device_id, model_id in idle_unloads(self._views(), profiles, now,
-                                                    self.settings.scheduler.model_idle_timeout):
-                self._stages.submit(self._unload, device_id, model_id, "idle")
+
+    def _plan_from_ranking(self, key: Callable[[PendingStage], object], usable: set[str],
+                           profiles: dict[str, ModelProfile], now: float) -> None:
+        """A round between two whole ones on a long queue: the top of the last ranking, still waiting, with the
+        stages queued since merged in. Places keep the last whole round's figures until the next one."""
+        top: list[PendingStage] = []
+        for p in self._ranking:
+            if self._pending.get(p.stage_id) is p and p.stage_id not in self._fresh and p.model_id in usable:
+                top.append(p)
+                if len(top) >= PLAN_WINDOW:
+                    break
+        fresh = heapq.nsmallest(PLAN_WINDOW, (p for p in self._fresh.values() if p.model_id in usable), key=key)
+        ranked = list(heapq.merge(top, fresh, key=key))
+        counts = {m: n for m, n in self._pending_models.items() if m in usable}
+        self._start(plan((), self._views(), profiles, self.stats, now, self.policy, ranked=ranked,
+                         pending_by_model=counts), profiles)
+
+    def _start(self, assignments: list[Assignment], profiles: dict[str, ModelProfile]) -> set[int]:
+        started = set()
+        for assignment in assignments:
+            if self._start_stage(assignment, profiles[assignment.stage.model_id]):
+                started.add(assignment.stage.stage_id)
+        return started
 
     def _fits_somewhere(self, profile: ModelProfile) -> bool:
         budgets = [self._static_budget(d) for d in self._devices if d.kind in profile.device_kinds]

@@ -65,8 +65,9 @@ import logging
 import math
 from abc import ABC, abstractmethod
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -211,6 +212,11 @@ class OrderingPolicy(ABC):
               models: Mapping[str, ModelProfile] | None = None) -> list[PendingStage]:
         """Best first. ``models`` gives the expected run times a size-aware order needs."""
 
+    def sort_key(self, now: float, models: Mapping[str, ModelProfile]) -> Callable[[PendingStage], Any] | None:
+        """A key that sorts stages as :meth:`order` does at ``now``, for merging a few new stages into an ordering
+        made a moment ago (the node's long-queue rounds); None when the order is not a sort by a key."""
+        return None
+
 
 class EvictionPolicy(ABC):
     @abstractmethod
@@ -250,7 +256,10 @@ def evictable(resident: ResidentModel, models: Mapping[str, ModelProfile]) -> bo
 class FifoOrdering(OrderingPolicy):
     def order(self, pending: Sequence[PendingStage], now: float,
               models: Mapping[str, ModelProfile] | None = None) -> list[PendingStage]:
-        return sorted(pending, key=lambda s: (s.submitted_at, s.stage_id))
+        return sorted(pending, key=self.sort_key(now, models or {}))
+
+    def sort_key(self, now: float, models: Mapping[str, ModelProfile]) -> Callable[[PendingStage], Any]:
+        return lambda s: (s.submitted_at, s.stage_id)
 
 
 class RemainingWorkOrdering(OrderingPolicy):
@@ -272,10 +281,7 @@ class RemainingWorkOrdering(OrderingPolicy):
         self.min_seconds = min_seconds
 
     def score(self, stage: PendingStage, now: float, models: Mapping[str, ModelProfile]) -> float:
-        claim = 1.0
-        if self.weights is not None:
-            claim = self.weights.get(stage.feature, self.default_weight) * 2.0 ** (max(-10, min(10, stage.priority))
-                                                                                   / 5.0)
+        claim = self._claim(stage)
         age = max(0.0, now - stage.submitted_at)
         return claim * (1.0 + age / self.ageing_seconds) / max(self.min_seconds, stage.remaining_seconds(models))
 
@@ -284,11 +290,36 @@ class RemainingWorkOrdering(OrderingPolicy):
 
     def order(self, pending: Sequence[PendingStage], now: float,
               models: Mapping[str, ModelProfile] | None = None) -> list[PendingStage]:
-        models = models or {}
-        urgent = sorted((s for s in pending if self.urgent(s, now)), key=lambda s: (s.ready, s.stage_id))
-        rest = sorted((s for s in pending if not self.urgent(s, now)),
-                      key=lambda s: (-self.score(s, now, models), s.submitted_at, s.stage_id))
-        return urgent + rest
+        return sorted(pending, key=self.sort_key(now, models or {}))
+
+    def sort_key(self, now: float, models: Mapping[str, ModelProfile]) -> Callable[[PendingStage], Any]:
+        """Urgent stages first, the longest-waiting first; then by score, best first. The score's two factors
+        that do not change with time (the claim, the remaining seconds) are the same for every stage of a
+        feature, priority and model chain, so they are worked out once per such class: a burst's queue of
+        thousands holds a handful of classes. The arithmetic is :meth:`score`'s, in its order, so both agree to
+        the last bit."""
+        claims: dict[tuple[str, int], float] = {}
+        remaining: dict[tuple[str, tuple[str, ...]], float] = {}
+        urgent_after, ageing = self.urgent_after, self.ageing_seconds
+
+        def key(s: PendingStage) -> tuple:
+            if urgent_after is not None and now - s.ready >= urgent_after:
+                return (0, s.ready, s.stage_id)
+            claim = claims.get((s.feature, s.priority))
+            if claim is None:
+                claim = claims[(s.feature, s.priority)] = self._claim(s)
+            seconds = remaining.get((s.model_id, s.later))
+            if seconds is None:
+                seconds = remaining[(s.model_id, s.later)] = max(self.min_seconds, s.remaining_seconds(models))
+            age = max(0.0, now - s.submitted_at)
+            return (1, -(claim * (1.0 + age / ageing) / seconds), s.submitted_at, s.stage_id)
+
+        return key
+
+    def _claim(self, stage: PendingStage) -> float:
+        if self.weights is None:
+            return 1.0
+        return self.weights.get(stage.feature, self.default_weight) * 2.0 ** (max(-10, min(10, stage.priority)) / 5.0)
 
 
 # -- eviction -----------------------------------------------------------------------------------------------
@@ -464,7 +495,8 @@ def _check(a: Assignment, profile: ModelProfile, work: _Working, models: Mapping
 
 def plan(pending: Sequence[PendingStage], devices: Sequence[DeviceView], models: Mapping[str, ModelProfile],
          stats: UsageStats, now: float, policy: SchedulingPolicy,
-         ranked: Sequence[PendingStage] | None = None) -> list[Assignment]:
+         ranked: Sequence[PendingStage] | None = None,
+         pending_by_model: Mapping[str, int] | None = None) -> list[Assignment]:
     """The one decision step both the real node loop and the simulator call: which waiting stages start now,
     where, after which evictions. Respects max_concurrent per model (counting running ones on all devices),
     never oversubscribes a device's budget (after the evictions it lists), never evicts a model with running
@@ -477,7 +509,9 @@ def plan(pending: Sequence[PendingStage], devices: Sequence[DeviceView], models:
             running[r.model_id] += r.running
     if ranked is None:  # a caller that ranked them already (for queue positions) passes its ranking
         ranked = policy.ordering.order(pending, now, models)
-    context = PlanContext(ranked=ranked, pending_by_model=Counter(s.model_id for s in pending), running=running)
+    if pending_by_model is None:  # a caller that keeps the counts up to date passes them
+        pending_by_model = Counter(s.model_id for s in pending)
+    context = PlanContext(ranked=ranked, pending_by_model=pending_by_model, running=running)
     policy.placement.prepare(devices, models, stats, now, context)
     out: list[Assignment] = []
     for i, stage in enumerate(ranked):
