@@ -183,7 +183,10 @@ def submit_burst(args: argparse.Namespace, tmp: Path) -> None:
     bare = subprocess.Popen([sys.executable, str(ROOT / "bench" / "bare_app.py"), str(bare_port),
                              str(tmp / "payloads.json"), str(tmp / "bare.db")])
     env = {"POCKET3D_SCHEDULER__QUEUE_SIZE": "1000000", "POCKET3D_SCHEDULER__MAX_JOBS_PER_OWNER": "1000000"}
-    srv = ServerProcess(tmp / "submit-data", env=env, models=ROOT / "bench" / "models-submit.yaml")
+    # The shipped settings (config/system.yaml: model workers at nice 10, two stages at once on a CPU device), not
+    # the test suite's.
+    srv = ServerProcess(tmp / "submit-data", env=env, config=ROOT / "config" / "system.yaml",
+                        models=ROOT / "bench" / "models-submit.yaml")
     results: dict[str, dict] = {}
     try:
         base = f"http://127.0.0.1:{bare_port}"

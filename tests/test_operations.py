@@ -197,3 +197,24 @@ def test_the_grafana_dashboard_uses_the_metrics_served(run: Run) -> None:
     assert {"pocket3d_queue_depth", "pocket3d_stage_duration_seconds_bucket", "pocket3d_device_memory_used_bytes",
             "pocket3d_worker_restarts_total", "pocket3d_http_request_duration_seconds_bucket",
             "pocket3d_sse_streams_open", "pocket3d_webhook_deliveries_total"} <= used
+
+
+def test_the_log_file_rolls_over_at_max_size_in_whole_lines(make_server, tmp_path) -> None:
+    """The server writes its log in batches (one write per batch); the file still rolls over near max_size, keeps
+    backup_count old files, and every line in them is one whole JSON object."""
+    srv = make_server(env={"POCKET3D_LOGGING__FILE": "logs/server.log", "POCKET3D_LOGGING__FORMAT": "json",
+                           "POCKET3D_LOGGING__MAX_SIZE": "16384", "POCKET3D_LOGGING__BACKUP_COUNT": "2"})
+    with srv.client() as c:
+        for i in range(400):
+            assert c.get("/system/health", headers={"X-Request-ID": f"roll-{i}"}).status_code == 200
+    time.sleep(0.5)  # the last batch is written
+    logs = tmp_path / "data" / "logs"
+    assert sorted(p.name for p in logs.iterdir()) == ["server.log", "server.log.1", "server.log.2"]
+    seen = []
+    for name in ("server.log.2", "server.log.1", "server.log"):
+        text = (logs / name).read_text()
+        assert len(text.encode()) <= 2 * 16384, f"{name} is {len(text)} bytes"
+        lines = [json.loads(line) for line in text.splitlines()]  # every line whole
+        seen += [line["request_id"] for line in lines if line["logger"] == "pocket3d.access"]
+    assert seen[-1] == "roll-399" and seen == [f"roll-{i}" for i in range(400 - len(seen), 400)], \
+        "the newest lines, in order, none lost between the files"
