@@ -3,6 +3,7 @@ recovery, cancellation."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 
 import pytest
@@ -448,6 +449,62 @@ def test_concurrent_submits_keep_the_caps_and_each_is_committed_when_answered(st
     # exactly, on PostgreSQL too: two submits committing at once must not each see room for one more
     assert everyone.count("accepted") == 4 and everyone.count(ErrorCode.QUEUE_FULL) == 52, "the queue's cap"
     assert per_owner["flood"] == 4 and one_owner.count(ErrorCode.CONCURRENCY_LIMITED) == 52, "the owner's cap"
+
+
+def test_an_event_loop_and_threads_submitting_together_keep_the_caps(store) -> None:
+    """The API submits a text prompt from its event loop (tr.submit_async: on SQLite the coroutine joins the group
+    commit without a thread) while other submits come from threads: together the caps still hold exactly, a
+    refused submit takes no other with it, an accepted one is committed and announced by the time it is answered,
+    and the loop is never the thread that writes."""
+    heard: set[str] = set()
+    store.add_event_listener(lambda events: heard.update(e.job_id for e in events))
+    writers: set[int] = set()
+    store.add_listener(lambda job_ids: writers.add(threading.get_ident()))
+    outcomes: list[str] = []
+    unseen: list[str] = []
+
+    def job_of(i: int) -> NewJob:
+        return NewJob(**{**new_job(files=["file_missing"] if i % 8 == 7 else ()).__dict__, "owner_id": f"owner{i % 4}"})
+
+    def accepted(job_id: str) -> None:
+        outcomes.append("accepted")
+        if job_id not in heard:
+            unseen.append(job_id)
+
+    async def from_the_loop(i: int) -> None:
+        for _ in range(4):
+            try:
+                accepted(await tr.submit_async(store, job_of(i), queue_size=14, max_attempts=1, now=1, owner_limit=100))
+            except Pocket3DError as e:
+                outcomes.append(e.code)
+
+    def from_a_thread(i: int) -> None:
+        for _ in range(4):
+            try:
+                accepted(tr.submit(store, job_of(i), queue_size=14, max_attempts=1, now=1, owner_limit=100))
+            except Pocket3DError as e:
+                outcomes.append(e.code)
+
+    async def burst() -> int:
+        threads = [threading.Thread(target=from_a_thread, args=(i,)) for i in range(8, 16)]
+        for th in threads:
+            th.start()
+        await asyncio.gather(*(from_the_loop(i) for i in range(8)))
+        await asyncio.to_thread(lambda: [th.join() for th in threads])
+        return threading.get_ident()
+
+    for _ in range(10):
+        submit(store, now=1)
+    writers.clear()
+    loop_thread = asyncio.run(burst())
+    assert outcomes.count(ErrorCode.FILE_NOT_FOUND) == 8, "the two submits naming a missing upload, four times each"
+    assert outcomes.count("accepted") == 4 and outcomes.count(ErrorCode.QUEUE_FULL) == 52, outcomes
+    assert unseen == [], "answered before it was committed and announced"
+    assert loop_thread not in writers, "the event loop waited; a thread wrote"
+    with store.read() as conn:
+        jobs = conn.execute(sa.select(sa.func.count()).select_from(t.jobs)).scalar()
+        stages = conn.execute(sa.select(sa.func.count()).select_from(t.stages)).scalar()
+    assert jobs == 14 and stages == 28, "no row of a refused submit"
 
 
 def test_a_job_keeps_its_request_as_sent_and_what_each_stage_did(store) -> None:

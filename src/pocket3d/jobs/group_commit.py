@@ -8,10 +8,16 @@ group of one; under load the groups grow by themselves, with what arrived while 
 
 Used where the store is SQLite, whose single write lock and sync per commit would otherwise make concurrent
 writers take turns at the disk, each paying a transaction's fixed costs (the lock, BEGIN, COMMIT, the sync).
+
+An event loop's coroutine joins a group without a thread of its own (:meth:`GroupCommit.run_async`): it cannot
+lead, so a writer thread of the group commit's leads in its place, and each group's answers reach a loop in one
+call. A submit that needs no thread before its transaction (api.submission's inline path) costs the loop no thread
+hop and no thread wake-up of its own.
 """
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -25,14 +31,15 @@ MAX_GROUP = 64  # pieces in one transaction at most: every answer of a group wai
 
 
 class _Piece(Generic[T]):
-    __slots__ = ("work", "done", "result", "error", "wake")
+    __slots__ = ("work", "done", "result", "error", "wake", "future")
 
-    def __init__(self, work: Callable[[WriteTx], T]):
+    def __init__(self, work: Callable[[WriteTx], T], future: asyncio.Future[T] | None = None):
         self.work = work
         self.done = False
         self.result: Any = None
         self.error: BaseException | None = None
         self.wake = threading.Event()  # set when done, or when handed the lead
+        self.future = future  # an event loop's caller: answered through its loop, never handed the lead
 
 
 class _GroupLost(Exception):
@@ -50,6 +57,55 @@ class GroupCommit:
         self._waiting: deque[_Piece[Any]] = deque()
         self._lock = threading.Lock()
         self._leading = False
+        self._writer: threading.Thread | None = None  # leads for the event loops' pieces; started on the first
+        self._writer_leads = threading.Event()
+        self._closed = False
+
+    async def run_async(self, work: Callable[[WriteTx], T]) -> T:
+        """:meth:`run` for a coroutine: ``work`` runs in the writer thread (or a thread leading a group), never in
+        the event loop; the coroutine waits without a thread."""
+        piece: _Piece[T] = _Piece(work, asyncio.get_running_loop().create_future())
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the store is closed")
+            self._waiting.append(piece)
+            if not self._leading:
+                self._leading = True
+                self._hand_to_writer()
+        assert piece.future is not None
+        return await piece.future
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+        self._writer_leads.set()
+        if self._writer is not None and self._writer is not threading.current_thread():
+            self._writer.join(timeout=10)
+
+    def _hand_to_writer(self) -> None:
+        """The lead goes to the writer thread (with ``_lock`` held)."""
+        if self._writer is None:
+            self._writer = threading.Thread(target=self._write_loop, name="group-commit", daemon=True)
+            self._writer.start()
+        self._writer_leads.set()
+
+    def _write_loop(self) -> None:
+        while True:
+            self._writer_leads.wait()
+            self._writer_leads.clear()
+            with self._lock:
+                if self._closed and not self._waiting:
+                    return
+            while True:
+                with self._lock:
+                    if not self._waiting:
+                        self._leading = False
+                        break
+                    group = self._take()
+                self._commit(group)
+
+    def _take(self) -> list[_Piece[Any]]:
+        return [self._waiting.popleft() for _ in range(min(self.max_group, len(self._waiting)))]
 
     def run(self, work: Callable[[WriteTx], T]) -> T:
         """``work(tx)`` in a transaction it may share with others; its result once that transaction has committed
@@ -67,14 +123,16 @@ class GroupCommit:
             try:
                 while not piece.done:  # more were waiting ahead of it than a group takes: lead on
                     with self._lock:
-                        group = [self._waiting.popleft() for _ in range(min(self.max_group, len(self._waiting)))]
+                        group = self._take()
                     self._commit(group)
             finally:
-                with self._lock:  # the first waiting leads next; with none, the next to come does
-                    if self._waiting:
+                with self._lock:  # the first waiting leads next (the writer, for a loop's); with none, the next to come
+                    if not self._waiting:
+                        self._leading = False
+                    elif self._waiting[0].future is None:
                         self._waiting[0].wake.set()
                     else:
-                        self._leading = False
+                        self._hand_to_writer()
         if piece.error is not None:
             raise piece.error
         return piece.result
@@ -89,9 +147,18 @@ class GroupCommit:
             outcomes = [(lost.error, None)] * len(group)
         except BaseException as e:  # BEGIN or the commit failed (a full disk): nothing of the group was written
             outcomes = [(e, None)] * len(group)
+        answers: dict[asyncio.AbstractEventLoop, list[_Piece[Any]]] = {}
         for piece, (error, result) in zip(group, outcomes, strict=True):
             piece.error, piece.result, piece.done = error, result, True
-            piece.wake.set()
+            if piece.future is None:
+                piece.wake.set()
+            else:
+                answers.setdefault(piece.future.get_loop(), []).append(piece)
+        for loop, pieces in answers.items():  # one wake-up of each loop for the whole group
+            try:
+                loop.call_soon_threadsafe(_answer, pieces)
+            except RuntimeError:  # that loop has closed: nobody waits for these answers any more
+                pass
 
     @staticmethod
     def _one(tx: WriteTx, piece: _Piece[Any]) -> tuple[BaseException | None, Any]:
@@ -110,3 +177,14 @@ class GroupCommit:
         tx.conn.exec_driver_sql("RELEASE piece")
         tx.keep(mine)
         return None, result
+
+
+def _answer(pieces: list[_Piece[Any]]) -> None:
+    for piece in pieces:
+        future = piece.future
+        if future is None or future.done():  # its caller was cancelled (a client that went away)
+            continue
+        if piece.error is not None:
+            future.set_exception(piece.error)
+        else:
+            future.set_result(piece.result)

@@ -55,15 +55,23 @@ class WriteTx:
     # What a transition may remember for the rest of the transaction (counts it read and keeps up to date), shared
     # by the pieces of a group commit, which run one after another in it.
     memo: dict[Any, Any] = field(default_factory=dict)
+    # Rows to insert when the transaction is about to commit, one statement for all of them (a group commit's pieces
+    # each add theirs): for rows nothing in the transaction reads or could refuse.
+    inserts: dict[Any, list[dict[str, Any]]] = field(default_factory=dict)
 
     def touch(self, job_id: str) -> None:
         self.changed_jobs.add(job_id)
+
+    def insert_at_commit(self, statement: Any, rows: list[dict[str, Any]]) -> None:
+        self.inserts.setdefault(statement, []).extend(rows)
 
     def piece(self) -> WriteTx:
         """The record of one piece of a group commit: what it changed counts once its savepoint is kept."""
         return WriteTx(self.conn, memo=self.memo)
 
     def keep(self, piece: WriteTx) -> None:
+        for statement, rows in piece.inserts.items():
+            self.insert_at_commit(statement, rows)
         self.changed_jobs |= piece.changed_jobs
         self.released |= piece.released
         self.events.extend(piece.events)
@@ -115,6 +123,8 @@ class Store:
         migrations.check(self.engine)
 
     def dispose(self) -> None:
+        if self._group is not None:
+            self._group.close()
         self.engine.dispose()
 
     def probe_write(self) -> None:
@@ -142,6 +152,8 @@ class Store:
             tx = WriteTx(conn)
             with conn.begin():
                 yield tx
+                for statement, rows in tx.inserts.items():
+                    conn.execute(statement, rows)
                 if not self.is_sqlite:
                     # Other processes hear of the change from PostgreSQL (LISTEN/NOTIFY), only once it commits.
                     notify.announce(conn, self.origin, tx)
@@ -169,6 +181,20 @@ class Store:
             with self.write() as tx:
                 return work(tx)
         return self._group.run(work)
+
+    @property
+    def commits_in_groups(self) -> bool:
+        """Whether writes asked for together share a transaction (SQLite), so a coroutine can join one without a
+        thread of its own (:meth:`write_grouped_async`)."""
+        return self._group is not None
+
+    async def write_grouped_async(self, work: Callable[[WriteTx], T]) -> T:
+        """:meth:`write_grouped` for a coroutine: ``work`` runs in a thread, the coroutine waits in its loop."""
+        if self._group is None:
+            import anyio.to_thread
+
+            return await anyio.to_thread.run_sync(self.write_grouped, work)
+        return await self._group.run_async(work)
 
     def add_listener(self, fn: Callable[[set[str]], None]) -> None:
         """``fn(job_ids)`` after every write that changed those jobs."""

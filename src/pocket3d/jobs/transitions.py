@@ -106,6 +106,18 @@ def submit(store: Store, new: NewJob, *, queue_size: int, max_attempts: int, now
         raise IdempotencyKeyTaken(new.idempotency.key) from e  # a concurrent submit with the key committed first
 
 
+async def submit_async(store: Store, new: NewJob, *, queue_size: int, max_attempts: int, now: float,
+                       owner_limit: int | None = None) -> str:
+    """:func:`submit` for a coroutine (``Store.write_grouped_async``)."""
+    try:
+        return await store.write_grouped_async(lambda tx: _persist_job(
+            store, tx, new, queue_size=queue_size, max_attempts=max_attempts, now=now, owner_limit=owner_limit))
+    except sa.exc.IntegrityError as e:
+        if new.idempotency is None:
+            raise
+        raise IdempotencyKeyTaken(new.idempotency.key) from e
+
+
 # The submit's statements, built once: building (and hashing for the compiled cache) a statement costs more than
 # running it on SQLite, and a burst of submits runs these thousands of times a second.
 _KEY_HELD = (t.idempotency_keys.c.owner_id == sa.bindparam("p_owner")) & (t.idempotency_keys.c.key == sa.bindparam("p_key"))
@@ -149,13 +161,16 @@ def _persist_job(store: Store, tx: WriteTx, new: NewJob, *, queue_size: int, max
         raise Pocket3DError(ErrorCode.QUEUE_FULL, f"the queue holds {queue_size} jobs; try again later",
                             {"queue_size": queue_size}, headers={"Retry-After": "30"},
                             hint="send it again after the Retry-After seconds")
-    # Values as parameters, not .values(): the statement stays the same one, compiled once.
-    tx.conn.execute(_INSERT_JOB, dict(
+    # Values as parameters, not .values(): the statement stays the same one, compiled once. Without an Idempotency-
+    # Key nothing can refuse these rows (fresh ids) and nothing here reads them: they go in with the other submits
+    # of the group commit, one statement per table. (A key's row refers to its job, so that job goes in now.)
+    insert = tx.insert_at_commit if key is None else (lambda statement, rows: tx.conn.execute(statement, rows))
+    insert(_INSERT_JOB, [dict(
         id=job_id, owner_id=new.owner_id, feature=new.feature, model_id=new.model_id,
         status=JobStatus.QUEUED, progress=0.0, current_stage=0, priority=new.priority,
         request=new.request, input=new.input, stage_weights=[s.weight for s in new.stages],
-        cancel_requested=False, created_at=now, version=1))
-    tx.conn.execute(_INSERT_STAGES, [
+        cancel_requested=False, created_at=now, version=1)])
+    insert(_INSERT_STAGES, [
         dict(job_id=job_id, idx=i, name=s.name, model_id=s.model_id, params=s.params,
              status=StageStatus.QUEUED if i == 0 else StageStatus.PENDING, progress=0.0, attempts=0,
              max_attempts=max_attempts, priority=new.priority, queued_at=now if i == 0 else None)
@@ -170,7 +185,7 @@ def _persist_job(store: Store, tx: WriteTx, new: NewJob, *, queue_size: int, max
             ref, (sha, fmt) = inp.file_id, uploads[inp.file_id]
         rows.append(dict(job_id=job_id, position=i, file_id=ref, role=inp.role, sha256=sha, format=fmt))
     if rows:
-        tx.conn.execute(_INSERT_INPUTS, rows)
+        insert(_INSERT_INPUTS, rows)
     if key is not None:
         tx.conn.execute(_INSERT_KEY, dict(
             owner_id=new.owner_id, key=key.key, fingerprint=key.fingerprint, job_id=job_id, created_at=now,

@@ -22,7 +22,7 @@ from pocket3d.api.schemas import (
     TextureGenerationRequest,
     _FeatureRequest,
 )
-from pocket3d.api.submission import Submitted, submit_request
+from pocket3d.api.submission import Submitted, inline_submittable, submit_inline, submit_request
 from pocket3d.api.views import job_links, job_view
 from pocket3d.errors import ErrorCode, Pocket3DError
 from pocket3d.models.spec import Feature
@@ -52,7 +52,11 @@ def check_key(key: str | None) -> str | None:
 
 async def _accept(node: Node, principal: Principal, feature: Feature, req: _FeatureRequest,
                   wait: float, idempotency_key: str | None) -> JSONResponse:
-    submitted = await run_in_threadpool(submit_request, node, principal, feature, req, check_key(idempotency_key))
+    key = check_key(idempotency_key)
+    if inline_submittable(node, req, key):
+        submitted = await submit_inline(node, principal, feature, req)
+    else:
+        submitted = await run_in_threadpool(submit_request, node, principal, feature, req, key)
     return await answer(node, principal, submitted, wait)
 
 
