@@ -77,15 +77,17 @@ wrk.body = '{"text_prompt": "a red wooden chair", "output_format": "glb"}'
 wrk.headers["Content-Type"] = "application/json"
 """
 SUBMIT_GOALS = {"ratio": 0.5, "p99_ms": 150.0, "rss_mb": 64.0}
-# Where the API process's time goes during a burst: the first category whose function appears in a sample's stack.
+# Where the API process's time goes during a burst (py-spy --gil: the samples where a thread held the GIL, which
+# is what bounds the process): the first category whose needle appears in a sample's stack.
 PROFILE_CATEGORIES = [
     ("drawing previews", ("render_preview",)),
     ("export (formats)", ("export_scene", "convert_glb", "stage_io.py:export", "load_scene")),
-    ("submit (plan, validate, transaction)", ("submit_request",)),
-    ("scheduler: reading the queue", ("queued_stages", "_dispatch_once", "refresh_queue")),
-    ("scheduler: other", ("scheduler/node.py", "policy.py")),
+    ("submit: the transaction", ("GroupCommit", "_persist_job", "write_grouped")),
+    ("submit: plan and validate", ("submit_request", "submit_inline", "_plan_job")),
+    ("log lines", ("logging/__init__.py", "logging/handlers.py", "pocket3d/logs.py")),
+    ("scheduler rounds", ("_dispatch_once", "queued_stages", "scheduler/node.py", "policy.py")),
     ("status and events", ("snapshots.py", "events.py")),
-    ("HTTP (uvicorn, starlette, FastAPI)", ("uvicorn", "h11", "httptools", "starlette", "fastapi")),
+    ("HTTP (uvicorn, starlette, FastAPI)", ("uvicorn", "h11", "httptools", "starlette", "fastapi", "asyncio")),
 ]
 
 
@@ -213,7 +215,7 @@ def submit_burst(args: argparse.Namespace, tmp: Path) -> None:
             args.profile.mkdir(parents=True, exist_ok=True)
             raw = args.profile / "submit-burst.txt"
             profiler = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(srv.proc.pid), "--duration",
-                                         str(args.submit_seconds), "--rate", "100", "--nonblocking", "--format", "raw",
+                                         str(args.submit_seconds), "--rate", "100", "--nonblocking", "--gil", "--format", "raw",
                                          "--output", str(raw)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         with RssSampler(srv.proc.pid) as rss:
             results["pocket3d"] = post(f"{srv.url}/api/v1/mesh/generate", args.submit_seconds, args.connections,
