@@ -58,7 +58,8 @@ class GroupCommit:
         self._lock = threading.Lock()
         self._leading = False
         self._writer: threading.Thread | None = None  # leads for the event loops' pieces; started on the first
-        self._writer_leads = threading.Event()
+        self._writer_woken = threading.Event()
+        self._writer_leads = False  # handed the lead (under _lock): a wake-up by close() alone leads nothing
         self._closed = False
 
     async def run_async(self, work: Callable[[WriteTx], T]) -> T:
@@ -78,7 +79,7 @@ class GroupCommit:
     def close(self) -> None:
         with self._lock:
             self._closed = True
-        self._writer_leads.set()
+        self._writer_woken.set()
         if self._writer is not None and self._writer is not threading.current_thread():
             self._writer.join(timeout=10)
 
@@ -87,16 +88,18 @@ class GroupCommit:
         if self._writer is None:
             self._writer = threading.Thread(target=self._write_loop, name="group-commit", daemon=True)
             self._writer.start()
-        self._writer_leads.set()
+        self._writer_leads = True
+        self._writer_woken.set()
 
     def _write_loop(self) -> None:
         while True:
-            self._writer_leads.wait()
-            self._writer_leads.clear()
+            self._writer_woken.wait()
             with self._lock:
-                if self._closed and not self._waiting:
+                self._writer_woken.clear()
+                leads, self._writer_leads = self._writer_leads, False
+                if not leads and self._closed:
                     return
-            while True:
+            while leads:
                 with self._lock:
                     if not self._waiting:
                         self._leading = False
