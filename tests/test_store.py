@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 
 import pytest
 import sqlalchemy as sa
@@ -505,6 +506,41 @@ def test_an_event_loop_and_threads_submitting_together_keep_the_caps(store) -> N
         jobs = conn.execute(sa.select(sa.func.count()).select_from(t.jobs)).scalar()
         stages = conn.execute(sa.select(sa.func.count()).select_from(t.stages)).scalar()
     assert jobs == 14 and stages == 28, "no row of a refused submit"
+
+
+def test_a_submit_racing_the_shutdown_is_still_answered(tmp_path) -> None:
+    """The store closes (the node stops) while a thread's submit is being written and a coroutine's waits behind it:
+    the coroutine's is answered, later writes still go through, and closing does not hang."""
+    store = Store(f"sqlite:///{tmp_path / 'jobs.db'}")
+    store.create_schema()
+    group = store._group
+    assert group is not None
+    asyncio.run(group.run_async(lambda tx: "warm"))  # the writer thread exists, idle
+    hold, entered = threading.Event(), threading.Event()
+    leader = threading.Thread(target=lambda: group.run(lambda tx: (entered.set(), hold.wait(10))))
+    leader.start()
+    assert entered.wait(10)
+    loop = asyncio.new_event_loop()
+    loop_thread = threading.Thread(target=loop.run_forever)
+    loop_thread.start()
+    try:
+        queued = asyncio.run_coroutine_threadsafe(group.run_async(lambda tx: "answered"), loop)
+        time.sleep(0.2)
+        closing = threading.Thread(target=store.dispose)
+        closing.start()
+        hold.set()
+        leader.join(10)
+        assert queued.result(timeout=10) == "answered"
+        closing.join(15)
+        assert not closing.is_alive(), "closing waited for a writer that nothing would wake"
+        later = threading.Thread(target=lambda: group.run(lambda tx: None), daemon=True)
+        later.start()
+        later.join(10)
+        assert not later.is_alive(), "a write after the shutdown hung"
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        loop_thread.join(10)
+        loop.close()
 
 
 def test_a_job_keeps_its_request_as_sent_and_what_each_stage_did(store) -> None:

@@ -36,6 +36,7 @@ _active_format = "text"
 _listener: logging.handlers.QueueListener | None = None
 _FIRST = ("time", "level", "logger", "message", "request_id")
 LOG_BATCH_SECONDS = 0.05
+_SRCFILE = logging._srcfile  # type: ignore[attr-defined]  # the logging module's own, put back when a pattern needs it
 
 
 def active_format() -> str:
@@ -118,17 +119,22 @@ class _BatchListener(logging.handlers.QueueListener):
 
 def _write_batch(handler: logging.Handler, records: list[logging.LogRecord]) -> None:
     """What ``handler.emit`` would write for each record, in one write and one flush (a stream or a rotating file;
-    a batch can take a file past max_size by its own length before it rolls over)."""
-    lines = []
+    a batch can take a file past max_size by its own length before it rolls over). A batch that cannot be written
+    whole (a line the file's encoding cannot hold) is written line by line, so only that line is lost."""
+    if not isinstance(handler, logging.StreamHandler):
+        for record in records:
+            handler.handle(record)
+        return
+    lines: list[tuple[logging.LogRecord, str]] = []
     for record in records:
         if record.levelno >= handler.level and handler.filter(record):
             try:
-                lines.append(handler.format(record) + "\n")
+                lines.append((record, handler.format(record) + "\n"))
             except Exception:
                 handler.handleError(record)
-    if not lines or not isinstance(handler, logging.StreamHandler):
+    if not lines:
         return
-    text = "".join(lines)
+    text = "".join(line for _, line in lines)
     with handler.lock or contextlib.nullcontext():
         try:
             if (isinstance(handler, logging.handlers.RotatingFileHandler) and handler.maxBytes > 0
@@ -137,8 +143,15 @@ def _write_batch(handler: logging.Handler, records: list[logging.LogRecord]) -> 
                 handler.doRollover()
             handler.stream.write(text)
             handler.flush()
+            return
         except Exception:
-            handler.handleError(records[-1])
+            pass
+        for record, line in lines:
+            try:
+                handler.stream.write(line)
+                handler.flush()
+            except Exception:
+                handler.handleError(record)
 
 
 def _static(fields: Mapping[str, Any]) -> Callable[[Any, str, dict[str, Any]], dict[str, Any]]:
@@ -218,8 +231,8 @@ def _record_only_what_is_shown(pattern: str) -> None:
     logging.logThreads = shows("thread", "threadName")
     logging.logProcesses = shows("process")
     logging.logMultiprocessing = shows("processName")
-    if not shows("pathname", "filename", "module", "lineno", "funcName"):
-        logging._srcfile = None  # type: ignore[attr-defined]
+    caller = shows("pathname", "filename", "module", "lineno", "funcName")
+    logging._srcfile = _SRCFILE if caller else None  # type: ignore[attr-defined]
 
 
 def configure(settings: Settings, log_format: str | None = None) -> None:

@@ -6,6 +6,7 @@ the job, its stages) goes in one transaction, so a refused request leaves no row
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -203,10 +204,16 @@ async def submit_inline(node: Node, principal: Principal, feature: Feature, req:
     process on handing each submit to a thread and back than on the submit itself."""
     view_names = req.ordered_views()[1] if isinstance(req, _ViewsRequest) else None
     job = _plan_job(node, feature, req, [], None, view_names)
-    job_id = await transitions.submit_async(node.store, _new_job(principal, job, []), now=time.time(),
-                                            **_caps(node))
-    _submitted(node, principal, job, job_id)
-    return Submitted(job_id, replayed=False)
+
+    async def write() -> str:
+        job_id = await transitions.submit_async(node.store, _new_job(principal, job, []), now=time.time(),
+                                                **_caps(node))
+        _submitted(node, principal, job, job_id)
+        return job_id
+
+    # Shielded: a request cancelled while its job commits (a shutdown's deadline) still logs it and wakes the
+    # scheduler, as a thread would have.
+    return Submitted(await asyncio.shield(write()), replayed=False)
 
 
 def submit_conversion(node: Node, principal: Principal, job_id: str, req: ConvertRequest,

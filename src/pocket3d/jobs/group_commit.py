@@ -57,7 +57,10 @@ class GroupCommit:
         self._waiting: deque[_Piece[Any]] = deque()
         self._lock = threading.Lock()
         self._leading = False
-        self._writer: threading.Thread | None = None  # leads for the event loops' pieces; started on the first
+        # The writer thread leads for the event loops' pieces. Started on the first; after close() it exits once it
+        # has nothing to lead, and a later hand-off starts another (a submit racing the shutdown is still answered).
+        self._writer: threading.Thread | None = None
+        self._writer_running = False  # under _lock: set when started, cleared by the writer as it exits
         self._writer_woken = threading.Event()
         self._writer_leads = False  # handed the lead (under _lock): a wake-up by close() alone leads nothing
         self._closed = False
@@ -67,8 +70,6 @@ class GroupCommit:
         the event loop; the coroutine waits without a thread."""
         piece: _Piece[T] = _Piece(work, asyncio.get_running_loop().create_future())
         with self._lock:
-            if self._closed:
-                raise RuntimeError("the store is closed")
             self._waiting.append(piece)
             if not self._leading:
                 self._leading = True
@@ -77,18 +78,21 @@ class GroupCommit:
         return await piece.future
 
     def close(self) -> None:
+        """The writer thread exits once it has nothing to lead (waited for up to 10 s)."""
         with self._lock:
             self._closed = True
+            writer = self._writer
         self._writer_woken.set()
-        if self._writer is not None and self._writer is not threading.current_thread():
-            self._writer.join(timeout=10)
+        if writer is not None and writer is not threading.current_thread():
+            writer.join(timeout=10)
 
     def _hand_to_writer(self) -> None:
         """The lead goes to the writer thread (with ``_lock`` held)."""
-        if self._writer is None:
+        self._writer_leads = True
+        if not self._writer_running:
+            self._writer_running = True
             self._writer = threading.Thread(target=self._write_loop, name="group-commit", daemon=True)
             self._writer.start()
-        self._writer_leads = True
         self._writer_woken.set()
 
     def _write_loop(self) -> None:
@@ -98,11 +102,15 @@ class GroupCommit:
                 self._writer_woken.clear()
                 leads, self._writer_leads = self._writer_leads, False
                 if not leads and self._closed:
+                    self._writer_running = False
                     return
             while leads:
                 with self._lock:
                     if not self._waiting:
                         self._leading = False
+                        if self._closed:
+                            self._writer_running = False
+                            return
                         break
                     group = self._take()
                 self._commit(group)
