@@ -6,6 +6,7 @@ it commits, listeners (the event bus) hear of them, so nothing is announced that
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 import threading
@@ -191,9 +192,7 @@ class Store:
     async def write_grouped_async(self, work: Callable[[WriteTx], T]) -> T:
         """:meth:`write_grouped` for a coroutine: ``work`` runs in a thread, the coroutine waits in its loop."""
         if self._group is None:
-            import anyio.to_thread
-
-            return await anyio.to_thread.run_sync(self.write_grouped, work)
+            return await asyncio.to_thread(self.write_grouped, work)
         return await self._group.run_async(work)
 
     def add_listener(self, fn: Callable[[set[str]], None]) -> None:
