@@ -207,7 +207,7 @@ async def submit_inline(node: Node, principal: Principal, feature: Feature, req:
 
     async def write() -> str:
         job_id = await transitions.submit_async(node.store, _new_job(principal, job, []), now=time.time(),
-                                                **_caps(node))
+                                                **_limits(node))
         _submitted(node, principal, job, job_id)
         return job_id
 
@@ -431,7 +431,7 @@ def _persist(node: Node, principal: Principal, job: _Planned) -> str:
                 job_inputs.append(JobInput(inp.role, file_id=inp.file_id))
         try:
             job_id = transitions.submit(node.store, _new_job(principal, job, job_inputs), now=time.time(),
-                                        **_caps(node))
+                                        **_limits(node))
         except BaseException:
             node.retention.collect(stored)
             raise
@@ -444,7 +444,7 @@ def _new_job(principal: Principal, job: _Planned, inputs: list[JobInput]) -> New
                   request=job.request, inputs=inputs, priority=job.priority, idempotency=job.key, input=job.echoed)
 
 
-def _caps(node: Node) -> dict[str, int]:
+def _limits(node: Node) -> dict[str, int]:
     scheduler = node.settings.scheduler
     return {"queue_size": scheduler.queue_size, "max_attempts": scheduler.max_attempts,
             "owner_limit": scheduler.max_jobs_per_owner}

@@ -8,7 +8,8 @@ nothing, so a worker that comes back from the dead cannot complete a stage twice
 from __future__ import annotations
 
 import secrets
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import sqlalchemy as sa
@@ -97,21 +98,27 @@ def submit(store: Store, new: NewJob, *, queue_size: int, max_attempts: int, now
     at once.
 
     Each input is checked again here, under a lock, so an upload deleted or expiring (or a source job's outputs
-    expiring) while the request was validated is refused rather than taken without its blob."""
-    try:
-        return _submit(store, new, queue_size=queue_size, max_attempts=max_attempts, now=now, owner_limit=owner_limit)
-    except sa.exc.IntegrityError as e:
-        if new.idempotency is None:
-            raise
-        raise IdempotencyKeyTaken(new.idempotency.key) from e  # a concurrent submit with the key committed first
+    expiring) while the request was validated is refused rather than taken without its blob. The submits arriving
+    together share one transaction and one sync to disk (a group commit, on SQLite), each in a savepoint: a refused
+    one leaves nothing, the others still go in."""
+    with _key_taken(new):
+        return store.write_grouped(lambda tx: _persist_job(store, tx, new, queue_size=queue_size,
+                                                           max_attempts=max_attempts, now=now, owner_limit=owner_limit))
 
 
 async def submit_async(store: Store, new: NewJob, *, queue_size: int, max_attempts: int, now: float,
                        owner_limit: int | None = None) -> str:
     """:func:`submit` for a coroutine (``Store.write_grouped_async``)."""
-    try:
+    with _key_taken(new):
         return await store.write_grouped_async(lambda tx: _persist_job(
             store, tx, new, queue_size=queue_size, max_attempts=max_attempts, now=now, owner_limit=owner_limit))
+
+
+@contextmanager
+def _key_taken(new: NewJob) -> Iterator[None]:
+    """A unique-key failure of a submit with an Idempotency-Key: a concurrent submit with the key committed first."""
+    try:
+        yield
     except sa.exc.IntegrityError as e:
         if new.idempotency is None:
             raise
@@ -127,14 +134,6 @@ _INSERT_JOB = t.jobs.insert()
 _INSERT_STAGES = t.stages.insert()
 _INSERT_INPUTS = t.job_inputs.insert()
 _INSERT_KEY = t.idempotency_keys.insert()
-
-
-def _submit(store: Store, new: NewJob, *, queue_size: int, max_attempts: int, now: float,
-            owner_limit: int | None) -> str:
-    # The submits arriving together share one transaction and one sync to disk (a group commit, on SQLite), each
-    # in a savepoint: a refused one leaves nothing, the others still go in.
-    return store.write_grouped(lambda tx: _persist_job(store, tx, new, queue_size=queue_size,
-                                                       max_attempts=max_attempts, now=now, owner_limit=owner_limit))
 
 
 def _persist_job(store: Store, tx: WriteTx, new: NewJob, *, queue_size: int, max_attempts: int, now: float,
